@@ -1,0 +1,67 @@
+/*
+ * batch.h - a batch request as parsed from POST /batch (batch parsing).
+ *
+ * batch_parse() turns the request body into a validated list of items, or
+ * refuses the whole batch with an HTTP status (400 or 413) and a message
+ * that names the offending item. It is pure: no I/O, no global state; it
+ * reads only the limits in the configuration it is given.
+ *
+ * Body forms (CONTRACT.md): with a JSON Content-Type, an array of URL
+ * strings and/or item objects, or {"requests": [...], "timeout_ms": N,
+ * "merge": M}; with any other Content-Type a plain list of URLs separated
+ * by white space, lines starting with '#' ignored.
+ */
+#ifndef FO_BATCH_H
+#define FO_BATCH_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "err.h"
+#include "fanoutd.h"
+
+enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
+enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
+
+const char *http_method_name(enum http_method m);
+
+/* One item to fetch. Every pointer is owned by the item. */
+struct item_req {
+    char *id;
+    char *url;            /* as requested */
+    char *hostkey;        /* "host:port" of the URL, for per_host_limit */
+    enum http_method method;
+    char **headers;       /* "Name: value" lines */
+    size_t nheaders;
+    int has_content_type; /* one of headers is Content-Type */
+    char *body;           /* request body, or NULL for none */
+    size_t body_len;
+    int body_is_json;     /* a non-string JSON body: send as application/json */
+    long timeout_ms;      /* 0: not given */
+};
+
+struct batch_req {
+    struct item_req *items;   /* owned array */
+    size_t n;
+    enum merge_mode merge;
+    long timeout_ms;          /* 0: not given */
+};
+
+/* Whether a Content-Type means the JSON forms (application/json, params ok). */
+int batch_is_json_type(const char *content_type);
+
+/*
+ * Parses and validates a whole batch. On success fills *out (caller frees
+ * with batch_req_free). On failure returns FO_EINVAL (status 400) or
+ * FO_ETOOBIG (status 413) and msg says what is wrong, naming the item.
+ */
+fo_err batch_parse(const char *body, size_t len, int is_json, const struct config *cfg,
+                   struct batch_req *out, struct fo_msg *msg) FO_MUST_CHECK;
+
+void batch_req_free(struct batch_req *b);
+
+/* Checks that url is an absolute http(s) URL with a host; fills *hostkey
+ * (owned by the caller) when hostkey is not NULL. */
+fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CHECK;
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * config.h - the configuration: one table row per key.
+ *
+ * The table (config.c) gives each key its type, default, bounds and help;
+ * the file parser, the --key-name flags, --check-config, --help and the
+ * sample config/fanoutd.conf all come from it.
+ *
+ * A struct config is immutable once built and reference counted: the daemon
+ * holds the current one, every batch holds the one it started with, and a
+ * SIGHUP reload builds a new one and swaps it in (server.c), so in-flight
+ * work never sees values change under it.
+ */
+#ifndef FO_CONFIG_H
+#define FO_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "err.h"
+#include "fanoutd.h"
+#include "policy.h"
+
+struct str_list {
+    char **v;      /* owned strings */
+    size_t n;
+};
+
+struct config {
+    _Atomic long refs;
+    unsigned long generation;           /* set when installed; grows on each reload */
+
+    char *listen;                       /* as given, "host:port" */
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_len;
+    long workers;
+    long queue_capacity;
+    long max_batch;
+    long max_body_bytes;
+    long max_response_bytes;
+    long default_timeout_ms;
+    long max_timeout_ms;
+    long batch_timeout_ms;
+    long max_redirects;
+    struct cidr_list allow;
+    struct cidr_list deny;              /* the built-in defaults plus the file's */
+    struct str_list forward_headers;
+    char *auth_token;                   /* "" when unset */
+    long per_host_limit;
+    long shutdown_grace_ms;
+    long max_connections;
+    long client_timeout_ms;
+    long log_level;                     /* enum log_level */
+};
+
+/* One command-line override: --key-name VALUE (key already in file form). */
+struct config_override {
+    const char *key;     /* borrowed from argv or static */
+    const char *value;   /* borrowed */
+};
+
+/*
+ * Builds a configuration: defaults, then the file (path may be NULL), then
+ * the overrides in order. On error returns FO_EINVAL and msg names the file
+ * and line ("fanoutd.conf:3: unknown key 'x'") or the flag. On success *out
+ * holds one reference for the caller.
+ */
+fo_err config_build(const char *path, const struct config_override *ov, size_t nov,
+                    struct config **out, struct fo_msg *msg) FO_MUST_CHECK;
+
+/* Maps a flag name ("max-batch", without the dashes) to its key, or NULL. */
+const char *config_key_for_flag(const char *flag);
+
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Every key as "key = value", one per line (lists comma-separated). */
+void config_dump(const struct config *cfg, FILE *out);
+/* The keys with their defaults and help, for --help and the sample file. */
+void config_print_help(FILE *out);
+void config_print_sample(FILE *out);
+
+/* Parses "host:port" / "[v6]:port" into a socket address. */
+fo_err config_parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
+                           struct fo_msg *msg) FO_MUST_CHECK;
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * fanoutd.h - limits, defaults and small helpers shared by every module.
+ *
+ * Every bound on outside input lives here as a named constant, so a reader
+ * finds all of them in one place (OpenBSD httpd.h style).
+ */
+#ifndef FANOUTD_H
+#define FANOUTD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define FANOUTD_VERSION "1.0.0"
+
+/* Input bounds (outside input never grows a buffer past these). */
+#define FO_MAX_URL_LEN        8192    /* bytes in one item URL */
+#define FO_MAX_ID_LEN         256     /* bytes in one item id */
+#define FO_MAX_ITEM_HEADERS   64      /* headers in one item */
+#define FO_MAX_HEADER_LEN     8192    /* bytes in one header name + value */
+#define FO_MAX_ITEM_BODY      (1u << 20) /* bytes of one item's request body */
+#define FO_MAX_JSON_DEPTH     512     /* nesting of an upstream JSON body we embed */
+#define FO_MAX_CONTENT_TYPE   256     /* bytes of an upstream Content-Type we keep */
+#define FO_MAX_LIST_ITEMS     256     /* entries in one configuration list */
+#define FO_MAX_CONFIG_LINE    4096    /* bytes in one configuration line */
+#define FO_MAX_FORWARD_VALUE  8192    /* bytes of one forwarded client header */
+
+/* Internal tunables. */
+#define FO_WORKER_STACK       (256 * 1024) /* pthread stack of fetch workers */
+#define FO_FRONT_THREADS_MAX  4       /* libmicrohttpd thread pool, at most */
+#define FO_RETRY_AFTER_S      1       /* Retry-After on 503 overloaded */
+#define FO_DRAIN_FLUSH_MS     2000    /* after grace: time to send answers */
+#define FO_RESPONSE_INITIAL   4096    /* first allocation of a response buffer */
+
+/* Free and NULL in one step, so a freed pointer is never used again. */
+#define FO_FREE(p) do { free(p); (p) = NULL; } while (0)
+
+#define FO_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#define FO_MUST_CHECK __attribute__((warn_unused_result))
+
+/* Milliseconds on the monotonic clock. */
+int64_t fo_now_ms(void);
+/* Microseconds on the monotonic clock. */
+int64_t fo_now_us(void);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * fetch.h - one upstream fetch with libcurl (the fetcher).
+ *
+ * Each worker owns a struct fetcher: one easy handle reused from fetch to
+ * fetch, so its keep-alive connections survive, and one body buffer. The
+ * handles share DNS and TLS session caches through one share handle
+ * (struct fetch_env) with a lock per cache; the connection cache is not
+ * shared (libcurl documents that as unsafe across concurrent threads).
+ *
+ * Every connection is opened through a callback that applies the
+ * destination policy to the resolved address (redirects included); only
+ * http and https are ever spoken; the body is capped while it streams in;
+ * a fetch aborts as soon as its job stops (deadline, client gone,
+ * shutdown), checked from curl's progress callback.
+ */
+#ifndef FO_FETCH_H
+#define FO_FETCH_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+
+#include "policy.h"
+#include "result.h"
+
+struct job;
+
+struct fetch_env {
+    CURLSH *share;
+    pthread_mutex_t locks[CURL_LOCK_DATA_LAST];  /* one per shared curl cache */
+    struct self_addr self;                       /* fanoutd's own listen address */
+};
+
+/* curl_global_init must have run. Reads the bound listen address. */
+fo_err fetch_env_init(struct fetch_env *env, const struct sockaddr *listen, socklen_t len) FO_MUST_CHECK;
+void fetch_env_free(struct fetch_env *env);
+
+struct fetcher;
+struct fetcher *fetcher_new(struct fetch_env *env);
+void fetcher_free(struct fetcher *f);
+
+/* Fetches item i of job into *res (which the caller then owns). */
+void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res);
+
+#endif

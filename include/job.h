@@ -1,0 +1,99 @@
+/*
+ * job.h - one accepted batch while it runs (the in-flight batch).
+ *
+ * Ownership: a job is reference counted. The front end holds one reference
+ * until its answer has been sent; the queue holds one while any of the
+ * job's items wait in it; a worker holds one while it runs an item; the
+ * watcher holds one while it watches the job's client and deadline.
+ *
+ * Per item, the job lock guards the state (queued, running, done) and the
+ * result slot. A worker fills its own struct result and hands it over with
+ * job_complete_item(); after the job has finished, nothing more is
+ * written into it and late results are dropped. Whoever finishes the job
+ * (last item, deadline, client gone, shutdown) does so exactly once, in
+ * job_finish(): unfinished items get their error, the document is built,
+ * and the on_finish callback (the front end's) is called with no lock held.
+ */
+#ifndef FO_JOB_H
+#define FO_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "buf.h"
+#include "config.h"
+#include "result.h"
+
+enum finish_reason {
+    FINISH_NONE = 0,
+    FINISH_DONE,       /* every item finished */
+    FINISH_DEADLINE,   /* the batch deadline passed */
+    FINISH_CLIENT,     /* the client went away: nobody to answer */
+    FINISH_SHUTDOWN,   /* shutdown grace ended */
+    FINISH_REJECTED,   /* the queue refused it (overloaded, draining) */
+};
+
+enum item_state { ITEM_QUEUED = 0, ITEM_RUNNING, ITEM_DONE };
+
+struct job;
+typedef void (*job_finish_fn)(struct job *job, void *ctx);
+
+struct job {
+    _Atomic long refs;
+    uint64_t serial;             /* unique, for the watcher's lookups */
+
+    /* Read-only after job_new. */
+    struct config *cfg;          /* a reference: the config the batch started with */
+    struct batch_req req;
+    char **forward;              /* client headers to forward ("Name: value"), owned */
+    size_t nforward;
+    int64_t arrival_us;          /* monotonic */
+    int64_t deadline_us;         /* monotonic */
+    job_finish_fn on_finish;
+    void *finish_ctx;
+
+    /* Set once when the job finishes; running fetches poll it to abort. */
+    _Atomic int stop;
+
+    pthread_mutex_t lock;        /* guards the fields below */
+    enum finish_reason finished;
+    size_t remaining;            /* items not yet done */
+    unsigned char *state;        /* enum item_state per item */
+    int64_t *started_us;         /* when a worker took each item */
+    struct result *results;
+
+    /* Written only by job_finish, read after it by the front end. */
+    struct buf doc;
+    int complete;
+    int doc_failed;              /* the document could not be built */
+
+    /* Queue bookkeeping, guarded by the queue lock (queue.c). */
+    uint32_t *pending;           /* item indices; the queued ones are */
+    size_t phead, npending;      /* pending[phead .. phead + npending) */
+    struct job *rr_prev, *rr_next;
+    int in_ring;
+};
+
+/*
+ * A new job for a parsed batch: takes ownership of req's contents and of
+ * forward[]; takes a reference on cfg. The caller holds the one reference.
+ */
+fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
+               int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out) FO_MUST_CHECK;
+
+struct job *job_ref(struct job *job);
+void job_unref(struct job *job);
+
+/* A worker takes item i: 1 if it should run it, 0 if the job has finished.
+ * *deadline_us is the job's deadline. */
+int job_begin_item(struct job *job, size_t i);
+
+/* A worker's result for item i; takes ownership of *res (cleared after). */
+void job_complete_item(struct job *job, size_t i, struct result *res);
+
+/* Finishes the job if it is still running; returns 1 if this call did. */
+int job_finish(struct job *job, enum finish_reason reason);
+
+#endif

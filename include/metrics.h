@@ -1,0 +1,71 @@
+/*
+ * metrics.h - counters, gauges and histograms, rendered as Prometheus text.
+ *
+ * Plain counters and gauges are one line each in METRICS below
+ * (twemproxy nc_stats.h style). Labelled families are fixed arrays indexed
+ * by an enum. Everything is a relaxed atomic: no lock, any thread.
+ */
+#ifndef FO_METRICS_H
+#define FO_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "result.h"
+
+/* ACTION(field, prometheus name, type, help) */
+#define METRICS(ACTION)                                                              \
+    ACTION(batches_in_flight, "fanoutd_batches_in_flight", "gauge",                  \
+           "Batches accepted and not yet answered.")                                 \
+    ACTION(queue_depth, "fanoutd_queue_depth", "gauge",                              \
+           "Items waiting for a worker, over all batches.")                          \
+    ACTION(workers_busy, "fanoutd_workers_busy", "gauge",                            \
+           "Workers running a fetch now.")                                           \
+    ACTION(workers, "fanoutd_workers", "gauge", "Worker threads started.")           \
+    ACTION(upstream_bytes, "fanoutd_upstream_response_bytes_total", "counter",       \
+           "Upstream response body bytes received (decoded).")                       \
+    ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
+           "Successful configuration reloads.")                                      \
+    ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
+           "Reloads refused because the file did not parse.")
+
+/* How a batch ended (fanoutd_batches_total{outcome}). */
+#define BATCH_OUTCOMES(ACTION)              \
+    ACTION(OUT_COMPLETE, "complete")        \
+    ACTION(OUT_PARTIAL, "partial")          \
+    ACTION(OUT_DEADLINE, "deadline")        \
+    ACTION(OUT_CANCELLED, "cancelled")      \
+    ACTION(OUT_SHUTDOWN, "shutdown")        \
+    ACTION(OUT_BAD_REQUEST, "bad_request")  \
+    ACTION(OUT_UNAUTHORIZED, "unauthorized") \
+    ACTION(OUT_TOO_LARGE, "too_large")      \
+    ACTION(OUT_OVERLOADED, "overloaded")    \
+    ACTION(OUT_DRAINING, "draining")
+
+#define METRIC_ENUM(e, s) e,
+enum batch_outcome { BATCH_OUTCOMES(METRIC_ENUM) OUT_COUNT };
+#undef METRIC_ENUM
+
+enum gauge_op { GAUGE_INC, GAUGE_DEC };
+
+#define METRIC_FIELD(field, name, type, help) _Atomic int64_t field;
+struct metrics {
+    METRICS(METRIC_FIELD)
+};
+#undef METRIC_FIELD
+
+/* The process-wide metrics; every field atomic, so no lock. */
+extern struct metrics metrics;
+
+#define METRIC_ADD(field, n) atomic_fetch_add_explicit(&metrics.field, (n), memory_order_relaxed)
+#define METRIC_SET(field, n) atomic_store_explicit(&metrics.field, (n), memory_order_relaxed)
+
+void metrics_batch(enum batch_outcome outcome, double seconds);
+/* One finished item: ok, non-2xx response, or an error code. */
+void metrics_item(const struct result *r, double seconds);
+
+/* Appends the Prometheus text exposition (0.0.4) to out. */
+fo_err metrics_render(struct buf *out) FO_MUST_CHECK;
+
+#endif

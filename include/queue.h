@@ -1,0 +1,42 @@
+/*
+ * queue.h - the one bounded work queue over all batches, and the workers.
+ *
+ * Batches with items waiting form a ring; a worker takes one item from
+ * the batch at the head and moves that batch to the tail, so batches are
+ * served round-robin: 1000 slow items do not starve a batch of 2.
+ * A batch is admitted whole or not at all (queue_capacity counts waiting
+ * items). With per_host_limit, an item whose host:port already has that
+ * many fetches running is passed over until one ends.
+ *
+ * The queue is a process-wide singleton (one daemon, one queue); all of
+ * its state is guarded by its one mutex, and no lock is held during a fetch.
+ */
+#ifndef FO_QUEUE_H
+#define FO_QUEUE_H
+
+#include "err.h"
+#include "fanoutd.h"
+
+struct job;
+struct fetch_env;
+
+/* Starts `workers` threads, each with its own fetcher. */
+fo_err queue_start(long workers, struct fetch_env *env) FO_MUST_CHECK;
+
+/* Admits every item of job, or none: FO_EFULL when they do not fit in
+ * capacity, FO_ESTOPPED after queue_close(). Takes a reference on success. */
+fo_err queue_push(struct job *job, long capacity) FO_MUST_CHECK;
+
+/* Removes the job's waiting items (it finished). */
+void queue_drop(struct job *job);
+
+/* Refuses new batches from now on (draining). */
+void queue_close(void);
+
+/* Stops and joins the workers; the queue must be empty of live jobs. */
+void queue_stop(void);
+
+/* Progress counter: fetches finished so far (for liveness checks). */
+unsigned long queue_fetches_done(void);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * result.h - the outcome of one item, and building the batch document
+ * from all of them (results and merge).
+ *
+ * A worker fills a struct result for its item (body already encoded as a
+ * JSON value, in the worker's thread); merge_build() then writes the whole
+ * response document for a merge mode into one buffer, which the front end
+ * hands to libmicrohttpd as it is.
+ */
+#ifndef FO_RESULT_H
+#define FO_RESULT_H
+
+#include <stdint.h>
+
+#include "batch.h"
+#include "buf.h"
+#include "encode.h"
+
+/* The item error codes of the contract. */
+#define ITEM_ERRORS(ACTION)                     \
+    ACTION(ERR_INVALID_URL, "invalid_url")      \
+    ACTION(ERR_BLOCKED, "blocked_destination")  \
+    ACTION(ERR_DNS, "dns_failure")              \
+    ACTION(ERR_CONNECT, "connect_failed")       \
+    ACTION(ERR_TIMEOUT, "timeout")              \
+    ACTION(ERR_DEADLINE, "deadline_exceeded")   \
+    ACTION(ERR_TOO_LARGE, "too_large")          \
+    ACTION(ERR_REDIRECTS, "too_many_redirects") \
+    ACTION(ERR_TLS, "tls_error")                \
+    ACTION(ERR_UPSTREAM, "upstream_error")      \
+    ACTION(ERR_CANCELLED, "cancelled")
+
+#define ITEM_ERROR_ENUM(e, s) e,
+enum item_error { ERR_NONE = 0, ITEM_ERRORS(ITEM_ERROR_ENUM) ERR_COUNT };
+#undef ITEM_ERROR_ENUM
+
+const char *item_error_code(enum item_error e);
+
+struct result {
+    int status;               /* final HTTP status, 0: no response arrived */
+    char *content_type;       /* owned, valid UTF-8, NULL: none */
+    enum item_error error;    /* ERR_NONE: the fetch worked */
+    char *message;            /* owned human text when error != ERR_NONE */
+    char *body;               /* owned JSON value text when error == ERR_NONE */
+    size_t body_len;
+    enum body_encoding enc;
+    double duration_ms;
+};
+
+void result_clear(struct result *r);
+/* Sets an error with a formatted message (replacing any body). */
+void result_fail(struct result *r, enum item_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* ok: transport success and 2xx. */
+int result_ok(const struct result *r);
+
+/*
+ * Writes the response document for `mode` into out: results (none),
+ * data/errors (bodies, deep) and the summary. *complete is set to 1 when
+ * every item is ok (X-Batch-Complete).
+ */
+fo_err merge_build(const struct batch_req *req, const struct result *res, enum merge_mode mode,
+                   double duration_ms, struct buf *out, int *complete) FO_MUST_CHECK;
+
+#endif

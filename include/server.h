@@ -1,0 +1,47 @@
+/*
+ * server.h - the HTTP front end (libmicrohttpd) and the daemon's lifecycle.
+ *
+ * Owns the listening daemon, the current configuration (swapped on reload;
+ * each batch keeps the one it started with), the fetch environment, the
+ * queue's workers and the watcher. Requests:
+ *
+ *   POST /batch  headers checked (framing, auth, draining, size) -> body read
+ *                under max_body_bytes -> whole batch parsed and validated ->
+ *                connection suspended -> job watched and queued -> ... ->
+ *                whoever finishes the job resumes the connection -> the
+ *                document is sent as one buffer, without a copy.
+ *   GET /healthz, GET /metrics; anything else 404, a wrong method 405.
+ */
+#ifndef FO_SERVER_H
+#define FO_SERVER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+/* Starts everything from cfg (a reference is taken). */
+fo_err server_start(struct config *cfg) FO_MUST_CHECK;
+
+/* Installs a reloaded configuration for new batches (takes a reference). */
+void server_reload(struct config *cfg);
+
+/* A reference to the current configuration (config_unref it). */
+struct config *server_config(void);
+
+/* Draining: /healthz says so, new batches get 503 draining. */
+void server_drain(void);
+
+/* Waits until no batch is in flight or timeout_ms passes; 1 if none is. */
+int server_wait_idle(int64_t timeout_ms);
+
+/* Finishes every in-flight batch (unfinished items: cancelled). */
+void server_cancel_all(void);
+
+/* Waits (bounded) for the answers to be sent, then stops everything. */
+void server_stop(void);
+
+/* Batches in flight and queue depth, for status lines. */
+long server_batches_in_flight(void);
+
+#endif

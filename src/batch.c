@@ -1,0 +1,558 @@
+/*
+ * batch.c - parsing and validating a POST /batch body (see batch.h).
+ *
+ * JSON bodies go through jansson (duplicate keys refused: a request with
+ * "requests" twice has no single meaning); plain lists are split here.
+ * Either way every item is checked before anything is accepted, and the
+ * first problem found is reported with the item's index and id.
+ */
+#include "batch.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "encode.h"
+
+static const char *const method_names[] = {
+    [M_GET] = "GET", [M_HEAD] = "HEAD", [M_POST] = "POST", [M_PUT] = "PUT",
+    [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS",
+};
+
+/* Request headers an item may not set: they would change the framing of
+ * the upstream request, which fanoutd owns. */
+static const char *const forbidden_headers[] = {
+    "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+    "te", "trailer", "expect",
+};
+
+const char *http_method_name(enum http_method m)
+{
+    return method_names[m];
+}
+
+int batch_is_json_type(const char *ct)
+{
+    size_t n;
+
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    n = strcspn(ct, "; \t");
+    return n == 16 && strncasecmp(ct, "application/json", 16) == 0;
+}
+
+static void item_free(struct item_req *it)
+{
+    free(it->id);
+    free(it->url);
+    free(it->hostkey);
+    for (size_t i = 0; i < it->nheaders; i++)
+        free(it->headers[i]);
+    free(it->headers);
+    free(it->body);
+    memset(it, 0, sizeof(*it));
+}
+
+void batch_req_free(struct batch_req *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        item_free(&b->items[i]);
+    FO_FREE(b->items);
+    b->n = 0;
+}
+
+fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
+{
+    CURLU *h = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    size_t len = strlen(url);
+    fo_err err = FO_EINVAL;
+
+    if (len == 0) {
+        fo_msg_set(msg, "the URL is empty");
+        goto out;
+    }
+    if (len > FO_MAX_URL_LEN) {
+        fo_msg_set(msg, "the URL is longer than %d bytes", FO_MAX_URL_LEN);
+        goto out;
+    }
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if (*p <= 0x20 || *p == 0x7f) {
+            fo_msg_set(msg, "URL '%.200s' contains white space or a control character", url);
+            goto out;
+        }
+    }
+    if ((h = curl_url()) == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+        fo_msg_set(msg, "'%.200s' is not an absolute http or https URL", url);
+        goto out;
+    }
+    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
+        fo_msg_set(msg, "URL '%.200s' is not http or https", url);
+        goto out;
+    }
+    if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+        fo_msg_set(msg, "URL '%.200s' has no host", url);
+        goto out;
+    }
+    if (curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+        fo_msg_set(msg, "URL '%.200s' has no valid port", url);
+        goto out;
+    }
+    err = FO_OK;
+    if (hostkey != NULL) {
+        size_t n = strlen(host) + strlen(port) + 2;
+        if ((*hostkey = malloc(n)) == NULL)
+            err = FO_ENOMEM;
+        else
+            (void)snprintf(*hostkey, n, "%s:%s", host, port);
+    }
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(h);
+    return err;
+}
+
+/* "item 3" or "item 3 (id \"x\")" for messages. */
+static void item_name(char *out, size_t size, size_t index, const char *id)
+{
+    if (id != NULL)
+        (void)snprintf(out, size, "item %zu (id \"%.100s\")", index, id);
+    else
+        (void)snprintf(out, size, "item %zu", index);
+}
+
+static fo_err set_url(struct item_req *it, const char *url, size_t index, struct fo_msg *msg)
+{
+    struct fo_msg why;
+    char name[160];
+    fo_err err = url_check(url, &it->hostkey, &why);
+
+    if (err == FO_EINVAL) {
+        item_name(name, sizeof(name), index, it->id);
+        fo_msg_set(msg, "%s: %s", name, why.text);
+    }
+    if (err != FO_OK)
+        return err;
+    return (it->url = strdup(url)) ? FO_OK : FO_ENOMEM;
+}
+
+/* A positive whole number of milliseconds (1000 and 1000.0 alike). */
+static int parse_timeout(const json_t *v, long *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        json_int_t t = json_integer_value(v);
+        *out = t > 86400000 * 365L ? 86400000 * 365L : (long)t;
+        return 1;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= 1 && d == floor(d) && d < 1e12) {
+            *out = (long)d;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int header_name_ok(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+static fo_err set_headers(struct item_req *it, json_t *headers, const char *name,
+                          struct fo_msg *msg)
+{
+    const char *key;
+    json_t *val;
+
+    if (!json_is_object(headers)) {
+        fo_msg_set(msg, "%s: headers must be an object of strings", name);
+        return FO_EINVAL;
+    }
+    if (json_object_size(headers) > FO_MAX_ITEM_HEADERS) {
+        fo_msg_set(msg, "%s: more than %d headers", name, FO_MAX_ITEM_HEADERS);
+        return FO_EINVAL;
+    }
+    it->headers = calloc(json_object_size(headers) + 1, sizeof(char *));
+    if (it->headers == NULL)
+        return FO_ENOMEM;
+    json_object_foreach(headers, key, val) {
+        size_t klen = strlen(key);
+        if (!json_is_string(val)) {
+            fo_msg_set(msg, "%s: header '%.100s' must have a string value", name, key);
+            return FO_EINVAL;
+        }
+        const char *v = json_string_value(val);
+        size_t vlen = json_string_length(val);
+        if (!header_name_ok(key)) {
+            fo_msg_set(msg, "%s: '%.100s' is not a valid header name", name, key);
+            return FO_EINVAL;
+        }
+        if (strlen(v) != vlen || strpbrk(v, "\r\n") != NULL) {
+            fo_msg_set(msg, "%s: header '%.100s' has CR, LF or NUL in its value", name, key);
+            return FO_EINVAL;
+        }
+        if (klen + vlen > FO_MAX_HEADER_LEN) {
+            fo_msg_set(msg, "%s: header '%.100s' is longer than %d bytes", name, key,
+                       FO_MAX_HEADER_LEN);
+            return FO_EINVAL;
+        }
+        for (size_t i = 0; i < FO_ARRAY_LEN(forbidden_headers); i++) {
+            if (strcasecmp(key, forbidden_headers[i]) == 0) {
+                fo_msg_set(msg, "%s: header '%s' cannot be set (fanoutd frames the request)",
+                           name, key);
+                return FO_EINVAL;
+            }
+        }
+        if (strcasecmp(key, "content-type") == 0)
+            it->has_content_type = 1;
+        size_t n = klen + vlen + 3;
+        char *line = malloc(n);
+        if (line == NULL)
+            return FO_ENOMEM;
+        /* curl sends "Name;" as a header with an empty value ("Name:" would remove it). */
+        if (vlen == 0)
+            (void)snprintf(line, n, "%s;", key);
+        else
+            (void)snprintf(line, n, "%s: %s", key, v);
+        it->headers[it->nheaders++] = line;
+    }
+    return FO_OK;
+}
+
+static fo_err set_body(struct item_req *it, json_t *body, const char *name, struct fo_msg *msg)
+{
+    if (json_is_null(body))
+        return FO_OK;
+    if (it->method == M_HEAD) {
+        fo_msg_set(msg, "%s: a HEAD request cannot have a body", name);
+        return FO_EINVAL;
+    }
+    if (json_is_string(body)) {
+        it->body_len = json_string_length(body);
+        it->body = malloc(it->body_len + 1);
+        if (it->body == NULL)
+            return FO_ENOMEM;
+        memcpy(it->body, json_string_value(body), it->body_len + 1);
+        return FO_OK;
+    }
+    it->body = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (it->body == NULL)
+        return FO_ENOMEM;
+    it->body_len = strlen(it->body);
+    it->body_is_json = 1;
+    return FO_OK;
+}
+
+static fo_err parse_method(struct item_req *it, json_t *m, const char *name, struct fo_msg *msg)
+{
+    if (!json_is_string(m)) {
+        fo_msg_set(msg, "%s: method must be a string", name);
+        return FO_EINVAL;
+    }
+    for (size_t i = 0; i < FO_ARRAY_LEN(method_names); i++) {
+        if (strcasecmp(json_string_value(m), method_names[i]) == 0) {
+            it->method = (enum http_method)i;
+            return FO_OK;
+        }
+    }
+    fo_msg_set(msg, "%s: method '%.20s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
+               name, json_string_value(m));
+    return FO_EINVAL;
+}
+
+static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
+                                struct fo_msg *msg)
+{
+    static const char *const known[] = { "url", "id", "method", "headers", "body", "timeout_ms" };
+    json_t *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id"), *v;
+    const char *key;
+    char name[160];
+    fo_err err;
+
+    item_name(name, sizeof(name), index, id && json_is_string(id) ? json_string_value(id) : NULL);
+    json_object_foreach(obj, key, v) {
+        size_t i;
+        for (i = 0; i < FO_ARRAY_LEN(known) && strcmp(key, known[i]) != 0; i++)
+            ;
+        if (i == FO_ARRAY_LEN(known)) {
+            fo_msg_set(msg, "%s: unknown field '%.60s'", name, key);
+            return FO_EINVAL;
+        }
+    }
+    if (id != NULL) {
+        if (!json_is_string(id)) {
+            fo_msg_set(msg, "%s: id must be a string", name);
+            return FO_EINVAL;
+        }
+        if (json_string_length(id) > FO_MAX_ID_LEN ||
+            strlen(json_string_value(id)) != json_string_length(id)) {
+            fo_msg_set(msg, "%s: id is longer than %d bytes or contains NUL", name, FO_MAX_ID_LEN);
+            return FO_EINVAL;
+        }
+        if ((it->id = strdup(json_string_value(id))) == NULL)
+            return FO_ENOMEM;
+    }
+    if (url == NULL || !json_is_string(url)) {
+        fo_msg_set(msg, "%s: url is required and must be a string", name);
+        return FO_EINVAL;
+    }
+    if ((v = json_object_get(obj, "method")) != NULL &&
+        (err = parse_method(it, v, name, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(obj, "headers")) != NULL &&
+        (err = set_headers(it, v, name, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(obj, "body")) != NULL && (err = set_body(it, v, name, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(obj, "timeout_ms")) != NULL && !parse_timeout(v, &it->timeout_ms)) {
+        fo_msg_set(msg, "%s: timeout_ms must be a positive whole number of milliseconds", name);
+        return FO_EINVAL;
+    }
+    return set_url(it, json_string_value(url), index, msg);
+}
+
+/* Gives every item without an id its index, then refuses duplicates. */
+static fo_err assign_ids(struct batch_req *b, struct fo_msg *msg)
+{
+    json_t *seen = json_object();
+    fo_err err = FO_OK;
+    char def[32];
+
+    if (seen == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < b->n && err == FO_OK; i++) {
+        if (b->items[i].id == NULL) {
+            (void)snprintf(def, sizeof(def), "%zu", i);
+            if ((b->items[i].id = strdup(def)) == NULL)
+                err = FO_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < b->n && err == FO_OK; i++) {
+        json_t *prev = json_object_get(seen, b->items[i].id);
+        if (prev != NULL) {
+            fo_msg_set(msg, "item %zu: duplicate id \"%.100s\" (item %lld has it too)", i,
+                       b->items[i].id, (long long)json_integer_value(prev));
+            err = FO_EINVAL;
+        } else if (json_object_set_new(seen, b->items[i].id, json_integer((json_int_t)i)) != 0) {
+            err = FO_ENOMEM;
+        }
+    }
+    json_decref(seen);
+    return err;
+}
+
+static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config *cfg,
+                          struct fo_msg *msg)
+{
+    size_t n = json_array_size(arr);
+    fo_err err;
+
+    if (n == 0) {
+        fo_msg_set(msg, "the batch is empty");
+        return FO_EINVAL;
+    }
+    if (n > (size_t)cfg->max_batch) {
+        fo_msg_set(msg, "the batch has %zu items; at most %ld are allowed", n, cfg->max_batch);
+        return FO_ETOOBIG;
+    }
+    if ((b->items = calloc(n, sizeof(*b->items))) == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *el = json_array_get(arr, i);
+        b->n = i + 1;
+        if (json_is_string(el)) {
+            err = set_url(&b->items[i], json_string_value(el), i, msg);
+        } else if (json_is_object(el)) {
+            err = parse_item_object(&b->items[i], el, i, msg);
+        } else {
+            fo_msg_set(msg, "item %zu must be a URL string or an item object", i);
+            err = FO_EINVAL;
+        }
+        if (err != FO_OK)
+            return err;
+    }
+    return assign_ids(b, msg);
+}
+
+static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct config *cfg,
+                                struct fo_msg *msg)
+{
+    json_t *requests = json_object_get(root, "requests"), *v;
+    const char *key;
+
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "requests") != 0 && strcmp(key, "timeout_ms") != 0 &&
+            strcmp(key, "merge") != 0) {
+            fo_msg_set(msg, "unknown field '%.60s' (expected requests, timeout_ms, merge)", key);
+            return FO_EINVAL;
+        }
+    }
+    if (!json_is_array(requests)) {
+        fo_msg_set(msg, "'requests' is required and must be an array");
+        return FO_EINVAL;
+    }
+    if ((v = json_object_get(root, "timeout_ms")) != NULL && !parse_timeout(v, &b->timeout_ms)) {
+        fo_msg_set(msg, "timeout_ms must be a positive whole number of milliseconds");
+        return FO_EINVAL;
+    }
+    if ((v = json_object_get(root, "merge")) != NULL) {
+        const char *m = json_is_string(v) ? json_string_value(v) : "";
+        if (strcmp(m, "none") == 0) {
+            b->merge = MERGE_NONE;
+        } else if (strcmp(m, "bodies") == 0) {
+            b->merge = MERGE_BODIES;
+        } else if (strcmp(m, "deep") == 0) {
+            b->merge = MERGE_DEEP;
+        } else {
+            fo_msg_set(msg, "merge must be \"none\", \"bodies\" or \"deep\"");
+            return FO_EINVAL;
+        }
+    }
+    return parse_items(b, requests, cfg, msg);
+}
+
+static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
+                         const struct config *cfg, struct fo_msg *msg)
+{
+    json_error_t jerr;
+    json_t *root;
+    fo_err err;
+
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL) {
+        if (len == 0)
+            fo_msg_set(msg, "the body is empty");
+        else
+            fo_msg_set(msg, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                       jerr.text);
+        return FO_EINVAL;
+    }
+    if (json_is_array(root)) {
+        err = parse_items(b, root, cfg, msg);
+    } else if (json_is_object(root)) {
+        err = parse_object_form(b, root, cfg, msg);
+    } else {
+        fo_msg_set(msg, "the body must be a JSON array of items or an object with 'requests'");
+        err = FO_EINVAL;
+    }
+    json_decref(root);
+    return err;
+}
+
+/* Counts the URLs of a plain list (to refuse 413 before allocating). */
+static size_t plain_count(const char *p, const char *end)
+{
+    size_t n = 0;
+    int line_start = 1, comment = 0;
+
+    while (p < end) {
+        if (*p == '\n') {
+            line_start = 1;
+            comment = 0;
+            p++;
+        } else if (isspace((unsigned char)*p)) {
+            p++;
+        } else {
+            if (line_start && *p == '#')
+                comment = 1;
+            line_start = 0;
+            const char *s = p;
+            while (p < end && !isspace((unsigned char)*p))
+                p++;
+            n += !comment && p > s;
+        }
+    }
+    return n;
+}
+
+static fo_err parse_plain(struct batch_req *b, const char *body, size_t len,
+                          const struct config *cfg, struct fo_msg *msg)
+{
+    const char *p = body, *end = body + len;
+    int line_start = 1, comment = 0;
+    size_t n, i = 0;
+    fo_err err;
+
+    if (!utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
+        fo_msg_set(msg, "the plain list is not valid UTF-8 text");
+        return FO_EINVAL;
+    }
+    n = plain_count(body, end);
+    if (n == 0) {
+        fo_msg_set(msg, "the batch is empty (no URLs in the plain list)");
+        return FO_EINVAL;
+    }
+    if (n > (size_t)cfg->max_batch) {
+        fo_msg_set(msg, "the batch has %zu items; at most %ld are allowed", n, cfg->max_batch);
+        return FO_ETOOBIG;
+    }
+    if ((b->items = calloc(n, sizeof(*b->items))) == NULL)
+        return FO_ENOMEM;
+    while (p < end) {
+        if (*p == '\n') {
+            line_start = 1;
+            comment = 0;
+            p++;
+            continue;
+        }
+        if (isspace((unsigned char)*p)) {
+            p++;
+            continue;
+        }
+        if (line_start && *p == '#')
+            comment = 1;
+        line_start = 0;
+        const char *s = p;
+        while (p < end && !isspace((unsigned char)*p))
+            p++;
+        if (comment)
+            continue;
+        char *url = strndup(s, (size_t)(p - s));
+        if (url == NULL)
+            return FO_ENOMEM;
+        b->n = i + 1;
+        err = set_url(&b->items[i], url, i, msg);
+        free(url);
+        if (err != FO_OK)
+            return err;
+        i++;
+    }
+    return assign_ids(b, msg);
+}
+
+fo_err batch_parse(const char *body, size_t len, int is_json, const struct config *cfg,
+                   struct batch_req *out, struct fo_msg *msg)
+{
+    fo_err err;
+
+    memset(out, 0, sizeof(*out));
+    if (is_json)
+        err = parse_json(out, body, len, cfg, msg);
+    else
+        err = parse_plain(out, body, len, cfg, msg);
+    if (err == FO_ENOMEM)
+        fo_msg_set(msg, "out of memory");
+    if (err != FO_OK)
+        batch_req_free(out);
+    return err;
+}

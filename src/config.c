@@ -1,0 +1,552 @@
+/*
+ * config.c - the configuration table, the file parser and the printers.
+ *
+ * Data flow: config_build() starts from the table's defaults (parsed by the
+ * same setters as user input, so a default can never be invalid in a way
+ * the parser would refuse), applies the file line by line, then the
+ * command-line overrides. Each setter validates fully and only then
+ * replaces the old value, so a failed line leaves nothing half-set.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_LOGLEVEL };
+
+struct config_key {
+    const char *name;
+    enum ctype type;
+    size_t offset;
+    const char *def;
+    long min, max;        /* CT_NUM bounds */
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct config, field)
+#define DAY_MS 86400000L
+#define GIB    1073741824L
+
+static const struct config_key keys[] = {
+    { "listen", CT_LISTEN, OFF(listen), "127.0.0.1:8080", 0, 0,
+      "address:port to bind (IPv6 as [::1]:8080); needs a restart to change" },
+    { "workers", CT_NUM, OFF(workers), "64", 1, 4096,
+      "threads doing blocking upstream fetches; needs a restart to change" },
+    { "queue_capacity", CT_NUM, OFF(queue_capacity), "10000", 1, 10000000,
+      "items waiting for a worker, over all batches; beyond: 503 overloaded" },
+    { "max_batch", CT_NUM, OFF(max_batch), "1000", 1, 1000000,
+      "items per batch; beyond: 413" },
+    { "max_body_bytes", CT_NUM, OFF(max_body_bytes), "1048576", 1, GIB,
+      "request body cap in bytes; beyond: 413" },
+    { "max_response_bytes", CT_NUM, OFF(max_response_bytes), "8388608", 1, GIB,
+      "per item upstream body cap in bytes (decoded); beyond: item error too_large" },
+    { "default_timeout_ms", CT_NUM, OFF(default_timeout_ms), "10000", 1, DAY_MS,
+      "per item timeout when the item gives none" },
+    { "max_timeout_ms", CT_NUM, OFF(max_timeout_ms), "60000", 1, DAY_MS,
+      "cap on any item or batch timeout (larger ones are lowered to it)" },
+    { "batch_timeout_ms", CT_NUM, OFF(batch_timeout_ms), "30000", 1, DAY_MS,
+      "batch deadline when the batch gives none" },
+    { "max_redirects", CT_NUM, OFF(max_redirects), "5", 0, 50,
+      "redirects followed per item (0: none; a redirect then fails too_many_redirects)" },
+    { "allow", CT_CIDRS, OFF(allow), "", 0, 0,
+      "CIDRs always allowed, overriding deny" },
+    { "deny", CT_DENY, OFF(deny), POLICY_DEFAULT_DENY, 0, 0,
+      "CIDRs never fetched; added to the built-in defaults shown here" },
+    { "forward_headers", CT_HEADERS, OFF(forward_headers), "", 0, 0,
+      "client request headers copied to every upstream request" },
+    { "auth_token", CT_STRING, OFF(auth_token), "", 0, 0,
+      "when set, POST /batch needs 'Authorization: Bearer TOKEN'" },
+    { "per_host_limit", CT_NUM, OFF(per_host_limit), "0", 0, 100000,
+      "most concurrent fetches to one host:port (0: off)" },
+    { "shutdown_grace_ms", CT_NUM, OFF(shutdown_grace_ms), "10000", 0, DAY_MS,
+      "how long SIGTERM waits for in-flight batches" },
+    { "max_connections", CT_NUM, OFF(max_connections), "1024", 1, 1000000,
+      "client connections held at once" },
+    { "client_timeout_ms", CT_NUM, OFF(client_timeout_ms), "30000", 0, DAY_MS,
+      "an idle client connection is closed after this (0: never)" },
+    { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0,
+      "error, warn, info or debug" },
+};
+
+#define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))
+
+static const struct config_key *find_key(const char *name)
+{
+    for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++) {
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+const char *config_key_for_flag(const char *flag)
+{
+    char name[64];
+    size_t i;
+
+    for (i = 0; flag[i] != '\0' && i < sizeof(name) - 1; i++)
+        name[i] = flag[i] == '-' ? '_' : flag[i];
+    name[i] = '\0';
+    if (flag[i] != '\0' || strchr(flag, '_') != NULL)
+        return NULL;
+    const struct config_key *k = find_key(name);
+    return k ? k->name : NULL;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+static fo_err parse_num(const char *s, long min, long max, long *out, struct fo_msg *msg)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    if (*s == '\0' || !(isdigit((unsigned char)*s) || *s == '-' || *s == '+')) {
+        fo_msg_set(msg, "'%s' is not a whole number", s);
+        return FO_EINVAL;
+    }
+    v = strtoll(s, &end, 10);
+    if (*end != '\0') {
+        fo_msg_set(msg, "'%s' is not a whole number", s);
+        return FO_EINVAL;
+    }
+    if (errno == ERANGE || v < min || v > max) {
+        fo_msg_set(msg, "%s is out of range (%ld to %ld)", s, min, max);
+        return FO_EINVAL;
+    }
+    *out = (long)v;
+    return FO_OK;
+}
+
+fo_err config_parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
+                           struct fo_msg *msg)
+{
+    char host[256];
+    const char *colon, *hstart = text;
+    size_t hlen;
+    long port;
+    struct addrinfo hints, *res = NULL;
+    int rc;
+
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':') {
+            fo_msg_set(msg, "'%s' is not [IPv6]:port", text);
+            return FO_EINVAL;
+        }
+        hstart = text + 1;
+        hlen = (size_t)(close - hstart);
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL || strchr(text, ':') != colon) {
+            fo_msg_set(msg, "'%s' is not address:port", text);
+            return FO_EINVAL;
+        }
+        hlen = (size_t)(colon - text);
+    }
+    if (hlen == 0 || hlen >= sizeof(host)) {
+        fo_msg_set(msg, "'%s' has no address before the port", text);
+        return FO_EINVAL;
+    }
+    memcpy(host, hstart, hlen);
+    host[hlen] = '\0';
+    if (parse_num(colon + 1, 1, 65535, &port, NULL) != FO_OK) {
+        fo_msg_set(msg, "'%s' has no valid port (1-65535)", text);
+        return FO_EINVAL;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[8];
+    (void)snprintf(portstr, sizeof(portstr), "%ld", port);
+    rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        fo_msg_set(msg, "cannot resolve listen address '%s': %s", host, gai_strerror(rc));
+        return FO_EINVAL;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return FO_OK;
+}
+
+static void str_list_free(struct str_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    FO_FREE(l->v);
+    l->n = 0;
+}
+
+/* Splits "a, b ,c" and calls fn on each trimmed non-empty element. */
+static fo_err split_list(const char *value, fo_err (*fn)(const char *item, void *ctx,
+                         struct fo_msg *msg), void *ctx, struct fo_msg *msg)
+{
+    char *copy = strdup(value), *save = NULL, *tok;
+    fo_err err = FO_OK;
+
+    if (copy == NULL)
+        return FO_ENOMEM;
+    for (tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        size_t n = strlen(tok);
+        while (n > 0 && isspace((unsigned char)tok[n - 1]))
+            tok[--n] = '\0';
+        if (n == 0)
+            continue;
+        if ((err = fn(tok, ctx, msg)) != FO_OK)
+            break;
+    }
+    free(copy);
+    return err;
+}
+
+static fo_err add_cidr(const char *item, void *ctx, struct fo_msg *msg)
+{
+    struct cidr c;
+    fo_err err = cidr_parse(item, &c, msg);
+
+    if (err != FO_OK)
+        return err;
+    err = cidr_list_add(ctx, &c);
+    if (err == FO_ETOOBIG)
+        fo_msg_set(msg, "more than %d entries", FO_MAX_LIST_ITEMS);
+    return err;
+}
+
+static int is_token_char(unsigned char c)
+{
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static fo_err add_header(const char *item, void *ctx, struct fo_msg *msg)
+{
+    struct str_list *l = ctx;
+    char **v, *copy;
+
+    for (const char *p = item; *p; p++) {
+        if (!is_token_char((unsigned char)*p)) {
+            fo_msg_set(msg, "'%s' is not a header name", item);
+            return FO_EINVAL;
+        }
+    }
+    if (l->n >= FO_MAX_LIST_ITEMS) {
+        fo_msg_set(msg, "more than %d entries", FO_MAX_LIST_ITEMS);
+        return FO_ETOOBIG;
+    }
+    if ((copy = strdup(item)) == NULL)
+        return FO_ENOMEM;
+    if ((v = realloc(l->v, (l->n + 1) * sizeof(*v))) == NULL) {
+        free(copy);
+        return FO_ENOMEM;
+    }
+    v[l->n++] = copy;
+    l->v = v;
+    return FO_OK;
+}
+
+static fo_err set_cidrs(struct cidr_list *dst, const char *base, const char *value,
+                        struct fo_msg *msg)
+{
+    struct cidr_list l = { 0 };
+    fo_err err = FO_OK;
+
+    if (base != NULL)
+        err = split_list(base, add_cidr, &l, msg);
+    if (err == FO_OK)
+        err = split_list(value, add_cidr, &l, msg);
+    if (err != FO_OK) {
+        cidr_list_free(&l);
+        return err;
+    }
+    cidr_list_free(dst);
+    *dst = l;
+    return FO_OK;
+}
+
+/* Sets one key from its text form; the old value stays on error. */
+static fo_err config_set(struct config *cfg, const struct config_key *k, const char *value,
+                         struct fo_msg *msg)
+{
+    fo_err err;
+
+    switch (k->type) {
+    case CT_NUM:
+        return parse_num(value, k->min, k->max, FIELD(cfg, k, long), msg);
+    case CT_LISTEN: {
+        char *copy;
+        if ((err = config_parse_listen(value, &cfg->listen_addr, &cfg->listen_len, msg)) != FO_OK)
+            return err;
+        if ((copy = strdup(value)) == NULL)
+            return FO_ENOMEM;
+        free(cfg->listen);
+        cfg->listen = copy;
+        return FO_OK;
+    }
+    case CT_CIDRS:
+        return set_cidrs(FIELD(cfg, k, struct cidr_list), NULL, value, msg);
+    case CT_DENY:
+        return set_cidrs(FIELD(cfg, k, struct cidr_list), POLICY_DEFAULT_DENY, value, msg);
+    case CT_HEADERS: {
+        struct str_list l = { 0 };
+        if ((err = split_list(value, add_header, &l, msg)) != FO_OK) {
+            str_list_free(&l);
+            return err;
+        }
+        str_list_free(FIELD(cfg, k, struct str_list));
+        *FIELD(cfg, k, struct str_list) = l;
+        return FO_OK;
+    }
+    case CT_STRING: {
+        char *copy;
+        for (const char *p = value; *p; p++) {
+            if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
+                fo_msg_set(msg, "the value must not contain spaces or control characters");
+                return FO_EINVAL;
+            }
+        }
+        if ((copy = strdup(value)) == NULL)
+            return FO_ENOMEM;
+        free(*FIELD(cfg, k, char *));
+        *FIELD(cfg, k, char *) = copy;
+        return FO_OK;
+    }
+    case CT_LOGLEVEL: {
+        int lvl = log_level_parse(value);
+        if (lvl < 0) {
+            fo_msg_set(msg, "'%s' is not a log level (error, warn, info, debug)", value);
+            return FO_EINVAL;
+        }
+        *FIELD(cfg, k, long) = lvl;
+        return FO_OK;
+    }
+    }
+    return FO_EINVAL;
+}
+
+/* ---- lifetime --------------------------------------------------------- */
+
+static void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->listen);
+    cidr_list_free(&cfg->allow);
+    cidr_list_free(&cfg->deny);
+    str_list_free(&cfg->forward_headers);
+    free(cfg->auth_token);
+    free(cfg);
+}
+
+struct config *config_ref(struct config *cfg)
+{
+    atomic_fetch_add(&cfg->refs, 1);
+    return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+    if (cfg != NULL && atomic_fetch_sub(&cfg->refs, 1) == 1)
+        config_free(cfg);
+}
+
+/* ---- the file --------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+    size_t n;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Cuts a comment: '#' at the start or after white space ("a#b" is a value). */
+static void cut_comment(char *line)
+{
+    for (char *p = line; *p; p++) {
+        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+static fo_err load_file(struct config *cfg, const char *path, struct fo_msg *msg)
+{
+    char line[FO_MAX_CONFIG_LINE + 2];
+    int seen_line[FO_ARRAY_LEN(keys)] = { 0 };
+    struct fo_msg detail;
+    FILE *f;
+    int lineno = 0;
+    fo_err err = FO_OK;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        fo_msg_set(msg, "%s: cannot open: %s", path, strerror(errno));
+        return FO_EINVAL;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        if (strlen(line) > FO_MAX_CONFIG_LINE) {
+            fo_msg_set(msg, "%s:%d: line longer than %d bytes", path, lineno, FO_MAX_CONFIG_LINE);
+            err = FO_EINVAL;
+            break;
+        }
+        cut_comment(line);
+        char *text = trim(line);
+        if (*text == '\0')
+            continue;
+        char *eq = strchr(text, '=');
+        if (eq == NULL) {
+            fo_msg_set(msg, "%s:%d: expected 'key = value'", path, lineno);
+            err = FO_EINVAL;
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(text), *value = trim(eq + 1);
+        const struct config_key *k = find_key(name);
+        if (k == NULL) {
+            fo_msg_set(msg, "%s:%d: unknown key '%s'", path, lineno, name);
+            err = FO_EINVAL;
+            break;
+        }
+        size_t idx = (size_t)(k - keys);
+        if (seen_line[idx] != 0) {
+            fo_msg_set(msg, "%s:%d: key '%s' already set on line %d", path, lineno, name,
+                       seen_line[idx]);
+            err = FO_EINVAL;
+            break;
+        }
+        seen_line[idx] = lineno;
+        if ((err = config_set(cfg, k, value, &detail)) != FO_OK) {
+            fo_msg_set(msg, "%s:%d: %s: %s", path, lineno, name,
+                       err == FO_ENOMEM ? "out of memory" : detail.text);
+            break;
+        }
+    }
+    if (err == FO_OK && ferror(f)) {
+        fo_msg_set(msg, "%s: read error", path);
+        err = FO_EINVAL;
+    }
+    fclose(f);
+    return err;
+}
+
+fo_err config_build(const char *path, const struct config_override *ov, size_t nov,
+                    struct config **out, struct fo_msg *msg)
+{
+    struct config *cfg = calloc(1, sizeof(*cfg));
+    struct fo_msg detail;
+    fo_err err = FO_OK;
+
+    *out = NULL;
+    if (cfg == NULL)
+        return FO_ENOMEM;
+    atomic_init(&cfg->refs, 1);
+    for (size_t i = 0; i < FO_ARRAY_LEN(keys) && err == FO_OK; i++) {
+        err = config_set(cfg, &keys[i], keys[i].def, &detail);
+        if (err != FO_OK)
+            fo_msg_set(msg, "built-in default of %s: %s", keys[i].name, detail.text);
+    }
+    if (err == FO_OK && path != NULL)
+        err = load_file(cfg, path, msg);
+    for (size_t i = 0; i < nov && err == FO_OK; i++) {
+        const struct config_key *k = find_key(ov[i].key);
+        if (k == NULL) {
+            fo_msg_set(msg, "unknown option --%s", ov[i].key);
+            err = FO_EINVAL;
+        } else if ((err = config_set(cfg, k, ov[i].value, &detail)) != FO_OK) {
+            fo_msg_set(msg, "--%s: %s", ov[i].key, detail.text);
+        }
+    }
+    if (err != FO_OK) {
+        config_free(cfg);
+        return err;
+    }
+    *out = cfg;
+    return FO_OK;
+}
+
+/* ---- printers --------------------------------------------------------- */
+
+static void print_value(const struct config *cfg, const struct config_key *k, FILE *out)
+{
+    char text[64];
+
+    switch (k->type) {
+    case CT_NUM:
+        fprintf(out, "%ld", *FIELD(cfg, k, const long));
+        break;
+    case CT_LISTEN:
+        fputs(cfg->listen, out);
+        break;
+    case CT_CIDRS:
+    case CT_DENY: {
+        const struct cidr_list *l = FIELD(cfg, k, const struct cidr_list);
+        for (size_t i = 0; i < l->n; i++) {
+            cidr_format(&l->v[i], text, sizeof(text));
+            fprintf(out, "%s%s", i ? ", " : "", text);
+        }
+        break;
+    }
+    case CT_HEADERS: {
+        const struct str_list *l = FIELD(cfg, k, const struct str_list);
+        for (size_t i = 0; i < l->n; i++)
+            fprintf(out, "%s%s", i ? ", " : "", l->v[i]);
+        break;
+    }
+    case CT_STRING:
+        fputs(*FIELD(cfg, k, char *const), out);
+        break;
+    case CT_LOGLEVEL:
+        fputs(log_level_name((enum log_level)*FIELD(cfg, k, const long)), out);
+        break;
+    }
+}
+
+void config_dump(const struct config *cfg, FILE *out)
+{
+    for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++) {
+        fprintf(out, "%s = ", keys[i].name);
+        print_value(cfg, &keys[i], out);
+        fputc('\n', out);
+    }
+}
+
+void config_print_help(FILE *out)
+{
+    for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++) {
+        char flag[64];
+        size_t j;
+        for (j = 0; keys[i].name[j] && j < sizeof(flag) - 1; j++)
+            flag[j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
+        flag[j] = '\0';
+        fprintf(out, "  --%-22s %s (default: %s)\n", flag, keys[i].help,
+                keys[i].def[0] ? keys[i].def : "empty");
+    }
+}
+
+void config_print_sample(FILE *out)
+{
+    fputs("# fanoutd configuration: every key with its default.\n"
+          "# Format: key = value; '#' starts a comment (at the start of a line or after\n"
+          "# white space); lists are comma-separated; an empty value is an empty list.\n"
+          "# Every key can also be given as --key-name VALUE on the command line.\n", out);
+    for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++)
+        fprintf(out, "\n# %s\n%s = %s\n", keys[i].help, keys[i].name, keys[i].def);
+}

@@ -1,0 +1,449 @@
+/*
+ * encode.c - upstream body -> JSON value (see encode.h).
+ *
+ * The JSON validator is iterative (an explicit stack), so a hostile upstream
+ * cannot exhaust the worker's small stack, and it checks UTF-8 inside
+ * strings itself. Duplicate keys are found by hashing each decoded key:
+ * the hashes of the open objects live in one array, each object owning the
+ * slice from its start; on '}' the slice is sorted and scanned.
+ */
+#include "encode.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *body_encoding_name(enum body_encoding enc)
+{
+    switch (enc) {
+    case BODY_JSON:   return "json";
+    case BODY_TEXT:   return "text";
+    case BODY_BASE64: return "base64";
+    case BODY_NONE:   break;
+    }
+    return NULL;
+}
+
+/* Decodes one UTF-8 sequence at s[i]; returns its length, 0 if invalid. */
+static size_t utf8_next(const unsigned char *s, size_t len, size_t i, uint32_t *cp)
+{
+    unsigned char c = s[i];
+    size_t n;
+    uint32_t v, min;
+
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2; v = c & 0x1f; min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3; v = c & 0x0f; min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4; v = c & 0x07; min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len - i < n)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[i + k] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i + k] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return n;
+}
+
+int utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    uint32_t cp;
+
+    while (i < len) {
+        /* Fast path over ASCII, 8 bytes at a time. */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        size_t n = utf8_next(p, len, i, &cp);
+        if (n == 0)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* ---- JSON validation -------------------------------------------------- */
+
+struct jv {
+    const unsigned char *s;
+    size_t len;
+    size_t pos;
+    uint64_t *keys;       /* hashes of the keys of every open object */
+    size_t nkeys, akeys;
+};
+
+#define FNV_OFFSET 1469598103934665603ULL
+#define FNV_PRIME  1099511628211ULL
+
+static uint64_t hash_cp(uint64_t h, uint32_t cp)
+{
+    for (int k = 0; k < 4; k++) {
+        h ^= (cp >> (8 * k)) & 0xff;
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static void skip_ws(struct jv *v)
+{
+    while (v->pos < v->len) {
+        unsigned char c = v->s[v->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            break;
+        v->pos++;
+    }
+}
+
+static int hex4(const unsigned char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+
+    for (int k = 0; k < 4; k++) {
+        unsigned char c = p[k];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* A string at v->pos (which is '"'); *hash gets the hash of its decoded text. */
+static int scan_string(struct jv *v, uint64_t *hash)
+{
+    uint64_t h = FNV_OFFSET;
+    uint32_t cp;
+
+    v->pos++;
+    while (v->pos < v->len) {
+        unsigned char c = v->s[v->pos];
+        if (c == '"') {
+            v->pos++;
+            *hash = h;
+            return 1;
+        }
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            if (v->pos + 1 >= v->len)
+                return 0;
+            c = v->s[v->pos + 1];
+            if (c == 'u') {
+                if (v->len - v->pos < 6 || !hex4(v->s + v->pos + 2, &cp))
+                    return 0;
+                v->pos += 6;
+            } else {
+                const char *esc = strchr("\"\\/bfnrt", c);
+                if (esc == NULL || c == '\0')
+                    return 0;
+                cp = c;
+                v->pos += 2;
+            }
+            h = hash_cp(h, cp);
+            continue;
+        }
+        size_t n = utf8_next(v->s, v->len, v->pos, &cp);
+        if (n == 0)
+            return 0;
+        h = hash_cp(h, cp);
+        v->pos += n;
+    }
+    return 0;
+}
+
+static int scan_digits(struct jv *v)
+{
+    size_t start = v->pos;
+
+    while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9')
+        v->pos++;
+    return v->pos > start;
+}
+
+static int scan_number(struct jv *v)
+{
+    if (v->s[v->pos] == '-')
+        v->pos++;
+    if (v->pos >= v->len)
+        return 0;
+    if (v->s[v->pos] == '0')
+        v->pos++;
+    else if (!scan_digits(v))
+        return 0;
+    if (v->pos < v->len && v->s[v->pos] == '.') {
+        v->pos++;
+        if (!scan_digits(v))
+            return 0;
+    }
+    if (v->pos < v->len && (v->s[v->pos] == 'e' || v->s[v->pos] == 'E')) {
+        v->pos++;
+        if (v->pos < v->len && (v->s[v->pos] == '+' || v->s[v->pos] == '-'))
+            v->pos++;
+        if (!scan_digits(v))
+            return 0;
+    }
+    return 1;
+}
+
+static int scan_literal(struct jv *v, const char *word)
+{
+    size_t n = strlen(word);
+
+    if (v->len - v->pos < n || memcmp(v->s + v->pos, word, n) != 0)
+        return 0;
+    v->pos += n;
+    return 1;
+}
+
+static int key_push(struct jv *v, uint64_t h)
+{
+    if (v->nkeys == v->akeys) {
+        size_t n = v->akeys ? v->akeys * 2 : 64;
+        uint64_t *p = realloc(v->keys, n * sizeof(*p));
+        if (p == NULL)
+            return 0;
+        v->keys = p;
+        v->akeys = n;
+    }
+    v->keys[v->nkeys++] = h;
+    return 1;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Checks the keys from `from` on for duplicates and drops them. */
+static int keys_close(struct jv *v, size_t from)
+{
+    size_t n = v->nkeys - from;
+    int ok = 1;
+
+    if (n > 1) {
+        qsort(v->keys + from, n, sizeof(uint64_t), cmp_u64);
+        for (size_t i = from + 1; i < v->nkeys; i++)
+            ok &= v->keys[i] != v->keys[i - 1];
+    }
+    v->nkeys = from;
+    return ok;
+}
+
+/* One frame per open container: its kind and where its keys start. */
+struct frame {
+    char kind;      /* '{' or '[' */
+    size_t keys_from;
+};
+
+/* Scans one scalar at v->pos (not a container). */
+static int scan_scalar(struct jv *v)
+{
+    uint64_t h;
+
+    switch (v->s[v->pos]) {
+    case '"': return scan_string(v, &h);
+    case 't': return scan_literal(v, "true");
+    case 'f': return scan_literal(v, "false");
+    case 'n': return scan_literal(v, "null");
+    default:  return scan_number(v);
+    }
+}
+
+/*
+ * The state machine: after a value, expect ',' or the closer of the open
+ * container (or the end); after '{' or ',' in an object, a key.
+ */
+static int scan_value(struct jv *v, struct frame *stack, size_t max_depth)
+{
+    size_t depth = 0;
+    uint64_t h;
+
+    for (;;) {
+        /* A value starts here. */
+        skip_ws(v);
+        if (v->pos >= v->len)
+            return 0;
+        unsigned char c = v->s[v->pos];
+        if (c == '{' || c == '[') {
+            if (depth == max_depth)
+                return 0;
+            stack[depth].kind = (char)c;
+            stack[depth].keys_from = v->nkeys;
+            depth++;
+            v->pos++;
+            skip_ws(v);
+            if (v->pos < v->len && v->s[v->pos] == (c == '{' ? '}' : ']')) {
+                v->pos++;
+                depth--;
+                goto after_value;
+            }
+            if (c == '[')
+                continue;
+            goto key;
+        }
+        if (!scan_scalar(v))
+            return 0;
+after_value:
+        for (;;) {
+            if (depth == 0)
+                return 1;
+            skip_ws(v);
+            if (v->pos >= v->len)
+                return 0;
+            c = v->s[v->pos++];
+            struct frame *top = &stack[depth - 1];
+            if (c == ',') {
+                if (top->kind == '[')
+                    break;          /* next array element */
+                goto key;
+            }
+            if (c != (top->kind == '{' ? '}' : ']'))
+                return 0;
+            if (top->kind == '{' && !keys_close(v, top->keys_from))
+                return 0;
+            depth--;
+        }
+        continue;
+key:
+        skip_ws(v);
+        if (v->pos >= v->len || v->s[v->pos] != '"' || !scan_string(v, &h))
+            return 0;
+        if (!key_push(v, h))
+            return 0;
+        skip_ws(v);
+        if (v->pos >= v->len || v->s[v->pos] != ':')
+            return 0;
+        v->pos++;
+    }
+}
+
+int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size_t *vend)
+{
+    struct jv v = { .s = (const unsigned char *)s, .len = len };
+    struct frame *stack;
+    size_t start;
+    int ok;
+
+    stack = malloc((max_depth + 1) * sizeof(*stack));
+    if (stack == NULL)
+        return 0;
+    skip_ws(&v);
+    start = v.pos;
+    ok = scan_value(&v, stack, max_depth);
+    if (ok) {
+        size_t end = v.pos;
+        skip_ws(&v);
+        ok = v.pos == v.len;
+        if (ok && vstart != NULL)
+            *vstart = start;
+        if (ok && vend != NULL)
+            *vend = end;
+    }
+    free(stack);
+    free(v.keys);
+    return ok;
+}
+
+int content_type_is_json(const char *ctype)
+{
+    size_t n;
+
+    if (ctype == NULL)
+        return 0;
+    while (*ctype == ' ' || *ctype == '\t')
+        ctype++;
+    n = strcspn(ctype, ";");
+    while (n > 0 && (ctype[n - 1] == ' ' || ctype[n - 1] == '\t'))
+        n--;
+    if (n == 16 && strncasecmp(ctype, "application/json", 16) == 0)
+        return 1;
+    /* A structured syntax suffix: type/subtype+json. */
+    return n > 5 && memchr(ctype, '/', n) != NULL && strncasecmp(ctype + n - 5, "+json", 5) == 0;
+}
+
+fo_err base64_put(struct buf *out, const void *data, size_t len)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = data;
+    size_t i, n = (len + 2) / 3 * 4;
+    char *o;
+    fo_err err;
+
+    if (len > (SIZE_MAX / 4) * 3 - 3)
+        return FO_ETOOBIG;
+    if ((err = buf_reserve(out, n)) != FO_OK)
+        return err;
+    o = out->data + out->len;
+    for (i = 0; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    out->len += n;
+    out->data[out->len] = '\0';
+    return FO_OK;
+}
+
+fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t len,
+                   enum body_encoding *enc)
+{
+    size_t vs, ve;
+    fo_err err;
+
+    if (len == 0) {
+        *enc = BODY_NONE;
+        return buf_puts(out, "null");
+    }
+    if (content_type_is_json(ctype) && json_valid(body, len, FO_MAX_JSON_DEPTH, &vs, &ve)) {
+        *enc = BODY_JSON;
+        return buf_append(out, body + vs, ve - vs);
+    }
+    if (utf8_valid(body, len)) {
+        *enc = BODY_TEXT;
+        return json_put_str(out, body, len);
+    }
+    *enc = BODY_BASE64;
+    if ((err = buf_putc(out, '"')) != FO_OK)
+        return err;
+    if ((err = base64_put(out, body, len)) != FO_OK)
+        return err;
+    return buf_putc(out, '"');
+}

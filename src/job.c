@@ -1,0 +1,191 @@
+/*
+ * job.c - the in-flight batch (see job.h for ownership and locking).
+ */
+#include "job.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "fanoutd.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+
+/* Serial numbers for jobs; atomic, so no lock. */
+static _Atomic uint64_t next_serial = 1;
+
+fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
+               int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out)
+{
+    struct job *job = calloc(1, sizeof(*job));
+    size_t n = req->n;
+    long timeout_ms;
+
+    *out = NULL;
+    if (job == NULL)
+        return FO_ENOMEM;
+    job->state = calloc(n, sizeof(*job->state));
+    job->started_us = calloc(n, sizeof(*job->started_us));
+    job->results = calloc(n, sizeof(*job->results));
+    job->pending = malloc(n * sizeof(*job->pending));
+    if (job->state == NULL || job->started_us == NULL || job->results == NULL ||
+        job->pending == NULL) {
+        free(job->state);
+        free(job->started_us);
+        free(job->results);
+        free(job->pending);
+        free(job);
+        return FO_ENOMEM;
+    }
+    atomic_init(&job->refs, 1);
+    atomic_init(&job->stop, 0);
+    job->serial = atomic_fetch_add(&next_serial, 1);
+    job->cfg = config_ref(cfg);
+    job->req = *req;
+    memset(req, 0, sizeof(*req));
+    job->forward = forward;
+    job->nforward = nforward;
+    job->arrival_us = arrival_us;
+    timeout_ms = job->req.timeout_ms ? job->req.timeout_ms : cfg->batch_timeout_ms;
+    if (timeout_ms > cfg->max_timeout_ms)
+        timeout_ms = cfg->max_timeout_ms;
+    job->deadline_us = arrival_us + (int64_t)timeout_ms * 1000;
+    job->on_finish = on_finish;
+    job->finish_ctx = ctx;
+    job->remaining = n;
+    for (size_t i = 0; i < n; i++)
+        job->pending[i] = (uint32_t)i;
+    job->npending = n;
+    pthread_mutex_init(&job->lock, NULL);
+    buf_init(&job->doc, 0);
+    *out = job;
+    return FO_OK;
+}
+
+struct job *job_ref(struct job *job)
+{
+    atomic_fetch_add(&job->refs, 1);
+    return job;
+}
+
+void job_unref(struct job *job)
+{
+    if (job == NULL || atomic_fetch_sub(&job->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < job->req.n; i++)
+        result_clear(&job->results[i]);
+    batch_req_free(&job->req);
+    for (size_t i = 0; i < job->nforward; i++)
+        free(job->forward[i]);
+    free(job->forward);
+    free(job->state);
+    free(job->started_us);
+    free(job->results);
+    free(job->pending);
+    buf_free(&job->doc);
+    config_unref(job->cfg);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
+int job_begin_item(struct job *job, size_t i)
+{
+    int run;
+
+    pthread_mutex_lock(&job->lock);
+    run = job->finished == FINISH_NONE;
+    if (run) {
+        job->state[i] = ITEM_RUNNING;
+        job->started_us[i] = fo_now_us();
+    }
+    pthread_mutex_unlock(&job->lock);
+    return run;
+}
+
+void job_complete_item(struct job *job, size_t i, struct result *res)
+{
+    int last = 0;
+
+    pthread_mutex_lock(&job->lock);
+    if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
+        result_clear(&job->results[i]);
+        job->results[i] = *res;
+        memset(res, 0, sizeof(*res));
+        job->state[i] = ITEM_DONE;
+        last = --job->remaining == 0;
+    }
+    pthread_mutex_unlock(&job->lock);
+    result_clear(res);   /* a late result (the job had finished) is dropped */
+    if (last)
+        job_finish(job, FINISH_DONE);
+}
+
+/* Gives every item that did not finish its error; called with the lock held. */
+static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t now_us)
+{
+    enum item_error e = reason == FINISH_DEADLINE ? ERR_DEADLINE : ERR_CANCELLED;
+    const char *why = reason == FINISH_DEADLINE ? "the batch deadline passed before the item finished"
+                    : reason == FINISH_CLIENT ? "the client went away"
+                    : reason == FINISH_REJECTED ? "the batch was not admitted"
+                    : "fanoutd shut down before the item finished";
+
+    for (size_t i = 0; i < job->req.n; i++) {
+        if (job->state[i] == ITEM_DONE)
+            continue;
+        struct result *r = &job->results[i];
+        result_clear(r);
+        result_fail(r, e, "%s", why);
+        if (job->state[i] == ITEM_RUNNING)
+            r->duration_ms = (double)(now_us - job->started_us[i]) / 1000.0;
+        job->state[i] = ITEM_DONE;
+    }
+    job->remaining = 0;
+}
+
+static enum batch_outcome outcome_of(enum finish_reason reason, int complete)
+{
+    switch (reason) {
+    case FINISH_DEADLINE: return OUT_DEADLINE;
+    case FINISH_CLIENT:   return OUT_CANCELLED;
+    case FINISH_SHUTDOWN: return OUT_SHUTDOWN;
+    default:              return complete ? OUT_COMPLETE : OUT_PARTIAL;
+    }
+}
+
+int job_finish(struct job *job, enum finish_reason reason)
+{
+    int64_t now = fo_now_us();
+    double ms = (double)(now - job->arrival_us) / 1000.0;
+
+    pthread_mutex_lock(&job->lock);
+    if (job->finished != FINISH_NONE) {
+        pthread_mutex_unlock(&job->lock);
+        return 0;
+    }
+    job->finished = reason;
+    atomic_store(&job->stop, 1);
+    if (reason != FINISH_DONE)
+        fail_unfinished(job, reason, now);
+    pthread_mutex_unlock(&job->lock);
+
+    /* No worker writes results any more; items still queued are dropped. */
+    queue_drop(job);
+    for (size_t i = 0; i < job->req.n; i++)
+        metrics_item(&job->results[i], job->results[i].duration_ms / 1000.0);
+    if (reason == FINISH_REJECTED) {
+        if (job->on_finish != NULL)
+            job->on_finish(job, job->finish_ctx);
+        return 1;
+    }
+    if (reason != FINISH_CLIENT &&
+        merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK) {
+        log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
+        job->doc_failed = 1;
+    }
+    metrics_batch(outcome_of(reason, job->complete), ms / 1000.0);
+    log_debug("batch %llu finished (%d) after %.1f ms", (unsigned long long)job->serial,
+              (int)reason, ms);
+    if (job->on_finish != NULL)
+        job->on_finish(job, job->finish_ctx);
+    return 1;
+}

@@ -1,0 +1,220 @@
+/*
+ * main.c - flags, configuration, start, signals, stop.
+ *
+ *   fanoutd [--config FILE] [--KEY-NAME VALUE ...] [--check-config]
+ *
+ * Signals are blocked in every thread and taken here with sigwait:
+ * SIGHUP reloads the file (keeping the command-line overrides), SIGTERM or
+ * SIGINT drains: new batches get 503, in-flight ones get shutdown_grace_ms
+ * to finish, then what is left is answered with cancelled items; exit 0.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "fanoutd.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+#define EXIT_USAGE 2
+#define DRAIN_POLL_MS 50
+
+struct options {
+    const char *config_path;
+    int check_config;
+    struct config_override *ov;    /* borrowed strings from argv */
+    size_t nov;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: fanoutd [--config FILE] [--KEY-NAME VALUE ...]\n"
+            "       fanoutd --check-config [--config FILE] [--KEY-NAME VALUE ...]\n"
+            "\n"
+            "An HTTP fan-out gateway: POST /batch with a list of URLs, get one JSON\n"
+            "document with every upstream response, in about the time of the slowest.\n"
+            "\n"
+            "  --config FILE          read the configuration from FILE (key = value lines);\n"
+            "                         without it the built-in defaults apply\n"
+            "  --check-config         parse the configuration, print every key as\n"
+            "                         'key = value' and exit 0 (exit 2 on an error)\n"
+            "  --help                 print this help and exit\n"
+            "  --version              print the version and exit\n"
+            "\n"
+            "Every configuration key can be given as --key-name VALUE or --key-name=VALUE\n"
+            "(underscores become dashes); the command line overrides the file:\n");
+    config_print_help(out);
+    fprintf(out, "\nSignals: SIGHUP reloads the file, SIGTERM drains and exits 0.\n");
+}
+
+/* Returns -1 to go on, else an exit status. */
+static int parse_args(int argc, char **argv, struct options *opt)
+{
+    opt->ov = calloc((size_t)argc, sizeof(*opt->ov));
+    if (opt->ov == NULL)
+        return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *value = NULL;
+        char name[64];
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("fanoutd %s\n", FANOUTD_VERSION);
+            return 0;
+        }
+        if (strcmp(arg, "--check-config") == 0) {
+            opt->check_config = 1;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0 || strlen(arg + 2) >= sizeof(name)) {
+            fprintf(stderr, "fanoutd: unexpected argument '%s' (see --help)\n", arg);
+            return EXIT_USAGE;
+        }
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+        memcpy(name, arg + 2, nlen);
+        name[nlen] = '\0';
+        if (eq != NULL)
+            value = eq + 1;
+        else if (i + 1 < argc)
+            value = argv[++i];
+        if (strcmp(name, "config") != 0 && config_key_for_flag(name) == NULL) {
+            fprintf(stderr, "fanoutd: unknown option '--%s' (see --help)\n", name);
+            return EXIT_USAGE;
+        }
+        if (value == NULL) {
+            fprintf(stderr, "fanoutd: option '--%s' needs a value\n", name);
+            return EXIT_USAGE;
+        }
+        if (strcmp(name, "config") == 0) {
+            opt->config_path = value;
+            continue;
+        }
+        opt->ov[opt->nov].key = config_key_for_flag(name);
+        opt->ov[opt->nov++].value = value;
+    }
+    return -1;
+}
+
+static void reload(const struct options *opt)
+{
+    struct config *fresh, *old = server_config();
+    struct fo_msg msg;
+
+    if (config_build(opt->config_path, opt->ov, opt->nov, &fresh, &msg) != FO_OK) {
+        log_error("reload failed, keeping the running configuration: %s", msg.text);
+        METRIC_ADD(reload_failures, 1);
+        config_unref(old);
+        return;
+    }
+    if (strcmp(fresh->listen, old->listen) != 0)
+        log_warn("listen changed to %s: takes effect only after a restart", fresh->listen);
+    if (fresh->workers != old->workers)
+        log_warn("workers changed to %ld: takes effect only after a restart", fresh->workers);
+    if (fresh->max_connections != old->max_connections ||
+        fresh->client_timeout_ms != old->client_timeout_ms)
+        log_warn("max_connections and client_timeout_ms take effect only after a restart");
+    log_set_level((enum log_level)fresh->log_level);
+    server_reload(fresh);
+    config_unref(fresh);
+    config_unref(old);
+    METRIC_ADD(reloads, 1);
+    log_info("configuration reloaded%s%s", opt->config_path ? " from " : "",
+             opt->config_path ? opt->config_path : "");
+}
+
+/* SIGTERM: drain within the grace time; a second SIGTERM cuts it short. */
+static void drain(const sigset_t *set)
+{
+    struct config *cfg = server_config();
+    int64_t end = fo_now_ms() + cfg->shutdown_grace_ms;
+    struct timespec zero = { 0, 0 };
+
+    config_unref(cfg);
+    log_info("draining: %ld batches in flight", server_batches_in_flight());
+    server_drain();
+    while (!server_wait_idle(DRAIN_POLL_MS)) {
+        int sig = sigtimedwait(set, NULL, &zero);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_warn("second stop signal: cancelling in-flight batches now");
+            break;
+        }
+        if (fo_now_ms() >= end)
+            break;
+    }
+    server_cancel_all();
+    server_stop();
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = { 0 };
+    struct config *cfg;
+    struct fo_msg msg;
+    sigset_t set;
+    int status;
+
+    if ((status = parse_args(argc, argv, &opt)) >= 0)
+        goto out;
+    if (config_build(opt.config_path, opt.ov, opt.nov, &cfg, &msg) != FO_OK) {
+        fprintf(stderr, "fanoutd: %s\n", msg.text);
+        status = EXIT_USAGE;
+        goto out;
+    }
+    if (opt.check_config) {
+        config_dump(cfg, stdout);
+        config_unref(cfg);
+        status = 0;
+        goto out;
+    }
+    log_set_level((enum log_level)cfg->log_level);
+
+    /* Before any thread: signals blocked everywhere, libraries initialised. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    json_object_seed(0);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("curl_global_init failed");
+        config_unref(cfg);
+        status = 1;
+        goto out;
+    }
+    if (server_start(cfg) != FO_OK) {
+        config_unref(cfg);
+        server_stop();
+        curl_global_cleanup();
+        status = 1;
+        goto out;
+    }
+    config_unref(cfg);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(&opt);
+            continue;
+        }
+        break;
+    }
+    drain(&set);
+    curl_global_cleanup();
+    log_info("stopped");
+    status = 0;
+out:
+    free(opt.ov);
+    return status;
+}

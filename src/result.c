@@ -1,0 +1,217 @@
+/*
+ * result.c - item results and the batch document (see result.h).
+ *
+ * "none" and "bodies" only concatenate: every body is already a JSON value
+ * (encoded by the worker), so no upstream body is parsed here. "deep" has
+ * to look inside the bodies: it parses the JSON objects with jansson,
+ * merges them in request order and serialises the merged tree.
+ */
+#include "result.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ITEM_ERROR_NAME(e, s) [e] = s,
+static const char *const error_codes[ERR_COUNT] = { [ERR_NONE] = NULL, ITEM_ERRORS(ITEM_ERROR_NAME) };
+#undef ITEM_ERROR_NAME
+
+const char *item_error_code(enum item_error e)
+{
+    return (e > ERR_NONE && e < ERR_COUNT) ? error_codes[e] : "upstream_error";
+}
+
+void result_clear(struct result *r)
+{
+    FO_FREE(r->content_type);
+    FO_FREE(r->message);
+    FO_FREE(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+void result_fail(struct result *r, enum item_error e, const char *fmt, ...)
+{
+    char text[FO_MSG_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    FO_FREE(r->body);
+    FO_FREE(r->message);
+    r->body_len = 0;
+    r->enc = BODY_NONE;
+    r->error = e;
+    r->message = strdup(text);   /* NULL on ENOMEM: written as a fixed text */
+}
+
+int result_ok(const struct result *r)
+{
+    return r->error == ERR_NONE && r->status >= 200 && r->status <= 299;
+}
+
+/* {"id":..,"url":..,"ok":..,"status":..,"duration_ms":..[,content_type][,body..][,error]} */
+static fo_err put_result(struct buf *out, const struct item_req *it, const struct result *r,
+                         int with_body)
+{
+    fo_err err = FO_OK;
+
+#define TRY(x) do { if ((err = (x)) != FO_OK) return err; } while (0)
+    TRY(buf_puts(out, "{\"id\":"));
+    TRY(json_put_cstr(out, it->id));
+    TRY(buf_puts(out, ",\"url\":"));
+    TRY(json_put_cstr(out, it->url));
+    TRY(buf_puts(out, result_ok(r) ? ",\"ok\":true,\"status\":" : ",\"ok\":false,\"status\":"));
+    TRY(r->status > 0 ? json_put_int(out, r->status) : buf_puts(out, "null"));
+    TRY(buf_puts(out, ",\"duration_ms\":"));
+    TRY(json_put_ms(out, r->duration_ms));
+    if (r->status > 0) {
+        TRY(buf_puts(out, ",\"content_type\":"));
+        TRY(r->content_type ? json_put_cstr(out, r->content_type) : buf_puts(out, "null"));
+    }
+    if (r->error == ERR_NONE && with_body) {
+        TRY(buf_puts(out, ",\"body\":"));
+        TRY(r->body ? buf_append(out, r->body, r->body_len) : buf_puts(out, "null"));
+        TRY(buf_puts(out, ",\"body_encoding\":"));
+        const char *enc = body_encoding_name(r->enc);
+        TRY(enc && r->body ? json_put_cstr(out, enc) : buf_puts(out, "null"));
+    }
+    if (r->error != ERR_NONE) {
+        TRY(buf_puts(out, ",\"error\":{\"code\":"));
+        TRY(json_put_cstr(out, item_error_code(r->error)));
+        TRY(buf_puts(out, ",\"message\":"));
+        TRY(json_put_cstr(out, r->message ? r->message : item_error_code(r->error)));
+        TRY(buf_putc(out, '}'));
+    }
+    return buf_putc(out, '}');
+#undef TRY
+}
+
+static fo_err put_summary(struct buf *out, size_t total, size_t ok, double duration_ms)
+{
+    fo_err err = buf_printf(out, "\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
+                            "\"duration_ms\":", total, ok, total - ok);
+    if (err == FO_OK)
+        err = json_put_ms(out, duration_ms);
+    if (err == FO_OK)
+        err = buf_puts(out, "}}");
+    return err;
+}
+
+/* "errors":{ID: result-without-body, ...} */
+static fo_err put_errors(struct buf *out, const struct batch_req *req, const struct result *res)
+{
+    int first = 1;
+    fo_err err = buf_puts(out, "\"errors\":{");
+
+    for (size_t i = 0; i < req->n && err == FO_OK; i++) {
+        if (result_ok(&res[i]))
+            continue;
+        if ((err = json_put_key(out, req->items[i].id, first)) == FO_OK)
+            err = put_result(out, &req->items[i], &res[i], 0);
+        first = 0;
+    }
+    return err != FO_OK ? err : buf_puts(out, "},");
+}
+
+/* Merges src into dst: objects recursively, everything else replaced. */
+static int deep_merge(json_t *dst, json_t *src)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach(src, key, val) {
+        json_t *old = json_object_get(dst, key);
+        if (json_is_object(old) && json_is_object(val)) {
+            if (deep_merge(old, val) != 0)
+                return -1;
+        } else if (json_object_set(dst, key, val) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int dump_cb(const char *buffer, size_t size, void *data)
+{
+    return buf_append(data, buffer, size) == FO_OK ? 0 : -1;
+}
+
+static fo_err put_deep_data(struct buf *out, const struct batch_req *req, const struct result *res)
+{
+    json_t *acc = json_object();
+    fo_err err = FO_OK;
+
+    if (acc == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < req->n; i++) {
+        const struct result *r = &res[i];
+        if (!result_ok(r) || r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
+            continue;
+        /* Integers beyond 64 bits cannot be held by jansson: read them as reals. */
+        json_t *doc = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, NULL);
+        if (doc == NULL)
+            doc = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
+        if (doc == NULL)
+            continue;
+        int rc = deep_merge(acc, doc);
+        json_decref(doc);
+        if (rc != 0) {
+            err = FO_ENOMEM;
+            break;
+        }
+    }
+    if (err == FO_OK && json_dump_callback(acc, dump_cb, out, JSON_COMPACT | JSON_REAL_PRECISION(17)) != 0)
+        err = FO_ENOMEM;
+    json_decref(acc);
+    return err;
+}
+
+fo_err merge_build(const struct batch_req *req, const struct result *res, enum merge_mode mode,
+                   double duration_ms, struct buf *out, int *complete)
+{
+    size_t ok = 0;
+    int first = 1;
+    fo_err err = FO_OK;
+
+    for (size_t i = 0; i < req->n; i++)
+        ok += result_ok(&res[i]) != 0;
+    *complete = ok == req->n;
+    if (mode == MERGE_NONE) {
+        err = buf_puts(out, "{\"results\":[");
+        for (size_t i = 0; i < req->n && err == FO_OK; i++) {
+            if (i > 0)
+                err = buf_putc(out, ',');
+            if (err == FO_OK)
+                err = put_result(out, &req->items[i], &res[i], 1);
+        }
+        if (err == FO_OK)
+            err = buf_puts(out, "],");
+    } else {
+        err = buf_puts(out, "{\"data\":");
+        if (err == FO_OK && mode == MERGE_DEEP) {
+            err = put_deep_data(out, req, res);
+        } else if (err == FO_OK) {
+            err = buf_putc(out, '{');
+            for (size_t i = 0; i < req->n && err == FO_OK; i++) {
+                if (!result_ok(&res[i]))
+                    continue;
+                err = json_put_key(out, req->items[i].id, first);
+                if (err == FO_OK)
+                    err = res[i].body ? buf_append(out, res[i].body, res[i].body_len)
+                                      : buf_puts(out, "null");
+                first = 0;
+            }
+            if (err == FO_OK)
+                err = buf_putc(out, '}');
+        }
+        if (err == FO_OK)
+            err = buf_putc(out, ',');
+        if (err == FO_OK)
+            err = put_errors(out, req, res);
+    }
+    if (err == FO_OK)
+        err = put_summary(out, req->n, ok, duration_ms);
+    return err;
+}

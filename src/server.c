@@ -1,0 +1,620 @@
+/*
+ * server.c - the libmicrohttpd front end and the daemon's lifecycle
+ * (see server.h for the request path).
+ *
+ * Threads: libmicrohttpd's own pool (epoll, one listener per thread) runs
+ * the handler; it never waits for an upstream. The workers (queue.c) and
+ * the watcher (watch.c) finish jobs and resume connections.
+ *
+ * Locking: srv.lock guards cfg, generation, in_flight and unsent; it is a
+ * leaf lock (nothing else is locked while it is held).
+ */
+#include "server.h"
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "buf.h"
+#include "encode.h"
+#include "fetch.h"
+#include "job.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+#include "watch.h"
+
+#define CT_JSON "application/json"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+enum req_state { REQ_BODY = 0, REQ_RUNNING, REQ_ANSWERED };
+
+/* Per POST /batch connection request; owned by libmicrohttpd's con_cls
+ * slot and freed in on_completed. */
+struct request {
+    enum req_state state;
+    struct MHD_Connection *conn;
+    struct config *cfg;          /* a reference: the config this batch uses */
+    int64_t arrival_us;
+    struct buf body;             /* capped at max_body_bytes */
+    struct job *job;             /* a reference, once the batch is accepted */
+    int reject_status;           /* set when the queue refused the batch */
+    const char *reject_code;
+    enum batch_outcome reject_outcome;
+};
+
+static struct server_state {
+    pthread_mutex_t lock;        /* guards cfg, generation, in_flight, unsent */
+    pthread_cond_t changed;      /* signalled when in_flight or unsent drop */
+    struct config *cfg;
+    unsigned long generation;
+    long in_flight;              /* batches accepted and not finished */
+    long unsent;                 /* finished batches whose answer is not sent */
+    _Atomic int draining;
+    struct MHD_Daemon *mhd;
+    struct fetch_env env;
+    int env_ready, queue_ready, watch_ready;
+} srv = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
+
+/* ---- configuration ------------------------------------------------------ */
+
+static void install(struct config *cfg)
+{
+    struct config *old;
+
+    pthread_mutex_lock(&srv.lock);
+    cfg->generation = ++srv.generation;
+    old = srv.cfg;
+    srv.cfg = config_ref(cfg);
+    pthread_mutex_unlock(&srv.lock);
+    config_unref(old);
+}
+
+struct config *server_config(void)
+{
+    struct config *cfg;
+
+    pthread_mutex_lock(&srv.lock);
+    cfg = config_ref(srv.cfg);
+    pthread_mutex_unlock(&srv.lock);
+    return cfg;
+}
+
+void server_reload(struct config *cfg)
+{
+    install(cfg);
+}
+
+long server_batches_in_flight(void)
+{
+    long n;
+
+    pthread_mutex_lock(&srv.lock);
+    n = srv.in_flight;
+    pthread_mutex_unlock(&srv.lock);
+    return n;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+/* Queues a response whose body is data (taken over: libmicrohttpd frees it). */
+static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *ctype,
+                               char *data, size_t len, const char *const *headers)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    resp = MHD_create_response_from_buffer(len, data ? data : (char *)"",
+                                           data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) {
+        free(data);
+        return MHD_NO;
+    }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    for (; headers != NULL && headers[0] != NULL; headers += 2)
+        (void)MHD_add_response_header(resp, headers[0], headers[1]);
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* {"error": {"code": ..., "message": ...}} with optional extra headers. */
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
+                                     const char *code, const char *const *headers,
+                                     const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
+                                     const char *code, const char *const *headers,
+                                     const char *fmt, ...)
+{
+    char text[FO_MSG_LEN];
+    struct buf b;
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (!utf8_valid(text, strlen(text)))
+        (void)snprintf(text, sizeof(text), "%s", code);
+    buf_init(&b, 0);
+    if (buf_puts(&b, "{\"error\":{\"code\":") != FO_OK || json_put_cstr(&b, code) != FO_OK ||
+        buf_puts(&b, ",\"message\":") != FO_OK || json_put_cstr(&b, text) != FO_OK ||
+        buf_puts(&b, "}}") != FO_OK) {
+        buf_free(&b);
+        return MHD_NO;
+    }
+    size_t len;
+    char *data = buf_steal(&b, &len);
+    return respond(conn, status, CT_JSON, data, len, headers);
+}
+
+static enum MHD_Result respond_json_text(struct MHD_Connection *conn, unsigned status,
+                                         const char *json)
+{
+    char *copy = strdup(json);
+    return copy ? respond(conn, status, CT_JSON, copy, strlen(copy), NULL) : MHD_NO;
+}
+
+/* ---- simple endpoints ----------------------------------------------------- */
+
+static enum MHD_Result serve_healthz(struct MHD_Connection *conn)
+{
+    if (atomic_load(&srv.draining))
+        return respond_json_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"draining\"}");
+    return respond_json_text(conn, MHD_HTTP_OK, "{\"status\":\"ok\"}");
+}
+
+static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
+{
+    struct buf b;
+    size_t len;
+
+    buf_init(&b, 0);
+    if (metrics_render(&b) != FO_OK) {
+        buf_free(&b);
+        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+                             "out of memory");
+    }
+    char *data = buf_steal(&b, &len);
+    return respond(conn, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
+}
+
+/* ---- POST /batch: the header checks -------------------------------------- */
+
+struct header_count {
+    int content_length;
+    int transfer_encoding;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_count *hc = cls;
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        hc->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        hc->transfer_encoding++;
+    return MHD_YES;
+}
+
+/* Constant-time comparison, so the token cannot be guessed byte by byte. */
+static int token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static int authorized(struct MHD_Connection *conn, const struct config *cfg)
+{
+    const char *auth;
+
+    if (cfg->auth_token[0] == '\0')
+        return 1;
+    auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return 0;
+    return token_equal(auth + 7, cfg->auth_token);
+}
+
+/* Checks done as soon as the headers are in; answers and returns 1 if the
+ * request is refused. */
+static int refuse_early(struct MHD_Connection *conn, const struct config *cfg,
+                        enum MHD_Result *ret)
+{
+    static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
+    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
+    struct header_count hc = { 0 };
+    const char *cl;
+
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
+    if (hc.content_length > 1 || (hc.content_length && hc.transfer_encoding)) {
+        metrics_batch(OUT_BAD_REQUEST, 0);
+        *ret = respond_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", close_hdr,
+                             hc.content_length > 1
+                                 ? "more than one Content-Length header"
+                                 : "both Content-Length and Transfer-Encoding are present");
+        return 1;
+    }
+    if (atomic_load(&srv.draining)) {
+        metrics_batch(OUT_DRAINING, 0);
+        *ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
+                             "fanoutd is shutting down");
+        return 1;
+    }
+    if (!authorized(conn, cfg)) {
+        static const char *const auth_hdr[] = { MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer", NULL };
+        metrics_batch(OUT_UNAUTHORIZED, 0);
+        *ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized", auth_hdr,
+                             "a valid 'Authorization: Bearer' token is required");
+        return 1;
+    }
+    cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)cfg->max_body_bytes) {
+        metrics_batch(OUT_TOO_LARGE, 0);
+        *ret = respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
+                             "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- POST /batch: running it --------------------------------------------- */
+
+/* Called once by whoever finishes the job; resumes the client connection. */
+static void on_job_finish(struct job *job, void *ctx)
+{
+    struct request *req = ctx;
+
+    watch_remove(job);
+    pthread_mutex_lock(&srv.lock);
+    srv.in_flight--;
+    srv.unsent++;
+    METRIC_SET(batches_in_flight, srv.in_flight);
+    pthread_cond_broadcast(&srv.changed);
+    pthread_mutex_unlock(&srv.lock);
+    /* From here on req belongs to libmicrohttpd's thread again. */
+    MHD_resume_connection(req->conn);
+}
+
+/* The client headers named in forward_headers, as "Name: value" lines. */
+static fo_err collect_forward(struct MHD_Connection *conn, const struct config *cfg,
+                              char ***out, size_t *nout)
+{
+    char **v = NULL;
+    size_t n = 0;
+
+    *out = NULL;
+    *nout = 0;
+    if (cfg->forward_headers.n == 0)
+        return FO_OK;
+    if ((v = calloc(cfg->forward_headers.n, sizeof(*v))) == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < cfg->forward_headers.n; i++) {
+        const char *name = cfg->forward_headers.v[i];
+        const char *val = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+        if (val == NULL || strlen(val) > FO_MAX_FORWARD_VALUE || strpbrk(val, "\r\n"))
+            continue;
+        size_t len = strlen(name) + strlen(val) + 3;
+        if ((v[n] = malloc(len)) == NULL) {
+            while (n > 0)
+                free(v[--n]);
+            free(v);
+            return FO_ENOMEM;
+        }
+        (void)snprintf(v[n], len, val[0] ? "%s: %s" : "%s;", name, val);
+        n++;
+    }
+    *out = v;
+    *nout = n;
+    return FO_OK;
+}
+
+static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *req)
+{
+    struct batch_req parsed;
+    struct fo_msg msg;
+    const char *ctype;
+    char **fwd;
+    size_t nfwd;
+    fo_err err;
+
+    req->state = REQ_ANSWERED;
+    ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    err = batch_parse(req->body.data ? req->body.data : "", req->body.len,
+                      batch_is_json_type(ctype), req->cfg, &parsed, &msg);
+    buf_free(&req->body);
+    if (err == FO_ETOOBIG) {
+        metrics_batch(OUT_TOO_LARGE, 0);
+        return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
+    }
+    if (err != FO_OK) {
+        metrics_batch(OUT_BAD_REQUEST, 0);
+        return respond_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
+    }
+    if (collect_forward(conn, req->cfg, &fwd, &nfwd) != FO_OK ||
+        job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
+                &req->job) != FO_OK) {
+        batch_req_free(&parsed);
+        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+                             "out of memory");
+    }
+    req->state = REQ_RUNNING;
+    pthread_mutex_lock(&srv.lock);
+    srv.in_flight++;
+    METRIC_SET(batches_in_flight, srv.in_flight);
+    pthread_mutex_unlock(&srv.lock);
+
+    /* Suspend first: from here on any thread may finish the job and resume. */
+    MHD_suspend_connection(conn);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
+        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)req->job->serial);
+    err = queue_push(req->job, req->cfg->queue_capacity);
+    if (err != FO_OK) {
+        req->reject_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        req->reject_code = err == FO_EFULL ? "overloaded" : "draining";
+        req->reject_outcome = err == FO_EFULL ? OUT_OVERLOADED : OUT_DRAINING;
+        job_finish(req->job, FINISH_REJECTED);
+    }
+    return MHD_YES;
+}
+
+/* The connection was resumed: the job has finished. */
+static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
+{
+    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
+    struct job *job = req->job;
+    size_t len;
+
+    req->state = REQ_ANSWERED;
+    if (req->reject_status != 0) {
+        metrics_batch(req->reject_outcome, 0);
+        return respond_error(conn, (unsigned)req->reject_status, req->reject_code, retry_hdr,
+                             strcmp(req->reject_code, "overloaded") == 0
+                                 ? "the batch of %zu items does not fit in the work queue"
+                                 : "fanoutd is shutting down (batch of %zu items)", job->req.n);
+    }
+    if (job->finished == FINISH_CLIENT)
+        return MHD_NO;          /* nobody to answer: close the connection */
+    if (job->doc_failed)
+        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+                             "out of memory while building the answer");
+    const char *const hdrs[] = { "X-Batch-Complete", job->complete ? "true" : "false", NULL };
+    char *data = buf_steal(&job->doc, &len);
+    return respond(conn, MHD_HTTP_OK, CT_JSON, data, len, hdrs);
+}
+
+static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
+                                    const char *upload, size_t *upload_size)
+{
+    switch (req->state) {
+    case REQ_BODY:
+        if (*upload_size == 0)
+            return start_batch(conn, req);
+        if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
+            static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
+            *upload_size = 0;
+            req->state = REQ_ANSWERED;
+            buf_free(&req->body);
+            metrics_batch(OUT_TOO_LARGE, 0);
+            return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
+                                 "the body is larger than max_body_bytes (%ld)",
+                                 req->cfg->max_body_bytes);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    case REQ_RUNNING:
+        return answer_batch(conn, req);
+    case REQ_ANSWERED:
+        *upload_size = 0;       /* the rest of a refused body is dropped */
+        return MHD_YES;
+    }
+    return MHD_NO;
+}
+
+/* ---- the dispatcher -------------------------------------------------------- */
+
+static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
+{
+    const char *const hdrs[] = { MHD_HTTP_HEADER_ALLOW, allow, NULL };
+    return respond_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", hdrs,
+                         "use %s", allow);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    struct request *req = *con_cls;
+    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    enum MHD_Result ret;
+    (void)cls;
+    (void)version;
+
+    if (req != NULL)
+        return handle_batch(conn, req, upload, upload_size);
+    if (strcmp(url, "/healthz") == 0)
+        return get ? serve_healthz(conn) : not_allowed(conn, "GET, HEAD");
+    if (strcmp(url, "/metrics") == 0)
+        return get ? serve_metrics(conn) : not_allowed(conn, "GET, HEAD");
+    if (strcmp(url, "/batch") != 0) {
+        int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
+        return respond_error(conn, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
+                             show ? ": " : "", show ? url : "");
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        return not_allowed(conn, "POST");
+
+    struct config *cfg = server_config();
+    if (refuse_early(conn, cfg, &ret)) {
+        config_unref(cfg);
+        return ret;
+    }
+    if ((req = calloc(1, sizeof(*req))) == NULL) {
+        config_unref(cfg);
+        return MHD_NO;
+    }
+    req->conn = conn;
+    req->cfg = cfg;
+    req->arrival_us = fo_now_us();
+    buf_init(&req->body, (size_t)cfg->max_body_bytes);
+    *con_cls = req;
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *req = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe;
+
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    if (req->job != NULL) {
+        pthread_mutex_lock(&srv.lock);
+        srv.unsent--;
+        pthread_cond_broadcast(&srv.changed);
+        pthread_mutex_unlock(&srv.lock);
+        job_unref(req->job);
+    }
+    buf_free(&req->body);
+    config_unref(req->cfg);
+    free(req);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    (void)cls;
+    (void)vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_debug("libmicrohttpd: %s", line);
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+static unsigned front_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        n = 1;
+    return (unsigned)(n > FO_FRONT_THREADS_MAX ? FO_FRONT_THREADS_MAX : n);
+}
+
+fo_err server_start(struct config *cfg)
+{
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
+    fo_err err;
+
+    install(cfg);
+    if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&cfg->listen_addr, cfg->listen_len)) != FO_OK) {
+        log_error("cannot set up libcurl: %s", fo_strerror(err));
+        return err;
+    }
+    srv.env_ready = 1;
+    if ((err = watch_start()) != FO_OK)
+        return err;
+    srv.watch_ready = 1;
+    if ((err = queue_start(cfg->workers, &srv.env)) != FO_OK) {
+        log_error("cannot start %ld workers: %s", cfg->workers, fo_strerror(err));
+        return err;
+    }
+    srv.queue_ready = 1;
+    if (cfg->listen_addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv.mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg->listen_addr,
+                               MHD_OPTION_THREAD_POOL_SIZE, front_threads(),
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                               MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                               MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                               MHD_OPTION_END);
+    if (srv.mhd == NULL) {
+        log_error("cannot listen on %s (in use, or not an address of this host?)", cfg->listen);
+        return FO_ESYS;
+    }
+    log_info("listening on %s with %ld workers", cfg->listen, cfg->workers);
+    return FO_OK;
+}
+
+void server_drain(void)
+{
+    atomic_store(&srv.draining, 1);
+    queue_close();
+}
+
+/* Waits until *counter is 0 or the time is up; 1 if it reached 0. */
+static int wait_zero(long *counter, int64_t timeout_ms)
+{
+    int64_t end = fo_now_us() + timeout_ms * 1000;
+    int zero;
+
+    pthread_mutex_lock(&srv.lock);
+    while (*counter > 0) {
+        int64_t left = end - fo_now_us();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (left % 1000000) * 1000;
+        ts.tv_sec += (time_t)(left / 1000000 + ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&srv.changed, &srv.lock, &ts);
+    }
+    zero = *counter == 0;
+    pthread_mutex_unlock(&srv.lock);
+    return zero;
+}
+
+int server_wait_idle(int64_t timeout_ms)
+{
+    return wait_zero(&srv.in_flight, timeout_ms);
+}
+
+void server_cancel_all(void)
+{
+    size_t n = watch_finish_all(FINISH_SHUTDOWN);
+    if (n > 0)
+        log_warn("shutdown grace over: %zu batches answered with cancelled items", n);
+}
+
+void server_stop(void)
+{
+    if (!wait_zero(&srv.unsent, FO_DRAIN_FLUSH_MS))
+        log_warn("some answers were not sent before shutdown");
+    if (srv.queue_ready)
+        queue_stop();
+    if (srv.mhd != NULL)
+        MHD_stop_daemon(srv.mhd);
+    srv.mhd = NULL;
+    if (srv.watch_ready)
+        watch_stop();
+    if (srv.env_ready)
+        fetch_env_free(&srv.env);
+    pthread_mutex_lock(&srv.lock);
+    struct config *cfg = srv.cfg;
+    srv.cfg = NULL;
+    pthread_mutex_unlock(&srv.lock);
+    config_unref(cfg);
+}

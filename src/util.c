@@ -1,0 +1,17 @@
+/* util.c - clock helpers (see fanoutd.h). */
+#include "fanoutd.h"
+
+#include <time.h>
+
+int64_t fo_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t fo_now_ms(void)
+{
+    return fo_now_us() / 1000;
+}

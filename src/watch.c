@@ -1,0 +1,240 @@
+/*
+ * watch.c - the deadline and disconnect watcher (see watch.h).
+ *
+ * Entries are looked up by the job's serial number, never by pointer, so
+ * an event that arrives for a job that has just been removed finds nothing
+ * instead of freed memory. Locking: w.lock guards the entry table; it is
+ * never held while a job is finished (job_finish calls back into
+ * watch_remove through the front end).
+ */
+#include "watch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define WATCH_EVENTS 64
+#define WAKE_TAG     0    /* epoll tag of the eventfd; job serials start at 1 */
+
+struct entry {
+    struct job *job;     /* a reference */
+    uint64_t serial;
+    int fd;              /* client socket in the epoll set, or -1 */
+};
+
+static struct watch_state {
+    pthread_mutex_t lock;    /* guards entries, n, alloc, next_wake_us, stopping */
+    struct entry *entries;
+    size_t n, alloc;
+    int64_t next_wake_us;    /* when the thread will wake on its own; 0: never */
+    int stopping;
+    int epfd, wakefd;
+    pthread_t tid;
+    int started;
+} w = { .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1 };
+
+static void wake(void)
+{
+    uint64_t one = 1;
+    (void)!write(w.wakefd, &one, sizeof(one));
+}
+
+static struct entry *find(uint64_t serial)
+{
+    for (size_t i = 0; i < w.n; i++) {
+        if (w.entries[i].serial == serial)
+            return &w.entries[i];
+    }
+    return NULL;
+}
+
+/* Takes out the entry of job; returns its reference (or NULL). Lock held. */
+static struct job *take_entry(uint64_t serial)
+{
+    struct entry *e = find(serial);
+    struct job *job;
+
+    if (e == NULL)
+        return NULL;
+    job = e->job;
+    if (e->fd >= 0)
+        (void)epoll_ctl(w.epfd, EPOLL_CTL_DEL, e->fd, NULL);
+    *e = w.entries[--w.n];
+    return job;
+}
+
+fo_err watch_add(struct job *job, int fd)
+{
+    struct epoll_event ev = { .events = EPOLLRDHUP, .data.u64 = job->serial };
+    int need_wake;
+
+    pthread_mutex_lock(&w.lock);
+    if (w.n == w.alloc) {
+        size_t alloc = w.alloc ? w.alloc * 2 : 64;
+        struct entry *p = realloc(w.entries, alloc * sizeof(*p));
+        if (p == NULL) {
+            pthread_mutex_unlock(&w.lock);
+            return FO_ENOMEM;
+        }
+        w.entries = p;
+        w.alloc = alloc;
+    }
+    if (fd >= 0 && epoll_ctl(w.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        log_warn("cannot watch client socket %d: %s", fd, strerror(errno));
+        fd = -1;   /* the deadline is still watched */
+    }
+    w.entries[w.n++] = (struct entry){ job_ref(job), job->serial, fd };
+    need_wake = w.next_wake_us == 0 || job->deadline_us < w.next_wake_us;
+    pthread_mutex_unlock(&w.lock);
+    if (need_wake)
+        wake();
+    return FO_OK;
+}
+
+void watch_remove(struct job *job)
+{
+    struct job *ref;
+
+    pthread_mutex_lock(&w.lock);
+    ref = take_entry(job->serial);
+    pthread_mutex_unlock(&w.lock);
+    job_unref(ref);
+}
+
+size_t watch_finish_all(enum finish_reason reason)
+{
+    size_t done = 0;
+
+    for (;;) {
+        struct job *job = NULL;
+        pthread_mutex_lock(&w.lock);
+        /* Finishing removes the entry (through the front end's callback). */
+        for (size_t i = 0; i < w.n && job == NULL; i++) {
+            if (!atomic_load(&w.entries[i].job->stop))
+                job = job_ref(w.entries[i].job);
+        }
+        pthread_mutex_unlock(&w.lock);
+        if (job == NULL)
+            return done;
+        done += (size_t)job_finish(job, reason);
+        job_unref(job);
+    }
+}
+
+/* Finishes the jobs whose deadline has passed; returns the next deadline. */
+static int64_t expire(int64_t now)
+{
+    for (;;) {
+        struct job *due = NULL;
+        int64_t next = 0;
+
+        pthread_mutex_lock(&w.lock);
+        for (size_t i = 0; i < w.n; i++) {
+            struct job *job = w.entries[i].job;
+            if (atomic_load(&job->stop))
+                continue;
+            if (job->deadline_us <= now && due == NULL)
+                due = job_ref(job);
+            else if (next == 0 || job->deadline_us < next)
+                next = job->deadline_us;
+        }
+        w.next_wake_us = next;
+        pthread_mutex_unlock(&w.lock);
+        if (due == NULL)
+            return next;
+        job_finish(due, FINISH_DEADLINE);
+        job_unref(due);
+    }
+}
+
+static void client_gone(uint64_t serial)
+{
+    struct job *job = NULL;
+
+    pthread_mutex_lock(&w.lock);
+    struct entry *e = find(serial);
+    if (e != NULL) {
+        job = job_ref(e->job);
+        if (e->fd >= 0)
+            (void)epoll_ctl(w.epfd, EPOLL_CTL_DEL, e->fd, NULL);
+        e->fd = -1;
+    }
+    pthread_mutex_unlock(&w.lock);
+    if (job != NULL) {
+        log_debug("client of batch %llu went away; cancelling it",
+                  (unsigned long long)serial);
+        job_finish(job, FINISH_CLIENT);
+        job_unref(job);
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    struct epoll_event evs[WATCH_EVENTS];
+    (void)arg;
+
+    for (;;) {
+        int64_t now = fo_now_us(), next = expire(now);
+        int timeout = -1;
+
+        pthread_mutex_lock(&w.lock);
+        int stopping = w.stopping;
+        pthread_mutex_unlock(&w.lock);
+        if (stopping)
+            break;
+        if (next != 0)
+            timeout = (int)((next - now + 999) / 1000);
+        int n = epoll_wait(w.epfd, evs, WATCH_EVENTS, timeout);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == WAKE_TAG) {
+                uint64_t v;
+                (void)!read(w.wakefd, &v, sizeof(v));
+            } else {
+                client_gone(evs[i].data.u64);
+            }
+        }
+    }
+    return NULL;
+}
+
+fo_err watch_start(void)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = WAKE_TAG };
+
+    w.epfd = epoll_create1(EPOLL_CLOEXEC);
+    w.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w.epfd < 0 || w.wakefd < 0 || epoll_ctl(w.epfd, EPOLL_CTL_ADD, w.wakefd, &ev) != 0) {
+        log_error("cannot set up the watcher: %s", strerror(errno));
+        return FO_ESYS;
+    }
+    if (pthread_create(&w.tid, NULL, watch_main, NULL) != 0)
+        return FO_ESYS;
+    w.started = 1;
+    return FO_OK;
+}
+
+void watch_stop(void)
+{
+    if (w.started) {
+        pthread_mutex_lock(&w.lock);
+        w.stopping = 1;
+        pthread_mutex_unlock(&w.lock);
+        wake();
+        pthread_join(w.tid, NULL);
+        w.started = 0;
+    }
+    for (size_t i = 0; i < w.n; i++)
+        job_unref(w.entries[i].job);
+    FO_FREE(w.entries);
+    w.n = w.alloc = 0;
+    if (w.epfd >= 0)
+        close(w.epfd);
+    if (w.wakefd >= 0)
+        close(w.wakefd);
+    w.epfd = w.wakefd = -1;
+}

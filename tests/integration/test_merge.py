@@ -1,0 +1,117 @@
+"""merge modes: "none", "bodies", "deep"."""
+
+import base64
+import json
+import unittest
+
+from harness import DaemonCase, new_tag
+
+
+class MergeTest(DaemonCase):
+    CONFIG = {"workers": 16}
+
+    def doc_url(self, doc, ms=0, ct="application/json"):
+        return self.url("/doc", doc=json.dumps(doc) if not isinstance(doc, str) else doc,
+                        ms=ms, ct=ct)
+
+    def test_bodies_shape_and_encodings(self):
+        reqs = [
+            {"id": "j", "url": self.doc_url({"a": 1})},
+            {"id": "t", "url": self.url("/raw", body="hello", ct="text/plain")},
+            {"id": "b", "url": self.url("/raw", b64=base64.b64encode(b"\xff\x00").decode(),
+                                        ct="application/octet-stream")},
+            {"id": "n", "url": self.url("/status", code=204)},
+            {"id": "arr", "url": self.doc_url([1, 2])},
+            {"id": "nf", "url": self.url("/status", code=404)},
+            {"id": "cf", "url": "http://127.0.0.1:1/"},
+        ]
+        doc = self.batch({"requests": reqs, "merge": "bodies"}, total=7)
+        self.assertEqual(doc["data"], {"j": {"a": 1}, "t": "hello", "b": base64.b64encode(b"\xff\x00").decode(),
+                                       "n": None, "arr": [1, 2]})
+        self.assertEqual(set(doc["errors"]), {"nf", "cf"})
+        nf, cf = doc["errors"]["nf"], doc["errors"]["cf"]
+        self.assertEqual(nf["status"], 404)
+        self.assertNotIn("error", nf, "a 404 is a response, not a fetch error")
+        self.assertEqual(cf["error"]["code"], "connect_failed")
+        self.assertIsNone(cf["status"])
+        self.assertEqual(doc["summary"]["ok"], 5)
+        self.assertEqual(doc["_resp"].header("X-Batch-Complete"), "false")
+
+    def test_bodies_all_ok_complete_header(self):
+        doc = self.batch({"requests": [{"url": self.url("/json", v="x")},
+                                       {"url": self.url("/json", v="y")}],
+                          "merge": "bodies"}, total=2)
+        self.assertEqual(doc["data"], {"0": {"v": "x"}, "1": {"v": "y"}})
+        self.assertEqual(doc["errors"], {})
+        self.assertEqual(doc["_resp"].header("X-Batch-Complete"), "true")
+
+    def test_deep_merge_semantics(self):
+        first = {"a": {"x": 1, "arr": [1, 2, 3], "o": {"p": 1, "q": 1}}, "s": "first", "keep": True,
+                 "objnow": 5, "scalnow": {"was": "object"}}
+        second = {"a": {"y": 2, "arr": [9], "o": {"q": 2, "r": 3}}, "s": "second",
+                  "objnow": {"is": "object"}, "scalnow": "scalar", "nul": None}
+        third = {"a": {"o": {"r": 30}}, "added": [{"z": 1}]}
+        reqs = [
+            {"id": "1", "url": self.doc_url(first, ms=300)},   # finishes last, merged first
+            {"id": "2", "url": self.doc_url(second, ms=100)},
+            {"id": "arr", "url": self.doc_url([{"a": "not merged"}])},
+            {"id": "str", "url": self.doc_url("just a string")},
+            {"id": "num", "url": self.doc_url(7)},
+            {"id": "text", "url": self.url("/raw", body='{"t": "text/plain is not JSON"}', ct="text/plain")},
+            {"id": "3", "url": self.doc_url(third)},
+            {"id": "bad", "url": self.url("/status", code=500)},
+            {"id": "gone", "url": "http://127.0.0.1:1/"},
+        ]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=9)
+        expected = {"a": {"x": 1, "y": 2, "arr": [9], "o": {"p": 1, "q": 2, "r": 30}},
+                    "s": "second", "keep": True, "objnow": {"is": "object"}, "scalnow": "scalar",
+                    "nul": None, "added": [{"z": 1}]}
+        self.assertEqual(doc["data"], expected)
+        self.assertEqual(set(doc["errors"]), {"bad", "gone"})
+        self.assertEqual(doc["summary"], {**doc["summary"], "total": 9, "ok": 7, "failed": 2})
+
+    def test_deep_merge_failed_bodies_do_not_leak(self):
+        reqs = [{"id": "ok", "url": self.doc_url({"k": "good"})},
+                {"id": "err", "url": self.url("/raw", body=json.dumps({"k": "from-500"}),
+                                              ct="application/json", status=500)}]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=2)
+        self.assertEqual(doc["data"], {"k": "good"})
+        self.assertEqual(doc["errors"]["err"]["status"], 500)
+        self.assertNotIn("body", doc["errors"]["err"])
+
+    def test_deep_merge_nothing_mergeable(self):
+        doc = self.batch({"requests": [{"url": self.doc_url([1])}, {"url": "http://127.0.0.1:1/"}],
+                          "merge": "deep"}, total=2)
+        self.assertEqual(doc["data"], {})
+        self.assertEqual(list(doc["errors"]), ["1"])
+
+    def test_merge_none_explicit(self):
+        doc = self.batch({"requests": [{"url": self.url("/json", v="n")}], "merge": "none"}, total=1)
+        self.assertEqual(doc["results"][0]["body"], {"v": "n"})
+
+    def test_unknown_merge_modes(self):
+        tag = new_tag()
+        for mode in ("concat", "Deep", "", None, 1, ["deep"]):
+            with self.subTest(merge=mode):
+                resp = self.post({"requests": [{"url": self.url("/count", key=tag)}], "merge": mode})
+                self.assert_error(resp, 400, "bad_request")
+        self.assertEqual(self.up.count(tag), 0)
+
+    def test_merged_document_is_valid_json_with_hostile_bodies(self):
+        reqs = [{"id": "bin", "url": self.url("/raw", b64=base64.b64encode(b"\xc0\x80\xff").decode(),
+                                              ct="application/json")},
+                {"id": "dup", "url": self.url("/raw", body='{"d": 1, "d": 2}', ct="application/json")},
+                {"id": "ok", "url": self.doc_url({"fine": True})}]
+        for mode in ("bodies", "deep"):
+            with self.subTest(merge=mode):
+                doc = self.batch({"requests": reqs, "merge": mode}, total=3)  # strict parse inside
+                if mode == "bodies":
+                    self.assertEqual(doc["data"]["bin"], base64.b64encode(b"\xc0\x80\xff").decode())
+                    self.assertEqual(doc["data"]["dup"], '{"d": 1, "d": 2}')
+                else:
+                    self.assertEqual(doc["data"], {"fine": True},
+                                     "non-JSON (text/base64) bodies are left out of a deep merge")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,406 @@
+"""A local HTTP/1.1 upstream for fanoutd's integration tests (Python stdlib only).
+
+Upstream() runs a keep-alive ThreadingHTTPServer on an ephemeral loopback port in
+daemon threads of the test process, so a test can look at what fanoutd sent it.
+Every endpoint takes an optional `tag` query parameter; the bookkeeping is kept
+per tag so that tests sharing one upstream never see each other's traffic.
+
+Endpoints (query parameters):
+  /json      v, ms, ct          {"v": V} after ms milliseconds, Content-Type ct
+                                (default application/json)
+  /doc       doc, ct, ms        the text `doc` verbatim (default application/json)
+  /delay     ms                 {"delayed_ms": ms} after ms milliseconds
+  /status    code               status `code` with {"status": code} (no body on 204/304)
+  /big       bytes, chunked=1   `bytes` x "a", Content-Length or chunked framing
+  /drip      ms, chunks, cl=0   headers at once, then one byte every ms ms; notes an
+                                abort when the client goes away before the end
+  /short     bytes, send        announces `bytes`, sends `send` bytes, closes
+  /reset                        closes the connection without any response
+  /redirect  n, to, code        a chain of n redirects ending at `to`
+                                (default /json?v=end); `to` may be any URL;
+                                loop=1 redirects to itself
+  /echo                         {"method", "path", "headers", "body_b64"}
+  /count     key                {"count": hits of key so far}
+  /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
+  /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
+                                JSON `doc`, or of `pad` zero bytes when pad is given
+
+Bookkeeping: requests(tag), max_inflight(tag), connections(tag) (distinct client
+connections that carried requests with that tag), aborted(tag), count(key),
+raw_lines() (every request line, also unparseable ones) and handshakes() (TLS
+handshakes attempted, TLS mode only).
+
+TLS mode: Upstream(tls=True) serves https with a self-signed certificate made at
+start-up with the openssl command; tls_available() says whether that can work.
+"""
+
+import base64
+import gzip
+import itertools
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+
+def tls_available():
+    """(True, "") when a self-signed certificate can be made, else (False, reason)."""
+    if shutil.which("openssl") is None:
+        return False, "the openssl command is not installed (needed to make a test certificate)"
+    return True, ""
+
+
+def make_self_signed(directory, cn="127.0.0.1"):
+    """Writes cert.pem and key.pem (self-signed, 1 day) into directory; returns their paths."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={cn}", "-keyout", key, "-out", cert],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    return cert, key
+
+
+class Seen:
+    """One request as the upstream received it."""
+
+    def __init__(self, method, target, headers, conn_id):
+        parts = urlsplit(target)
+        self.method = method
+        self.target = target
+        self.path = parts.path
+        self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        self.headers = headers  # [(name, value)] in received order
+        self.conn_id = conn_id
+        self.body = b""
+        self.when = time.monotonic()
+
+    @property
+    def tag(self):
+        return self.query.get("tag")
+
+    def header(self, name):
+        """Values of header `name` (case-insensitive), in order."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class Upstream:
+    def __init__(self, host="127.0.0.1", tls=False):
+        self.host = host
+        self.tls = tls
+        self._lock = threading.Lock()
+        self._seen = []
+        self._raw = []
+        self._counts = {}
+        self._inflight = {}
+        self._max_inflight = {}
+        self._aborted = {}
+        self._handshakes = 0
+        self._conn_ids = itertools.count(1)
+        self._server = None
+        self._tmp = None
+        self.context = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self):
+        if self.tls:
+            ok, why = tls_available()
+            if not ok:
+                raise RuntimeError(why)
+            self._tmp = tempfile.mkdtemp(prefix="fanoutd-it-tls-")
+            cert, key = make_self_signed(self._tmp, self.host)
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(cert, key)
+        cls = _Server6 if ":" in self.host else _Server
+        self._server = cls((self.host, 0), _Handler)
+        self._server.upstream = self
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         name=f"upstream-{self.host}", daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def port(self):
+        return self._server.server_address[1]
+
+    def url(self, path, host=None, scheme=None, port=None, **query):
+        """Absolute URL of path on this upstream; query values are urlencoded."""
+        if host is None:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = scheme or ("https" if self.tls else "http")
+        q = ("?" + urlencode(query)) if query else ""
+        return f"{scheme}://{host}:{port or self.port}{path}{q}"
+
+    # -- bookkeeping --------------------------------------------------------
+    def requests(self, tag=None, path=None):
+        with self._lock:
+            seen = list(self._seen)
+        return [r for r in seen if (tag is None or r.tag == tag) and (path is None or r.path == path)]
+
+    def max_inflight(self, tag):
+        with self._lock:
+            return self._max_inflight.get(tag, 0)
+
+    def connections(self, tag):
+        """Distinct client connections that carried requests with this tag."""
+        return len({r.conn_id for r in self.requests(tag)})
+
+    def aborted(self, tag):
+        with self._lock:
+            return self._aborted.get(tag, 0)
+
+    def count(self, key):
+        with self._lock:
+            return self._counts.get(key, 0)
+
+    def raw_lines(self):
+        with self._lock:
+            return list(self._raw)
+
+    def handshakes(self):
+        with self._lock:
+            return self._handshakes
+
+    # -- called by the handler ----------------------------------------------
+    def _record(self, seen):
+        with self._lock:
+            self._seen.append(seen)
+            n = self._inflight.get(seen.tag, 0) + 1
+            self._inflight[seen.tag] = n
+            self._max_inflight[seen.tag] = max(n, self._max_inflight.get(seen.tag, 0))
+
+    def _done(self, seen):
+        with self._lock:
+            self._inflight[seen.tag] -= 1
+
+    def _hit(self, key):
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return self._counts[key]
+
+    def _abort(self, tag):
+        with self._lock:
+            self._aborted[tag] = self._aborted.get(tag, 0) + 1
+
+    def _raw_line(self, line):
+        with self._lock:
+            self._raw.append(line)
+
+    def _handshake(self):
+        with self._lock:
+            self._handshakes += 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 512
+
+    def finish_request(self, request, client_address):
+        up = self.upstream
+        request.settimeout(30)
+        if up.context is not None:
+            up._handshake()
+            try:
+                request = up.context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return  # the client refused our certificate: the point of the TLS tests
+        handler = self.RequestHandlerClass.__new__(self.RequestHandlerClass)
+        handler.conn_id = next(up._conn_ids)
+        handler.__init__(request, client_address, self)
+
+    def handle_error(self, request, client_address):
+        pass  # clients that go away are part of the tests
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fanoutd-it-upstream/1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def parse_request(self):
+        self.server.upstream._raw_line(self.raw_requestline)
+        return super().parse_request()
+
+    def _route(self):
+        up = self.server.upstream
+        seen = Seen(self.command, self.path, list(self.headers.items()), self.conn_id)
+        seen.body = self._read_body()
+        up._record(seen)
+        try:
+            handler = ROUTES.get(seen.path)
+            if handler is None:
+                self._reply(404, {"error": "no such route", "path": seen.path})
+            else:
+                handler(self, seen.query, seen)
+        except OSError:
+            self.close_connection = True
+        finally:
+            up._done(seen)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _route
+
+    def _read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def _reply(self, status, payload=b"", ctype="application/json", extra=()):
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload).encode()
+        elif isinstance(payload, str):
+            payload = payload.encode()
+        bodyless = status in (204, 304) or status < 200
+        self.send_response(status)
+        if ctype is not None and not bodyless:
+            self.send_header("Content-Type", ctype)
+        for k, v in extra:
+            self.send_header(k, v)
+        if not bodyless:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD" and not bodyless:
+            self.wfile.write(payload)
+
+    @staticmethod
+    def _wait(q):
+        ms = int(q.get("ms") or 0)
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+        return ms
+
+    # -- endpoints ----------------------------------------------------------
+    def ep_json(self, q, seen):
+        self._wait(q)
+        self._reply(200, {"v": q.get("v", "")}, q.get("ct", "application/json"))
+
+    def ep_doc(self, q, seen):
+        self._wait(q)
+        self._reply(200, q.get("doc", "{}"), q.get("ct", "application/json"))
+
+    def ep_delay(self, q, seen):
+        self._reply(200, {"delayed_ms": self._wait(q)})
+
+    def ep_status(self, q, seen):
+        code = int(q.get("code") or 200)
+        self._reply(code, {"status": code})
+
+    def ep_big(self, q, seen):
+        n = int(q.get("bytes") or 0)
+        if q.get("chunked") != "1":
+            self._reply(200, b"a" * n, "text/plain")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        while n > 0:
+            size = min(n, 8192)
+            self.wfile.write(b"%x\r\n%s\r\n" % (size, b"a" * size))
+            n -= size
+        self.wfile.write(b"0\r\n\r\n")
+
+    def ep_drip(self, q, seen):
+        ms, chunks = int(q.get("ms") or 100), int(q.get("chunks") or 20)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        if q.get("cl") == "0":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(chunks))
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            for _ in range(chunks):
+                time.sleep(ms / 1000.0)
+                self.wfile.write(b"1\r\nd\r\n" if q.get("cl") == "0" else b"d")
+                self.wfile.flush()
+            if q.get("cl") == "0":
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except OSError:
+            self.server.upstream._abort(seen.tag)
+            self.close_connection = True
+
+    def ep_short(self, q, seen):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(int(q.get("bytes") or 100)))
+        self.end_headers()
+        self.wfile.write(b"s" * int(q.get("send") or 10))
+        self.wfile.flush()
+        self.close_connection = True
+
+    def ep_reset(self, q, seen):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def ep_redirect(self, q, seen):
+        n, code = int(q.get("n") or 1), int(q.get("code") or 302)
+        to = q.get("to", "/json?v=end")
+        if q.get("loop") == "1":
+            location = self.path  # redirects to itself forever
+        elif n > 1:
+            rest = {"n": n - 1, "to": to, "code": code}
+            if seen.tag:
+                rest["tag"] = seen.tag
+            location = "/redirect?" + urlencode(rest)
+        else:
+            location = to
+        self._reply(code, {"location": location}, extra=[("Location", location)])
+
+    def ep_echo(self, q, seen):
+        self._reply(200, {"method": self.command, "path": self.path,
+                          "headers": [[k, v] for k, v in seen.headers],
+                          "body_b64": base64.b64encode(seen.body).decode()})
+
+    def ep_count(self, q, seen):
+        self._reply(200, {"count": self.server.upstream._hit(q.get("key", ""))})
+
+    def ep_raw(self, q, seen):
+        body = base64.b64decode(q["b64"]) if "b64" in q else q.get("body", "").encode()
+        self._reply(int(q.get("status") or 200), body, q.get("ct"))
+
+    def ep_gzip(self, q, seen):
+        if "pad" in q:
+            plain, ctype = b"\0" * int(q["pad"]), "application/octet-stream"
+        else:
+            plain, ctype = q.get("doc", '{"gz": true}').encode(), "application/json"
+        self._reply(200, gzip.compress(plain, mtime=0), ctype, extra=[("Content-Encoding", "gzip")])
+
+
+ROUTES = {"/" + name[3:]: fn for name, fn in vars(_Handler).items() if name.startswith("ep_")}
