@@ -58,9 +58,10 @@ check-acceptance: fanoutd
 test check: fanoutd $(BUILD)/unit_tests
 	@bash tests/run-all.sh
 
-# Regenerates config/fanoutd.conf from the configuration table.
-sample-config: fanoutd
-	./fanoutd --print-sample-config > config/fanoutd.conf
+# Regenerates config/fanoutd.conf from the configuration table (a unit
+# test fails when the two differ).
+sample-config: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests --print-sample-config > config/fanoutd.conf
 
 clean:
 	rm -rf $(BUILD) fanoutd

@@ -88,6 +88,12 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
             goto out;
         }
     }
+    /* curl is lenient ("http:///x" becomes host x): demand scheme://authority. */
+    const char *sep = strstr(url, "://");
+    if (sep == NULL || sep[3] == '/' || sep[3] == '\\' || sep[3] == '\0') {
+        fo_msg_set(msg, "'%.200s' is not an absolute http or https URL", url);
+        goto out;
+    }
     if ((h = curl_url()) == NULL) {
         err = FO_ENOMEM;
         goto out;
