@@ -17,7 +17,8 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(PKG_CFLAGS) -MMD -MP
 LDLIBS  = $(PKG_LIBS) -lpthread -lm
 
-BUILD   := build
+BUILD   ?= build
+BIN     ?= fanoutd
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
@@ -25,11 +26,17 @@ UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%.o)
 
 ACCEPTANCE ?= ../shared/acceptance/run.sh
 
-.PHONY: all clean test check check-unit check-integration check-acceptance sample-config
+.PHONY: all clean test check check-unit check-integration check-acceptance sample-config \
+        install uninstall
 
-all: fanoutd
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
 
-fanoutd: $(BUILD)/main.o $(LIB_OBJ)
+all: $(BIN)
+
+$(BIN): $(BUILD)/main.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
@@ -63,7 +70,22 @@ test check: fanoutd $(BUILD)/unit_tests
 sample-config: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests --print-sample-config > config/fanoutd.conf
 
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fanoutd
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/fanoutd.service > $(BUILD)/fanoutd.service
+	install -D -m 0644 $(BUILD)/fanoutd.service $(DESTDIR)$(UNITDIR)/fanoutd.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/README.md
+	@# An existing configuration is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf"; \
+	else install -D -m 0644 config/fanoutd.conf $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/fanoutd $(DESTDIR)$(UNITDIR)/fanoutd.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/fanoutd
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf in place"
+
 clean:
-	rm -rf $(BUILD) fanoutd
+	rm -rf build fanoutd
 
 -include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d)

@@ -18,12 +18,12 @@
 #define FO_MAX_ID_LEN         256     /* bytes in one item id */
 #define FO_MAX_ITEM_HEADERS   64      /* headers in one item */
 #define FO_MAX_HEADER_LEN     8192    /* bytes in one header name + value */
-#define FO_MAX_ITEM_BODY      (1u << 20) /* bytes of one item's request body */
 #define FO_MAX_JSON_DEPTH     512     /* nesting of an upstream JSON body we embed */
 #define FO_MAX_CONTENT_TYPE   256     /* bytes of an upstream Content-Type we keep */
 #define FO_MAX_LIST_ITEMS     256     /* entries in one configuration list */
 #define FO_MAX_CONFIG_LINE    4096    /* bytes in one configuration line */
 #define FO_MAX_FORWARD_VALUE  8192    /* bytes of one forwarded client header */
+#define FO_MAX_DISCARD        (4u << 20) /* request body bytes dropped after a 413 */
 
 /* Internal tunables. */
 #define FO_WORKER_STACK       (256 * 1024) /* pthread stack of fetch workers */

@@ -522,9 +522,16 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
 void config_dump(const struct config *cfg, FILE *out)
 {
     for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++) {
-        fprintf(out, "%s = ", keys[i].name);
-        print_value(cfg, &keys[i], out);
-        fputc('\n', out);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        if (mem == NULL)
+            continue;
+        print_value(cfg, &keys[i], mem);
+        fclose(mem);
+        /* An empty value prints as "key =" (no trailing blank). */
+        fprintf(out, "%s =%s%s\n", keys[i].name, len ? " " : "", len ? text : "");
+        free(text);
     }
 }
 

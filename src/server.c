@@ -33,7 +33,10 @@
 #define CT_JSON "application/json"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
-enum req_state { REQ_BODY = 0, REQ_RUNNING, REQ_ANSWERED };
+/* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
+ * cannot answer before the upload ends, so the rest is read and dropped
+ * (up to FO_MAX_DISCARD bytes, then the connection is closed). */
+enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 
 /* Per POST /batch connection request; owned by libmicrohttpd's con_cls
  * slot and freed in on_completed. */
@@ -44,6 +47,7 @@ struct request {
     int64_t arrival_us;
     struct buf body;             /* capped at max_body_bytes */
     struct job *job;             /* a reference, once the batch is accepted */
+    size_t discarded;            /* bytes dropped in REQ_OVERSIZED */
     int reject_status;           /* set when the queue refused the batch */
     const char *reject_code;
     enum batch_outcome reject_outcome;
@@ -401,22 +405,29 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
 static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
                                     const char *upload, size_t *upload_size)
 {
+    static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
+
     switch (req->state) {
     case REQ_BODY:
         if (*upload_size == 0)
             return start_batch(conn, req);
         if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
-            static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
-            *upload_size = 0;
-            req->state = REQ_ANSWERED;
+            req->state = REQ_OVERSIZED;
             buf_free(&req->body);
-            metrics_batch(OUT_TOO_LARGE, 0);
-            return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
-                                 "the body is larger than max_body_bytes (%ld)",
-                                 req->cfg->max_body_bytes);
         }
         *upload_size = 0;
         return MHD_YES;
+    case REQ_OVERSIZED:
+        if (*upload_size > 0) {
+            req->discarded += *upload_size;
+            *upload_size = 0;
+            return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
+        }
+        req->state = REQ_ANSWERED;
+        metrics_batch(OUT_TOO_LARGE, 0);
+        return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
+                             "the body is larger than max_body_bytes (%ld)",
+                             req->cfg->max_body_bytes);
     case REQ_RUNNING:
         return answer_batch(conn, req);
     case REQ_ANSWERED:

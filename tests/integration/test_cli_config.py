@@ -1,0 +1,177 @@
+"""Command line and configuration file: --check-config, --version, --help, overrides, errors."""
+
+import os
+import re
+import socket
+import subprocess
+import unittest
+
+from harness import CONFIG_KEYS, DaemonCase, daemon_argv, free_port, new_tag, run_cli, tmpdir
+
+DEFAULTS = {
+    "listen": "127.0.0.1:8080", "workers": "64", "queue_capacity": "10000", "max_batch": "1000",
+    "max_body_bytes": "1048576", "max_response_bytes": "8388608", "default_timeout_ms": "10000",
+    "max_timeout_ms": "60000", "batch_timeout_ms": "30000", "max_redirects": "5", "allow": "",
+    "deny": "169.254.0.0/16, fe80::/10, 0.0.0.0/8, 224.0.0.0/4, ff00::/8, 255.255.255.255/32",
+    "forward_headers": "", "auth_token": "", "per_host_limit": "0", "shutdown_grace_ms": "10000",
+    "max_connections": "1024", "client_timeout_ms": "30000", "log_level": "info",
+}
+LISTS = {"allow", "deny", "forward_headers"}
+
+
+def as_list(value):
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def write(text, name="fanoutd.conf"):
+    path = os.path.join(tmpdir(), name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def names_line(stderr, path, line):
+    base = re.escape(os.path.basename(path))
+    return re.search(rf"{base}\s*(?::|,?\s*line\s*){line}\b", stderr) is not None
+
+
+class CliConfigTest(unittest.TestCase):
+
+    def dump(self, *args):
+        done = run_cli(*args, "--check-config")
+        self.assertEqual(done.returncode, 0, f"--check-config failed: {done.stderr}")
+        values = {}
+        for line in done.stdout.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            m = re.fullmatch(r"([a-z_]+) =(?: (.*))?", line.rstrip())
+            self.assertIsNotNone(m, f"not a `key = value` line: {line!r}")
+            self.assertNotIn(m.group(1), values, f"{m.group(1)} printed twice")
+            values[m.group(1)] = m.group(2) or ""
+        self.assertEqual(sorted(values), sorted(CONFIG_KEYS), f"keys printed:\n{done.stdout}")
+        return values
+
+    def assert_values(self, got, expected):
+        for key, value in expected.items():
+            with self.subTest(key=key):
+                if key in LISTS:
+                    self.assertEqual([x.lower() for x in as_list(got[key])],
+                                     [x.lower() for x in as_list(value)], key)
+                else:
+                    self.assertEqual(got[key], value, key)
+
+    def test_defaults_without_config(self):
+        got = self.dump()
+        expected = dict(DEFAULTS)
+        deny = expected.pop("deny")
+        self.assert_values(got, expected)
+        self.assertEqual(sorted(as_list(got["deny"])), sorted(as_list(deny)))
+        for key in ("allow", "forward_headers", "auth_token"):
+            self.assertEqual(got[key], "", f"an empty {key} prints as `{key} =`")
+
+    def test_every_key_from_file(self):
+        values = {"listen": "127.0.0.1:18081", "workers": "7", "queue_capacity": "77", "max_batch": "70",
+                  "max_body_bytes": "70000", "max_response_bytes": "700000", "default_timeout_ms": "1700",
+                  "max_timeout_ms": "17000", "batch_timeout_ms": "7000", "max_redirects": "0",
+                  "allow": "127.0.0.5/32, ::1/128", "deny": "10.0.0.0/8, fd00::/8",
+                  "forward_headers": "X-Request-Id, Accept-Language", "auth_token": "tok-7",
+                  "per_host_limit": "3", "shutdown_grace_ms": "700", "max_connections": "70",
+                  "client_timeout_ms": "7700", "log_level": "debug"}
+        path = write("\n".join(f"{k} = {v}" for k, v in values.items()) + "\n")
+        got = self.dump("--config", path)
+        expected = dict(values)
+        deny = expected.pop("deny")
+        self.assert_values(got, expected)
+        self.assertTrue(set(as_list(deny)) <= set(as_list(got["deny"])), got["deny"])
+
+    def test_file_syntax(self):
+        path = write("# comment\n\n   # indented comment\nworkers = 5 # trailing comment\n"
+                     "max_batch=9\n  log_level   =   warn  \nforward_headers = X-A,X-B ,  X-C\n"
+                     "auth_token = abc#def\n")
+        got = self.dump("--config", path)
+        self.assertEqual(got["workers"], "5")
+        self.assertEqual(got["log_level"], "warn")
+        self.assertEqual(as_list(got["forward_headers"]), ["X-A", "X-B", "X-C"])
+        self.assertIn(got["auth_token"], ("abc", "abc#def"))
+
+    def test_cli_overrides_every_kind(self):
+        path = write("max_response_bytes = 100\nforward_headers = X-File\nlog_level = error\n"
+                     "per_host_limit = 1\n")
+        got = self.dump("--config", path, "--max-response-bytes", "4321", "--forward-headers", "X-Cli, X-Two",
+                        "--log-level", "debug", "--per-host-limit", "0", "--client-timeout-ms", "1234",
+                        "--auth-token", "cli-token", "--deny", "10.1.0.0/16")
+        self.assertEqual(got["max_response_bytes"], "4321")
+        self.assertEqual(as_list(got["forward_headers"]), ["X-Cli", "X-Two"])
+        self.assertEqual(got["log_level"], "debug")
+        self.assertEqual(got["per_host_limit"], "0")
+        self.assertEqual(got["client_timeout_ms"], "1234")
+        self.assertEqual(got["auth_token"], "cli-token")
+        self.assertIn("10.1.0.0/16", as_list(got["deny"]))
+
+    def test_file_errors_name_file_and_line(self):
+        bad = ["no_such_key = 1", "workers = abc", "workers = -1", "max_batch = 12abc",
+               "max_body_bytes = 99999999999999999999999999", "deny = 10.0.0.0/33", "allow = 10.0.0.256/8",
+               "deny = nonsense", "listen = 127.0.0.1:70000", "listen = 127.0.0.1", "log_level = loud",
+               "default_timeout_ms = 1.5", "this line has no equals sign", "max_redirects = five",
+               "per_host_limit = -2"]
+        for line in bad:
+            with self.subTest(line=line):
+                path = write(f"# line 1\nworkers = 4\n{line}\nmax_batch = 10\n")
+                done = run_cli("--config", path, "--check-config")
+                self.assertEqual(done.returncode, 2, f"stdout={done.stdout!r} stderr={done.stderr!r}")
+                self.assertTrue(names_line(done.stderr, path, 3), f"stderr: {done.stderr!r}")
+
+    def test_bad_file_prevents_start(self):
+        path = write("workers = 4\nmax_batch = many\n")
+        port = free_port()
+        done = subprocess.run(daemon_argv() + ["--config", path, "--listen", f"127.0.0.1:{port}"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        self.assertEqual(done.returncode, 2)
+        self.assertTrue(names_line(done.stderr, path, 2), done.stderr)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    def test_missing_config_file(self):
+        path = os.path.join(tmpdir(), "does-not-exist.conf")
+        for extra in ((), ("--check-config",)):
+            with self.subTest(extra=extra):
+                done = run_cli("--config", path, "--listen", f"127.0.0.1:{free_port()}", *extra, timeout=10)
+                self.assertEqual(done.returncode, 2)
+                self.assertIn("does-not-exist.conf", done.stderr)
+
+    def test_bad_command_lines(self):
+        for args in (["--no-such-flag"], ["--no-such-flag", "1"], ["--workers", "abc"], ["--workers"],
+                     ["--listen", "nowhere"], ["--log-level", "chatty"], ["--deny", "1.2.3.4/99"]):
+            with self.subTest(args=args):
+                done = run_cli(*args, "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 2, f"{args}: stdout={done.stdout!r}")
+                self.assertTrue(done.stderr.strip(), "exit 2 needs a message")
+
+    def test_version(self):
+        done = run_cli("--version")
+        self.assertEqual(done.returncode, 0)
+        self.assertRegex(done.stdout, r"\d+\.\d+")
+        self.assertEqual(len(done.stdout.strip().splitlines()), 1, done.stdout)
+
+    def test_help(self):
+        done = run_cli("--help")
+        self.assertEqual(done.returncode, 0)
+        for word in ("--config", "--check-config", "--version"):
+            self.assertIn(word, done.stdout)
+
+
+class CliOverrideRuntimeTest(DaemonCase):
+    PER_TEST = True
+
+    def test_cli_values_used_at_runtime(self):
+        self.start_daemon(extra_args=["--max-batch", "2", "--forward-headers", "X-Cli"], max_batch=10,
+                          forward_headers="X-File")
+        self.assert_error(self.post([self.url("/json")] * 3), 413, "too_large")
+        tag = new_tag()
+        self.batch([self.url("/echo", tag=tag)], total=1, headers={"X-Cli": "1", "X-File": "2"})
+        (req,) = self.up.requests(tag)
+        self.assertEqual((req.header("X-Cli"), req.header("X-File")), (["1"], []))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test suite (each even if an earlier one failed) and ends with
+# one line "N passed, N failed, N skipped" over all of them; exit 0 only if
+# nothing failed.
+#
+#   unit         build/unit_tests (C, pure modules)
+#   clang        the whole build under clang with -Werror (one test)
+#   integration  tests/integration/run.py against ./fanoutd
+#   acceptance   ../shared/acceptance/run.sh, when it is there
+set -u
+cd "$(dirname "$0")/.."
+passed=0 failed=0 skipped=0
+
+# Adds the counts of a runner's closing "N passed, N failed[, N skipped]" line.
+tally() {
+    local name=$1 log=$2 status=$3 line p f s
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "== $name: no summary line (exit $status): counted as 1 failure"
+        failed=$((failed + 1))
+        return
+    fi
+    p=$(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")
+    f=$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")
+    s=$(sed -nE 's/.*, ([0-9]+) skipped.*/\1/p' <<<"$line")
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+    if [ "$status" != 0 ] && [ "$f" = 0 ]; then failed=$((failed + 1)); fi
+    echo "== $name: $line"
+}
+
+run() {
+    local name=$1; shift
+    local log; log=$(mktemp)
+    echo "== $name: $*"
+    "$@" 2>&1 | tee "$log"
+    tally "$name" "$log" "${PIPESTATUS[0]}"
+    rm -f "$log"
+}
+
+run unit build/unit_tests
+
+if command -v clang >/dev/null; then
+    log=$(mktemp)
+    if make -s CC=clang BUILD=build/clang BIN=build/clang/fanoutd build/clang/fanoutd >"$log" 2>&1; then
+        echo "1 passed, 0 failed" >"$log"
+    else
+        cat "$log"; echo "0 passed, 1 failed" >>"$log"
+    fi
+    tally "clang -Werror build" "$log" 0
+    rm -f "$log"
+else
+    echo "== clang build: clang not installed, skipped"; skipped=$((skipped + 1))
+fi
+
+run integration python3 tests/integration/run.py
+
+if [ -x ../shared/acceptance/run.sh ]; then
+    run acceptance env FANOUTD=./fanoutd ../shared/acceptance/run.sh
+else
+    echo "== acceptance: ../shared/acceptance not found, skipped"; skipped=$((skipped + 1))
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
