@@ -11,7 +11,7 @@
  * destination policy to the resolved address (redirects included); only
  * http and https are ever spoken; the body is capped while it streams in;
  * a fetch aborts as soon as its job stops (deadline, client gone,
- * shutdown), checked from curl's progress callback.
+ * shutdown): job_finish() calls fetch_wake() on the item's fetcher.
  */
 #ifndef FO_FETCH_H
 #define FO_FETCH_H
@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 
+#include "config.h"
 #include "policy.h"
 #include "result.h"
 
@@ -37,6 +38,15 @@ void fetch_env_free(struct fetch_env *env);
 struct fetcher;
 struct fetcher *fetcher_new(struct fetch_env *env);
 void fetcher_free(struct fetcher *f);
+
+/* Wakes f's transfer so that it sees its job has stopped; any thread. A
+ * spurious wake (f has moved on to another job) is harmless. */
+void fetch_wake(struct fetcher *f);
+
+/* Readies f for a fetch under cfg: after a reload, its cached connections
+ * are dropped. Call before the fetcher is registered with job_begin_item
+ * (fetch_wake may then be called on it from other threads). */
+void fetch_prepare(struct fetcher *f, const struct config *cfg);
 
 /* Fetches item i of job into *res (which the caller then owns). */
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res);

@@ -62,6 +62,7 @@ struct job {
     size_t remaining;            /* items not yet done */
     unsigned char *state;        /* enum item_state per item */
     int64_t *started_us;         /* when a worker took each item */
+    struct fetcher **runner;     /* the fetcher running each item, or NULL */
     struct result *results;
 
     /* Written only by job_finish, read after it by the front end. */
@@ -86,9 +87,11 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
 struct job *job_ref(struct job *job);
 void job_unref(struct job *job);
 
-/* A worker takes item i: 1 if it should run it, 0 if the job has finished.
- * *deadline_us is the job's deadline. */
-int job_begin_item(struct job *job, size_t i);
+struct fetcher;
+
+/* A worker takes item i: 1 if it should run it (with fetcher f, which
+ * job_finish wakes), 0 if the job has already finished. */
+int job_begin_item(struct job *job, size_t i, struct fetcher *f);
 
 /* A worker's result for item i; takes ownership of *res (cleared after). */
 void job_complete_item(struct job *job, size_t i, struct result *res);

@@ -1,10 +1,15 @@
 /*
  * fetch.c - upstream fetches with libcurl (see fetch.h).
  *
- * fetch_run():  reset the worker's easy handle (connections stay cached)
- *               -> set the options for this item -> curl_easy_perform
- *               -> map the outcome to the contract's result: status,
- *                  content type, encoded body, or an error code.
+ * fetch_run():  reset the worker's easy handle -> set the options for this
+ *               item -> run it on the worker's private multi handle (whose
+ *               connection cache keeps keep-alive connections between
+ *               fetches) -> map the outcome to the contract's result:
+ *               status, content type, encoded body, or an error code.
+ *
+ * The transfer waits in curl_multi_poll, so fetch_wake() (curl_multi_wakeup,
+ * thread-safe) stops it at once when its job finishes; curl_easy_perform
+ * would only notice on its next progress call, up to a second later.
  */
 #include "fetch.h"
 
@@ -26,6 +31,7 @@
 
 struct fetcher {
     struct fetch_env *env;
+    CURLM *multi;                 /* private to this worker; holds the connection cache */
     CURL *easy;
     unsigned long generation;     /* of the config the handle's connections were made under */
     struct buf body;              /* the upstream body, reused from fetch to fetch */
@@ -92,8 +98,12 @@ struct fetcher *fetcher_new(struct fetch_env *env)
     if (f == NULL)
         return NULL;
     f->env = env;
+    f->multi = curl_multi_init();
     f->easy = curl_easy_init();
-    if (f->easy == NULL) {
+    if (f->multi == NULL || f->easy == NULL) {
+        curl_easy_cleanup(f->easy);
+        if (f->multi != NULL)
+            curl_multi_cleanup(f->multi);
         free(f);
         return NULL;
     }
@@ -106,8 +116,14 @@ void fetcher_free(struct fetcher *f)
     if (f == NULL)
         return;
     curl_easy_cleanup(f->easy);
+    curl_multi_cleanup(f->multi);
     buf_free(&f->body);
     free(f);
+}
+
+void fetch_wake(struct fetcher *f)
+{
+    (void)curl_multi_wakeup(f->multi);
 }
 
 /* ---- callbacks ---------------------------------------------------------- */
@@ -125,17 +141,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     else
         f->nomem = 1;
     return 0;   /* stops the transfer */
-}
-
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
-{
-    struct fetcher *f = ud;
-    (void)dltotal;
-    (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
-    return atomic_load(&f->job->stop) ? 1 : 0;
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -251,9 +256,6 @@ static void set_options(struct fetcher *f, const struct item_req *it, const stru
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_bytes);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(e, CURLOPT_XFERINFODATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
@@ -322,7 +324,7 @@ static enum item_error map_error(CURLcode rc, const struct fetcher *f, int deadl
         return ERR_TOO_LARGE;
     case CURLE_WRITE_ERROR:
         return f->too_large ? ERR_TOO_LARGE : ERR_UPSTREAM;
-    case CURLE_ABORTED_BY_CALLBACK:
+    case CURLE_ABORTED_BY_CALLBACK:   /* our own stop (see perform) */
         return ERR_CANCELLED;
     default:
         return ERR_UPSTREAM;
@@ -366,6 +368,38 @@ static void fail_from_curl(struct result *res, CURLcode rc, const struct fetcher
     }
 }
 
+/* Runs the transfer on the private multi handle until it ends or the job
+ * stops (then CURLE_ABORTED_BY_CALLBACK). */
+static CURLcode perform(struct fetcher *f)
+{
+    CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
+    int running = 1;
+
+    if (curl_multi_add_handle(f->multi, f->easy) != CURLM_OK)
+        return CURLE_OUT_OF_MEMORY;
+    for (;;) {
+        if (curl_multi_perform(f->multi, &running) != CURLM_OK) {
+            rc = CURLE_OUT_OF_MEMORY;
+            break;
+        }
+        if (running == 0) {
+            int left;
+            CURLMsg *m = curl_multi_info_read(f->multi, &left);
+            rc = (m != NULL && m->msg == CURLMSG_DONE) ? m->data.result : CURLE_RECV_ERROR;
+            break;
+        }
+        if (atomic_load(&f->job->stop))
+            break;
+        /* Bounded by curl's own timers too; fetch_wake() ends it early. */
+        if (curl_multi_poll(f->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            rc = CURLE_OUT_OF_MEMORY;
+            break;
+        }
+    }
+    curl_multi_remove_handle(f->multi, f->easy);
+    return rc;
+}
+
 /* The item's time limit: its own timeout, lowered to what is left of the
  * batch deadline; *deadline_bound says which one binds. */
 static long time_limit(const struct job *job, const struct item_req *it, int64_t now_us,
@@ -379,6 +413,20 @@ static long time_limit(const struct job *job, const struct item_req *it, int64_t
         item = cfg->max_timeout_ms;
     *deadline_bound = left < item;
     return *deadline_bound ? (long)left : item;
+}
+
+void fetch_prepare(struct fetcher *f, const struct config *cfg)
+{
+    if (cfg->generation > f->generation) {
+        /* A new configuration may deny what a cached connection reaches:
+         * a fresh multi handle starts with an empty connection cache. */
+        CURLM *fresh = curl_multi_init();
+        if (fresh != NULL) {
+            curl_multi_cleanup(f->multi);
+            f->multi = fresh;
+            f->generation = cfg->generation;
+        }
+    }
 }
 
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
@@ -397,15 +445,6 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
         result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
         return;
     }
-    if (cfg->generation > f->generation) {
-        /* A new configuration may deny what a cached connection reaches. */
-        CURL *fresh = curl_easy_init();
-        if (fresh != NULL) {
-            curl_easy_cleanup(f->easy);
-            f->easy = fresh;
-            f->generation = cfg->generation;
-        }
-    }
     f->job = job;
     f->blocked = 0;
     f->too_large = 0;
@@ -420,7 +459,7 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     }
     curl_easy_reset(f->easy);
     set_options(f, it, cfg, timeout_ms, headers);
-    rc = curl_easy_perform(f->easy);
+    rc = perform(f);
     if (curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
         status > 0 && status < 1000)
         res->status = (int)status;

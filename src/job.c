@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fanoutd.h"
+#include "fetch.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -26,12 +27,14 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
         return FO_ENOMEM;
     job->state = calloc(n, sizeof(*job->state));
     job->started_us = calloc(n, sizeof(*job->started_us));
+    job->runner = calloc(n, sizeof(*job->runner));
     job->results = calloc(n, sizeof(*job->results));
     job->pending = malloc(n * sizeof(*job->pending));
-    if (job->state == NULL || job->started_us == NULL || job->results == NULL ||
-        job->pending == NULL) {
+    if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
+        job->results == NULL || job->pending == NULL) {
         free(job->state);
         free(job->started_us);
+        free(job->runner);
         free(job->results);
         free(job->pending);
         free(job);
@@ -80,6 +83,7 @@ void job_unref(struct job *job)
     free(job->forward);
     free(job->state);
     free(job->started_us);
+    free(job->runner);
     free(job->results);
     free(job->pending);
     buf_free(&job->doc);
@@ -88,7 +92,7 @@ void job_unref(struct job *job)
     free(job);
 }
 
-int job_begin_item(struct job *job, size_t i)
+int job_begin_item(struct job *job, size_t i, struct fetcher *f)
 {
     int run;
 
@@ -97,6 +101,7 @@ int job_begin_item(struct job *job, size_t i)
     if (run) {
         job->state[i] = ITEM_RUNNING;
         job->started_us[i] = fo_now_us();
+        job->runner[i] = f;
     }
     pthread_mutex_unlock(&job->lock);
     return run;
@@ -107,6 +112,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     int last = 0;
 
     pthread_mutex_lock(&job->lock);
+    job->runner[i] = NULL;
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
         result_clear(&job->results[i]);
         job->results[i] = *res;
@@ -166,6 +172,12 @@ int job_finish(struct job *job, enum finish_reason reason)
     atomic_store(&job->stop, 1);
     if (reason != FINISH_DONE)
         fail_unfinished(job, reason, now);
+    /* Running fetches stop now rather than at their next timer. Fetchers
+     * live until the workers are joined, so waking one is always safe. */
+    for (size_t i = 0; i < job->req.n; i++) {
+        if (job->runner[i] != NULL)
+            fetch_wake(job->runner[i]);
+    }
     pthread_mutex_unlock(&job->lock);
 
     /* No worker writes results any more; items still queued are dropped. */

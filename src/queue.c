@@ -187,7 +187,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&q.lock);
         if (!got)
             break;
-        if (job_begin_item(t.job, t.index)) {
+        fetch_prepare(w->fetcher, t.job->cfg);
+        if (job_begin_item(t.job, t.index, w->fetcher)) {
             struct result res = { 0 };
             METRIC_ADD(workers_busy, 1);
             fetch_run(w->fetcher, t.job, t.index, &res);
