@@ -403,12 +403,12 @@ class DaemonCase(unittest.TestCase):
 
     def post(self, payload, ctype="application/json", headers=(), timeout=30, path="/batch",
              port=None, conn=None):
-        if isinstance(payload, (list, dict)):
-            body = json.dumps(payload).encode()
+        if isinstance(payload, (bytes, bytearray)):
+            body = bytes(payload)
         elif isinstance(payload, str):
             body = payload.encode()
         else:
-            body = payload
+            body = json.dumps(payload).encode()  # lists, objects, and JSON scalars too
         headers = list(headers.items() if isinstance(headers, dict) else headers)
         if ctype is not None:
             headers.append(("Content-Type", ctype))

@@ -1,6 +1,7 @@
 """Per-item fetch errors: connect_failed, dns_failure, upstream_error, too_large,
 too_many_redirects, redirects to other schemes, tls_error."""
 
+import base64
 import unittest
 
 from harness import DaemonCase, closed_port, new_tag, shared_upstream
@@ -36,7 +37,7 @@ class ItemErrorsTest(DaemonCase):
             {"id": "cl-over", "url": self.url("/big", bytes=10001)},
             {"id": "ch-over", "url": self.url("/big", bytes=10001, chunked=1)},
             {"id": "ch-huge", "url": self.url("/big", bytes=3000000, chunked=1)},
-            {"id": "404-over", "url": self.url("/raw", body="e" * 20000, status=404, ct="text/plain")},
+            {"id": "404-over", "url": self.url("/big", bytes=20000, status=404)},
         ]}, total=6)
         for item_id in ("cl-at", "ch-at"):
             r = self.item(doc, item_id)
@@ -51,6 +52,16 @@ class ItemErrorsTest(DaemonCase):
         r = self.one(self.url("/big", bytes=50000), method="HEAD")
         self.assertTrue(r["ok"], r)
         self.assertIsNone(r["body"])
+
+    def test_gzip_bomb_respects_cap(self):
+        """1 MB of zeros gzip-compressed to ~1 KB: if fanoutd decodes it, the decoded size counts
+        against max_response_bytes (too_large); if not, the compressed bytes come back exactly."""
+        r = self.one(self.url("/gzip", pad=1000000))
+        if "error" in r:
+            self.assert_item_error(r, "too_large", status=200)
+        else:
+            self.assertEqual(r["body_encoding"], "base64", r)
+            self.assertLessEqual(len(base64.b64decode(r["body"])), 10000)
 
     def test_redirects_within_limit(self):
         tag = new_tag()
@@ -92,7 +103,8 @@ class ItemErrorsTest(DaemonCase):
                 self.assertNotIn("body", r)
         raw = doc["_resp"].body
         self.assertNotIn(b"root:", raw, "file content leaked")
-        self.assertFalse([line for line in up.raw_lines() if tag.encode() in line],
+        self.assertFalse([line for line in up.raw_lines()
+                          if tag.encode() in line and not line.startswith(b"GET /redirect?")],
                          "a non-http redirect target reached the upstream port")
 
 

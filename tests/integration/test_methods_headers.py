@@ -87,11 +87,18 @@ class MethodsHeadersTest(DaemonCase):
 
     def test_body_bytes_exact(self):
         tag = new_tag()
-        payload = "line1\r\nline2\x00\u00e9\U0001F600"
+        payload = "line1\r\nline2\t\"q\" \\ \u00e9\U0001F600"
         self.batch([{"url": self.url("/echo", tag=tag), "method": "PUT", "body": payload}], total=1)
         req = self.seen(tag)
         self.assertEqual(req.body, payload.encode())
         self.assertEqual(req.header("Content-Length"), [str(len(payload.encode()))])
+
+    def test_body_with_nul_character(self):
+        """A JSON string may hold U+0000 (written \\u0000); such a body is valid and sent as is."""
+        tag = new_tag()
+        payload = "before\x00after"
+        self.batch([{"url": self.url("/echo", tag=tag), "method": "POST", "body": payload}], total=1)
+        self.assertEqual(self.seen(tag).body, payload.encode())
 
 
 if __name__ == "__main__":

@@ -83,10 +83,13 @@ class DenyPolicyTest(DaemonCase):
         """deny in the config adds to the defaults: 0.0.0.0/8 stays denied (0.0.0.0 would reach this host)."""
         key = new_tag()
         urls = [f"http://0.0.0.0:{self.up.port}/count?key={key}", f"http://0:{self.up.port}/count?key={key}",
-                f"http://0x0:{self.up.port}/count?key={key}",
-                self.url("/redirect", n=1, to=f"http://0.0.0.0:{self.up.port}/count?key={key}")]
+                f"http://0x0:{self.up.port}/count?key={key}"]
         doc = self.batch(urls, total=len(urls))
         self.assert_blocked(doc, key, self.up)
+        r = self.batch([self.url("/redirect", n=1, to=f"http://0.0.0.0:{self.up.port}/count?key={key}")],
+                       total=1)["results"][0]
+        self.assert_item_error(r, "blocked_destination")
+        self.assertEqual(self.up.count(key), 0)
 
     def test_allowed_neighbour_still_fetched(self):
         r = self.batch([self.url("/json", v="fine")], total=1)["results"][0]

@@ -11,7 +11,8 @@ Endpoints (query parameters):
   /doc       doc, ct, ms        the text `doc` verbatim (default application/json)
   /delay     ms                 {"delayed_ms": ms} after ms milliseconds
   /status    code               status `code` with {"status": code} (no body on 204/304)
-  /big       bytes, chunked=1   `bytes` x "a", Content-Length or chunked framing
+  /big       bytes, chunked=1, status   `bytes` x "a", Content-Length or chunked
+                                framing, status `status` (default 200)
   /drip      ms, chunks, cl=0   headers at once, then one byte every ms ms; notes an
                                 abort when the client goes away before the end
   /short     bytes, send        announces `bytes`, sends `send` bytes, closes
@@ -315,11 +316,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(code, {"status": code})
 
     def ep_big(self, q, seen):
-        n = int(q.get("bytes") or 0)
+        n, status = int(q.get("bytes") or 0), int(q.get("status") or 200)
         if q.get("chunked") != "1":
-            self._reply(200, b"a" * n, "text/plain")
+            self._reply(status, b"a" * n, "text/plain")
             return
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()

@@ -13,13 +13,15 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Failed checks in the test now running; main.c owns it (the harness's only
- * mutable global, reset before each test). */
+/* The harness's only mutable globals, owned by main.c and reset before each
+ * test: failed checks in the running test, and its name for the messages. */
 extern int unit_check_failures;
+extern const char *unit_current_test;
 
 #define CHECK_FAIL_(...)                                            \
     do {                                                            \
-        fprintf(stdout, "    %s:%d: ", __FILE__, __LINE__);         \
+        fprintf(stdout, "  %s: %s:%d: ", unit_current_test,         \
+                __FILE__, __LINE__);                                \
         fprintf(stdout, __VA_ARGS__);                               \
         fputc('\n', stdout);                                        \
         unit_check_failures++;                                      \

@@ -10,7 +10,8 @@
 #include "config.h"
 #include "harness.h"
 
-int unit_check_failures;   /* see harness.h */
+int unit_check_failures;          /* see harness.h */
+const char *unit_current_test = "";
 
 static const struct unit_suite *const suites[] = {
     &encode_suite, &policy_suite, &config_suite, &batch_suite, &result_suite,
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
         for (size_t t = 0; t < suites[s]->n; t++) {
             const struct unit_test *test = &suites[s]->tests[t];
             unit_check_failures = 0;
+            unit_current_test = test->name;
             test->fn();
             fflush(stdout);
             if (unit_check_failures == 0) {
