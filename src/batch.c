@@ -367,12 +367,10 @@ static fo_err assign_ids(struct batch_req *b, struct fo_msg *msg)
     return err;
 }
 
-static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config *cfg,
+/* Refuses an empty batch (400) or one over max_batch (413), else allocates. */
+static fo_err alloc_items(struct batch_req *b, size_t n, const struct config *cfg,
                           struct fo_msg *msg)
 {
-    size_t n = json_array_size(arr);
-    fo_err err;
-
     if (n == 0) {
         fo_msg_set(msg, "the batch is empty");
         return FO_EINVAL;
@@ -381,8 +379,18 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
         fo_msg_set(msg, "the batch has %zu items; at most %ld are allowed", n, cfg->max_batch);
         return FO_ETOOBIG;
     }
-    if ((b->items = calloc(n, sizeof(*b->items))) == NULL)
-        return FO_ENOMEM;
+    b->items = calloc(n, sizeof(*b->items));
+    return b->items != NULL ? FO_OK : FO_ENOMEM;
+}
+
+static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config *cfg,
+                          struct fo_msg *msg)
+{
+    size_t n = json_array_size(arr);
+    fo_err err;
+
+    if ((err = alloc_items(b, n, cfg, msg)) != FO_OK)
+        return err;
     for (size_t i = 0; i < n; i++) {
         json_t *el = json_array_get(arr, i);
         b->n = i + 1;
@@ -504,16 +512,8 @@ static fo_err parse_plain(struct batch_req *b, const char *body, size_t len,
         return FO_EINVAL;
     }
     n = plain_count(body, end);
-    if (n == 0) {
-        fo_msg_set(msg, "the batch is empty (no URLs in the plain list)");
-        return FO_EINVAL;
-    }
-    if (n > (size_t)cfg->max_batch) {
-        fo_msg_set(msg, "the batch has %zu items; at most %ld are allowed", n, cfg->max_batch);
-        return FO_ETOOBIG;
-    }
-    if ((b->items = calloc(n, sizeof(*b->items))) == NULL)
-        return FO_ENOMEM;
+    if ((err = alloc_items(b, n, cfg, msg)) != FO_OK)
+        return err;
     while (p < end) {
         if (*p == '\n') {
             line_start = 1;
