@@ -23,6 +23,8 @@
 #define FO_MAX_LIST_ITEMS     256     /* entries in one configuration list */
 #define FO_MAX_CONFIG_LINE    4096    /* bytes in one configuration line */
 #define FO_MAX_FORWARD_VALUE  8192    /* bytes of one forwarded client header */
+#define FO_REQUEST_ID_MAX     128     /* bytes of a client's X-Request-Id we keep */
+#define FO_REQUEST_ID_RANDOM  16      /* random bytes in a generated request id */
 #define FO_MAX_DISCARD        (4u << 20) /* request body bytes dropped after a 413 */
 
 /* Internal tunables. */

@@ -14,6 +14,8 @@
 #ifndef FO_QUEUE_H
 #define FO_QUEUE_H
 
+#include <stdint.h>
+
 #include "err.h"
 #include "fanoutd.h"
 
@@ -36,7 +38,14 @@ void queue_close(void);
 /* Stops and joins the workers; the queue must be empty of live jobs. */
 void queue_stop(void);
 
-/* Progress counter: fetches finished so far (for liveness checks). */
+/* Fetches finished so far. */
 unsigned long queue_fetches_done(void);
+
+/* Items waiting now. */
+long queue_depth(void);
+
+/* 1 if work arrived more than stall_us ago and no worker has asked for
+ * work since: the pool is wedged (the systemd watchdog is then not fed). */
+int queue_stalled(int64_t now_us, int64_t stall_us);
 
 #endif

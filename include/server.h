@@ -20,8 +20,9 @@
 #include "config.h"
 #include "err.h"
 
-/* Starts everything from cfg (a reference is taken). */
-fo_err server_start(struct config *cfg) FO_MUST_CHECK;
+/* Starts everything from cfg (a reference is taken). listen_fd >= 0 is a
+ * socket passed by systemd (socket activation), used instead of `listen`. */
+fo_err server_start(struct config *cfg, int listen_fd) FO_MUST_CHECK;
 
 /* Installs a reloaded configuration for new batches (takes a reference). */
 void server_reload(struct config *cfg);

@@ -19,10 +19,14 @@
 #include "fanoutd.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
+#include "queue.h"
 #include "server.h"
 
 #define EXIT_USAGE 2
 #define DRAIN_POLL_MS 50
+#define STATUS_EVERY_MS 2000      /* STATUS= to systemd, when it listens */
+#define STALL_MARGIN_MS 2000      /* beyond the longest fetch: the pool is wedged */
 
 struct options {
     const char *config_path;
@@ -105,15 +109,48 @@ static int parse_args(int argc, char **argv, struct options *opt)
     return -1;
 }
 
+/* Called often: feeds the systemd watchdog while the worker pool makes
+ * progress, and sends a STATUS line now and then. */
+static void tick(void)
+{
+    static int64_t last_status, last_watchdog;   /* main thread only */
+    static int wedged;
+    int64_t now = fo_now_us(), wd = notify_watchdog_usec();
+
+    if (wd > 0 && now - last_watchdog >= wd / 2) {
+        struct config *cfg = server_config();
+        int64_t stall = ((int64_t)cfg->max_timeout_ms + STALL_MARGIN_MS) * 1000;
+        config_unref(cfg);
+        if (!queue_stalled(now, stall)) {
+            notify_send("WATCHDOG=1");
+            last_watchdog = now;
+            wedged = 0;
+        } else if (!wedged) {
+            log_error("the worker pool has made no progress for over %lld ms with work "
+                      "waiting; no longer feeding the systemd watchdog", (long long)stall / 1000);
+            wedged = 1;
+        }
+    }
+    if (now - last_status >= STATUS_EVERY_MS * 1000) {
+        notify_send("STATUS=%ld batches in flight, %ld items queued, %lld of %lld workers busy",
+                    server_batches_in_flight(), queue_depth(),
+                    (long long)atomic_load(&metrics.workers_busy),
+                    (long long)atomic_load(&metrics.workers));
+        last_status = now;
+    }
+}
+
 static void reload(const struct options *opt)
 {
     struct config *fresh, *old = server_config();
     struct fo_msg msg;
 
+    notify_send("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)fo_now_us());
     if (config_build(opt->config_path, opt->ov, opt->nov, &fresh, &msg) != FO_OK) {
         log_error("reload failed, keeping the running configuration: %s", msg.text);
         METRIC_ADD(reload_failures, 1);
         config_unref(old);
+        notify_send("READY=1\nSTATUS=reload failed, running the previous configuration");
         return;
     }
     if (strcmp(fresh->listen, old->listen) != 0)
@@ -130,6 +167,7 @@ static void reload(const struct options *opt)
     METRIC_ADD(reloads, 1);
     log_info("configuration reloaded%s%s", opt->config_path ? " from " : "",
              opt->config_path ? opt->config_path : "");
+    notify_send("READY=1\nSTATUS=configuration reloaded");
 }
 
 /* SIGTERM: drain within the grace time; a second SIGTERM cuts it short. */
@@ -140,9 +178,11 @@ static void drain(const sigset_t *set)
     struct timespec zero = { 0, 0 };
 
     config_unref(cfg);
+    notify_send("STOPPING=1\nSTATUS=draining");
     log_info("draining: %ld batches in flight", server_batches_in_flight());
     server_drain();
     while (!server_wait_idle(DRAIN_POLL_MS)) {
+        tick();
         int sig = sigtimedwait(set, NULL, &zero);
         if (sig == SIGTERM || sig == SIGINT) {
             log_warn("second stop signal: cancelling in-flight batches now");
@@ -192,7 +232,8 @@ int main(int argc, char **argv)
         status = 1;
         goto out;
     }
-    if (server_start(cfg) != FO_OK) {
+    notify_init();
+    if (server_start(cfg, notify_listen_fd()) != FO_OK) {
         config_unref(cfg);
         server_stop();
         curl_global_cleanup();
@@ -200,10 +241,13 @@ int main(int argc, char **argv)
         goto out;
     }
     config_unref(cfg);
+    notify_send("READY=1");
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            continue;
+        struct timespec wait = { 0, 200 * 1000000L };
+        int sig = sigtimedwait(&set, NULL, &wait);
+        tick();
+        if (sig < 0)
+            continue;          /* timeout or EINTR */
         if (sig == SIGHUP) {
             reload(&opt);
             continue;

@@ -48,10 +48,19 @@ static struct queue_state {
     size_t nhosts;
     struct worker *workers;
     long nworkers;
+    /* Liveness: since when work has waited with no worker coming for it
+     * (0: a worker was free or took work since). Set by push, cleared or
+     * restarted whenever a worker asks for work. */
+    int64_t waiting_since_us;
 } q = { .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER };
 
-/* Fetches finished; atomic, read by the liveness check without the lock. */
+/* Fetches finished; atomic, read without the lock. */
 static _Atomic unsigned long fetches_done;
+
+/* Testing aid (FANOUTD_TEST_WEDGE_WORKERS set at start): workers never take
+ * work, so the watchdog's stall detection can be shown. Read-only after
+ * queue_start. */
+static int wedge_workers;
 
 static void ring_unlink(struct job *job)
 {
@@ -122,6 +131,9 @@ static int take(struct task *t)
     for (;;) {
         if (q.stopping)
             return 0;
+        /* A worker asking for work is progress: whatever waits now, waits
+         * from now; nothing waiting means the pool is free. */
+        q.waiting_since_us = q.depth > 0 ? fo_now_us() : 0;
         struct job *job = q.head;
         long k = -1;
         if (job != NULL) {
@@ -181,6 +193,13 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct task t;
 
+    if (wedge_workers) {
+        pthread_mutex_lock(&q.lock);
+        while (!q.stopping)
+            pthread_cond_wait(&q.work, &q.lock);
+        pthread_mutex_unlock(&q.lock);
+        return NULL;
+    }
     for (;;) {
         pthread_mutex_lock(&q.lock);
         int got = take(&t);
@@ -207,6 +226,9 @@ fo_err queue_start(long workers, struct fetch_env *env)
     pthread_attr_t attr;
     fo_err err = FO_OK;
 
+    wedge_workers = getenv("FANOUTD_TEST_WEDGE_WORKERS") != NULL;
+    if (wedge_workers)
+        log_warn("FANOUTD_TEST_WEDGE_WORKERS is set: workers will take no work (testing aid)");
     q.workers = calloc((size_t)workers, sizeof(*q.workers));
     if (q.workers == NULL)
         return FO_ENOMEM;
@@ -248,6 +270,8 @@ fo_err queue_push(struct job *job, long capacity)
     }
     ring_append(job_ref(job));
     q.depth += n;
+    if (q.waiting_since_us == 0)
+        q.waiting_since_us = fo_now_us();
     METRIC_SET(queue_depth, q.depth);
     if (n >= q.nworkers)
         pthread_cond_broadcast(&q.work);
@@ -303,4 +327,27 @@ void queue_stop(void)
 unsigned long queue_fetches_done(void)
 {
     return atomic_load(&fetches_done);
+}
+
+long queue_depth(void)
+{
+    long depth;
+
+    pthread_mutex_lock(&q.lock);
+    depth = q.depth;
+    pthread_mutex_unlock(&q.lock);
+    return depth;
+}
+
+int queue_stalled(int64_t now_us, int64_t stall_us)
+{
+    int64_t since;
+
+    /* Work arrived and no worker has asked for more for longer than any
+     * fetch may last: every worker is stuck, the pool is wedged. (Waiting
+     * items may meanwhile have been dropped by their deadline.) */
+    pthread_mutex_lock(&q.lock);
+    since = q.waiting_since_us;
+    pthread_mutex_unlock(&q.lock);
+    return since != 0 && now_us - since > stall_us;
 }

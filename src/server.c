@@ -11,13 +11,16 @@
  */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -43,6 +46,10 @@ enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 struct request {
     enum req_state state;
     struct MHD_Connection *conn;
+    char request_id[FO_REQUEST_ID_MAX + 1];  /* the client's X-Request-Id, or generated */
+    char client[INET6_ADDRSTRLEN + 8];       /* "address:port", for the access log */
+    unsigned status;             /* of the answer, for the access log */
+    size_t bytes;
     struct config *cfg;          /* a reference: the config this batch uses */
     int64_t arrival_us;
     struct buf body;             /* capped at max_body_bytes */
@@ -107,9 +114,12 @@ long server_batches_in_flight(void)
 
 /* ---- responses ------------------------------------------------------------ */
 
-/* Queues a response whose body is data (taken over: libmicrohttpd frees it). */
-static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *ctype,
-                               char *data, size_t len, const char *const *headers)
+/* Queues a response whose body is data (taken over: libmicrohttpd frees it).
+ * With a batch request, its X-Request-Id is echoed and the status and size
+ * are kept for the access log. */
+static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req, unsigned status,
+                               const char *ctype, char *data, size_t len,
+                               const char *const *headers)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -123,20 +133,25 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, con
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     for (; headers != NULL && headers[0] != NULL; headers += 2)
         (void)MHD_add_response_header(resp, headers[0], headers[1]);
+    if (req != NULL) {
+        (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+        req->status = status;
+        req->bytes = len;
+    }
     ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
 /* {"error": {"code": ..., "message": ...}} with optional extra headers. */
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
-                                     const char *code, const char *const *headers,
-                                     const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request *req,
+                                     unsigned status, const char *code,
+                                     const char *const *headers, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
-                                     const char *code, const char *const *headers,
-                                     const char *fmt, ...)
+static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request *req,
+                                     unsigned status, const char *code,
+                                     const char *const *headers, const char *fmt, ...)
 {
     char text[FO_MSG_LEN];
     struct buf b;
@@ -156,14 +171,14 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned statu
     }
     size_t len;
     char *data = buf_steal(&b, &len);
-    return respond(conn, status, CT_JSON, data, len, headers);
+    return respond(conn, req, status, CT_JSON, data, len, headers);
 }
 
 static enum MHD_Result respond_json_text(struct MHD_Connection *conn, unsigned status,
                                          const char *json)
 {
     char *copy = strdup(json);
-    return copy ? respond(conn, status, CT_JSON, copy, strlen(copy), NULL) : MHD_NO;
+    return copy ? respond(conn, NULL, status, CT_JSON, copy, strlen(copy), NULL) : MHD_NO;
 }
 
 /* ---- simple endpoints ----------------------------------------------------- */
@@ -183,11 +198,11 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     buf_init(&b, 0);
     if (metrics_render(&b) != FO_OK) {
         buf_free(&b);
-        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+        return respond_error(conn, NULL, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                              "out of memory");
     }
     char *data = buf_steal(&b, &len);
-    return respond(conn, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
+    return respond(conn, NULL, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
 }
 
 /* ---- POST /batch: the header checks -------------------------------------- */
@@ -235,9 +250,9 @@ static int authorized(struct MHD_Connection *conn, const struct config *cfg)
 
 /* Checks done as soon as the headers are in; answers and returns 1 if the
  * request is refused. */
-static int refuse_early(struct MHD_Connection *conn, const struct config *cfg,
-                        enum MHD_Result *ret)
+static int refuse_early(struct MHD_Connection *conn, struct request *req, enum MHD_Result *ret)
 {
+    const struct config *cfg = req->cfg;
     static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
     static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
     struct header_count hc = { 0 };
@@ -246,7 +261,7 @@ static int refuse_early(struct MHD_Connection *conn, const struct config *cfg,
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
     if (hc.content_length > 1 || (hc.content_length && hc.transfer_encoding)) {
         metrics_batch(OUT_BAD_REQUEST, 0);
-        *ret = respond_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", close_hdr,
+        *ret = respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", close_hdr,
                              hc.content_length > 1
                                  ? "more than one Content-Length header"
                                  : "both Content-Length and Transfer-Encoding are present");
@@ -254,21 +269,21 @@ static int refuse_early(struct MHD_Connection *conn, const struct config *cfg,
     }
     if (atomic_load(&srv.draining)) {
         metrics_batch(OUT_DRAINING, 0);
-        *ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
+        *ret = respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
                              "fanoutd is shutting down");
         return 1;
     }
     if (!authorized(conn, cfg)) {
         static const char *const auth_hdr[] = { MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer", NULL };
         metrics_batch(OUT_UNAUTHORIZED, 0);
-        *ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized", auth_hdr,
+        *ret = respond_error(conn, req, MHD_HTTP_UNAUTHORIZED, "unauthorized", auth_hdr,
                              "a valid 'Authorization: Bearer' token is required");
         return 1;
     }
     cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)cfg->max_body_bytes) {
         metrics_batch(OUT_TOO_LARGE, 0);
-        *ret = respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
+        *ret = respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
                              "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
         return 1;
     }
@@ -294,9 +309,10 @@ static void on_job_finish(struct job *job, void *ctx)
 }
 
 /* The client headers named in forward_headers, as "Name: value" lines. */
-static fo_err collect_forward(struct MHD_Connection *conn, const struct config *cfg,
+static fo_err collect_forward(struct MHD_Connection *conn, const struct request *req,
                               char ***out, size_t *nout)
 {
+    const struct config *cfg = req->cfg;
     char **v = NULL;
     size_t n = 0;
 
@@ -308,7 +324,10 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct config *
         return FO_ENOMEM;
     for (size_t i = 0; i < cfg->forward_headers.n; i++) {
         const char *name = cfg->forward_headers.v[i];
-        const char *val = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+        /* The request id goes upstream as fanoutd knows it (maybe generated). */
+        const char *val = strcasecmp(name, "X-Request-Id") == 0
+                              ? req->request_id
+                              : MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
         if (val == NULL || strlen(val) > FO_MAX_FORWARD_VALUE || strpbrk(val, "\r\n"))
             continue;
         size_t len = strlen(name) + strlen(val) + 3;
@@ -342,17 +361,17 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     buf_free(&req->body);
     if (err == FO_ETOOBIG) {
         metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
+        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
     }
     if (err != FO_OK) {
         metrics_batch(OUT_BAD_REQUEST, 0);
-        return respond_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
+        return respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
     }
-    if (collect_forward(conn, req->cfg, &fwd, &nfwd) != FO_OK ||
+    if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK ||
         job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
                 &req->job) != FO_OK) {
         batch_req_free(&parsed);
-        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                              "out of memory");
     }
     req->state = REQ_RUNNING;
@@ -387,7 +406,7 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     req->state = REQ_ANSWERED;
     if (req->reject_status != 0) {
         metrics_batch(req->reject_outcome, 0);
-        return respond_error(conn, (unsigned)req->reject_status, req->reject_code, retry_hdr,
+        return respond_error(conn, req, (unsigned)req->reject_status, req->reject_code, retry_hdr,
                              strcmp(req->reject_code, "overloaded") == 0
                                  ? "the batch of %zu items does not fit in the work queue"
                                  : "fanoutd is shutting down (batch of %zu items)", job->req.n);
@@ -395,11 +414,11 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     if (job->finished == FINISH_CLIENT)
         return MHD_NO;          /* nobody to answer: close the connection */
     if (job->doc_failed)
-        return respond_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                              "out of memory while building the answer");
     const char *const hdrs[] = { "X-Batch-Complete", job->complete ? "true" : "false", NULL };
     char *data = buf_steal(&job->doc, &len);
-    return respond(conn, MHD_HTTP_OK, CT_JSON, data, len, hdrs);
+    return respond(conn, req, MHD_HTTP_OK, CT_JSON, data, len, hdrs);
 }
 
 static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
@@ -425,7 +444,7 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
         }
         req->state = REQ_ANSWERED;
         metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
+        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
                              "the body is larger than max_body_bytes (%ld)",
                              req->cfg->max_body_bytes);
     case REQ_RUNNING:
@@ -439,10 +458,87 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
 
 /* ---- the dispatcher -------------------------------------------------------- */
 
+/* A client's X-Request-Id is kept if it is 1-128 characters of [A-Za-z0-9._:/+=@-]
+ * (safe in a header and a log line); otherwise one is generated. */
+static void set_request_id(struct request *req, struct MHD_Connection *conn)
+{
+    const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    unsigned char rnd[FO_REQUEST_ID_RANDOM];
+    size_t n = id ? strlen(id) : 0;
+
+    if (n > 0 && n <= FO_REQUEST_ID_MAX && strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                      "0123456789._:/+=@-") == n) {
+        memcpy(req->request_id, id, n + 1);
+        return;
+    }
+    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+        uint64_t t = (uint64_t)fo_now_us() ^ ((uint64_t)(uintptr_t)req << 16);
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)i;
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        (void)snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+static void set_client(struct request *req, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    char addr[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+        port = ntohs(in->sin_port);
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+        port = ntohs(in6->sin6_port);
+    }
+    (void)snprintf(req->client, sizeof(req->client), "%s:%u", addr, port);
+}
+
+static struct request *request_new(struct MHD_Connection *conn)
+{
+    struct request *req = calloc(1, sizeof(*req));
+
+    if (req == NULL)
+        return NULL;
+    req->conn = conn;
+    req->cfg = server_config();
+    req->arrival_us = fo_now_us();
+    buf_init(&req->body, (size_t)req->cfg->max_body_bytes);
+    set_request_id(req, conn);
+    set_client(req, conn);
+    return req;
+}
+
+/* One logfmt line per batch request, whatever its outcome. */
+static void log_access(const struct request *req)
+{
+    size_t items = 0, ok = 0;
+    const char *outcome = "refused";
+
+    if (req->job != NULL && req->reject_status == 0) {
+        items = req->job->req.n;
+        for (size_t i = 0; i < items; i++)
+            ok += result_ok(&req->job->results[i]) != 0;
+        outcome = req->job->finished == FINISH_DEADLINE ? "deadline"
+                : req->job->finished == FINISH_CLIENT   ? "cancelled"
+                : req->job->finished == FINISH_SHUTDOWN ? "shutdown"
+                : ok == items                           ? "complete" : "partial";
+    }
+    log_info("access request_id=%s client=%s status=%u items=%zu ok=%zu failed=%zu bytes=%zu "
+             "duration_ms=%.1f outcome=%s", req->request_id, req->client, req->status, items, ok,
+             items - ok, req->bytes, (double)(fo_now_us() - req->arrival_us) / 1000.0, outcome);
+}
+
 static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
 {
     const char *const hdrs[] = { MHD_HTTP_HEADER_ALLOW, allow, NULL };
-    return respond_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", hdrs,
+    return respond_error(conn, NULL, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", hdrs,
                          "use %s", allow);
 }
 
@@ -464,26 +560,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return get ? serve_metrics(conn) : not_allowed(conn, "GET, HEAD");
     if (strcmp(url, "/batch") != 0) {
         int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
-        return respond_error(conn, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
+        return respond_error(conn, NULL, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
                              show ? ": " : "", show ? url : "");
     }
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return not_allowed(conn, "POST");
 
-    struct config *cfg = server_config();
-    if (refuse_early(conn, cfg, &ret)) {
-        config_unref(cfg);
+    if ((req = request_new(conn)) == NULL)
+        return MHD_NO;
+    *con_cls = req;
+    if (refuse_early(conn, req, &ret)) {
+        req->state = REQ_ANSWERED;
         return ret;
     }
-    if ((req = calloc(1, sizeof(*req))) == NULL) {
-        config_unref(cfg);
-        return MHD_NO;
-    }
-    req->conn = conn;
-    req->cfg = cfg;
-    req->arrival_us = fo_now_us();
-    buf_init(&req->body, (size_t)cfg->max_body_bytes);
-    *con_cls = req;
     return MHD_YES;
 }
 
@@ -498,6 +587,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req == NULL)
         return;
     *con_cls = NULL;
+    log_access(req);
     if (req->job != NULL) {
         pthread_mutex_lock(&srv.lock);
         srv.unsent--;
@@ -530,14 +620,24 @@ static unsigned front_threads(void)
     return (unsigned)(n > FO_FRONT_THREADS_MAX ? FO_FRONT_THREADS_MAX : n);
 }
 
-fo_err server_start(struct config *cfg)
+fo_err server_start(struct config *cfg, int listen_fd)
 {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
+    struct sockaddr_storage bound = cfg->listen_addr;
+    socklen_t bound_len = cfg->listen_len;
     fo_err err;
 
     install(cfg);
-    if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&cfg->listen_addr, cfg->listen_len)) != FO_OK) {
+    if (listen_fd >= 0) {
+        /* Socket activation: systemd bound the socket; `listen` is not used. */
+        bound_len = sizeof(bound);
+        if (getsockname(listen_fd, (struct sockaddr *)&bound, &bound_len) != 0) {
+            log_error("the socket passed by systemd is not usable: %s", strerror(errno));
+            return FO_ESYS;
+        }
+    }
+    if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&bound, bound_len)) != FO_OK) {
         log_error("cannot set up libcurl: %s", fo_strerror(err));
         return err;
     }
@@ -550,10 +650,11 @@ fo_err server_start(struct config *cfg)
         return err;
     }
     srv.queue_ready = 1;
-    if (cfg->listen_addr.ss_family == AF_INET6)
+    if (bound.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv.mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
-                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg->listen_addr,
+                               listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR,
+                               listen_fd >= 0 ? (intptr_t)listen_fd : (intptr_t)&cfg->listen_addr,
                                MHD_OPTION_THREAD_POOL_SIZE, front_threads(),
                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
                                MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
@@ -562,10 +663,12 @@ fo_err server_start(struct config *cfg)
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {
-        log_error("cannot listen on %s (in use, or not an address of this host?)", cfg->listen);
+        log_error("cannot listen on %s (in use, or not an address of this host?)",
+                  listen_fd >= 0 ? "the socket passed by systemd" : cfg->listen);
         return FO_ESYS;
     }
-    log_info("listening on %s with %ld workers", cfg->listen, cfg->workers);
+    log_info("listening on %s with %ld workers",
+             listen_fd >= 0 ? "the socket passed by systemd" : cfg->listen, cfg->workers);
     return FO_OK;
 }
 

@@ -8,6 +8,7 @@ stderr), listens on 127.0.0.1:<free port>, is waited for with GET /healthz and i
 stopped with SIGTERM (SIGKILL after a bound).
 """
 
+import atexit
 import http.client
 import json
 import os
@@ -62,8 +63,15 @@ def tmpdir():
 
 
 def cleanup_tmpdirs():
+    """Stops the shared upstreams and removes every temp directory made so far."""
+    with _shared_lock:
+        while _shared:
+            _shared.popitem()[1].stop()
     while _tmpdirs:
         shutil.rmtree(_tmpdirs.pop(), ignore_errors=True)
+
+
+atexit.register(cleanup_tmpdirs)
 
 
 def shared_upstream(host="127.0.0.1", tls=False):
@@ -253,14 +261,15 @@ def config_text(config):
 
 
 class Daemon:
-    def __init__(self, config, extra_args=(), env=None):
+    def __init__(self, config, extra_args=(), env=None, host="127.0.0.1"):
+        self.host = host
         self.dir = tmpdir()
         self.config_path = os.path.join(self.dir, "fanoutd.conf")
         self.log_path = os.path.join(self.dir, "fanoutd.log")
         self.write_config(config)
         self.extra_args = list(extra_args)
         self.env = env
-        self.port = free_port()
+        self.port = free_port(host)
         self.proc = None
         self._log = None
 
@@ -276,7 +285,11 @@ class Daemon:
     @property
     def argv(self):
         return daemon_argv() + ["--config", self.config_path,
-                                "--listen", f"127.0.0.1:{self.port}"] + self.extra_args
+                                "--listen", f"{self.listen_host}:{self.port}"] + self.extra_args
+
+    @property
+    def listen_host(self):
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def start(self, timeout=10):
         self._log = open(self.log_path, "ab")
@@ -288,7 +301,7 @@ class Daemon:
                 raise RuntimeError(f"fanoutd exited with {self.proc.returncode} before it was "
                                    f"healthy: {shlex.join(self.argv)}\n{self.tail()}")
             try:
-                if request(self.port, "GET", "/healthz", timeout=1).status == 200:
+                if request(self.port, "GET", "/healthz", timeout=1, host=self.host).status == 200:
                     return self
             except OSError:
                 pass
@@ -381,8 +394,8 @@ class DaemonCase(unittest.TestCase):
         base.update(overrides)
         return base
 
-    def start_daemon(self, extra_args=(), env=None, **overrides):
-        d = Daemon(self.config(**overrides), extra_args, env)
+    def start_daemon(self, extra_args=(), env=None, host="127.0.0.1", **overrides):
+        d = Daemon(self.config(**overrides), extra_args, env, host)
         self.daemon = d
         self.addCleanup(d.stop)
         return d.start()
@@ -412,10 +425,11 @@ class DaemonCase(unittest.TestCase):
         headers = list(headers.items() if isinstance(headers, dict) else headers)
         if ctype is not None:
             headers.append(("Content-Type", ctype))
-        return request(port or self.daemon.port, "POST", path, body, headers, timeout, conn=conn)
+        return request(port or self.daemon.port, "POST", path, body, headers, timeout, conn=conn,
+                       host=self.daemon.host)
 
     def get(self, path, headers=(), timeout=10):
-        return request(self.daemon.port, "GET", path, None, headers, timeout)
+        return request(self.daemon.port, "GET", path, None, headers, timeout, host=self.daemon.host)
 
     def batch(self, payload, total=None, merge=None, **kw):
         """POSTs a batch that must be answered 200 with a consistent document; returns it."""

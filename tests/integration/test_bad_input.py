@@ -179,6 +179,44 @@ class BadInputTest(DaemonCase):
         self.assertTrue(self.daemon.alive)
 
 
+class MaxConnectionsTest(DaemonCase):
+    CONFIG = {"workers": 2, "max_connections": 3}
+
+    def test_connections_beyond_the_cap_are_not_served(self):
+        holders = []
+        try:
+            for _ in range(3):
+                s = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=5)
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.settimeout(3)
+                self.assertEqual(raw_status(s.recv(65536)), 200)  # held open (keep-alive)
+                holders.append(s)
+            extra = None
+            try:
+                extra = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=2)
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                extra.settimeout(1.0)
+                got = extra.recv(65536)
+            except (socket.timeout, OSError):
+                got = b""
+            finally:
+                if extra is not None:
+                    extra.close()
+            self.assertNotEqual(raw_status(got), 200, "a 4th connection was served with max_connections=3")
+        finally:
+            for s in holders:
+                s.close()
+        from harness import wait_for
+        wait_for(lambda: self._healthy(), 5, "service did not resume after connections closed",
+                 interval=0.1)
+
+    def _healthy(self):
+        try:
+            return self.get("/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+
 class ClientTimeoutTest(DaemonCase):
     CONFIG = {"workers": 4, "client_timeout_ms": 600}
 

@@ -163,6 +163,14 @@ class CliConfigTest(unittest.TestCase):
 class CliOverrideRuntimeTest(DaemonCase):
     PER_TEST = True
 
+    def test_ipv6_listen(self):
+        """listen = [::1]:PORT serves on IPv6 loopback; a batch aimed back at it is blocked."""
+        d = self.start_daemon(host="::1")
+        self.assertEqual(self.get("/healthz").status, 200)
+        doc = self.batch([self.url("/json", v="v6"), f"http://[::1]:{d.port}/healthz"], total=2)
+        self.assertTrue(doc["results"][0]["ok"])
+        self.assert_item_error(doc["results"][1], "blocked_destination")
+
     def test_cli_values_used_at_runtime(self):
         self.start_daemon(extra_args=["--max-batch", "2", "--forward-headers", "X-Cli"], max_batch=10,
                           forward_headers="X-File")

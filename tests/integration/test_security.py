@@ -162,12 +162,18 @@ class AllowPolicyTest(DaemonCase):
         """Numeric spellings and the IPv4-mapped form are judged by the address: allowed here."""
         key = new_tag()
         urls = spellings(self.allowed.port, f"/count?key={key}")
-        urls = {k: urls[k] for k in ("decimal", "hex", "mapped", "userinfo")}
         doc = self.batch({"requests": [{"id": k, "url": u} for k, u in urls.items()]}, total=len(urls))
         for r in doc["results"]:
             with self.subTest(id=r["id"]):
                 self.assertTrue(r["ok"], r)
         self.assertEqual(self.allowed.count(key), len(urls))
+
+    def test_policy_applies_to_resolved_hostnames(self):
+        """localhost resolves to 127.0.0.1, inside the denied 127.0.0.0/8: blocked by its address."""
+        key = new_tag()
+        r = self.batch([f"http://localhost:{self.up.port}/count?key={key}"], total=1)["results"][0]
+        self.assert_item_error(r, "blocked_destination", status=None)
+        self.assertEqual(self.up.count(key), 0)
 
     def test_redirect_from_allowed_to_denied(self):
         key = new_tag()
