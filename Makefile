@@ -27,7 +27,7 @@ UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%.o)
 ACCEPTANCE ?= ../shared/acceptance/run.sh
 
 .PHONY: all clean test check check-unit check-integration check-acceptance sample-config \
-        install uninstall
+        install uninstall deb
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -74,15 +74,24 @@ install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fanoutd
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/fanoutd.service > $(BUILD)/fanoutd.service
 	install -D -m 0644 $(BUILD)/fanoutd.service $(DESTDIR)$(UNITDIR)/fanoutd.service
+	install -D -m 0644 systemd/fanoutd.socket $(DESTDIR)$(UNITDIR)/fanoutd.socket
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/README.md
+	install -D -m 0644 man/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8
+	install -D -m 0644 man/fanoutd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/fanoutd.conf.5
 	@# An existing configuration is never overwritten.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf"; \
 	else install -D -m 0644 config/fanoutd.conf $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; fi
 
+# A Debian package built with dpkg-deb (see scripts/mkdeb).
+deb: $(BIN)
+	scripts/mkdeb $(BUILD) .
+
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/fanoutd $(DESTDIR)$(UNITDIR)/fanoutd.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/fanoutd $(DESTDIR)$(UNITDIR)/fanoutd.service \
+		$(DESTDIR)$(UNITDIR)/fanoutd.socket
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/fanoutd
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man5/fanoutd.conf.5
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf in place"
 
 clean:

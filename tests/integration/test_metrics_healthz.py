@@ -52,6 +52,18 @@ class MetricsHealthzTest(DaemonCase):
         self.assertEqual(strict_json(resp.body), {"status": "ok"})
         self.assertTrue((resp.header("Content-Type") or "").startswith("application/json"))
 
+    def test_healthz_and_metrics_answer_while_workers_are_busy(self):
+        from harness import Background, new_tag, wait_for
+        tag = new_tag()
+        busy = Background(lambda: self.batch([self.url("/delay", ms=1500, tag=tag, i=i) for i in range(4)],
+                                             total=4, timeout=10))
+        wait_for(lambda: len(self.up.requests(tag)) == 4, 5, "the busy batch never started")
+        for path in ("/healthz", "/metrics"):
+            resp = self.get(path)
+            self.assertEqual(resp.status, 200)
+            self.assertLess(resp.elapsed, 0.5, f"{path} waited for the upstream work")
+        self.assertEqual(busy.result(10)["summary"]["ok"], 4)
+
     def test_exposition_format(self):
         resp, (samples, types) = self.scrape()
         ctype = resp.header("Content-Type") or ""

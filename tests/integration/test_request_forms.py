@@ -124,6 +124,14 @@ class RequestFormsTest(DaemonCase):
         finally:
             conn.close()
 
+    def test_http10_client(self):
+        from harness import raw_exchange, raw_status, raw_body, strict_json
+        body = json.dumps([self.url("/json", v="old")]).encode()
+        out = raw_exchange(self.daemon.port, b"POST /batch HTTP/1.0\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body), timeout=10)
+        self.assertEqual(raw_status(out), 200, out[:300])
+        self.assertEqual(strict_json(raw_body(out))["results"][0]["body"], {"v": "old"})
+
     def test_chunked_request_body_accepted(self):
         """A POST /batch body in chunked transfer coding (no Content-Length) is read."""
         from harness import raw_exchange, raw_status, raw_body, strict_json

@@ -130,8 +130,8 @@ class DenyPolicyTest(DaemonCase):
     def test_non_http_urls_rejected_at_submission(self):
         key = new_tag()
         for url in ("file:///etc/passwd", "FILE:///etc/passwd", f"gopher://127.0.0.1:{self.up.port}/_x",
-                    f"ftp://127.0.0.1:{self.up.port}/", "javascript:alert(1)", "http:///json", "http://",
-                    "http:json", f"//127.0.0.1:{self.up.port}/json", "/json", "", " ",
+                    f"ftp://127.0.0.1:{self.up.port}/", "javascript:alert(1)", "http:///127.0.0.1/json", "http://",
+                    f"http:127.0.0.1:{self.up.port}/json", f"//127.0.0.1:{self.up.port}/json", "/json", "", " ",
                     f"ws://127.0.0.1:{self.up.port}/"):
             with self.subTest(url=url):
                 resp = self.post([self.url("/count", key=key), {"url": url, "id": "bad-one"}])

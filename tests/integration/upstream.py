@@ -12,7 +12,8 @@ Endpoints (query parameters):
   /delay     ms                 {"delayed_ms": ms} after ms milliseconds
   /status    code               status `code` with {"status": code} (no body on 204/304)
   /big       bytes, chunked=1, status   `bytes` x "a", Content-Length or chunked
-                                framing, status `status` (default 200)
+                                framing (framing=close: neither, the body ends at
+                                close), status `status` (default 200)
   /drip      ms, chunks, cl=0   headers at once, then one byte every ms ms; notes an
                                 abort when the client goes away before the end
   /short     bytes, send        announces `bytes`, sends `send` bytes, closes
@@ -317,6 +318,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_big(self, q, seen):
         n, status = int(q.get("bytes") or 0), int(q.get("status") or 200)
+        if q.get("framing") == "close":  # no Content-Length, no chunking: the body ends at close
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"a" * n)
+            self.close_connection = True
+            return
         if q.get("chunked") != "1":
             self._reply(status, b"a" * n, "text/plain")
             return

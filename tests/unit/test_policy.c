@@ -216,6 +216,12 @@ static void test_classify_self(void)
         { "127.0.0.1", 18081, POLICY_ALLOW },
         { "8.8.8.8", 18080, POLICY_ALLOW },
     };
+    static const struct classify_case wildcard6[] = {
+        { "::1", 18080, POLICY_SELF },
+        { "127.0.0.1", 18080, POLICY_SELF },               /* a dual-stack socket */
+        { "::ffff:127.0.0.1", 18080, POLICY_SELF },
+        { "::1", 18081, POLICY_ALLOW },
+    };
     static const struct classify_case v6[] = {
         { "::1", 18080, POLICY_SELF },
         { "::1", 18081, POLICY_ALLOW },
@@ -227,6 +233,7 @@ static void test_classify_self(void)
     self_cases("127.0.0.1:18080", "127.0.0.0/8", exact, 4);
     self_cases("0.0.0.0:18080", NULL, wildcard, FO_ARRAY_LEN(wildcard));
     self_cases("[::1]:18080", NULL, v6, FO_ARRAY_LEN(v6));
+    self_cases("[::]:18080", NULL, wildcard6, FO_ARRAY_LEN(wildcard6));
 }
 
 /* With a wildcard listen, this host's own interface addresses are self too. */
