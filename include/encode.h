@@ -25,8 +25,9 @@ int utf8_valid(const char *s, size_t len);
 /*
  * 1 if s[0..len) is exactly one JSON value (RFC 8259) with optional white
  * space around it, valid UTF-8 throughout, nested at most max_depth deep,
- * and with no object holding the same key twice (such a document has no
- * single meaning, so it is not embedded). On success *vstart and *vend (may be
+ * with no object holding the same key twice (such a document has no
+ * single meaning, so it is not embedded), no lone surrogate escape and no
+ * U+0000 in a key (strict parsers and jansson refuse those). On success *vstart and *vend (may be
  * NULL) bound the value without the white space.
  */
 int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size_t *vend);

@@ -25,10 +25,7 @@ static const char *const method_names[] = {
 
 /* Request headers an item may not set: they would change the framing of
  * the upstream request, which fanoutd owns. */
-static const char *const forbidden_headers[] = {
-    "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-    "te", "trailer", "expect",
-};
+static const char *const forbidden_headers[] = { "content-length", "transfer-encoding" };
 
 const char *http_method_name(enum http_method m)
 {
@@ -155,6 +152,14 @@ static fo_err set_url(struct item_req *it, const char *url, size_t index, struct
     return (it->url = strdup(url)) ? FO_OK : FO_ENOMEM;
 }
 
+/* The string value of v if it is a string without NUL, else NULL. */
+static const char *plain_string(const json_t *v)
+{
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return NULL;
+    return json_string_value(v);
+}
+
 /* A positive whole number of milliseconds (1000 and 1000.0 alike). */
 static int parse_timeout(const json_t *v, long *out)
 {
@@ -271,18 +276,20 @@ static fo_err set_body(struct item_req *it, json_t *body, const char *name, stru
 
 static fo_err parse_method(struct item_req *it, json_t *m, const char *name, struct fo_msg *msg)
 {
-    if (!json_is_string(m)) {
+    const char *text = plain_string(m);
+
+    if (text == NULL) {
         fo_msg_set(msg, "%s: method must be a string", name);
         return FO_EINVAL;
     }
     for (size_t i = 0; i < FO_ARRAY_LEN(method_names); i++) {
-        if (strcasecmp(json_string_value(m), method_names[i]) == 0) {
+        if (strcasecmp(text, method_names[i]) == 0) {
             it->method = (enum http_method)i;
             return FO_OK;
         }
     }
     fo_msg_set(msg, "%s: method '%.20s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
-               name, json_string_value(m));
+               name, text);
     return FO_EINVAL;
 }
 
@@ -318,8 +325,8 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         if ((it->id = strdup(json_string_value(id))) == NULL)
             return FO_ENOMEM;
     }
-    if (url == NULL || !json_is_string(url)) {
-        fo_msg_set(msg, "%s: url is required and must be a string", name);
+    if (url == NULL || plain_string(url) == NULL) {
+        fo_msg_set(msg, "%s: url is required and must be a string without NUL", name);
         return FO_EINVAL;
     }
     if ((v = json_object_get(obj, "method")) != NULL &&
@@ -394,7 +401,7 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
     for (size_t i = 0; i < n; i++) {
         json_t *el = json_array_get(arr, i);
         b->n = i + 1;
-        if (json_is_string(el)) {
+        if (plain_string(el) != NULL) {
             err = set_url(&b->items[i], json_string_value(el), i, msg);
         } else if (json_is_object(el)) {
             err = parse_item_object(&b->items[i], el, i, msg);
@@ -430,7 +437,7 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
         return FO_EINVAL;
     }
     if ((v = json_object_get(root, "merge")) != NULL) {
-        const char *m = json_is_string(v) ? json_string_value(v) : "";
+        const char *m = plain_string(v) ? json_string_value(v) : "";
         if (strcmp(m, "none") == 0) {
             b->merge = MERGE_NONE;
         } else if (strcmp(m, "bodies") == 0) {
@@ -452,7 +459,7 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     json_t *root;
     fo_err err;
 
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         if (len == 0)
             fo_msg_set(msg, "the body is empty");

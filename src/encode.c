@@ -135,8 +135,31 @@ static int hex4(const unsigned char *p, uint32_t *out)
     return 1;
 }
 
-/* A string at v->pos (which is '"'); *hash gets the hash of its decoded text. */
-static int scan_string(struct jv *v, uint64_t *hash)
+/* One \uXXXX escape at v->pos, or a surrogate pair of them, as a code
+ * point. Lone surrogates are refused: strict parsers reject them, and the
+ * answer must parse anywhere (RFC 7493). */
+static int scan_u_escape(struct jv *v, uint32_t *cp)
+{
+    uint32_t lo;
+
+    if (v->len - v->pos < 6 || !hex4(v->s + v->pos + 2, cp))
+        return 0;
+    v->pos += 6;
+    if (*cp >= 0xdc00 && *cp <= 0xdfff)
+        return 0;
+    if (*cp < 0xd800 || *cp > 0xdbff)
+        return 1;
+    if (v->len - v->pos < 6 || v->s[v->pos] != '\\' || v->s[v->pos + 1] != 'u' ||
+        !hex4(v->s + v->pos + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+        return 0;
+    v->pos += 6;
+    *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
+    return 1;
+}
+
+/* A string at v->pos (which is '"'); *hash gets the hash of its decoded
+ * text. A key (is_key) may not hold U+0000, which jansson cannot load. */
+static int scan_string(struct jv *v, uint64_t *hash, int is_key)
 {
     uint64_t h = FNV_OFFSET;
     uint32_t cp;
@@ -156,9 +179,8 @@ static int scan_string(struct jv *v, uint64_t *hash)
                 return 0;
             c = v->s[v->pos + 1];
             if (c == 'u') {
-                if (v->len - v->pos < 6 || !hex4(v->s + v->pos + 2, &cp))
+                if (!scan_u_escape(v, &cp) || (is_key && cp == 0))
                     return 0;
-                v->pos += 6;
             } else {
                 const char *esc = strchr("\"\\/bfnrt", c);
                 if (esc == NULL || c == '\0')
@@ -269,7 +291,7 @@ static int scan_scalar(struct jv *v)
     uint64_t h;
 
     switch (v->s[v->pos]) {
-    case '"': return scan_string(v, &h);
+    case '"': return scan_string(v, &h, 0);
     case 't': return scan_literal(v, "true");
     case 'f': return scan_literal(v, "false");
     case 'n': return scan_literal(v, "null");
@@ -334,7 +356,7 @@ after_value:
         continue;
 key:
         skip_ws(v);
-        if (v->pos >= v->len || v->s[v->pos] != '"' || !scan_string(v, &h))
+        if (v->pos >= v->len || v->s[v->pos] != '"' || !scan_string(v, &h, 1))
             return 0;
         if (!key_push(v, h))
             return 0;

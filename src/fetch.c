@@ -253,7 +253,10 @@ static void set_options(struct fetcher *f, const struct item_req *it, const stru
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROXY, "");            /* proxy variables are ignored */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* decoded bytes count against the cap */
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_bytes);
+    /* An announced Content-Length over the cap fails at once; a HEAD answer
+     * announces a body it does not send, so it is not checked. */
+    if (it->method != M_HEAD)
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_bytes);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);

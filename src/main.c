@@ -157,9 +157,6 @@ static void reload(const struct options *opt)
         log_warn("listen changed to %s: takes effect only after a restart", fresh->listen);
     if (fresh->workers != old->workers)
         log_warn("workers changed to %ld: takes effect only after a restart", fresh->workers);
-    if (fresh->max_connections != old->max_connections ||
-        fresh->client_timeout_ms != old->client_timeout_ms)
-        log_warn("max_connections and client_timeout_ms take effect only after a restart");
     log_set_level((enum log_level)fresh->log_level);
     server_reload(fresh);
     config_unref(fresh);

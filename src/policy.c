@@ -176,8 +176,10 @@ static int embedded_v4(const uint8_t *a6, uint8_t *v4)
     if (memcmp(a6, zero, 12) == 0) {                  /* IPv4-compatible ::a.b.c.d */
         uint32_t w;
         memcpy(&w, a6 + 12, 4);
-        if (ntohl(w) <= 1)                            /* :: and ::1 are not IPv4 */
+        if (ntohl(w) == 1)                            /* ::1 is IPv6 loopback */
             return 0;
+        /* :: itself (unspecified, reaches this host like 0.0.0.0) is judged
+         * as 0.0.0.0, which the default deny list covers. */
         memcpy(v4, a6 + 12, 4);
         return 1;
     }

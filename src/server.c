@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -68,6 +69,7 @@ static struct server_state {
     long in_flight;              /* batches accepted and not finished */
     long unsent;                 /* finished batches whose answer is not sent */
     _Atomic int draining;
+    _Atomic long connections;    /* client connections open now */
     struct MHD_Daemon *mhd;
     struct fetch_env env;
     int env_ready, queue_ready, watch_ready;
@@ -600,6 +602,43 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req);
 }
 
+/* Accept policy: max_connections, read from the current configuration so
+ * that a reload changes it. (libmicrohttpd's own limit is split between its
+ * threads and fixed at start.) Concurrent accepts in several front-end
+ * threads may pass the limit by at most the number of those threads. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct config *cfg = server_config();
+    long max = cfg->max_connections;
+    (void)cls;
+    (void)addr;
+    (void)addrlen;
+
+    config_unref(cfg);
+    if (atomic_load(&srv.connections) >= max) {
+        log_debug("refusing a connection: %ld open (max_connections)", max);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Counts connections and gives each the current client_timeout_ms. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    (void)socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&srv.connections, 1);
+        return;
+    }
+    atomic_fetch_add(&srv.connections, 1);
+    struct config *cfg = server_config();
+    unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
+    config_unref(cfg);
+    (void)MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, timeout_s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
@@ -620,10 +659,20 @@ static unsigned front_threads(void)
     return (unsigned)(n > FO_FRONT_THREADS_MAX ? FO_FRONT_THREADS_MAX : n);
 }
 
+/* libmicrohttpd's own connection limit: as many as the descriptors allow,
+ * so that on_accept (max_connections) is what limits. */
+static unsigned connection_ceiling(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
+        return 1000000;
+    return (unsigned)rl.rlim_cur;
+}
+
 fo_err server_start(struct config *cfg, int listen_fd)
 {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
     struct sockaddr_storage bound = cfg->listen_addr;
     socklen_t bound_len = cfg->listen_len;
     fo_err err;
@@ -652,13 +701,13 @@ fo_err server_start(struct config *cfg, int listen_fd)
     srv.queue_ready = 1;
     if (bound.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv.mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+    srv.mhd = MHD_start_daemon(flags, 0, on_accept, NULL, on_request, NULL,
                                listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR,
                                listen_fd >= 0 ? (intptr_t)listen_fd : (intptr_t)&cfg->listen_addr,
                                MHD_OPTION_THREAD_POOL_SIZE, front_threads(),
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                               MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+                               MHD_OPTION_CONNECTION_LIMIT, connection_ceiling(),
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
                                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);

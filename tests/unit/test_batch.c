@@ -388,7 +388,7 @@ static void test_plain_lists(void)
         CHECK_CASE(parse(cases[i].body, 0, &b, &msg) == FO_OK, cases[i].body);
         CHECK_CASE(b.n == n, cases[i].body);
         for (size_t k = 0; k < n && k < b.n; k++) {
-            char id[8];
+            char id[24];
             (void)snprintf(id, sizeof(id), "%zu", k);
             CHECK_STR(b.items[k].url, cases[i].urls[k]);
             CHECK_STR(b.items[k].id, id);

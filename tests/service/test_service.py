@@ -1,0 +1,491 @@
+"""Service tests: fanoutd as a systemd service, installed and observed.
+
+    python3 tests/service/test_service.py [unittest args]
+
+Runs from the repository root against ./fanoutd (FANOUTD overrides). Covers the
+unit files (systemd-analyze verify and security), make install / the .deb, the
+man pages and the sample config against the configuration keys, /metrics under
+promtool, the sd_notify protocol (READY, STATUS, RELOADING, STOPPING and a
+watchdog that stops when the worker pool is wedged), socket activation,
+X-Request-Id and the access log. Everything listens on 127.0.0.1. Ends with
+one line "N passed, N failed, N skipped".
+"""
+
+import http.client
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
+        "max_response_bytes", "default_timeout_ms", "max_timeout_ms", "batch_timeout_ms",
+        "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
+        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level")
+
+
+def daemon_cmd():
+    spec = os.environ.get("FANOUTD", "").strip()
+    return shlex.split(spec) if spec else [os.path.join(ROOT, "fanoutd")]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} (waited {timeout} s)")
+
+
+def call(port, method, path, body=None, headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body, headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Upstream: answers every GET with the request headers as JSON."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Daemon:
+    def __init__(self, *args, env=None, preexec=None, close_fds=True, listen=True):
+        self.dir = tempfile.mkdtemp(prefix="fanoutd-svc-")
+        self.log_path = os.path.join(self.dir, "log")
+        self.port = free_port()
+        cmd = daemon_cmd() + (["--listen", f"127.0.0.1:{self.port}"] if listen else []) + list(args)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env, preexec_fn=preexec,
+                                     close_fds=close_fds)
+
+    def healthy(self):
+        try:
+            return call(self.port, "GET", "/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def wait_healthy(self):
+        wait_until(lambda: self.proc.poll() is not None or self.healthy(), 10, "daemon start")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.text()}")
+        return self
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make(*args, timeout=120):
+    return subprocess.run(["make", "-s", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# unit files, install, package, documentation
+# --------------------------------------------------------------------------
+
+class InstallTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fanoutd-install-")
+        cls.dest = os.path.join(cls.tmp, "root")
+        done = make("install", f"DESTDIR={cls.dest}", "PREFIX=/usr")
+        if done.returncode != 0:
+            raise AssertionError(f"make install failed: {done.stdout}{done.stderr}")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def path(self, rel):
+        return os.path.join(self.dest, rel.lstrip("/"))
+
+    def test_install_puts_every_file_in_place(self):
+        for rel in ("/usr/bin/fanoutd", "/lib/systemd/system/fanoutd.service",
+                    "/lib/systemd/system/fanoutd.socket", "/etc/fanoutd/fanoutd.conf",
+                    "/usr/share/man/man8/fanoutd.8", "/usr/share/man/man5/fanoutd.conf.5",
+                    "/usr/share/doc/fanoutd/README.md"):
+            self.assertTrue(os.path.isfile(self.path(rel)), rel)
+        self.assertTrue(os.access(self.path("/usr/bin/fanoutd"), os.X_OK))
+        with open(self.path("/lib/systemd/system/fanoutd.service")) as f:
+            self.assertIn("ExecStart=/usr/bin/fanoutd --config /etc/fanoutd/fanoutd.conf", f.read(),
+                          "PREFIX is honoured in the unit")
+
+    def test_install_keeps_existing_config_and_uninstall_leaves_it(self):
+        conf = self.path("/etc/fanoutd/fanoutd.conf")
+        with open(conf, "a") as f:
+            f.write("# local change\n")
+        self.assertEqual(make("install", f"DESTDIR={self.dest}", "PREFIX=/usr").returncode, 0)
+        with open(conf) as f:
+            self.assertIn("# local change", f.read(), "make install overwrote the configuration")
+        dest2 = os.path.join(self.tmp, "root2")
+        self.assertEqual(make("install", f"DESTDIR={dest2}", "PREFIX=/usr").returncode, 0)
+        self.assertEqual(make("uninstall", f"DESTDIR={dest2}", "PREFIX=/usr").returncode, 0)
+        self.assertFalse(os.path.exists(os.path.join(dest2, "usr/bin/fanoutd")))
+        self.assertFalse(os.path.exists(os.path.join(dest2, "lib/systemd/system/fanoutd.service")))
+        self.assertTrue(os.path.exists(os.path.join(dest2, "etc/fanoutd/fanoutd.conf")))
+
+    def unit_copy(self):
+        """The installed units with ExecStart aimed at the installed binary."""
+        units = os.path.join(self.tmp, "units")
+        os.makedirs(units, exist_ok=True)
+        for name in ("fanoutd.service", "fanoutd.socket"):
+            with open(self.path(f"/lib/systemd/system/{name}")) as f:
+                text = f.read().replace("/usr/bin/fanoutd", self.path("/usr/bin/fanoutd"))
+            with open(os.path.join(units, name), "w") as f:
+                f.write(text)
+        return units
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_units_verify_clean(self):
+        units = self.unit_copy()
+        env = dict(os.environ, MANPATH=self.path("/usr/share/man"))
+        done = subprocess.run(["systemd-analyze", "verify", os.path.join(units, "fanoutd.service"),
+                               os.path.join(units, "fanoutd.socket")],
+                              capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertEqual(done.stdout.strip() + done.stderr.strip(), "", "verify printed warnings")
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_security_exposure_at_most_2(self):
+        done = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                               os.path.join(self.unit_copy(), "fanoutd.service")],
+                              capture_output=True, text=True, timeout=60)
+        m = re.search(r"Overall exposure level for fanoutd.service: ([0-9.]+)", done.stdout)
+        self.assertIsNotNone(m, done.stdout[-500:] + done.stderr)
+        self.assertLessEqual(float(m.group(1)), 2.0)
+
+    def test_unit_essentials(self):
+        with open(os.path.join(ROOT, "systemd/fanoutd.service")) as f:
+            unit = f.read()
+        for line in ("Type=notify", "ExecReload=", "Restart=on-failure", "WatchdogSec=",
+                     "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                     "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
+                     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+                     "SystemCallFilter=@system-service", "SystemCallArchitectures=native",
+                     "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n", "UMask=0077",
+                     "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "LimitNOFILE="):
+            self.assertIn(line, unit)
+        stop = int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1))
+        self.assertGreater(stop * 1000, 10000, "TimeoutStopSec must exceed shutdown_grace_ms")
+        nofile = int(re.search(r"LimitNOFILE=(\d+)", unit).group(1))
+        self.assertGreater(nofile, 1024 + 64, "room for max_connections plus workers")
+
+
+class DebTest(unittest.TestCase):
+    @unittest.skipUnless(shutil.which("dpkg-deb"), "dpkg-deb not installed")
+    def test_deb_installs_every_file(self):
+        tmp = tempfile.mkdtemp(prefix="fanoutd-deb-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        done = subprocess.run([os.path.join(ROOT, "scripts/mkdeb"), os.path.join(tmp, "build"), tmp],
+                              cwd=ROOT, capture_output=True, text=True, timeout=180)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        deb = done.stdout.strip().splitlines()[-1]
+        depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True,
+                                 text=True).stdout
+        for pkg in ("libmicrohttpd12", "libcurl4", "libjansson4"):
+            self.assertIn(pkg, depends, "Depends names the Debian runtime packages")
+        self.assertNotIn("-dev", depends)
+        scratch = os.path.join(tmp, "scratch")
+        self.assertEqual(subprocess.run(["dpkg", "-x", deb, scratch]).returncode, 0)
+        for rel in ("usr/bin/fanoutd", "lib/systemd/system/fanoutd.service",
+                    "lib/systemd/system/fanoutd.socket", "etc/fanoutd/fanoutd.conf",
+                    "usr/share/man/man8/fanoutd.8.gz", "usr/share/man/man5/fanoutd.conf.5.gz"):
+            self.assertTrue(os.path.isfile(os.path.join(scratch, rel)), rel)
+        conffiles = subprocess.run(["dpkg-deb", "--info", deb, "conffiles"], capture_output=True,
+                                   text=True).stdout
+        self.assertIn("/etc/fanoutd/fanoutd.conf", conffiles)
+        ver = subprocess.run([os.path.join(scratch, "usr/bin/fanoutd"), "--version"],
+                             capture_output=True, text=True)
+        self.assertEqual(ver.returncode, 0)
+
+
+class DocsTest(unittest.TestCase):
+    def test_every_key_in_man_page_and_sample_config(self):
+        dump = subprocess.run(daemon_cmd() + ["--check-config"], capture_output=True, text=True)
+        keys = [line.split("=")[0].strip() for line in dump.stdout.splitlines() if "=" in line]
+        self.assertEqual(sorted(keys), sorted(KEYS))
+        with open(os.path.join(ROOT, "man/fanoutd.conf.5")) as f:
+            man5 = f.read()
+        with open(os.path.join(ROOT, "man/fanoutd.8")) as f:
+            man8 = f.read().replace("\\-", "-")
+        with open(os.path.join(ROOT, "config/fanoutd.conf")) as f:
+            sample = f.read()
+        for key in keys:
+            self.assertRegex(man5, rf"\.B {key}\n", f"{key} missing from fanoutd.conf(5)")
+            self.assertRegex(sample, rf"(?m)^{key} =", f"{key} missing from config/fanoutd.conf")
+            self.assertIn("--" + key.replace("_", "-"), man8, f"--{key} missing from fanoutd(8)")
+        for flag in ("--config", "--check-config", "--help", "--version"):
+            self.assertIn(flag, man8)
+
+
+# --------------------------------------------------------------------------
+# the running service
+# --------------------------------------------------------------------------
+
+class MetricsTest(unittest.TestCase):
+    def test_metrics_names_and_promtool(self):
+        d = Daemon().wait_healthy()
+        self.addCleanup(d.stop)
+        call(d.port, "POST", "/batch", b'["http://127.0.0.1:1/"]', {"Content-Type": "application/json"})
+        status, headers, body = call(d.port, "GET", "/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+        for name, kind in types.items():
+            self.assertTrue(name.startswith("fanoutd_"), name)
+            if kind == "counter":
+                self.assertTrue(name.endswith("_total"), name)
+            if kind == "histogram":
+                self.assertTrue(name.endswith("_seconds"), name)
+        for name in ("fanoutd_batch_duration_seconds", "fanoutd_upstream_duration_seconds"):
+            self.assertEqual(types.get(name), "histogram")
+        for name in ("fanoutd_batches_in_flight", "fanoutd_workers_busy", "fanoutd_queue_depth",
+                     "fanoutd_build_info"):
+            self.assertEqual(types.get(name), "gauge")
+        self.assertRegex(text, r'fanoutd_build_info\{version="\d+\.\d+\.\d+"\} 1')
+        self.assertRegex(text, r'fanoutd_item_errors_total\{code="connect_failed"\} 1\b')
+        if not shutil.which("promtool"):
+            self.skipTest("promtool (Debian prometheus) not installed")
+        done = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+        self.assertEqual(done.returncode, 0, (done.stdout + done.stderr).decode())
+
+
+class NotifyTest(unittest.TestCase):
+    def notify_socket(self):
+        tmp = tempfile.mkdtemp(prefix="fanoutd-notify-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(0.05)
+        self.addCleanup(sock.close)
+        self.messages = []   # (time, text)
+        self.sock = sock
+        return path
+
+    def pump(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except socket.timeout:
+                pass
+
+    def wait_message(self, pred, timeout, what):
+        end = time.monotonic() + timeout
+        seen = len(self.messages)
+        while time.monotonic() < end:
+            self.pump(0.05)
+            for t, m in self.messages[seen:]:
+                if pred(m):
+                    return t
+        raise AssertionError(f"no {what} in {[m for _, m in self.messages][-10:]}")
+
+    def watchdogs(self, since, until):
+        return [t for t, m in self.messages if "WATCHDOG=1" in m.split("\n") and since <= t <= until]
+
+    def test_ready_status_reload_watchdog_stopping(self):
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_socket(), WATCHDOG_USEC="200000")
+        d = Daemon("--workers", "4", env=env)
+        self.addCleanup(d.stop)
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1")
+        self.assertTrue(d.healthy(), "READY=1 is sent once fanoutd listens")
+        self.wait_message(lambda m: m.startswith("STATUS=") and "in flight" in m and "queued" in m,
+                          5, "STATUS= with in-flight batches and queue depth")
+        t0 = time.monotonic()
+        self.pump(1.0)
+        self.assertGreaterEqual(len(self.watchdogs(t0, time.monotonic())), 3,
+                                "WATCHDOG=1 about every WATCHDOG_USEC/2 while idle")
+        d.proc.send_signal(signal.SIGHUP)
+        t_reload = self.wait_message(lambda m: "RELOADING=1" in m.split("\n"), 5, "RELOADING=1")
+        reload_msg = [m for t, m in self.messages if t == t_reload][0]
+        self.assertRegex(reload_msg, r"MONOTONIC_USEC=\d+")
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 5, "READY=1 after the reload")
+        d.proc.send_signal(signal.SIGTERM)
+        self.wait_message(lambda m: "STOPPING=1" in m.split("\n"), 5, "STOPPING=1")
+        self.assertEqual(d.proc.wait(10), 0)
+
+    def test_no_watchdog_while_the_pool_is_wedged(self):
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_socket(), WATCHDOG_USEC="200000",
+                   FANOUTD_TEST_WEDGE_WORKERS="1")
+        d = Daemon("--workers", "2", "--max-timeout-ms", "300", env=env)
+        self.addCleanup(d.stop)
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1")
+        t0 = time.monotonic()
+        self.pump(0.8)
+        self.assertGreaterEqual(len(self.watchdogs(t0, time.monotonic())), 2,
+                                "fed while no work waits")
+        closed = free_port()
+        status, _, body = call(d.port, "POST", "/batch", json.dumps([f"http://127.0.0.1:{closed}/"]),
+                               {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, "the wedged batch still ends at its deadline")
+        self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "deadline_exceeded")
+        # max_timeout_ms (300) + 2 s without a worker asking for work: wedged.
+        self.pump(3.5)
+        now = time.monotonic()
+        self.assertEqual(self.watchdogs(now - 1.0, now), [], "WATCHDOG=1 while the pool is wedged")
+        self.assertIn("no longer feeding the systemd watchdog", d.text())
+
+    def test_no_notify_socket_is_a_no_op(self):
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        d = Daemon(env=env).wait_healthy()
+        self.addCleanup(d.stop)
+        d.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(d.proc.wait(5), 0)
+
+
+class SocketActivationTest(unittest.TestCase):
+    def test_serves_on_the_passed_socket(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        fd = sock.fileno()
+
+        def to_fd3():
+            os.dup2(fd, 3)
+
+        # `listen` names a port nobody uses: it must be ignored.
+        unused = free_port()
+        cmd = shlex.join(daemon_cmd() + ["--listen", f"127.0.0.1:{unused}"])
+        d = Daemon(env=dict(os.environ), preexec=to_fd3, close_fds=False, listen=False)
+        d.proc.kill()
+        d.proc.wait()
+        d.proc = subprocess.Popen(["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"],
+                                  stdin=subprocess.DEVNULL, stdout=d.log, stderr=subprocess.STDOUT,
+                                  preexec_fn=to_fd3, close_fds=False)
+        sock.close()
+        d.port = port
+        self.addCleanup(d.stop)
+        d.wait_healthy()
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", unused), timeout=1).close()
+        # Its own (passed) address is still refused as a destination.
+        status, _, body = call(port, "POST", "/batch", f"http://127.0.0.1:{port}/healthz")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "blocked_destination")
+
+
+class RequestIdTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=cls.up.serve_forever, daemon=True).start()
+        cls.url = f"http://127.0.0.1:{cls.up.server_address[1]}/echo"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.shutdown()
+        cls.up.server_close()
+
+    def start(self, *args):
+        d = Daemon(*args).wait_healthy()
+        self.addCleanup(d.stop)
+        return d
+
+    def test_client_id_echoed_and_forwarded_when_listed(self):
+        d = self.start("--forward-headers", "X-Request-Id")
+        status, headers, body = call(d.port, "POST", "/batch", self.url,
+                                     {"X-Request-Id": "abc-123"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("X-Request-Id"), "abc-123")
+        self.assertEqual(json.loads(body)["results"][0]["body"].get("x-request-id"), "abc-123")
+
+    def test_generated_when_absent_or_unsafe_and_forwarded(self):
+        d = self.start("--forward-headers", "x-request-id")
+        for sent in ({}, {"X-Request-Id": "bad id with spaces"}, {"X-Request-Id": "x" * 300}):
+            status, headers, body = call(d.port, "POST", "/batch", self.url, sent)
+            rid = headers.get("X-Request-Id", "")
+            self.assertRegex(rid, r"^[0-9a-f]{32}$", f"generated id for {sent}")
+            self.assertEqual(json.loads(body)["results"][0]["body"].get("x-request-id"), rid)
+
+    def test_not_forwarded_unless_listed_and_echoed_on_errors(self):
+        d = self.start()
+        status, headers, body = call(d.port, "POST", "/batch", self.url, {"X-Request-Id": "r-1"})
+        self.assertEqual(headers.get("X-Request-Id"), "r-1")
+        self.assertNotIn("x-request-id", json.loads(body)["results"][0]["body"])
+        status, headers, _ = call(d.port, "POST", "/batch", b"[", {"Content-Type": "application/json",
+                                                                    "X-Request-Id": "r-2"})
+        self.assertEqual((status, headers.get("X-Request-Id")), (400, "r-2"))
+
+    def test_access_log_line_per_batch(self):
+        d = self.start()
+        closed = free_port()
+        body = json.dumps([self.url, f"http://127.0.0.1:{closed}/"])
+        status, _, resp = call(d.port, "POST", "/batch", body,
+                               {"Content-Type": "application/json", "X-Request-Id": "log-me"})
+        self.assertEqual(status, 200)
+        call(d.port, "POST", "/batch", b"[]", {"Content-Type": "application/json",
+                                                "X-Request-Id": "refused-one"})
+        wait_until(lambda: "request_id=refused-one" in d.text(), 5, "access line of the 400")
+        line = [l for l in d.text().splitlines() if "request_id=log-me" in l][0]
+        fields = dict(re.findall(r"(\w+)=(\S+)", line))
+        self.assertTrue(fields["client"].startswith("127.0.0.1:"), line)
+        self.assertEqual((fields["status"], fields["items"], fields["ok"], fields["failed"]),
+                         ("200", "2", "1", "1"), line)
+        self.assertEqual(int(fields["bytes"]), len(resp), line)
+        self.assertGreaterEqual(float(fields["duration_ms"]), 0)
+        refused = [l for l in d.text().splitlines() if "request_id=refused-one" in l][0]
+        self.assertIn("status=400", refused)
+
+
+# --------------------------------------------------------------------------
+
+def main():
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
+    if len(sys.argv) > 1:
+        suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:], sys.modules[__name__])
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    skipped = len(result.skipped)
+    print(f"{result.testsRun - failed - skipped} passed, {failed} failed, {skipped} skipped")
+    sys.exit(0 if failed == 0 and result.testsRun > 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
