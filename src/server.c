@@ -544,30 +544,49 @@ static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allo
                          "use %s", allow);
 }
 
+/* Marks a request for /healthz, /metrics or an error on its first call:
+ * libmicrohttpd closes the connection when a response is queued in the
+ * first call for a request, so every answer that can wait is given on the
+ * second call, and keep-alive connections stay open. */
+static char answer_next_call;
+
+static enum MHD_Result route(struct MHD_Connection *conn, const char *url, const char *method)
+{
+    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+    if (strcmp(url, "/healthz") == 0)
+        return get ? serve_healthz(conn) : not_allowed(conn, "GET, HEAD");
+    if (strcmp(url, "/metrics") == 0)
+        return get ? serve_metrics(conn) : not_allowed(conn, "GET, HEAD");
+    if (strcmp(url, "/batch") == 0)
+        return not_allowed(conn, "POST");
+    int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
+    return respond_error(conn, NULL, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
+                         show ? ": " : "", show ? url : "");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     struct request *req = *con_cls;
-    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     enum MHD_Result ret;
     (void)cls;
     (void)version;
 
+    if (*con_cls == &answer_next_call) {
+        if (*upload_size > 0) {
+            *upload_size = 0;   /* a body sent to a GET endpoint is dropped */
+            return MHD_YES;
+        }
+        return route(conn, url, method);
+    }
     if (req != NULL)
         return handle_batch(conn, req, upload, upload_size);
-    if (strcmp(url, "/healthz") == 0)
-        return get ? serve_healthz(conn) : not_allowed(conn, "GET, HEAD");
-    if (strcmp(url, "/metrics") == 0)
-        return get ? serve_metrics(conn) : not_allowed(conn, "GET, HEAD");
-    if (strcmp(url, "/batch") != 0) {
-        int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
-        return respond_error(conn, NULL, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
-                             show ? ": " : "", show ? url : "");
+    if (strcmp(url, "/batch") != 0 || strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        *con_cls = &answer_next_call;
+        return MHD_YES;
     }
-    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-        return not_allowed(conn, "POST");
-
     if ((req = request_new(conn)) == NULL)
         return MHD_NO;
     *con_cls = req;
@@ -586,8 +605,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
 
-    if (req == NULL)
+    if (req == NULL || *con_cls == &answer_next_call) {
+        *con_cls = NULL;
         return;
+    }
     *con_cls = NULL;
     log_access(req);
     if (req->job != NULL) {
@@ -708,7 +729,6 @@ fo_err server_start(struct config *cfg, int listen_fd)
                                MHD_OPTION_CONNECTION_LIMIT, connection_ceiling(),
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-                               MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {

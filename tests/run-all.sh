@@ -6,6 +6,8 @@
 #   unit         build/unit_tests (C, pure modules)
 #   clang        the whole build under clang with -Werror (one test)
 #   integration  tests/integration/run.py against ./fanoutd
+#   service      tests/service/test_service.py: units, install, .deb, man pages,
+#                promtool, sd_notify, socket activation, request ids, access log
 #   acceptance   ../shared/acceptance/run.sh, when it is there
 set -u
 cd "$(dirname "$0")/.."
@@ -53,6 +55,8 @@ else
 fi
 
 run integration python3 tests/integration/run.py
+
+run service python3 tests/service/test_service.py
 
 if [ -x ../shared/acceptance/run.sh ]; then
     run acceptance env FANOUTD=./fanoutd ../shared/acceptance/run.sh

@@ -316,14 +316,18 @@ class NotifyTest(unittest.TestCase):
             except socket.timeout:
                 pass
 
-    def wait_message(self, pred, timeout, what):
+    def wait_message(self, pred, timeout, what, since=None):
+        """Time of the first message matching pred that arrived after `since`
+        (default: now), waiting up to timeout for it."""
+        since = time.monotonic() if since is None else since
         end = time.monotonic() + timeout
-        seen = len(self.messages)
-        while time.monotonic() < end:
-            self.pump(0.05)
-            for t, m in self.messages[seen:]:
-                if pred(m):
+        while True:
+            for t, m in self.messages:
+                if t >= since and pred(m):
                     return t
+            if time.monotonic() >= end:
+                break
+            self.pump(0.05)
         raise AssertionError(f"no {what} in {[m for _, m in self.messages][-10:]}")
 
     def watchdogs(self, since, until):
@@ -333,21 +337,26 @@ class NotifyTest(unittest.TestCase):
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_socket(), WATCHDOG_USEC="200000")
         d = Daemon("--workers", "4", env=env)
         self.addCleanup(d.stop)
-        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1")
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1", since=0)
         self.assertTrue(d.healthy(), "READY=1 is sent once fanoutd listens")
         self.wait_message(lambda m: m.startswith("STATUS=") and "in flight" in m and "queued" in m,
-                          5, "STATUS= with in-flight batches and queue depth")
+                          5, "STATUS= with in-flight batches and queue depth", since=0)
         t0 = time.monotonic()
         self.pump(1.0)
         self.assertGreaterEqual(len(self.watchdogs(t0, time.monotonic())), 3,
                                 "WATCHDOG=1 about every WATCHDOG_USEC/2 while idle")
+        sent = time.monotonic()
         d.proc.send_signal(signal.SIGHUP)
-        t_reload = self.wait_message(lambda m: "RELOADING=1" in m.split("\n"), 5, "RELOADING=1")
+        t_reload = self.wait_message(lambda m: "RELOADING=1" in m.split("\n"), 5, "RELOADING=1",
+                                     since=sent)
         reload_msg = [m for t, m in self.messages if t == t_reload][0]
         self.assertRegex(reload_msg, r"MONOTONIC_USEC=\d+")
-        self.wait_message(lambda m: "READY=1" in m.split("\n"), 5, "READY=1 after the reload")
+        t_ready = self.wait_message(lambda m: "READY=1" in m.split("\n"), 5,
+                                    "READY=1 after the reload", since=t_reload)
+        self.assertGreaterEqual(t_ready, t_reload)
+        sent = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
-        self.wait_message(lambda m: "STOPPING=1" in m.split("\n"), 5, "STOPPING=1")
+        self.wait_message(lambda m: "STOPPING=1" in m.split("\n"), 5, "STOPPING=1", since=sent)
         self.assertEqual(d.proc.wait(10), 0)
 
     def test_no_watchdog_while_the_pool_is_wedged(self):
@@ -355,7 +364,7 @@ class NotifyTest(unittest.TestCase):
                    FANOUTD_TEST_WEDGE_WORKERS="1")
         d = Daemon("--workers", "2", "--max-timeout-ms", "300", env=env)
         self.addCleanup(d.stop)
-        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1")
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1", since=0)
         t0 = time.monotonic()
         self.pump(0.8)
         self.assertGreaterEqual(len(self.watchdogs(t0, time.monotonic())), 2,
@@ -388,7 +397,8 @@ class SocketActivationTest(unittest.TestCase):
         fd = sock.fileno()
 
         def to_fd3():
-            os.dup2(fd, 3)
+            os.dup2(fd, 3)              # a no-op when fd is 3 already,
+            os.set_inheritable(3, True)  # so clear close-on-exec explicitly
 
         # `listen` names a port nobody uses: it must be ignored.
         unused = free_port()
