@@ -26,7 +26,8 @@ UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%.o)
 
 ACCEPTANCE ?= ../shared/acceptance/run.sh
 
-.PHONY: all clean test check check-unit check-integration check-acceptance sample-config \
+PHONY_SAN := check-asan check-tsan
+.PHONY: all clean test check $(PHONY_SAN) check-unit check-integration check-acceptance sample-config \
         install uninstall deb
 
 PREFIX  ?= /usr/local
@@ -64,6 +65,28 @@ check-acceptance: fanoutd
 # Every suite runs even if an earlier one failed; the summary line counts all.
 test check: fanoutd $(BUILD)/unit_tests
 	@bash tests/run-all.sh
+
+# The whole suite against sanitizer builds (each in its own build folder).
+# The service suite is left out: it builds and installs the normal binary.
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
+              LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
+              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+              TSAN_OPTIONS=halt_on_error=0:exitcode=86:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp
+
+check-asan:
+	$(MAKE) -s BUILD=build/asan BIN=build/asan/fanoutd CFLAGS="$(ASAN_FLAGS)" \
+		LDFLAGS="-fsanitize=address,undefined" build/asan/fanoutd build/asan/unit_tests
+	@$(SAN_ENV) FANOUTD=build/asan/fanoutd UNIT_TESTS=build/asan/unit_tests \
+		SKIP="clang service" SANITIZER=asan bash tests/run-all.sh
+
+check-tsan:
+	$(MAKE) -s BUILD=build/tsan BIN=build/tsan/fanoutd CFLAGS="$(TSAN_FLAGS)" \
+		LDFLAGS="-fsanitize=thread" build/tsan/fanoutd build/tsan/unit_tests
+	@$(SAN_ENV) FANOUTD=build/tsan/fanoutd UNIT_TESTS=build/tsan/unit_tests \
+		SKIP="clang service" SANITIZER=tsan bash tests/run-all.sh
 
 # Regenerates config/fanoutd.conf from the configuration table (a unit
 # test fails when the two differ).
