@@ -121,3 +121,6 @@ clean:
 	rm -rf build fanoutd
 
 -include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d)
+
+# Fuzzing (libFuzzer, clang): see tests/fuzz/fuzz.mk.
+-include tests/fuzz/fuzz.mk
