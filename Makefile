@@ -80,13 +80,13 @@ check-asan:
 	$(MAKE) -s BUILD=build/asan BIN=build/asan/fanoutd CFLAGS="$(ASAN_FLAGS)" \
 		LDFLAGS="-fsanitize=address,undefined" build/asan/fanoutd build/asan/unit_tests
 	@$(SAN_ENV) FANOUTD=build/asan/fanoutd UNIT_TESTS=build/asan/unit_tests \
-		SKIP="clang service" SANITIZER=asan bash tests/run-all.sh
+		SKIP="clang service fuzz" SANITIZER=asan bash tests/run-all.sh
 
 check-tsan:
 	$(MAKE) -s BUILD=build/tsan BIN=build/tsan/fanoutd CFLAGS="$(TSAN_FLAGS)" \
 		LDFLAGS="-fsanitize=thread" build/tsan/fanoutd build/tsan/unit_tests
 	@$(SAN_ENV) FANOUTD=build/tsan/fanoutd UNIT_TESTS=build/tsan/unit_tests \
-		SKIP="clang service" SANITIZER=tsan bash tests/run-all.sh
+		SKIP="clang service fuzz" SANITIZER=tsan bash tests/run-all.sh
 
 # Regenerates config/fanoutd.conf from the configuration table (a unit
 # test fails when the two differ).

@@ -21,7 +21,8 @@
 #define FO_MAX_JSON_DEPTH     512     /* nesting of an upstream JSON body we embed */
 #define FO_MAX_CONTENT_TYPE   256     /* bytes of an upstream Content-Type we keep */
 #define FO_MAX_LIST_ITEMS     256     /* entries in one configuration list */
-#define FO_MAX_CONFIG_LINE    4096    /* bytes in one configuration line */
+#define FO_MAX_CONFIG_LINE    16384   /* bytes in one configuration line (fits
+                                         FO_MAX_LIST_ITEMS IPv6 CIDRs as printed) */
 #define FO_MAX_FORWARD_VALUE  8192    /* bytes of one forwarded client header */
 #define FO_REQUEST_ID_MAX     128     /* bytes of a client's X-Request-Id we keep */
 #define FO_REQUEST_ID_RANDOM  16      /* random bytes in a generated request id */

@@ -11,7 +11,8 @@
  * An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is judged as the IPv4
  * address. IPv6 forms that embed an IPv4 address (IPv4-compatible ::a.b.c.d,
  * NAT64 64:ff9b::/96, 6to4 2002::/16) are blocked if either the IPv6
- * address or the embedded IPv4 address is blocked. fanoutd's own listening
+ * address or the embedded IPv4 address is blocked, unless the IPv6 address
+ * itself is in `allow`. fanoutd's own listening
  * address and port is always blocked.
  */
 #ifndef FO_POLICY_H

@@ -275,11 +275,27 @@ static fo_err set_cidrs(struct cidr_list *dst, const char *base, const char *val
     return FO_OK;
 }
 
+/* 1 if value, or one element of it as a list, starts with '#': it would
+ * read back from a printed configuration as a comment. */
+static int starts_hash(const char *value)
+{
+    for (const char *p = value; *p; p++) {
+        if (*p == '#' && (p == value || p[-1] == ',' || isspace((unsigned char)p[-1])))
+            return 1;
+    }
+    return 0;
+}
+
 /* Sets one key from its text form; the old value stays on error. */
 static fo_err config_set(struct config *cfg, const struct config_key *k, const char *value,
                          struct fo_msg *msg)
 {
     fo_err err;
+
+    if (starts_hash(value)) {
+        fo_msg_set(msg, "a value (or list element) cannot start with '#'");
+        return FO_EINVAL;
+    }
 
     switch (k->type) {
     case CT_NUM:

@@ -43,6 +43,7 @@ struct fetcher {
     char blocked_addr[INET6_ADDRSTRLEN];
     int too_large;
     int nomem;
+    int headers_done;             /* the last response's header block is complete */
 };
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)
@@ -141,6 +142,20 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     else
         f->nomem = 1;
     return 0;   /* stops the transfer */
+}
+
+/* Tracks whether the current response's headers are complete: a status
+ * line starts a block, the empty line ends it (1xx and redirects repeat). */
+static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
+{
+    struct fetcher *f = ud;
+    size_t len = size * nitems;
+
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
+        f->headers_done = 0;
+    else if ((len == 2 && line[0] == '\r' && line[1] == '\n') || (len == 1 && line[0] == '\n'))
+        f->headers_done = 1;
+    return len;
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -253,12 +268,13 @@ static void set_options(struct fetcher *f, const struct item_req *it, const stru
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROXY, "");            /* proxy variables are ignored */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* decoded bytes count against the cap */
-    /* An announced Content-Length over the cap fails at once; a HEAD answer
-     * announces a body it does not send, so it is not checked. */
-    if (it->method != M_HEAD)
-        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_bytes);
+    /* The cap is enforced as the body streams in (on_body), not from an
+     * announced Content-Length: curl's MAXFILESIZE would stop before the
+     * headers are complete (no status then) and misjudge HEAD answers. */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
@@ -452,6 +468,7 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     f->blocked = 0;
     f->too_large = 0;
     f->nomem = 0;
+    f->headers_done = 0;
     f->errbuf[0] = '\0';
     buf_reset(&f->body);
     f->body.cap = (size_t)cfg->max_response_bytes;
@@ -463,7 +480,9 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     curl_easy_reset(f->easy);
     set_options(f, it, cfg, timeout_ms, headers);
     rc = perform(f);
-    if (curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+    /* A status counts only once its response's headers are all in: a reset
+     * in the middle of them leaves the item without a response. */
+    if (f->headers_done && curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
         status > 0 && status < 1000)
         res->status = (int)status;
     if (res->status > 0 && curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK &&

@@ -200,6 +200,13 @@ int main(int argc, char **argv)
     sigset_t set;
     int status;
 
+    /* First of all: stop signals from ending start-up half-way. A SIGTERM
+     * that arrives from here on is taken by the drain after start. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     if ((status = parse_args(argc, argv, &opt)) >= 0)
         goto out;
     if (config_build(opt.config_path, opt.ov, opt.nov, &cfg, &msg) != FO_OK) {
@@ -215,13 +222,9 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)cfg->log_level);
 
-    /* Before any thread: signals blocked everywhere, libraries initialised. */
+    /* Before any thread: signals blocked (above, inherited by every thread),
+     * libraries initialised. */
     signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     json_object_seed(0);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("curl_global_init failed");

@@ -254,7 +254,9 @@ enum policy_verdict policy_check(const struct cidr_list *allow, const struct cid
         return POLICY_DENY;          /* only IP sockets are ever opened */
     if (is_self(self, family, addr, port))
         return POLICY_SELF;
-    if (judge(allow, deny, family, addr) == POLICY_DENY)
+    if (list_match(allow, family, addr))
+        return POLICY_ALLOW;     /* allow overrides deny, embedded forms too */
+    if (list_match(deny, family, addr))
         return POLICY_DENY;
     if (family == AF_INET6 && embedded_v4(addr, v4)) {
         if (is_self(self, AF_INET, v4, port))

@@ -6,8 +6,11 @@
 #   unit         build/unit_tests (C, pure modules)
 #   clang        the whole build under clang with -Werror (one test)
 #   integration  tests/integration/run.py against ./fanoutd
+#   robustness   tests/robustness/run.py: slow clients, connection limits,
+#                upstream faults, shutdown and reload edge cases
 #   service      tests/service/test_service.py: units, install, .deb, man pages,
 #                promtool, sd_notify, socket activation, request ids, access log
+#   fuzz         replay of every input the fuzzers found (tests/fuzz/regressions)
 #   acceptance   ../shared/acceptance/run.sh, when it is there
 #
 # FANOUTD and UNIT_TESTS name the binaries (make check-asan and check-tsan
@@ -75,7 +78,16 @@ fi
 
 skip integration || run integration python3 tests/integration/run.py
 
+skip robustness || run robustness python3 tests/robustness/run.py
+
 skip service || run service python3 tests/service/test_service.py
+
+# Every crash the fuzzers ever found, replayed (needs clang's libFuzzer).
+if skip fuzz; then
+    :
+elif command -v clang >/dev/null && [ -f tests/fuzz/fuzz.mk ]; then
+    run fuzz-regressions make -s check-fuzz-regressions
+fi
 
 if skip acceptance; then
     :
