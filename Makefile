@@ -49,8 +49,20 @@ $(BUILD)/unit/%.o: tests/unit/%.c | $(BUILD)/unit
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD) $(BUILD)/unit:
+$(BUILD) $(BUILD)/unit $(BUILD)/alloc:
 	mkdir -p $@
+
+# Allocation failure injection: our objects linked with a failing allocator.
+WRAP_ALLOC := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+$(BUILD)/alloc/%.o: tests/alloc/%.c | $(BUILD)/alloc
+	$(CC) $(ALL_CFLAGS) -Itests/alloc -c -o $@ $<
+
+$(BUILD)/alloc_tests: $(BUILD)/alloc/test_alloc.o $(BUILD)/alloc/alloc_shim.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WRAP_ALLOC) $(LDLIBS)
+
+# The daemon with the failing allocator (FO_FAIL_EVERY, FO_FAIL_AFTER_MS).
+$(BUILD)/fanoutd-failmalloc: $(BUILD)/main.o $(BUILD)/alloc/alloc_shim.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WRAP_ALLOC) $(LDLIBS)
 
 check-unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
@@ -63,7 +75,7 @@ check-acceptance: fanoutd
 	else echo "acceptance suite not found at $(ACCEPTANCE); skipped"; fi
 
 # Every suite runs even if an earlier one failed; the summary line counts all.
-test check: fanoutd $(BUILD)/unit_tests
+test check: fanoutd $(BUILD)/unit_tests $(BUILD)/alloc_tests $(BUILD)/fanoutd-failmalloc
 	@bash tests/run-all.sh
 
 # The whole suite against sanitizer builds (each in its own build folder).
@@ -78,14 +90,16 @@ SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
 
 check-asan:
 	$(MAKE) -s BUILD=build/asan BIN=build/asan/fanoutd CFLAGS="$(ASAN_FLAGS)" \
-		LDFLAGS="-fsanitize=address,undefined" build/asan/fanoutd build/asan/unit_tests
+		LDFLAGS="-fsanitize=address,undefined" build/asan/fanoutd build/asan/unit_tests \
+		build/asan/alloc_tests build/asan/fanoutd-failmalloc
 	@$(SAN_ENV) FANOUTD=build/asan/fanoutd UNIT_TESTS=build/asan/unit_tests \
+		ALLOC_TESTS=build/asan/alloc_tests FAILMALLOC=build/asan/fanoutd-failmalloc \
 		SKIP="clang service fuzz" SANITIZER=asan bash tests/run-all.sh
 
 check-tsan:
 	$(MAKE) -s BUILD=build/tsan BIN=build/tsan/fanoutd CFLAGS="$(TSAN_FLAGS)" \
 		LDFLAGS="-fsanitize=thread" build/tsan/fanoutd build/tsan/unit_tests
-	@$(SAN_ENV) FANOUTD=build/tsan/fanoutd UNIT_TESTS=build/tsan/unit_tests \
+	@$(SAN_ENV) FANOUTD=build/tsan/fanoutd UNIT_TESTS=build/tsan/unit_tests SKIP_ALLOC=1 \
 		SKIP="clang service fuzz" SANITIZER=tsan bash tests/run-all.sh
 
 # Regenerates config/fanoutd.conf from the configuration table (a unit
@@ -120,7 +134,7 @@ uninstall:
 clean:
 	rm -rf build fanoutd
 
--include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d)
+-include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d $(BUILD)/alloc/*.d)
 
 # Fuzzing (libFuzzer, clang): see tests/fuzz/fuzz.mk.
 -include tests/fuzz/fuzz.mk

@@ -47,6 +47,11 @@ struct batch_req {
     long timeout_ms;          /* 0: not given */
 };
 
+/* Routes jansson's allocations through fanoutd's allocator, so that an
+ * allocation failure during parsing is reported as such. Call once,
+ * before any thread. */
+void batch_json_init(void);
+
 /* Whether a Content-Type means the JSON forms (application/json, params ok). */
 int batch_is_json_type(const char *content_type);
 

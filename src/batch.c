@@ -27,6 +27,26 @@ static const char *const method_names[] = {
  * the upstream request, which fanoutd owns. */
 static const char *const forbidden_headers[] = { "content-length", "transfer-encoding" };
 
+/* Set by jansson_malloc when an allocation fails in this thread, so that a
+ * parse that failed for want of memory is not reported as bad JSON
+ * (jansson's lexer reports some of those as syntax errors). Thread-local:
+ * no lock. */
+static _Thread_local int jansson_out_of_memory;
+
+static void *jansson_malloc(size_t n)
+{
+    void *p = malloc(n);
+
+    if (p == NULL)
+        jansson_out_of_memory = 1;
+    return p;
+}
+
+void batch_json_init(void)
+{
+    json_set_alloc_funcs(jansson_malloc, free);
+}
+
 const char *http_method_name(enum http_method m)
 {
     return method_names[m];
@@ -459,8 +479,11 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     json_t *root;
     fo_err err;
 
+    jansson_out_of_memory = 0;
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
+        if (jansson_out_of_memory || json_error_code(&jerr) == json_error_out_of_memory)
+            return FO_ENOMEM;
         if (len == 0)
             fo_msg_set(msg, "the body is empty");
         else
@@ -559,12 +582,15 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
     fo_err err;
 
     memset(out, 0, sizeof(*out));
+    jansson_out_of_memory = 0;
     if (is_json)
         err = parse_json(out, body, len, cfg, msg);
     else
         err = parse_plain(out, body, len, cfg, msg);
-    if (err == FO_ENOMEM)
+    if (err == FO_ENOMEM || (err != FO_OK && jansson_out_of_memory)) {
+        err = FO_ENOMEM;
         fo_msg_set(msg, "out of memory");
+    }
     if (err != FO_OK)
         batch_req_free(out);
     return err;

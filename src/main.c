@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "config.h"
 #include "fanoutd.h"
 #include "log.h"
@@ -225,6 +226,7 @@ int main(int argc, char **argv)
     /* Before any thread: signals blocked (above, inherited by every thread),
      * libraries initialised. */
     signal(SIGPIPE, SIG_IGN);
+    batch_json_init();
     json_object_seed(0);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("curl_global_init failed");

@@ -294,6 +294,16 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 
 /* ---- POST /batch: running it --------------------------------------------- */
 
+/* Out of memory is a passing overload: 503 overloaded, try again later. */
+static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
+{
+    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
+
+    metrics_batch(OUT_OVERLOADED, 0);
+    return respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded", retry_hdr,
+                         "fanoutd is out of memory; try again later");
+}
+
 /* Called once by whoever finishes the job; resumes the client connection. */
 static void on_job_finish(struct job *job, void *ctx)
 {
@@ -365,16 +375,23 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
         metrics_batch(OUT_TOO_LARGE, 0);
         return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
     }
+    if (err == FO_ENOMEM)
+        return respond_out_of_memory(conn, req);
     if (err != FO_OK) {
         metrics_batch(OUT_BAD_REQUEST, 0);
         return respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
     }
-    if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK ||
-        job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
+    if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
+        batch_req_free(&parsed);
+        return respond_out_of_memory(conn, req);
+    }
+    if (job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
                 &req->job) != FO_OK) {
         batch_req_free(&parsed);
-        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
-                             "out of memory");
+        for (size_t i = 0; i < nfwd; i++)
+            free(fwd[i]);
+        free(fwd);
+        return respond_out_of_memory(conn, req);
     }
     req->state = REQ_RUNNING;
     pthread_mutex_lock(&srv.lock);
@@ -416,8 +433,7 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     if (job->finished == FINISH_CLIENT)
         return MHD_NO;          /* nobody to answer: close the connection */
     if (job->doc_failed)
-        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
-                             "out of memory while building the answer");
+        return respond_out_of_memory(conn, req);
     const char *const hdrs[] = { "X-Batch-Complete", job->complete ? "true" : "false", NULL };
     char *data = buf_steal(&job->doc, &len);
     return respond(conn, req, MHD_HTTP_OK, CT_JSON, data, len, hdrs);

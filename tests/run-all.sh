@@ -4,6 +4,7 @@
 # nothing failed.
 #
 #   unit         build/unit_tests (C, pure modules)
+#   alloc        allocation failure injection (tests/alloc)
 #   clang        the whole build under clang with -Werror (one test)
 #   integration  tests/integration/run.py against ./fanoutd
 #   robustness   tests/robustness/run.py: slow clients, connection limits,
@@ -19,6 +20,8 @@ set -u
 cd "$(dirname "$0")/.."
 export FANOUTD="${FANOUTD:-./fanoutd}"
 UNIT_TESTS="${UNIT_TESTS:-build/unit_tests}"
+ALLOC_TESTS="${ALLOC_TESTS:-build/alloc_tests}"
+export FAILMALLOC="${FAILMALLOC:-build/fanoutd-failmalloc}"
 SKIP="${SKIP:-}"
 passed=0 failed=0 skipped=0
 
@@ -60,6 +63,15 @@ run() {
 }
 
 skip unit || run unit "$UNIT_TESTS"
+
+# Allocation failure injection: every operation with each allocation failing
+# in turn, then the daemon under traffic with every Nth allocation failing.
+if skip alloc || [ -n "${SKIP_ALLOC:-}" ]; then
+    :
+else
+    run alloc "$ALLOC_TESTS"
+    run alloc-daemon python3 tests/alloc/test_daemon.py
+fi
 
 if skip clang; then
     :

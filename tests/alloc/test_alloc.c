@@ -1,0 +1,229 @@
+/*
+ * test_alloc.c - every operation of the pure modules, with the 1st, 2nd,
+ * 3rd ... allocation failing in turn, until one run needs no failure.
+ *
+ * Each run must end in a clean result (success, or FO_ENOMEM / an error
+ * whose message says so) and, under AddressSanitizer (make check-asan),
+ * leak nothing and touch no freed memory. Ends with "N passed, N failed".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc_shim.h"
+#include "batch.h"
+#include "config.h"
+#include "encode.h"
+#include "job.h"
+#include "policy.h"
+#include "result.h"
+
+#define MAX_RUNS 20000
+#define THREE "[\"http://a/1\", \"http://a/2\", \"http://a/3\"]"
+
+static struct config *cfg;        /* built once, before any failure is injected */
+static int failures;              /* operations that misbehaved */
+
+/* Each operation returns 0 when it worked, 1 when it failed cleanly,
+ * -1 when it misbehaved (a wrong error: not out-of-memory). */
+
+static int op_batch(const char *body, int json)
+{
+    struct batch_req b;
+    struct fo_msg msg;
+    fo_err err = batch_parse(body, strlen(body), json, cfg, &b, &msg);
+
+    if (err == FO_OK) {
+        batch_req_free(&b);
+        return 0;
+    }
+    if (err == FO_ENOMEM || strstr(msg.text, "memory"))
+        return 1;
+    printf("    batch_parse: %s\n", msg.text);
+    return -1;
+}
+
+static int op_batch_json(void)
+{
+    return op_batch("{\"timeout_ms\": 5000, \"merge\": \"deep\", \"requests\": ["
+                    "\"http://127.0.0.1:1/a\", {\"url\": \"http://127.0.0.1:1/b\", \"id\": \"x\","
+                    " \"method\": \"POST\", \"headers\": {\"X-A\": \"1\", \"X-B\": \"\"},"
+                    " \"body\": {\"k\": [1, 2, {\"z\": null}]}, \"timeout_ms\": 100},"
+                    " {\"url\": \"https://[::1]:8443/c?q=1\", \"body\": \"text\"}]}", 1);
+}
+
+static int op_batch_plain(void)
+{
+    return op_batch("# list\nhttp://127.0.0.1:1/a\r\n  http://127.0.0.1:1/b\thttp://h/c\n", 0);
+}
+
+static int op_config(void)
+{
+    static const char text[] = "workers = 8\nallow = 127.0.0.1/32, ::1/128\n"
+                               "deny = 10.0.0.0/8 # private\nforward_headers = X-A, X-B\n"
+                               "auth_token = t0k\nlisten = 127.0.0.1:9\n";
+    static const struct config_override ov[] = { { "max_batch", "7" }, { "deny", "::/128" } };
+    char path[] = "/tmp/fanoutd-alloc-XXXXXX";
+    struct config *c = NULL;
+    struct fo_msg msg;
+    int fd = mkstemp(path), rc;
+
+    if (fd < 0 || write(fd, text, sizeof(text) - 1) != (ssize_t)(sizeof(text) - 1))
+        return -1;
+    close(fd);
+    fo_err err = config_build(path, ov, 2, &c, &msg);
+    unlink(path);
+    if (err == FO_OK) {
+        config_unref(c);
+        return 0;
+    }
+    rc = (err == FO_ENOMEM || strstr(msg.text, "memory")) ? 1 : -1;
+    if (rc < 0)
+        printf("    config: %s\n", msg.text);
+    return rc;
+}
+
+/* Results for a 3-item batch, bodies encoded as a worker would. */
+static int fill_results(struct result *r)
+{
+    static const char *const bodies[] = { "{\"a\": {\"b\": 1}, \"big\": 123456789012345678901234}",
+                                          "plain text \xc3\xa9", "\xff\xfe binary" };
+    static const char *const types[] = { "application/json", "text/plain", NULL };
+
+    for (int i = 0; i < 3; i++) {
+        struct buf b;
+        buf_init(&b, 0);
+        r[i].status = 200;
+        if (body_encode(&b, types[i], bodies[i], strlen(bodies[i]), &r[i].enc) != FO_OK) {
+            buf_free(&b);
+            return 1;
+        }
+        r[i].body = buf_steal(&b, &r[i].body_len);
+    }
+    return 0;
+}
+
+static int op_merge(enum merge_mode mode)
+{
+    struct result r[3] = { { 0 } };
+    struct batch_req req;
+    struct fo_msg msg;
+    struct buf out;
+    int complete, rc = 0;
+
+    if (batch_parse(THREE, strlen(THREE), 1, cfg, &req, &msg) != FO_OK)
+        return 1;
+    buf_init(&out, 0);
+    if (fill_results(r) != 0 || merge_build(&req, r, mode, 1.5, &out, &complete) != FO_OK)
+        rc = 1;
+    for (int i = 0; i < 3; i++)
+        result_clear(&r[i]);
+    buf_free(&out);
+    batch_req_free(&req);
+    return rc;
+}
+
+static int op_merge_none(void) { return op_merge(MERGE_NONE); }
+static int op_merge_bodies(void) { return op_merge(MERGE_BODIES); }
+static int op_merge_deep(void) { return op_merge(MERGE_DEEP); }
+
+/* A job from parse to finished document, items completed as workers would. */
+static int op_job(void)
+{
+    struct batch_req req;
+    struct result r[3] = { { 0 } };
+    struct fo_msg msg;
+    struct job *job;
+    int rc;
+
+    if (batch_parse(THREE, strlen(THREE), 1, cfg, &req, &msg) != FO_OK)
+        return 1;
+    if (job_new(cfg, &req, NULL, 0, fo_now_us(), NULL, NULL, &job) != FO_OK) {
+        batch_req_free(&req);
+        return 1;
+    }
+    rc = fill_results(r);
+    for (size_t i = 0; i < 3; i++) {
+        if (job_begin_item(job, i, NULL))
+            job_complete_item(job, i, &r[i]);   /* the last one finishes the job */
+        result_clear(&r[i]);
+    }
+    if (job->doc_failed || job->doc.len == 0)
+        rc = 1;
+    job_unref(job);
+    return rc;
+}
+
+static int op_policy(void)
+{
+    struct cidr_list l = { 0 };
+    struct cidr c;
+    int rc = 0;
+
+    for (int i = 0; i < 40 && rc == 0; i++) {
+        char text[32];
+        (void)snprintf(text, sizeof(text), "10.%d.0.0/16", i);
+        if (cidr_parse(text, &c, NULL) != FO_OK)
+            return -1;
+        fo_err err = cidr_list_add(&l, &c);
+        rc = err == FO_OK ? 0 : err == FO_ENOMEM ? 1 : -1;
+    }
+    cidr_list_free(&l);
+    return rc;
+}
+
+/* Runs op with the 1st, 2nd, ... allocation failing until a run injects
+ * no failure; that run must succeed. */
+static void exhaust(const char *name, int (*op)(void))
+{
+    long n;
+    int bad = 0;
+
+    for (n = 1; n < MAX_RUNS; n++) {
+        alloc_fail_at(n);
+        int rc = op();
+        int failed = alloc_failed();
+        alloc_fail_at(0);
+        if (rc < 0) {
+            printf("  %s: failing allocation %ld gave a wrong error\n", name, n);
+            bad = 1;
+        }
+        if (!failed) {
+            if (rc != 0) {
+                printf("  %s: failed with no allocation failing\n", name);
+                bad = 1;
+            }
+            break;
+        }
+    }
+    if (n == MAX_RUNS) {
+        printf("  %s: still injecting after %d runs\n", name, MAX_RUNS);
+        bad = 1;
+    }
+    printf("%s %s (%ld allocations tried)\n", bad ? "FAIL" : "ok  ", name, n - 1);
+    failures += bad;
+}
+
+int main(void)
+{
+    static const struct {
+        const char *name;
+        int (*op)(void);
+    } ops[] = {
+        { "batch_parse json", op_batch_json }, { "batch_parse plain", op_batch_plain },
+        { "config_build", op_config },         { "merge none", op_merge_none },
+        { "merge bodies", op_merge_bodies },   { "merge deep", op_merge_deep },
+        { "job lifecycle", op_job },           { "cidr lists", op_policy },
+    };
+    struct fo_msg msg;
+
+    batch_json_init();
+    if (config_build(NULL, NULL, 0, &cfg, &msg) != FO_OK)
+        return 1;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        exhaust(ops[i].name, ops[i].op);
+    config_unref(cfg);
+    printf("%zu passed, %d failed\n", sizeof(ops) / sizeof(ops[0]) - (size_t)failures, failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,132 @@
+"""The daemon with failing allocations: build/fanoutd-failmalloc fails every Nth
+allocation of fanoutd's own code and of jansson (tests/alloc/alloc_shim.c) once
+it has started. Under traffic it must never crash: every answer is a 200 whose
+document accounts for every item (items may fail), or a JSON 503 `overloaded`
+("out of memory"), or at worst a closed connection; afterwards it still stops
+with exit status 0 on SIGTERM. Ends with "N passed, N failed, N skipped".
+
+    python3 tests/alloc/test_daemon.py          (FAILMALLOC names the binary)
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+BINARY = os.environ.get("FAILMALLOC", os.path.join(ROOT, "build", "fanoutd-failmalloc"))
+
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "nested": {"k": [1, 2, 3]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FailingAllocationsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=cls.up.serve_forever, daemon=True).start()
+        cls.base = f"http://127.0.0.1:{cls.up.server_address[1]}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.shutdown()
+        cls.up.server_close()
+
+    def start(self, every):
+        port = free_port()
+        log = tempfile.NamedTemporaryFile(prefix="fanoutd-failmalloc-", delete=False)
+        self.addCleanup(os.unlink, log.name)
+        env = dict(os.environ, FO_FAIL_EVERY=str(every), FO_FAIL_AFTER_MS="400")
+        proc = subprocess.Popen([BINARY, "--listen", f"127.0.0.1:{port}", "--workers", "8",
+                                 "--log-level", "warn"], env=env, stdout=log, stderr=log)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        time.sleep(0.5)   # past FO_FAIL_AFTER_MS: failures are on from here
+        return proc, port, log.name
+
+    def payloads(self):
+        urls = [f"{self.base}/item/{i}" for i in range(6)]
+        yield json.dumps(urls), "application/json", 6
+        yield "\n".join(urls), "text/plain", 6
+        for merge in ("none", "bodies", "deep"):
+            yield json.dumps({"merge": merge, "requests": [{"url": u, "id": f"i{k}"}
+                                                            for k, u in enumerate(urls)]}), \
+                "application/json", 6
+
+    def check_answer(self, port, body, ctype, n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/batch", body, {"Content-Type": ctype})
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            return "closed"
+        finally:
+            conn.close()
+        doc = json.loads(data)   # any answer that arrives is JSON
+        if resp.status == 200:
+            self.assertEqual(doc["summary"]["total"], n, data[:300])
+            self.assertEqual(doc["summary"]["ok"] + doc["summary"]["failed"], n)
+            return "200"
+        self.assertEqual((resp.status, doc["error"]["code"]), (503, "overloaded"), data[:300])
+        return "503"
+
+    def test_no_crash_under_failing_allocations(self):
+        if not os.access(BINARY, os.X_OK):
+            self.skipTest(f"{BINARY} not built (make {os.path.relpath(BINARY, ROOT)})")
+        for every in (5, 23, 101):
+            with self.subTest(fail_every=every):
+                proc, port, log = self.start(every)
+                seen = {}
+                for _ in range(8):
+                    for body, ctype, n in self.payloads():
+                        outcome = self.check_answer(port, body, ctype, n)
+                        seen[outcome] = seen.get(outcome, 0) + 1
+                        self.assertIsNone(proc.poll(), f"fanoutd died: {open(log).read()[-800:]}")
+                proc.send_signal(signal.SIGTERM)
+                rc = proc.wait(20)
+                self.assertEqual(rc, 0, f"exit status {rc}: {open(log).read()[-800:]}")
+                print(f"  every {every}th allocation failing: {seen}", file=sys.stderr)
+                if every >= 100:   # a batch needs over 100 allocations
+                    self.assertGreater(seen.get("200", 0), 0, "no batch got through at all")
+
+
+if __name__ == "__main__":
+    result = unittest.TextTestRunner(verbosity=2).run(
+        unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+    failed = len({t.id() for t, _ in result.failures + result.errors})
+    skipped = len(result.skipped)
+    print(f"{result.testsRun - failed - skipped} passed, {failed} failed, {skipped} skipped")
+    sys.exit(0 if failed == 0 and result.testsRun > 0 else 1)
