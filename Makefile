@@ -26,7 +26,7 @@ UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%.o)
 
 ACCEPTANCE ?= ../shared/acceptance/run.sh
 
-PHONY_SAN := check-asan check-tsan
+PHONY_SAN := check-asan check-tsan check-valgrind
 .PHONY: all clean test check $(PHONY_SAN) check-unit check-integration check-acceptance sample-config \
         install uninstall deb
 
@@ -95,6 +95,10 @@ check-asan:
 	@$(SAN_ENV) FANOUTD=build/asan/fanoutd UNIT_TESTS=build/asan/unit_tests \
 		ALLOC_TESTS=build/asan/alloc_tests FAILMALLOC=build/asan/fanoutd-failmalloc \
 		SKIP="clang service fuzz" SANITIZER=asan bash tests/run-all.sh
+
+# Integration and robustness tests with every daemon under valgrind memcheck.
+check-valgrind: fanoutd
+	@bash tests/valgrind.sh
 
 check-tsan:
 	$(MAKE) -s BUILD=build/tsan BIN=build/tsan/fanoutd CFLAGS="$(TSAN_FLAGS)" \
