@@ -85,24 +85,49 @@ int utf8_valid(const char *s, size_t len)
 
 /* ---- JSON validation -------------------------------------------------- */
 
+#define JV_INLINE_KEYS 64
+
 struct jv {
     const unsigned char *s;
     size_t len;
     size_t pos;
-    uint64_t *keys;       /* hashes of the keys of every open object */
-    size_t nkeys, akeys;
+    uint64_t *keys;       /* hashes of the keys of every open object: */
+    size_t nkeys, akeys;  /* `inline_keys` until they outgrow it, then heap */
+    uint64_t inline_keys[JV_INLINE_KEYS];
 };
 
 #define FNV_OFFSET 1469598103934665603ULL
 #define FNV_PRIME  1099511628211ULL
 
+static uint64_t hash_byte(uint64_t h, unsigned char c)
+{
+    return (h ^ c) * FNV_PRIME;
+}
+
+/* Hashes a code point as its UTF-8 bytes, so that a key spelled with
+ * escapes ("\u0061") hashes like the same key written plainly ("a"). */
 static uint64_t hash_cp(uint64_t h, uint32_t cp)
 {
-    for (int k = 0; k < 4; k++) {
-        h ^= (cp >> (8 * k)) & 0xff;
-        h *= FNV_PRIME;
+    if (cp < 0x80)
+        return hash_byte(h, (unsigned char)cp);
+    if (cp < 0x800) {
+        h = hash_byte(h, (unsigned char)(0xc0 | (cp >> 6)));
+    } else if (cp < 0x10000) {
+        h = hash_byte(h, (unsigned char)(0xe0 | (cp >> 12)));
+        h = hash_byte(h, (unsigned char)(0x80 | ((cp >> 6) & 0x3f)));
+    } else {
+        h = hash_byte(h, (unsigned char)(0xf0 | (cp >> 18)));
+        h = hash_byte(h, (unsigned char)(0x80 | ((cp >> 12) & 0x3f)));
+        h = hash_byte(h, (unsigned char)(0x80 | ((cp >> 6) & 0x3f)));
     }
-    return h;
+    return hash_byte(h, (unsigned char)(0x80 | (cp & 0x3f)));
+}
+
+/* Bytes that stand for themselves inside a JSON string: printable ASCII
+ * but the quote and the backslash. Read-only after first use. */
+static int plain_byte(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
 static void skip_ws(struct jv *v)
@@ -157,16 +182,29 @@ static int scan_u_escape(struct jv *v, uint32_t *cp)
     return 1;
 }
 
-/* A string at v->pos (which is '"'); *hash gets the hash of its decoded
- * text. A key (is_key) may not hold U+0000, which jansson cannot load. */
+/* A string at v->pos (which is '"'). For a key (is_key) *hash gets the
+ * hash of its decoded text, and U+0000 is refused (jansson cannot load it
+ * in a key); a value is only checked, over a fast path for plain ASCII. */
 static int scan_string(struct jv *v, uint64_t *hash, int is_key)
 {
+    const unsigned char *s = v->s;
     uint64_t h = FNV_OFFSET;
     uint32_t cp;
 
     v->pos++;
-    while (v->pos < v->len) {
-        unsigned char c = v->s[v->pos];
+    for (;;) {
+        size_t p = v->pos;
+        if (is_key) {
+            while (p < v->len && plain_byte(s[p]))
+                h = hash_byte(h, s[p++]);
+        } else {
+            while (p < v->len && plain_byte(s[p]))
+                p++;
+        }
+        v->pos = p;
+        if (p >= v->len)
+            return 0;
+        unsigned char c = s[p];
         if (c == '"') {
             v->pos++;
             *hash = h;
@@ -175,29 +213,34 @@ static int scan_string(struct jv *v, uint64_t *hash, int is_key)
         if (c < 0x20)
             return 0;
         if (c == '\\') {
-            if (v->pos + 1 >= v->len)
+            if (p + 1 >= v->len)
                 return 0;
-            c = v->s[v->pos + 1];
+            c = s[p + 1];
             if (c == 'u') {
                 if (!scan_u_escape(v, &cp) || (is_key && cp == 0))
                     return 0;
             } else {
-                const char *esc = strchr("\"\\/bfnrt", c);
-                if (esc == NULL || c == '\0')
+                if (c == '\0' || strchr("\"\\/bfnrt", c) == NULL)
                     return 0;
-                cp = c;
+                /* The character the escape stands for, so that "\n" and "\u000a"
+                 * in keys hash alike. */
+                cp = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r'
+                   : c == 't' ? '\t' : c;
                 v->pos += 2;
             }
-            h = hash_cp(h, cp);
+            if (is_key)
+                h = hash_cp(h, cp);
             continue;
         }
-        size_t n = utf8_next(v->s, v->len, v->pos, &cp);
+        size_t n = utf8_next(s, v->len, p, &cp);
         if (n == 0)
             return 0;
-        h = hash_cp(h, cp);
+        if (is_key) {
+            for (size_t k = 0; k < n; k++)
+                h = hash_byte(h, s[p + k]);
+        }
         v->pos += n;
     }
-    return 0;
 }
 
 static int scan_digits(struct jv *v)
@@ -247,10 +290,13 @@ static int scan_literal(struct jv *v, const char *word)
 static int key_push(struct jv *v, uint64_t h)
 {
     if (v->nkeys == v->akeys) {
-        size_t n = v->akeys ? v->akeys * 2 : 64;
-        uint64_t *p = realloc(v->keys, n * sizeof(*p));
+        size_t n = v->akeys * 2;
+        uint64_t *p = v->keys == v->inline_keys ? malloc(n * sizeof(*p))
+                                                : realloc(v->keys, n * sizeof(*p));
         if (p == NULL)
             return 0;
+        if (v->keys == v->inline_keys)
+            memcpy(p, v->inline_keys, sizeof(v->inline_keys));
         v->keys = p;
         v->akeys = n;
     }
@@ -264,16 +310,22 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Checks the keys from `from` on for duplicates and drops them. */
+/* Checks the keys from `from` on for duplicates and drops them. Small
+ * objects (most of them) are compared pairwise; big ones sorted. */
 static int keys_close(struct jv *v, size_t from)
 {
     size_t n = v->nkeys - from;
+    uint64_t *k = v->keys + from;
     int ok = 1;
 
-    if (n > 1) {
-        qsort(v->keys + from, n, sizeof(uint64_t), cmp_u64);
-        for (size_t i = from + 1; i < v->nkeys; i++)
-            ok &= v->keys[i] != v->keys[i - 1];
+    if (n > 1 && n <= 16) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                ok &= k[i] != k[j];
+    } else if (n > 16) {
+        qsort(k, n, sizeof(uint64_t), cmp_u64);
+        for (size_t i = 1; i < n; i++)
+            ok &= k[i] != k[i - 1];
     }
     v->nkeys = from;
     return ok;
@@ -367,15 +419,18 @@ key:
     }
 }
 
+#define JV_INLINE_DEPTH (FO_MAX_JSON_DEPTH + 1)   /* 8 KiB of frames on the stack */
+
 int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size_t *vend)
 {
-    struct jv v = { .s = (const unsigned char *)s, .len = len };
-    struct frame *stack;
+    struct jv v = { .s = (const unsigned char *)s, .len = len, .akeys = JV_INLINE_KEYS };
+    struct frame inline_stack[JV_INLINE_DEPTH], *stack = inline_stack;
     size_t start;
     int ok;
 
-    stack = malloc((max_depth + 1) * sizeof(*stack));
-    if (stack == NULL)
+    v.keys = v.inline_keys;
+    if (max_depth + 1 > JV_INLINE_DEPTH &&
+        (stack = malloc((max_depth + 1) * sizeof(*stack))) == NULL)
         return 0;
     skip_ws(&v);
     start = v.pos;
@@ -389,8 +444,10 @@ int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size
         if (ok && vend != NULL)
             *vend = end;
     }
-    free(stack);
-    free(v.keys);
+    if (stack != inline_stack)
+        free(stack);
+    if (v.keys != v.inline_keys)
+        free(v.keys);
     return ok;
 }
 

@@ -92,6 +92,8 @@ void fetch_env_free(struct fetch_env *env)
         pthread_mutex_destroy(&env->locks[i]);
 }
 
+static void set_constant_options(struct fetcher *f);
+
 struct fetcher *fetcher_new(struct fetch_env *env)
 {
     struct fetcher *f = calloc(1, sizeof(*f));
@@ -109,6 +111,7 @@ struct fetcher *fetcher_new(struct fetch_env *env)
         return NULL;
     }
     buf_init(&f->body, 0);
+    set_constant_options(f);
     return f;
 }
 
@@ -253,24 +256,18 @@ static void set_method(CURL *e, const struct item_req *it)
     }
 }
 
-static void set_options(struct fetcher *f, const struct item_req *it, const struct config *cfg,
-                        long timeout_ms, struct curl_slist *headers)
+/* Options that are the same for every fetch: set once per easy handle. */
+static void set_constant_options(struct fetcher *f)
 {
     CURL *e = f->easy;
 
-    curl_easy_setopt(e, CURLOPT_URL, it->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_SHARE, f->env->share);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, cfg->max_redirects);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROXY, "");            /* proxy variables are ignored */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* decoded bytes count against the cap */
-    /* The cap is enforced as the body streams in (on_body), not from an
-     * announced Content-Length: curl's MAXFILESIZE would stop before the
-     * headers are complete (no status then) and misjudge HEAD answers. */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -279,7 +276,26 @@ static void set_options(struct fetcher *f, const struct item_req *it, const stru
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fanoutd/" FANOUTD_VERSION);
+    /* The cap is enforced as the body streams in (on_body), not from an
+     * announced Content-Length: curl's MAXFILESIZE would stop before the
+     * headers are complete (no status then) and misjudge HEAD answers. */
+}
+
+/* The item's own options. Everything the previous fetch may have set is
+ * set again here, so the handle needs no curl_easy_reset between fetches. */
+static void set_item_options(struct fetcher *f, const struct item_req *it,
+                             const struct config *cfg, long timeout_ms,
+                             struct curl_slist *headers)
+{
+    CURL *e = f->easy;
+
+    curl_easy_setopt(e, CURLOPT_URL, it->url);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, cfg->max_redirects);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+    /* Back to a plain GET: clears NOBODY, POST and a custom method. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     set_method(e, it);
 }
 
@@ -477,8 +493,7 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
         result_fail(res, ERR_UPSTREAM, "out of memory");
         return;
     }
-    curl_easy_reset(f->easy);
-    set_options(f, it, cfg, timeout_ms, headers);
+    set_item_options(f, it, cfg, timeout_ms, headers);
     rc = perform(f);
     /* A status counts only once its response's headers are all in: a reset
      * in the middle of them leaves the item without a response. */
@@ -494,6 +509,9 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     } else {
         struct buf enc;
         buf_init(&enc, 0);
+        /* One allocation for the usual case: JSON copied, text quoted. */
+        if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
+            buf_free(&enc);   /* it will grow as it goes, or fail there */
         if (body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc) != FO_OK) {
             buf_free(&enc);
             result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");

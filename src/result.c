@@ -175,9 +175,16 @@ fo_err merge_build(const struct batch_req *req, const struct result *res, enum m
     int first = 1;
     fo_err err = FO_OK;
 
-    for (size_t i = 0; i < req->n; i++)
+    size_t need = 128;
+    for (size_t i = 0; i < req->n; i++) {
         ok += result_ok(&res[i]) != 0;
+        /* The fields around each body, and their escapes, rarely pass 256 bytes. */
+        need += res[i].body_len + strlen(req->items[i].url) + strlen(req->items[i].id) + 256;
+    }
     *complete = ok == req->n;
+    /* One allocation; should it fail, the buffer grows (or fails) as it goes. */
+    if (mode != MERGE_DEEP && buf_reserve(out, need) != FO_OK)
+        need = 0;
     if (mode == MERGE_NONE) {
         err = buf_puts(out, "{\"results\":[");
         for (size_t i = 0; i < req->n && err == FO_OK; i++) {

@@ -709,7 +709,10 @@ static unsigned connection_ceiling(void)
 
 fo_err server_start(struct config *cfg, int listen_fd)
 {
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
+     * optimistically; fanoutd sets every socket option it needs itself. */
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_TURBO;
     struct sockaddr_storage bound = cfg->listen_addr;
     socklen_t bound_len = cfg->listen_len;
     fo_err err;
