@@ -140,5 +140,19 @@ clean:
 
 -include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d $(BUILD)/alloc/*.d)
 
+# Benchmarks against the peers in ../shared/bench (not part of make test).
+bench:
+	bash bench/run.sh
+
+bench-scaling: fanoutd
+	python3 bench/scaling.py
+
+# Ten minutes of mixed good and faulty batches at ~70% of capacity; RSS,
+# descriptors and threads must stay flat (SOAK_SECONDS to change).
+soak: fanoutd
+	python3 tests/soak.py
+
+.PHONY: bench bench-scaling soak
+
 # Fuzzing (libFuzzer, clang): see tests/fuzz/fuzz.mk.
 -include tests/fuzz/fuzz.mk

@@ -1,0 +1,110 @@
+#!/usr/bin/python3
+"""Turns the fan-out benchmark's results.json into bench/RESULTS.md and the
+data for bench/chart.svg (make bench). Standard library only.
+
+    bench/report.py RESULTS_JSON TABLE_TXT COMMAND OUT_MD OUT_DAT
+"""
+import json
+import sys
+import time
+
+res_path, table_path, command, out_md, out_dat = sys.argv[1:6]
+res = json.load(open(res_path))
+table = open(table_path).read().strip()
+aggs = res["aggregators"]
+sut = res.get("sut") or "fanoutd"
+
+
+def value(name, scen, key):
+    a = aggs.get(name, {})
+    if a.get("status") != "ok":
+        return None
+    return a.get(key) if scen is None else a.get("scenarios", {}).get(scen, {}).get(key)
+
+
+def fmt(v, unit=""):
+    return "-" if v is None else (f"{v:.0f}{unit}" if abs(v) >= 100 else f"{v:.1f}{unit}")
+
+
+peers = [n for n in aggs if n != sut and aggs[n].get("status") == "ok"]
+direct = (res.get("direct") or {}).get("requests_per_s")
+s = {k: value(sut, *k) for k in [("S1", "p50_ms"), ("S2", "subreq_per_s"),
+                                  ("S2", "cpu_us_per_subreq"), ("S3", "subreq_per_s"),
+                                  ("S4", "p50_ms"), (None, "peak_rss_mib")]}
+nginx = "nginx_lua"
+targets = []
+
+
+def target(what, ok, measured):
+    targets.append((what, "met" if ok else "not met", measured))
+
+
+if value(nginx, "S2", "subreq_per_s") and s[("S2", "subreq_per_s")]:
+    r = s[("S2", "subreq_per_s")] / value(nginx, "S2", "subreq_per_s")
+    target("throughput-10: sub-requests/s >= nginx+Lua's", r >= 1,
+           f"{fmt(s[('S2', 'subreq_per_s')])} vs {fmt(value(nginx, 'S2', 'subreq_per_s'))} ({r:.2f}x)")
+if direct and s[("S2", "subreq_per_s")]:
+    r = s[("S2", "subreq_per_s")] / direct
+    target("throughput-10: >= 60% of wrk straight at the upstream", r >= 0.6,
+           f"{fmt(s[('S2', 'subreq_per_s')])} of {fmt(direct)} requests/s ({100 * r:.0f}%)")
+if value(nginx, "S2", "cpu_us_per_subreq") and s[("S2", "cpu_us_per_subreq")]:
+    a, b = s[("S2", "cpu_us_per_subreq")], value(nginx, "S2", "cpu_us_per_subreq")
+    target("CPU per sub-request below nginx+Lua's", a < b, f"{a:.1f} us vs {b:.1f} us")
+if s[("S1", "p50_ms")]:
+    target("fanout-latency 100 x 100 ms: median <= 110 ms", s[("S1", "p50_ms")] <= 110,
+           f"{s[('S1', 'p50_ms')]:.1f} ms")
+if s[("S4", "p50_ms")]:
+    best = min((value(p, "S4", "p50_ms") for p in peers if value(p, "S4", "p50_ms")), default=None)
+    target("big-batch 1000 x /fast: median below every peer's",
+           best is not None and s[("S4", "p50_ms")] < best,
+           f"{s[('S4', 'p50_ms')]:.1f} ms vs best peer {fmt(best, ' ms')}")
+if s[(None, "peak_rss_mib")]:
+    best = min((value(p, None, "peak_rss_mib") for p in peers if value(p, None, "peak_rss_mib")),
+               default=None)
+    target("peak RSS below every peer's", best is not None and s[(None, "peak_rss_mib")] < best,
+           f"{s[(None, 'peak_rss_mib')]:.1f} MiB vs lowest peer {fmt(best, ' MiB')}")
+idle = res.get("idle_rss_mib")
+if idle is not None:
+    target("idle RSS <= 8 MiB", idle <= 8, f"{idle:.1f} MiB")
+
+env = res.get("env", {})
+lines = [
+    "# fanoutd benchmark results",
+    "",
+    f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: one "
+    f"interleaved run of ../shared/bench with fanoutd as the system under test, on "
+    f"{env.get('cpus')} cores (kernel {env.get('kernel')}; {env.get('nginx')}, node "
+    f"{env.get('node')}, {env.get('python')}). Only ratios within this one run mean anything: "
+    "the machine is shared, and the upstream, wrk, the client and every aggregator share its "
+    "two cores (see the `other load` row).",
+    "",
+    "Command:",
+    "",
+    "```",
+    command,
+    "```",
+    "",
+    "## Targets",
+    "",
+    "| target | result | measured |",
+    "|---|---|---|",
+] + [f"| {w} | {r} | {m} |" for w, r, m in targets] + [
+    "",
+    "## Table",
+    "",
+    table,
+    "",
+    "![sub-requests per second and CPU per sub-request](chart.svg)",
+    "",
+]
+open(out_md, "w").write("\n".join(lines))
+
+with open(out_dat, "w") as f:
+    f.write("# aggregator S2_subreq_per_s S3_subreq_per_s S2_cpu_us S3_cpu_us\n")
+    for name in [sut] + peers:
+        vals = [value(name, "S2", "subreq_per_s"), value(name, "S3", "subreq_per_s"),
+                value(name, "S2", "cpu_us_per_subreq"), value(name, "S3", "cpu_us_per_subreq")]
+        f.write(name + " " + " ".join("0" if v is None else f"{v:.1f}" for v in vals) + "\n")
+    if direct:
+        f.write(f"wrk-direct {direct:.1f} {direct:.1f} 0 0\n")
+print("\n".join(f"{w}: {r} ({m})" for w, r, m in targets))

@@ -1,0 +1,223 @@
+#!/usr/bin/python3
+"""make soak (not in CI): SOAK_SECONDS (default 600) of mixed good and faulty
+batches at about 70% of the capacity measured first on the same mix, against
+./fanoutd and a local upstream. Every few seconds the daemon's RSS, open file
+descriptors and threads are sampled. Passes only if they stay flat (the last
+minute against the first minute after warm-up) and every response accounts for
+every item. Loopback only; bounded in time. Ends with "N passed, N failed".
+"""
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
+SAMPLE_EVERY = 5
+CLIENTS = 8
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """/ok, /slow (20-80 ms), /status500, /big (over the cap), /reset, /short."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        p = self.path.split("?")[0]
+        if p == "/ok":
+            self.send(200, json.dumps({"ok": True, "path": self.path}).encode())
+        elif p == "/slow":
+            time.sleep(random.uniform(0.02, 0.08))
+            self.send(200, b'{"slow": true}')
+        elif p == "/status500":
+            self.send(500, b'{"error": "boom"}')
+        elif p == "/big":
+            self.send(200, b"x" * 200000, "text/plain")      # cap is 100000
+        elif p == "/reset":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif p == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"s" * 10)
+            self.close_connection = True
+        else:
+            self.send(404, b"{}")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_sample(pid):
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.split(":", 1) for line in f)
+    return (int(st["VmRSS"].split()[0]) / 1024, len(os.listdir(f"/proc/{pid}/fd")),
+            int(st["Threads"]))
+
+
+class Load:
+    def __init__(self, port, up):
+        self.port, self.up = port, up
+        self.done = self.bad = 0
+        self.problems = []
+        self.lock = threading.Lock()
+
+    def batch(self, rnd):
+        n = rnd.randint(1, 20)
+        kinds = ["/ok"] * 6 + ["/slow"] * 2 + ["/status500", "/big", "/reset", "/short"]
+        items = [{"url": f"{self.up}{rnd.choice(kinds)}?r={rnd.random()}", "id": f"i{k}"}
+                 for k in range(n)]
+        merge = rnd.choice(["none", "none", "bodies", "deep"])
+        body = json.dumps({"merge": merge, "timeout_ms": 5000, "requests": items})
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("POST", "/batch", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            doc = json.loads(resp.read())
+        finally:
+            conn.close()
+        if resp.status != 200:
+            return f"status {resp.status}: {str(doc)[:200]}"
+        s = doc["summary"]
+        if s["total"] != n or s["ok"] + s["failed"] != n:
+            return f"summary does not account for {n} items: {s}"
+        if merge == "none" and len(doc["results"]) != n:
+            return f"{len(doc['results'])} results for {n} items"
+        if merge != "none" and len(doc["errors"]) != s["failed"]:
+            return "errors do not match failed"
+        return None
+
+    def run(self, seconds, rate=None):
+        """CLIENTS threads, closed loop (rate None) or paced to `rate` batches/s."""
+        end = time.monotonic() + seconds
+        interval = CLIENTS / rate if rate else 0
+
+        def client(seed):
+            rnd = random.Random(seed)
+            next_t = time.monotonic()
+            while time.monotonic() < end:
+                try:
+                    problem = self.batch(rnd)
+                except Exception as e:                         # noqa: BLE001 - counted
+                    problem = f"{type(e).__name__}: {e}"
+                with self.lock:
+                    self.done += 1
+                    if problem:
+                        self.bad += 1
+                        if len(self.problems) < 10:
+                            self.problems.append(problem)
+                if interval:
+                    next_t += interval
+                    time.sleep(max(0.0, next_t - time.monotonic()))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def main():
+    up = Server(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=up.serve_forever, daemon=True).start()
+    up_url = f"http://127.0.0.1:{up.server_address[1]}"
+    port = free_port()
+    daemon = subprocess.Popen([os.path.join(ROOT, "fanoutd"), "--listen", f"127.0.0.1:{port}",
+                               "--workers", "64", "--max-response-bytes", "100000",
+                               "--log-level", "warn"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = []
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        probe = Load(port, up_url)
+        t0 = time.monotonic()
+        probe.run(10)
+        capacity = probe.done / (time.monotonic() - t0)
+        rate = 0.7 * capacity
+        print(f"capacity {capacity:.1f} batches/s on this mix; soaking at {rate:.1f} for {SECONDS} s",
+              flush=True)
+        load = Load(port, up_url)
+        samples = []
+        runner = threading.Thread(target=load.run, args=(SECONDS, rate))
+        start = time.monotonic()
+        runner.start()
+        while runner.is_alive():
+            time.sleep(SAMPLE_EVERY)
+            rss, fds, threads = proc_sample(daemon.pid)
+            samples.append((time.monotonic() - start, rss, fds, threads))
+            print(f"  t={samples[-1][0]:5.0f} s  rss {rss:6.1f} MiB  fds {fds:4d}  threads {threads:3d}"
+                  f"  batches {load.done}", flush=True)
+        runner.join()
+        elapsed = time.monotonic() - start
+
+        early = [s for s in samples if 60 <= s[0] < 120] or samples[: max(1, len(samples) // 4)]
+        late = [s for s in samples if s[0] >= samples[-1][0] - 60] or samples[-max(1, len(samples) // 4):]
+        rss0, rss1 = statistics.median(s[1] for s in early), statistics.median(s[1] for s in late)
+        fd0, fd1 = max(s[2] for s in early), max(s[2] for s in late)
+        th0, th1 = max(s[3] for s in early), max(s[3] for s in late)
+        print(f"\nbatches {load.done} in {elapsed:.0f} s ({load.done / elapsed:.1f}/s), "
+              f"bad answers {load.bad}")
+        print(f"RSS median {rss0:.1f} MiB (minute 2) -> {rss1:.1f} MiB (last minute); "
+              f"FDs max {fd0} -> {fd1}; threads max {th0} -> {th1}")
+        for p in load.problems:
+            print("  problem:", p)
+        results = [
+            ("every answer accounts for every item", load.bad == 0 and load.done > 0),
+            ("RSS flat (last minute within 10% or 2 MiB of minute 2)",
+             rss1 <= max(rss0 * 1.10, rss0 + 2)),
+            ("file descriptors flat", fd1 <= fd0 + 8),
+            ("threads flat", th1 <= th0),
+            ("daemon alive", daemon.poll() is None),
+        ]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            rc = daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            rc = None
+        results.append(("clean exit on SIGTERM", rc == 0))
+        up.shutdown()
+    for what, ok in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+    failed = sum(1 for _, ok in results if not ok)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
