@@ -31,9 +31,8 @@
 /* Internal tunables. */
 #define FO_WORKER_STACK       (256 * 1024) /* pthread stack of fetch workers */
 #define FO_FRONT_THREADS_MAX  4       /* libmicrohttpd thread pool, at most */
-#define FO_RETRY_AFTER_S      1       /* Retry-After on 503 overloaded */
+#define FO_RETRY_AFTER        "1"     /* Retry-After (seconds) on 503 */
 #define FO_DRAIN_FLUSH_MS     2000    /* after grace: time to send answers */
-#define FO_RESPONSE_INITIAL   4096    /* first allocation of a response buffer */
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)

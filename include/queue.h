@@ -38,9 +38,6 @@ void queue_close(void);
 /* Stops and joins the workers; the queue must be empty of live jobs. */
 void queue_stop(void);
 
-/* Fetches finished so far. */
-unsigned long queue_fetches_done(void);
-
 /* Items waiting now. */
 long queue_depth(void);
 

@@ -54,9 +54,6 @@ static struct queue_state {
     int64_t waiting_since_us;
 } q = { .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER };
 
-/* Fetches finished; atomic, read without the lock. */
-static _Atomic unsigned long fetches_done;
-
 /* Testing aid (FANOUTD_TEST_WEDGE_WORKERS set at start): workers never take
  * work, so the watchdog's stall detection can be shown. Read-only after
  * queue_start. */
@@ -214,7 +211,6 @@ static void *worker_main(void *arg)
             METRIC_ADD(workers_busy, -1);
             job_complete_item(t.job, t.index, &res);
         }
-        atomic_fetch_add(&fetches_done, 1);
         task_done(&t);
         job_unref(t.job);
     }
@@ -322,11 +318,6 @@ void queue_stop(void)
         free(q.hosts[i].key);
     FO_FREE(q.hosts);
     q.nhosts = 0;
-}
-
-unsigned long queue_fetches_done(void)
-{
-    return atomic_load(&fetches_done);
 }
 
 long queue_depth(void)

@@ -40,6 +40,10 @@
 /* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
  * cannot answer before the upload ends, so the rest is read and dropped
  * (up to FO_MAX_DISCARD bytes, then the connection is closed). */
+/* Extra response headers, as name/value pairs ending in NULL. */
+static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, FO_RETRY_AFTER, NULL };
+static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
+
 enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 
 /* Per POST /batch connection request; owned by libmicrohttpd's con_cls
@@ -255,8 +259,6 @@ static int authorized(struct MHD_Connection *conn, const struct config *cfg)
 static int refuse_early(struct MHD_Connection *conn, struct request *req, enum MHD_Result *ret)
 {
     const struct config *cfg = req->cfg;
-    static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
-    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
     struct header_count hc = { 0 };
     const char *cl;
 
@@ -297,7 +299,6 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 /* Out of memory is a passing overload: 503 overloaded, try again later. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
-    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
 
     metrics_batch(OUT_OVERLOADED, 0);
     return respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded", retry_hdr,
@@ -418,7 +419,6 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
 /* The connection was resumed: the job has finished. */
 static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
 {
-    static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL };
     struct job *job = req->job;
     size_t len;
 
@@ -442,7 +442,6 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
 static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
                                     const char *upload, size_t *upload_size)
 {
-    static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
 
     switch (req->state) {
     case REQ_BODY:
