@@ -78,10 +78,12 @@ def free_port():
 
 
 def proc_sample(pid):
+    """(RSS MiB, open fds, threads, anonymous RSS MiB, file-backed RSS MiB)"""
     with open(f"/proc/{pid}/status") as f:
         st = dict(line.split(":", 1) for line in f)
-    return (int(st["VmRSS"].split()[0]) / 1024, len(os.listdir(f"/proc/{pid}/fd")),
-            int(st["Threads"]))
+    kib = lambda k: int(st[k].split()[0]) / 1024   # noqa: E731
+    return (kib("VmRSS"), len(os.listdir(f"/proc/{pid}/fd")), int(st["Threads"]),
+            kib("RssAnon"), kib("RssFile"))
 
 
 class Load:
@@ -177,10 +179,10 @@ def main():
         runner.start()
         while runner.is_alive():
             time.sleep(SAMPLE_EVERY)
-            rss, fds, threads = proc_sample(daemon.pid)
-            samples.append((time.monotonic() - start, rss, fds, threads))
-            print(f"  t={samples[-1][0]:5.0f} s  rss {rss:6.1f} MiB  fds {fds:4d}  threads {threads:3d}"
-                  f"  batches {load.done}", flush=True)
+            rss, fds, threads, anon, file_ = proc_sample(daemon.pid)
+            samples.append((time.monotonic() - start, rss, fds, threads, anon))
+            print(f"  t={samples[-1][0]:5.0f} s  rss {rss:6.1f} MiB (anon {anon:5.1f}, files {file_:4.1f})"
+                  f"  fds {fds:4d}  threads {threads:3d}  batches {load.done}", flush=True)
         runner.join()
         elapsed = time.monotonic() - start
 
