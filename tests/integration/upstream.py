@@ -81,6 +81,7 @@ class Seen:
         self.conn_id = conn_id
         self.body = b""
         self.when = time.monotonic()
+        self.done = False   # no longer counted as in flight (Upstream._done)
 
     @property
     def tag(self):
@@ -185,8 +186,13 @@ class Upstream:
             self._max_inflight[seen.tag] = max(n, self._max_inflight.get(seen.tag, 0))
 
     def _done(self, seen):
+        """The request stops counting as in flight (once): called just before its
+        complete response is written, so that a client that starts its next request
+        as soon as it has the answer is never counted twice."""
         with self._lock:
-            self._inflight[seen.tag] -= 1
+            if not seen.done:
+                seen.done = True
+                self._inflight[seen.tag] -= 1
 
     def _hit(self, key):
         with self._lock:
@@ -249,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, list(self.headers.items()), self.conn_id)
         seen.body = self._read_body()
         up._record(seen)
+        self._seen = seen
         try:
             handler = ROUTES.get(seen.path)
             if handler is None:
@@ -282,6 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(payload, str):
             payload = payload.encode()
         bodyless = status in (204, 304) or status < 200
+        if getattr(self, "_seen", None) is not None:
+            self.server.upstream._done(self._seen)
         self.send_response(status)
         if ctype is not None and not bodyless:
             self.send_header("Content-Type", ctype)
