@@ -11,7 +11,6 @@
  */
 #include "server.h"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -20,10 +19,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "batch.h"
 #include "buf.h"
 #include "encode.h"
@@ -51,8 +50,8 @@ enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 struct request {
     enum req_state state;
     struct MHD_Connection *conn;
-    char request_id[FO_REQUEST_ID_MAX + 1];  /* the client's X-Request-Id, or generated */
-    char client[INET6_ADDRSTRLEN + 8];       /* "address:port", for the access log */
+    char request_id[ACCESS_ID_SIZE];   /* the client's X-Request-Id, or generated */
+    char client[ACCESS_CLIENT_SIZE];   /* "address:port", for the access log */
     unsigned status;             /* of the answer, for the access log */
     size_t bytes;
     struct config *cfg;          /* a reference: the config this batch uses */
@@ -475,48 +474,6 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
 
 /* ---- the dispatcher -------------------------------------------------------- */
 
-/* A client's X-Request-Id is kept if it is 1-128 characters of [A-Za-z0-9._:/+=@-]
- * (safe in a header and a log line); otherwise one is generated. */
-static void set_request_id(struct request *req, struct MHD_Connection *conn)
-{
-    const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
-    unsigned char rnd[FO_REQUEST_ID_RANDOM];
-    size_t n = id ? strlen(id) : 0;
-
-    if (n > 0 && n <= FO_REQUEST_ID_MAX && strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                                      "0123456789._:/+=@-") == n) {
-        memcpy(req->request_id, id, n + 1);
-        return;
-    }
-    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
-        uint64_t t = (uint64_t)fo_now_us() ^ ((uint64_t)(uintptr_t)req << 16);
-        for (size_t i = 0; i < sizeof(rnd); i++)
-            rnd[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)i;
-    }
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        (void)snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
-}
-
-static void set_client(struct request *req, struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    char addr[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-
-    if (sa != NULL && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-        port = ntohs(in->sin_port);
-    } else if (sa != NULL && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-        port = ntohs(in6->sin6_port);
-    }
-    (void)snprintf(req->client, sizeof(req->client), "%s:%u", addr, port);
-}
-
 static struct request *request_new(struct MHD_Connection *conn)
 {
     struct request *req = calloc(1, sizeof(*req));
@@ -527,30 +484,11 @@ static struct request *request_new(struct MHD_Connection *conn)
     req->cfg = server_config();
     req->arrival_us = fo_now_us();
     buf_init(&req->body, (size_t)req->cfg->max_body_bytes);
-    set_request_id(req, conn);
-    set_client(req, conn);
+    access_request_id(conn, req->request_id, sizeof(req->request_id));
+    access_client(conn, req->client, sizeof(req->client));
     return req;
 }
 
-/* One logfmt line per batch request, whatever its outcome. */
-static void log_access(const struct request *req)
-{
-    size_t items = 0, ok = 0;
-    const char *outcome = "refused";
-
-    if (req->job != NULL && req->reject_status == 0) {
-        items = req->job->req.n;
-        for (size_t i = 0; i < items; i++)
-            ok += result_ok(&req->job->results[i]) != 0;
-        outcome = req->job->finished == FINISH_DEADLINE ? "deadline"
-                : req->job->finished == FINISH_CLIENT   ? "cancelled"
-                : req->job->finished == FINISH_SHUTDOWN ? "shutdown"
-                : ok == items                           ? "complete" : "partial";
-    }
-    log_info("access request_id=%s client=%s status=%u items=%zu ok=%zu failed=%zu bytes=%zu "
-             "duration_ms=%.1f outcome=%s", req->request_id, req->client, req->status, items, ok,
-             items - ok, req->bytes, (double)(fo_now_us() - req->arrival_us) / 1000.0, outcome);
-}
 
 static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
 {
@@ -625,7 +563,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     }
     *con_cls = NULL;
-    log_access(req);
+    access_log(req->request_id, req->client, req->status, req->bytes, req->arrival_us,
+               req->reject_status == 0 ? req->job : NULL);
     if (req->job != NULL) {
         pthread_mutex_lock(&srv.lock);
         srv.unsent--;
