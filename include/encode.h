@@ -32,6 +32,13 @@ int utf8_valid(const char *s, size_t len);
  */
 int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size_t *vend);
 
+/* The media type of a Content-Type value: without parameters and the
+ * blanks around it. *start points into ctype ("" for NULL); returns its length. */
+size_t media_type(const char *ctype, const char **start);
+
+/* 1 if the media type of ctype is type (case-insensitive). */
+int media_type_is(const char *ctype, const char *type);
+
 /* 1 if the media type of a Content-Type value is application/json, or
  * ends in "+json" (parameters ignored, case-insensitive). NULL: 0. */
 int content_type_is_json(const char *ctype);

@@ -24,7 +24,8 @@
  * socket passed by systemd (socket activation), used instead of `listen`. */
 fo_err server_start(struct config *cfg, int listen_fd) FO_MUST_CHECK;
 
-/* Installs a reloaded configuration for new batches (takes a reference). */
+/* Installs a configuration for new batches (takes a reference); also the
+ * first one, from server_start. */
 void server_reload(struct config *cfg);
 
 /* A reference to the current configuration (config_unref it). */

@@ -54,14 +54,7 @@ const char *http_method_name(enum http_method m)
 
 int batch_is_json_type(const char *ct)
 {
-    size_t n;
-
-    if (ct == NULL)
-        return 0;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    n = strcspn(ct, "; \t");
-    return n == 16 && strncasecmp(ct, "application/json", 16) == 0;
+    return media_type_is(ct, "application/json");
 }
 
 static void item_free(struct item_req *it)
@@ -479,7 +472,6 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     json_t *root;
     fo_err err;
 
-    jansson_out_of_memory = 0;
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         if (jansson_out_of_memory || json_error_code(&jerr) == json_error_out_of_memory)

@@ -451,10 +451,11 @@ int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size
     return ok;
 }
 
-int content_type_is_json(const char *ctype)
+size_t media_type(const char *ctype, const char **start)
 {
     size_t n;
 
+    *start = "";
     if (ctype == NULL)
         return 0;
     while (*ctype == ' ' || *ctype == '\t')
@@ -462,10 +463,27 @@ int content_type_is_json(const char *ctype)
     n = strcspn(ctype, ";");
     while (n > 0 && (ctype[n - 1] == ' ' || ctype[n - 1] == '\t'))
         n--;
-    if (n == 16 && strncasecmp(ctype, "application/json", 16) == 0)
+    *start = ctype;
+    return n;
+}
+
+int media_type_is(const char *ctype, const char *type)
+{
+    const char *m;
+    size_t n = media_type(ctype, &m);
+
+    return n == strlen(type) && strncasecmp(m, type, n) == 0;
+}
+
+int content_type_is_json(const char *ctype)
+{
+    const char *m;
+    size_t n = media_type(ctype, &m);
+
+    if (n == 16 && strncasecmp(m, "application/json", 16) == 0)
         return 1;
     /* A structured syntax suffix: type/subtype+json. */
-    return n > 5 && memchr(ctype, '/', n) != NULL && strncasecmp(ctype + n - 5, "+json", 5) == 0;
+    return n > 5 && memchr(m, '/', n) != NULL && strncasecmp(m + n - 5, "+json", 5) == 0;
 }
 
 fo_err base64_put(struct buf *out, const void *data, size_t len)

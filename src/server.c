@@ -80,7 +80,7 @@ static struct server_state {
 
 /* ---- configuration ------------------------------------------------------ */
 
-static void install(struct config *cfg)
+void server_reload(struct config *cfg)
 {
     struct config *old;
 
@@ -100,11 +100,6 @@ struct config *server_config(void)
     cfg = config_ref(srv.cfg);
     pthread_mutex_unlock(&srv.lock);
     return cfg;
-}
-
-void server_reload(struct config *cfg)
-{
-    install(cfg);
 }
 
 long server_batches_in_flight(void)
@@ -179,11 +174,20 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request
     return respond(conn, req, status, CT_JSON, data, len, headers);
 }
 
-static enum MHD_Result respond_json_text(struct MHD_Connection *conn, unsigned status,
-                                         const char *json)
+/* A constant JSON text, sent from where it is (no copy, nothing to free). */
+static enum MHD_Result respond_static(struct MHD_Connection *conn, unsigned status,
+                                      const char *json)
 {
-    char *copy = strdup(json);
-    return copy ? respond(conn, NULL, status, CT_JSON, copy, strlen(copy), NULL) : MHD_NO;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    resp = MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
 }
 
 /* ---- simple endpoints ----------------------------------------------------- */
@@ -191,8 +195,8 @@ static enum MHD_Result respond_json_text(struct MHD_Connection *conn, unsigned s
 static enum MHD_Result serve_healthz(struct MHD_Connection *conn)
 {
     if (atomic_load(&srv.draining))
-        return respond_json_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"draining\"}");
-    return respond_json_text(conn, MHD_HTTP_OK, "{\"status\":\"ok\"}");
+        return respond_static(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"draining\"}");
+    return respond_static(conn, MHD_HTTP_OK, "{\"status\":\"ok\"}");
 }
 
 static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
@@ -655,7 +659,7 @@ fo_err server_start(struct config *cfg, int listen_fd)
     socklen_t bound_len = cfg->listen_len;
     fo_err err;
 
-    install(cfg);
+    server_reload(cfg);
     if (listen_fd >= 0) {
         /* Socket activation: systemd bound the socket; `listen` is not used. */
         bound_len = sizeof(bound);

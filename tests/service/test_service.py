@@ -81,11 +81,13 @@ class Echo(BaseHTTPRequestHandler):
 
 
 class Daemon:
-    def __init__(self, *args, env=None, preexec=None, close_fds=True, listen=True):
+    """fanoutd listening on a free port; `command` replaces the whole command line."""
+
+    def __init__(self, *args, env=None, preexec=None, close_fds=True, command=None, port=None):
         self.dir = tempfile.mkdtemp(prefix="fanoutd-svc-")
         self.log_path = os.path.join(self.dir, "log")
-        self.port = free_port()
-        cmd = daemon_cmd() + (["--listen", f"127.0.0.1:{self.port}"] if listen else []) + list(args)
+        self.port = port or free_port()
+        cmd = command or daemon_cmd() + ["--listen", f"127.0.0.1:{self.port}"] + list(args)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, preexec_fn=preexec,
@@ -403,14 +405,9 @@ class SocketActivationTest(unittest.TestCase):
         # `listen` names a port nobody uses: it must be ignored.
         unused = free_port()
         cmd = shlex.join(daemon_cmd() + ["--listen", f"127.0.0.1:{unused}"])
-        d = Daemon(env=dict(os.environ), preexec=to_fd3, close_fds=False, listen=False)
-        d.proc.kill()
-        d.proc.wait()
-        d.proc = subprocess.Popen(["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"],
-                                  stdin=subprocess.DEVNULL, stdout=d.log, stderr=subprocess.STDOUT,
-                                  preexec_fn=to_fd3, close_fds=False)
+        d = Daemon(preexec=to_fd3, close_fds=False, port=port,
+                   command=["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"])
         sock.close()
-        d.port = port
         self.addCleanup(d.stop)
         d.wait_healthy()
         with self.assertRaises(OSError):
