@@ -44,12 +44,18 @@ class Shutdown(RobustCase):
     def test_sigterm_answers_suspended_batches(self):
         grace = 1000
         d = self.start_daemon(shutdown_grace_ms=grace, workers=4)
-        tag = new_tag()
-        a = self.siblings(tag, 2) + self.slow(tag, 2, prefix="slowA")
-        b = self.siblings(tag, 1) + self.slow(tag, 5, prefix="slowB")  # 7 slow > 4 workers
-        bg_a, bg_b = self.in_background(a), self.in_background(b)
-        wait_for(lambda: len(self.up.requests(tag, "/delay")) >= 4, 10,
-                 "every worker busy with a slow item")
+        # A first, then B once A's siblings are answered: every sibling runs before the
+        # four workers fill up with slow items, and two of B's slow items stay queued.
+        tag_a, tag_b = new_tag(), new_tag()
+        a = self.siblings(tag_a, 2) + self.slow(tag_a, 2, prefix="slowA")
+        b = self.siblings(tag_b, 1) + self.slow(tag_b, 5, prefix="slowB")  # 7 slow > 4 workers
+        started = lambda tag, path: len(self.up.requests(tag, path))  # noqa: E731
+        bg_a = self.in_background(a)
+        wait_for(lambda: started(tag_a, "/json") == 2 and started(tag_a, "/delay") == 2, 10,
+                 "batch A's siblings answered and its slow items started")
+        bg_b = self.in_background(b)
+        wait_for(lambda: started(tag_b, "/json") == 1 and started(tag_b, "/delay") >= 2, 10,
+                 "batch B's sibling answered and every worker busy with a slow item")
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)
         wait_for(lambda: healthz_status(d.port) in (503, None), grace / 1000,
@@ -61,7 +67,7 @@ class Shutdown(RobustCase):
             pass  # not accepting any more is fine too
         if late is not None:
             self.assert_error(late, 503, "draining")
-        for bg, items, n in ((bg_a, a, 2), (bg_b, b, 1)):
+        for bg, items, tag, n in ((bg_a, a, tag_a, 2), (bg_b, b, tag_b, 1)):
             took = self.check_answer(bg, items, tag, n, t0, grace / 1000 + 2)
             self.assertGreaterEqual(took, 0.8 * grace / 1000,
                                     f"in-flight batch cut before the grace time ({took:.2f} s)")
@@ -70,7 +76,7 @@ class Shutdown(RobustCase):
         self.assertIsNotNone(rc, f"fanoutd still running {grace / 1000 + 2:.0f} s after SIGTERM "
                                  f"with shutdown_grace_ms={grace}")
         self.assertEqual(rc, 0, f"fanoutd {describe_rc(rc)}\n{d.tail()}")
-        self.assertLess(len(self.up.requests(tag, "/delay")), 7,
+        self.assertLess(started(tag_a, "/delay") + started(tag_b, "/delay"), 7,
                         "queued items of a draining daemon should not start after the grace")
 
     def test_sigterm_lets_short_batches_finish(self):
