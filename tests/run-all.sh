@@ -99,5 +99,6 @@ if [ -n "${SANITIZER:-}" ]; then
     rm -rf "$reports"
 fi
 
+print_failures
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
