@@ -43,8 +43,9 @@ void fetcher_free(struct fetcher *f);
  * spurious wake (f has moved on to another job) is harmless. */
 void fetch_wake(struct fetcher *f);
 
-/* Readies f for a fetch under cfg: after a reload, its cached connections
- * are dropped. Call before the fetcher is registered with job_begin_item
+/* Readies f for a fetch under cfg: makes its curl handles on first use
+ * (fetch_run fails the item if that ran out of memory); after a reload,
+ * drops its cached connections. Call before the fetcher is registered with job_begin_item
  * (fetch_wake may then be called on it from other threads). */
 void fetch_prepare(struct fetcher *f, const struct config *cfg);
 

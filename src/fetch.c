@@ -94,6 +94,9 @@ void fetch_env_free(struct fetch_env *env)
 
 static void set_constant_options(struct fetcher *f);
 
+/* The curl handles are made by the worker on its first fetch (fetch_prepare),
+ * so an idle pool costs its threads and not also about 11 KiB of curl state
+ * per worker. */
 struct fetcher *fetcher_new(struct fetch_env *env)
 {
     struct fetcher *f = calloc(1, sizeof(*f));
@@ -101,17 +104,7 @@ struct fetcher *fetcher_new(struct fetch_env *env)
     if (f == NULL)
         return NULL;
     f->env = env;
-    f->multi = curl_multi_init();
-    f->easy = curl_easy_init();
-    if (f->multi == NULL || f->easy == NULL) {
-        curl_easy_cleanup(f->easy);
-        if (f->multi != NULL)
-            curl_multi_cleanup(f->multi);
-        free(f);
-        return NULL;
-    }
     buf_init(&f->body, 0);
-    set_constant_options(f);
     return f;
 }
 
@@ -120,14 +113,16 @@ void fetcher_free(struct fetcher *f)
     if (f == NULL)
         return;
     curl_easy_cleanup(f->easy);
-    curl_multi_cleanup(f->multi);
+    if (f->multi != NULL)
+        curl_multi_cleanup(f->multi);
     buf_free(&f->body);
     free(f);
 }
 
 void fetch_wake(struct fetcher *f)
 {
-    (void)curl_multi_wakeup(f->multi);
+    if (f->multi != NULL)
+        (void)curl_multi_wakeup(f->multi);
 }
 
 /* ---- callbacks ---------------------------------------------------------- */
@@ -452,12 +447,18 @@ static long time_limit(const struct job *job, const struct item_req *it, int64_t
 
 void fetch_prepare(struct fetcher *f, const struct config *cfg)
 {
-    if (cfg->generation > f->generation) {
+    if (f->easy == NULL) {
+        if ((f->easy = curl_easy_init()) == NULL)
+            return;   /* fetch_run fails the item */
+        set_constant_options(f);
+    }
+    if (f->multi == NULL || cfg->generation > f->generation) {
         /* A new configuration may deny what a cached connection reaches:
          * a fresh multi handle starts with an empty connection cache. */
         CURLM *fresh = curl_multi_init();
         if (fresh != NULL) {
-            curl_multi_cleanup(f->multi);
+            if (f->multi != NULL)
+                curl_multi_cleanup(f->multi);
             f->multi = fresh;
             f->generation = cfg->generation;
         }
@@ -478,6 +479,10 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     memset(res, 0, sizeof(*res));
     if (timeout_ms <= 0) {
         result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return;
+    }
+    if (f->easy == NULL || f->multi == NULL) {
+        result_fail(res, ERR_UPSTREAM, "out of memory");
         return;
     }
     f->job = job;
