@@ -123,14 +123,28 @@ static uint64_t hash_cp(uint64_t h, uint32_t cp)
     return hash_byte(h, (unsigned char)(0x80 | (cp & 0x3f)));
 }
 
-/* Bytes that stand for themselves inside a JSON string: printable ASCII
- * but the quote and the backslash. Read-only after first use. */
+/* Bytes that stand for themselves inside a JSON string: ASCII from 0x20 on,
+ * but the quote and the backslash. Control characters must be escaped;
+ * bytes from 0x80 on are UTF-8, checked apart. A table: the validator looks
+ * up every byte of every string. */
+#define JV_16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char plain_table[256] = {
+    JV_16(0), JV_16(0),                                /* 0x00-0x1f */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,    /* 0x20-0x2f: '"' */
+    JV_16(1), JV_16(1),                                /* 0x30-0x4f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,    /* 0x50-0x5f: '\\' */
+    JV_16(1), JV_16(1),                                /* 0x60-0x7f */
+    JV_16(0), JV_16(0), JV_16(0), JV_16(0),            /* 0x80-0xff */
+    JV_16(0), JV_16(0), JV_16(0), JV_16(0),
+};
+#undef JV_16
+
 static int plain_byte(unsigned char c)
 {
-    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+    return plain_table[c];
 }
 
-static void skip_ws(struct jv *v)
+static void skip_ws_slow(struct jv *v)
 {
     while (v->pos < v->len) {
         unsigned char c = v->s[v->pos];
@@ -138,6 +152,14 @@ static void skip_ws(struct jv *v)
             break;
         v->pos++;
     }
+}
+
+/* Most tokens follow one another with no white space between them. */
+static inline void skip_ws(struct jv *v)
+{
+    if (v->pos < v->len && v->s[v->pos] > ' ')
+        return;
+    skip_ws_slow(v);
 }
 
 static int hex4(const unsigned char *p, uint32_t *out)
