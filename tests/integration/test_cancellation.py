@@ -1,6 +1,7 @@
 """A client that disconnects cancels its batch: running fetches abort, queued items are dropped."""
 
 import json
+import re
 import socket
 import struct
 import time
@@ -32,7 +33,7 @@ class CancellationTest(DaemonCase):
         start = time.monotonic()
         doc = self.batch([self.url("/json", v="a"), self.url("/json", v="b")], total=2, timeout=10)
         self.assertEqual(doc["summary"]["ok"], 2)
-        self.assertLess(time.monotonic() - start, 1.5, "workers were not freed by the cancellation")
+        self.assertLess(time.monotonic() - start, 3.0, "workers were not freed by the cancellation (8 s drips)")
         self.assertEqual(self.up.count(key), 0)
 
     def test_disconnect_cancels_batch(self):
@@ -46,14 +47,15 @@ class CancellationTest(DaemonCase):
         when it disconnects: none of its items is ever fetched, the first batch is unharmed."""
         busy, key = new_tag(), new_tag()
         from harness import Background
-        first = Background(lambda: self.batch([self.url("/delay", ms=800, tag=busy, i=i) for i in range(2)],
+        first = Background(lambda: self.batch([self.url("/delay", ms=2000, tag=busy, i=i) for i in range(2)],
                                               total=2, timeout=10))
         wait_for(lambda: len(self.up.requests(busy)) == 2, 5, "the first batch never started")
         body = json.dumps([self.url("/count", key=key, i=i) for i in range(3)]).encode()
         s = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=10)
         s.sendall(b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        time.sleep(0.1)  # let the daemon read and admit the batch; there is no observable signal
+        wait_for(lambda: re.search(r"^fanoutd_queue_depth 3$", self.get("/metrics").body.decode(), re.M),
+                 5, "the second batch to be queued")
         s.close()
         self.assertEqual(first.result(10)["summary"]["ok"], 2)
         self.assertTrue(stays(lambda: self.up.count(key) == 0, 1.0), "a cancelled batch's queued items ran")

@@ -27,7 +27,7 @@ class FanoutTest(DaemonCase):
         doc = self.batch([self.url("/delay", ms=300, tag=tag, i=i) for i in range(50)], total=50)
         elapsed = time.monotonic() - start
         self.assertEqual(doc["summary"]["ok"], 50)
-        self.assertLess(elapsed, 1.5, "50 x 300 ms should take about 300 ms with 64 workers")
+        self.assertLess(elapsed, 3.0, "50 x 300 ms should take about 300 ms with 64 workers, not 15 s")
         self.assertGreaterEqual(self.up.max_inflight(tag), 20, "items did not overlap at the upstream")
 
     def test_concurrent_batches(self):
@@ -36,7 +36,7 @@ class FanoutTest(DaemonCase):
         runs = [Background(lambda t=t: self.batch([self.url("/delay", ms=400, tag=t, i=i)
                                                    for i in range(10)], total=10)) for t in tags]
         docs = [b.result(10) for b in runs]
-        self.assertLess(time.monotonic() - start, 2.0, "4 batches x 10 x 400 ms with 64 workers")
+        self.assertLess(time.monotonic() - start, 4.0, "4 batches x 10 x 400 ms with 64 workers: not 16 s")
         self.assertTrue(all(d["summary"]["ok"] == 10 for d in docs))
 
 
@@ -66,15 +66,15 @@ class PerHostLimitTest(DaemonCase):
         t1, t2 = new_tag(), new_tag()
         items = []
         for i in range(4):
-            items.append(self.url("/delay", ms=400, tag=t1, i=i))
-            items.append(self.other.url("/delay", ms=400, tag=t2, i=i))
+            items.append(self.url("/delay", ms=1000, tag=t1, i=i))
+            items.append(self.other.url("/delay", ms=1000, tag=t2, i=i))
         start = time.monotonic()
         doc = self.batch(items, total=8)
         elapsed = time.monotonic() - start
         self.assertEqual(doc["summary"]["ok"], 8)
         self.assertEqual(self.up.max_inflight(t1), 2)
         self.assertEqual(self.other.max_inflight(t2), 2)
-        self.assertLess(elapsed, 1.5, "two hosts x 2 slots: about 800 ms, not 1600 ms")
+        self.assertLess(elapsed, 3.2, "two hosts x 2 slots: about 2 s, not 4 s")
 
 
 class FairnessTest(DaemonCase):
@@ -90,7 +90,7 @@ class FairnessTest(DaemonCase):
             elapsed = time.monotonic() - start
             self.assertEqual(doc["summary"]["ok"], 2)
             started_big = len(self.up.requests(big))
-            self.assertLess(elapsed, 1.5, f"the small batch waited {elapsed:.2f} s behind 40 x 200 ms "
+            self.assertLess(elapsed, 3.0, f"the small batch waited {elapsed:.2f} s behind 40 x 200 ms "
                                           f"on 2 workers (round-robin expected)")
             self.assertLess(started_big, 30, "the small batch ran only after most of the big one")
         finally:

@@ -35,14 +35,15 @@ class ShutdownTest(DaemonCase):
         self.addCleanup(k2.close)
         self.assertEqual(try_request(k1, "GET", "/healthz").status, 200)
         self.assertEqual(try_request(k2, "GET", "/healthz").status, 200)
-        inflight = Background(lambda: self.batch([self.url("/delay", ms=1200, tag=tag, i=i)
-                                                  for i in range(4)], total=4, timeout=15))
+        # 4 s items: the checks below must all happen while the batch is still in flight.
+        inflight = Background(lambda: self.batch([self.url("/delay", ms=4000, tag=tag, i=i)
+                                                  for i in range(4)], total=4, timeout=20))
         wait_for(lambda: len(self.up.requests(tag)) == 4, 5, "the batch never started")
         sent = time.monotonic()
         d.signal(signal.SIGTERM)
         # healthz while draining, on an open connection and on a new one
         answers = []
-        deadline = time.monotonic() + 0.8
+        deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline and not answers:
             for conn in (k1, d.port):
                 resp = try_request(conn, "GET", "/healthz")
@@ -57,7 +58,7 @@ class ShutdownTest(DaemonCase):
             resp = try_request(conn, "POST", "/batch", body)
             if resp is not None:
                 self.assert_error(resp, 503, "draining")
-        doc = inflight.result(10)
+        doc = inflight.result(15)
         self.assertEqual(doc["summary"]["ok"], 4, "the in-flight batch must finish")
         self.assertEqual(d.wait(6 - (time.monotonic() - sent) + 1), 0, "exit status 0 expected")
         self.assertEqual(self.up.count(late), 0, "work accepted while draining")
@@ -141,11 +142,9 @@ class ReloadTest(DaemonCase):
                  "no warning that listen/workers need a restart")
         self.assertEqual(self.get("/healthz").status, 200, "still serving on the old address")
         tag = new_tag()
-        start = time.monotonic()
         doc = self.batch([self.url("/delay", ms=600, tag=tag, i=i) for i in range(3)], total=3)
         self.assertEqual(doc["summary"]["ok"], 3)
-        self.assertLess(time.monotonic() - start, 1.4, "workers changed without a restart")
-        self.assertEqual(self.up.max_inflight(tag), 3)
+        self.assertEqual(self.up.max_inflight(tag), 3, "workers changed without a restart")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class MetricsHealthzTest(DaemonCase):
         for path in ("/healthz", "/metrics"):
             resp = self.get(path)
             self.assertEqual(resp.status, 200)
-            self.assertLess(resp.elapsed, 0.5, f"{path} waited for the upstream work")
+            self.assertLess(resp.elapsed, 1.0, f"{path} waited for the upstream work (1.5 s)")
         self.assertEqual(busy.result(10)["summary"]["ok"], 4)
 
     def test_exposition_format(self):

@@ -9,12 +9,19 @@ from harness import Background, DaemonCase, new_tag, wait_for
 class OverloadTest(DaemonCase):
     CONFIG = {"workers": 1, "queue_capacity": 4}
 
+    def holding(self, tag, n):
+        """n items for the one worker: a 3 s one that it runs, then n-1 fast ones that wait
+        in the queue until it ends."""
+        return [self.url("/delay", ms=3000, tag=tag)] + \
+               [self.url("/json", tag=tag, i=i) for i in range(n - 1)]
+
     def test_exactly_one_of_two_competing_batches_fits(self):
         """1 running + 2 queued leaves 2 places: a batch of 2 and a batch of 1 race for them;
         whichever comes second does not fit (the 2 needs both places, the 1 finds none)."""
         hold, two, one = new_tag(), new_tag(), new_tag()
-        held = Background(lambda: self.batch([self.url("/delay", ms=700, tag=hold, i=i) for i in range(3)],
-                                             total=3, timeout=20))
+        # Only the running item is slow: the race below has its 3 s to happen in, however
+        # slowly the machine gets the two batches to the daemon.
+        held = Background(lambda: self.batch(self.holding(hold, 3), total=3, timeout=20))
         wait_for(lambda: self.up.requests(hold), 5, "the holding batch never reached the upstream")
         go = threading.Event()
 
@@ -41,8 +48,7 @@ class OverloadTest(DaemonCase):
 
     def test_capacity_frees_after_work(self):
         hold = new_tag()
-        held = Background(lambda: self.batch([self.url("/delay", ms=500, tag=hold, i=i) for i in range(4)],
-                                             total=4, timeout=20))
+        held = Background(lambda: self.batch(self.holding(hold, 4), total=4, timeout=20))
         wait_for(lambda: self.up.requests(hold), 5, "the holding batch never started")
         tag = new_tag()
         resp = self.post([self.url("/json", tag=tag, i=i) for i in range(2)])

@@ -19,7 +19,7 @@ class TimeoutTest(DaemonCase):
                 [{"id": f"slow{i}", "url": self.url("/delay", ms=4000, i=i)} for i in range(3)] + \
                 [{"id": "drip", "url": self.url("/drip", ms=200, chunks=30)}]
         doc, elapsed = self.timed({"requests": items, "timeout_ms": 800}, 5)
-        self.assertLess(elapsed, 2.0, "the batch deadline (800 ms) bounds the whole response")
+        self.assertLess(elapsed, 3.0, "the batch deadline (800 ms) bounds the whole response (4 s without)")
         self.assertGreater(elapsed, 0.6)
         self.assertEqual([r["id"] for r in doc["results"]], ["fast", "slow0", "slow1", "slow2", "drip"])
         self.assertTrue(self.item(doc, "fast")["ok"])
@@ -35,7 +35,7 @@ class TimeoutTest(DaemonCase):
                  {"id": "z", "url": self.url("/delay", ms=4000)}]
         start = time.monotonic()
         doc = self.batch({"requests": items, "timeout_ms": 700, "merge": "bodies"}, total=2)
-        self.assertLess(time.monotonic() - start, 2.0)
+        self.assertLess(time.monotonic() - start, 3.0)
         self.assertEqual(doc["data"], {"a": {"v": "a"}})
         self.assertEqual(doc["errors"]["z"]["error"]["code"], "deadline_exceeded")
 
@@ -43,7 +43,7 @@ class TimeoutTest(DaemonCase):
         items = [{"id": "cl", "url": self.url("/drip", ms=150, chunks=40), "timeout_ms": 700},
                  {"id": "chunked", "url": self.url("/drip", ms=150, chunks=40, cl=0), "timeout_ms": 700}]
         doc, elapsed = self.timed({"requests": items, "timeout_ms": 10000}, 2)
-        self.assertLess(elapsed, 2.5)
+        self.assertLess(elapsed, 3.5, "700 ms timeouts; the bodies would take 6 s")
         for item_id in ("cl", "chunked"):
             r = self.item(doc, item_id)
             self.assert_item_error(r, "timeout", status=200)
@@ -56,7 +56,7 @@ class TimeoutTest(DaemonCase):
         doc, elapsed = self.timed({"requests": items, "timeout_ms": 5000}, 2)
         self.assert_item_error(self.item(doc, "t"), "timeout", status=None)
         self.assertTrue(self.item(doc, "ok")["ok"])
-        self.assertLess(elapsed, 2.0, "the reply waits for the 600 ms item only")
+        self.assertLess(elapsed, 2.5, "the reply waits for the 600 ms item only, not 3 s")
         self.assertLess(self.item(doc, "t")["duration_ms"], 1500)
 
     def test_fast_items_unaffected_by_large_timeouts(self):
@@ -70,10 +70,10 @@ class ItemTimeoutStartsAtWorkerTest(DaemonCase):
     CONFIG = {"workers": 1}
 
     def test_item_timeout_counts_from_worker_start(self):
-        """workers=1: the second item waits ~600 ms in the queue, then needs 100 ms; its own 450 ms
+        """workers=1: the second item waits ~1.5 s in the queue, then needs 100 ms; its own 1.2 s
         timeout counts from when the worker starts it, so it is ok."""
-        items = [{"id": "first", "url": self.url("/delay", ms=600)},
-                 {"id": "second", "url": self.url("/delay", ms=100), "timeout_ms": 450}]
+        items = [{"id": "first", "url": self.url("/delay", ms=1500)},
+                 {"id": "second", "url": self.url("/delay", ms=100), "timeout_ms": 1200}]
         doc = self.batch({"requests": items, "timeout_ms": 5000}, total=2)
         self.assertTrue(self.item(doc, "first")["ok"])
         self.assertTrue(self.item(doc, "second")["ok"], self.item(doc, "second"))
@@ -97,7 +97,7 @@ class BatchTimeoutConfigTest(DaemonCase):
     def test_configured_batch_timeout_applies(self):
         start = time.monotonic()
         doc = self.batch([self.url("/json", v="a"), self.url("/delay", ms=4000)], total=2)
-        self.assertLess(time.monotonic() - start, 2.0)
+        self.assertLess(time.monotonic() - start, 3.0)
         self.assertTrue(doc["results"][0]["ok"])
         self.assert_item_error(doc["results"][1], "deadline_exceeded")
 
@@ -114,7 +114,7 @@ class MaxTimeoutCapTest(DaemonCase):
         start = time.monotonic()
         doc = self.batch({"requests": [{"url": self.url("/delay", ms=4000), "timeout_ms": 50000}],
                           "timeout_ms": 50000}, total=1)
-        self.assertLess(time.monotonic() - start, 2.2, "max_timeout_ms caps item and batch timeouts")
+        self.assertLess(time.monotonic() - start, 3.0, "max_timeout_ms caps item and batch timeouts")
         self.assert_item_error(doc["results"][0], ("timeout", "deadline_exceeded"))
 
 

@@ -54,17 +54,34 @@ def fd_count(pid):
         return 0
 
 
-def socket_fd_count(pid):
-    n = 0
+def client_conn_count(pid, port):
+    """Client connections process pid holds on its listening port: its sockets that
+    /proc/net/tcp{,6} shows with local port `port` in any state but LISTEN: not moved by
+    the workers' own sockets (upstream connections, curl's wake-up pairs), which come and
+    go with fetches."""
+    inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                    n += 1
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
-                pass
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
     except OSError:
-        pass
+        return 0
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if local_port == port and fields[3] != "0A" and fields[9] in inodes:
+                        n += 1
+        except OSError:
+            pass
     return n
 
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from common import (RobustCase, Background, request, raw_read_all, raw_status, json_body,
-                    socket_fd_count, wait_for, new_tag)
+                    client_conn_count, wait_for, new_tag)
 
 SLOW_CONNS = 300
 SLOW_SECONDS = 10
@@ -26,7 +26,8 @@ class SlowClients(RobustCase):
     def attack(self, mode_args, path):
         d = self.start_daemon(max_connections=1024, client_timeout_ms=2000, workers=8)
         self.batch({"requests": self.siblings(new_tag(), 2)})  # warm up
-        baseline = socket_fd_count(d.pid)
+        conns = lambda: client_conn_count(d.pid, d.port)  # noqa: E731
+        baseline = conns()
         url = f"http://127.0.0.1:{d.port}{path}"
         argv = ["slowhttptest", *mode_args, "-c", str(SLOW_CONNS), "-r", "150",
                 "-l", str(SLOW_SECONDS), "-p", "3", "-u", url]
@@ -49,10 +50,10 @@ class SlowClients(RobustCase):
                                 stderr=subprocess.STDOUT)
         prober = Background(probe)
         try:
-            held = wait_for(lambda: socket_fd_count(d.pid) >= baseline + SLOW_CONNS // 3, 8,
+            held = wait_for(lambda: conns() >= baseline + SLOW_CONNS // 3, 8,
                             f"slowhttptest to hold connections ({SLOW_CONNS} asked)")
             self.assertTrue(held)
-            peak = socket_fd_count(d.pid)
+            peak = conns()
             # a small batch goes through while the slow clients are there
             tag = new_tag()
             doc = self.batch({"requests": self.siblings(tag, 5)}, timeout=10)
@@ -77,7 +78,7 @@ class SlowClients(RobustCase):
         tag = new_tag()
         self.check_siblings(self.batch({"requests": self.siblings(tag, 3)}), tag, 3)
         # the slow connections are gone again (closed by the tool or reaped)
-        wait_for(lambda: socket_fd_count(d.pid) <= baseline + 10, 6,
+        wait_for(lambda: conns() <= baseline + 10, 6,
                  f"the daemon to drop the slow connections (peak {peak}, baseline {baseline})")
         text = out.decode("utf-8", "replace")
         self.assertRegex(text, r"(?i)connected", f"slowhttptest output:\n{text[-2000:]}")
@@ -148,7 +149,10 @@ class ConnectionLimit(RobustCase):
                     return request(d.port, "GET", "/healthz", timeout=2).status == 200
                 except OSError:
                     return False
-            wait_for(served, 5, "the daemon to serve again once the held connections closed")
+            # Served once proves one free place; the next round needs all of them, so wait
+            # until the daemon has closed every connection of this round too.
+            wait_for(lambda: served() and client_conn_count(d.pid, d.port) == 0, 10,
+                     "the daemon to close this round's connections and serve again")
         tag = new_tag()
         self.check_siblings(self.batch({"requests": self.siblings(tag, 3)}), tag, 3)
 
