@@ -41,6 +41,8 @@ class Upstream(BaseHTTPRequestHandler):
 
 
 def free_port():
+    """A port that was free a moment ago: another process can take it before fanoutd
+    binds it (start() then starts fanoutd again on a fresh one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,23 +60,32 @@ class FailingAllocationsTest(unittest.TestCase):
         cls.up.shutdown()
         cls.up.server_close()
 
-    def start(self, every):
-        port = free_port()
-        log = tempfile.NamedTemporaryFile(prefix="fanoutd-failmalloc-", delete=False)
-        self.addCleanup(os.unlink, log.name)
+    def start(self, every, attempts=3):
         env = dict(os.environ, FO_FAIL_EVERY=str(every), FO_FAIL_AFTER_MS="400")
-        proc = subprocess.Popen([BINARY, "--listen", f"127.0.0.1:{port}", "--workers", "8",
-                                 "--log-level", "warn"], env=env, stdout=log, stderr=log)
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.02)
-        time.sleep(0.5)   # past FO_FAIL_AFTER_MS: failures are on from here
-        return proc, port, log.name
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            log = tempfile.NamedTemporaryFile(prefix="fanoutd-failmalloc-", delete=False)
+            self.addCleanup(os.unlink, log.name)
+            proc = subprocess.Popen([BINARY, "--listen", f"127.0.0.1:{port}", "--workers", "8",
+                                     "--log-level", "warn"], env=env, stdout=log, stderr=log)
+            self.addCleanup(lambda p=proc: p.poll() is None and (p.kill(), p.wait()))
+            end = time.monotonic() + 10
+            while time.monotonic() < end and proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            time.sleep(0.5)   # past FO_FAIL_AFTER_MS: failures are on from here
+            # Still running, so it listens on port (a connection alone may have reached
+            # another process that took the port). If that process made fanoutd exit
+            # ("cannot listen"), start again on a fresh port; any other exit fails here.
+            if proc.poll() is None:
+                return proc, port, log.name
+            with open(log.name, errors="replace") as f:
+                output = f.read()
+            if attempt == attempts or "cannot listen on" not in output:
+                self.fail(f"fanoutd exited with {proc.returncode} on start: {output[-800:]}")
 
     def payloads(self):
         urls = [f"{self.base}/item/{i}" for i in range(6)]

@@ -84,9 +84,20 @@ def shared_upstream(host="127.0.0.1", tls=False):
 
 
 def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago. Another process can take it before a daemon
+    binds it: start such a daemon again on a fresh port when lost_port() says so."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+BIND_ATTEMPTS = 3   # starts on a fresh free_port() before a lost port is a failure
+
+
+def lost_port(output):
+    """True if fanoutd's output says it could not bind its listen address (then it exits
+    at once): with a port from free_port(), another process took it in between."""
+    return "cannot listen on" in output
 
 
 def closed_port():
@@ -292,17 +303,31 @@ class Daemon:
         return f"[{self.host}]" if ":" in self.host else self.host
 
     def start(self, timeout=10):
+        # self.port comes from free_port(): if another process took it meanwhile, fanoutd
+        # exits saying so, and it is started again on a fresh port (BIND_ATTEMPTS tries in
+        # all). Any other early exit fails at once.
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            logged = len(self.log())
+            if self._attempt(timeout):
+                return self
+            if attempt == BIND_ATTEMPTS or not lost_port(self.log()[logged:]):
+                raise RuntimeError(f"fanoutd exited with {self.proc.returncode} before it was "
+                                   f"healthy: {shlex.join(self.argv)}\n{self.tail()}")
+            self._log.close()
+            self.port = free_port(self.host)
+
+    def _attempt(self, timeout):
+        """Starts fanoutd; True once it is healthy, False if it exits first."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=self._log, env=self.env)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"fanoutd exited with {self.proc.returncode} before it was "
-                                   f"healthy: {shlex.join(self.argv)}\n{self.tail()}")
+                return False
             try:
                 if request(self.port, "GET", "/healthz", timeout=1, host=self.host).status == 200:
-                    return self
+                    return True
             except OSError:
                 pass
             time.sleep(0.05)

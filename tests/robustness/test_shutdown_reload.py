@@ -103,7 +103,11 @@ class Shutdown(RobustCase):
         tag = new_tag()
         items = self.siblings(tag, 2) + self.slow(tag, 2, ms=15000)
         bg = self.in_background(items)
-        wait_for(lambda: len(self.up.requests(tag, "/delay")) >= 2, 10, "the slow items to start")
+        # The siblings must be answered before the second SIGTERM cancels what still runs.
+        wait_for(lambda: len(self.up.requests(tag, "/json")) == 2
+                 and len(self.up.requests(tag, "/delay")) == 2
+                 and metric(self.metrics(), "fanoutd_workers_busy") == 2,
+                 10, "the siblings answered and only the slow items running")
         d.signal(signal.SIGTERM)
         wait_for(lambda: healthz_status(d.port) in (503, None), 5, "the daemon to start draining")
         self.assertIsNone(d.proc.poll(), "exited before the grace time with work in flight")
@@ -139,19 +143,26 @@ class StartupSignals(RobustCase):
         delays = [0, 0, 0, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05]
         outcomes = []
         for i, delay in enumerate(delays):
-            p = self.spawn(directory, i)
-            if wait_first is not None:
-                wait_first(p)
-            if delay:
-                time.sleep(delay)  # deliberately varied: the point is the moment, not a sync
-            blocked = self.sigterm_handled(p)
-            p.send_signal(signal.SIGTERM)
-            try:
-                rc = p.wait(5)
-            except subprocess.TimeoutExpired:
-                rc = None
-            with open(os.path.join(directory, f"run{i}.log"), "rb") as f:
-                tail = f.read()[-300:].decode("utf-8", "replace")
+            for attempt in range(1, harness.BIND_ATTEMPTS + 1):
+                p = self.spawn(directory, i)
+                if wait_first is not None:
+                    wait_first(p)
+                if delay:
+                    time.sleep(delay)  # deliberately varied: the point is the moment, not a sync
+                blocked = self.sigterm_handled(p)
+                p.send_signal(signal.SIGTERM)
+                try:
+                    rc = p.wait(5)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                with open(os.path.join(directory, f"run{i}.log"), "rb") as f:
+                    output = f.read()
+                # spawn() picks its port with free_port(): if another process took it, fanoutd
+                # exited saying so, and this moment is tried again on a fresh port.
+                if rc in (None, 0) or attempt == harness.BIND_ATTEMPTS \
+                        or not harness.lost_port(output.decode("utf-8", "replace")):
+                    break
+            tail = output[-300:].decode("utf-8", "replace")
             outcomes.append((delay, rc, blocked, tail))
         bad = [(delay, describe_rc(rc), "SIGTERM blocked/caught when sent" if blocked else
                 "SIGTERM not yet blocked or caught when sent (dynamic loader, library "

@@ -40,6 +40,8 @@ def daemon_cmd():
 
 
 def free_port():
+    """A port that was free a moment ago: another process can take it before fanoutd
+    binds it (Daemon then starts fanoutd again on a fresh one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -80,18 +82,42 @@ class Echo(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+BIND_ATTEMPTS = 3   # starts on a fresh free_port() before a lost port is a failure
+
+
 class Daemon:
     """fanoutd listening on a free port; `command` replaces the whole command line."""
 
     def __init__(self, *args, env=None, preexec=None, close_fds=True, command=None, port=None):
         self.dir = tempfile.mkdtemp(prefix="fanoutd-svc-")
         self.log_path = os.path.join(self.dir, "log")
+        self.log = None
+
+        def spawn():
+            cmd = command or daemon_cmd() + ["--listen", f"127.0.0.1:{self.port}"] + list(args)
+            if self.log is not None:
+                self.log.close()
+            self.log = open(self.log_path, "wb")   # each start logs afresh
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=subprocess.STDOUT, env=env, preexec_fn=preexec,
+                                         close_fds=close_fds)
+
         self.port = port or free_port()
-        cmd = command or daemon_cmd() + ["--listen", f"127.0.0.1:{self.port}"] + list(args)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env, preexec_fn=preexec,
-                                     close_fds=close_fds)
+        spawn()
+        if port is None and command is None:
+            # Our own pick: if another process took the port meanwhile, fanoutd exits
+            # saying so; start it again on a fresh one. Any other failure raises at once.
+            for _ in range(BIND_ATTEMPTS - 1):
+                if not self.lost_port():
+                    break
+                self.port = free_port()
+                spawn()
+            self.wait_healthy()
+
+    def lost_port(self):
+        """Waits until fanoutd answers or exits; True if it exited unable to bind its port."""
+        wait_until(lambda: self.proc.poll() is not None or self.healthy(), 10, "daemon start")
+        return self.proc.poll() is not None and "cannot listen on" in self.text()
 
     def healthy(self):
         try:
@@ -377,7 +403,7 @@ class NotifyTest(unittest.TestCase):
         self.assertEqual(status, 200, "the wedged batch still ends at its deadline")
         self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "deadline_exceeded")
         # max_timeout_ms (300) + 2 s without a worker asking for work: wedged.
-        self.pump(3.5)
+        self.pump(4.5)  # a second more than needed: messages are stamped when read
         now = time.monotonic()
         self.assertEqual(self.watchdogs(now - 1.0, now), [], "WATCHDOG=1 while the pool is wedged")
         self.assertIn("no longer feeding the systemd watchdog", d.text())
