@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: fanoutd against the peers of ../shared/bench in one interleaved
 # run; writes bench/RESULTS.md, bench/results.json and bench/chart.svg.
+# fanoutd runs with its systemd unit's Environment= settings.
 #
 #   BENCH_ARGS   extra arguments for the harness (default: --retries 2)
 #   WORKERS      fanoutd workers (default 128: the 100-URL fan-out scenario
@@ -14,7 +15,10 @@ command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninte
     apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } || true
 make -s fanoutd
 workers=${WORKERS:-128}
-sut="$PWD/fanoutd --listen 127.0.0.1:{port} --workers $workers --log-level warn"
+# fanoutd runs in the environment its systemd unit gives it (glibc malloc
+# tunables; see systemd/fanoutd.service), as `make soak` does.
+unit_env=$(sed -n 's/^Environment=//p' systemd/fanoutd.service | tr '\n' ' ')
+sut="env $unit_env$PWD/fanoutd --listen 127.0.0.1:{port} --workers $workers --log-level warn"
 args=${BENCH_ARGS:---retries 2}
 cmd="bash $shared/run.sh --sut '$sut' --sut-name fanoutd $args"
 tmp=$(mktemp -d)
@@ -22,7 +26,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Idle RSS: fanoutd started with the same flags, nothing sent, after 1 s.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./fanoutd --listen 127.0.0.1:$port --workers "$workers" --log-level warn &
+# shellcheck disable=SC2086 # $unit_env holds several words
+env $unit_env ./fanoutd --listen 127.0.0.1:$port --workers "$workers" --log-level warn &
 pid=$!
 sleep 1
 idle_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)

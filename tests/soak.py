@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """make soak (not in CI): SOAK_SECONDS (default 600) of mixed good and faulty
 batches at about 70% of the capacity measured first on the same mix, against
-./fanoutd and a local upstream. Every few seconds the daemon's RSS, open file
+./fanoutd (in the environment systemd/fanoutd.service gives it) and a local
+upstream. Every few seconds the daemon's RSS, open file
 descriptors and threads are sampled. Passes only if they stay flat (the last
 minute against the first minute after warm-up) and every response accounts for
 every item. Loopback only; bounded in time. Ends with "N passed, N failed".
@@ -148,6 +149,18 @@ class Load:
             t.join()
 
 
+def unit_environment():
+    """The Environment= settings of systemd/fanoutd.service: the soak runs the daemon in
+    the environment the unit gives it (glibc's malloc tunables, see the unit)."""
+    env = dict(os.environ)
+    with open(os.path.join(ROOT, "systemd", "fanoutd.service")) as f:
+        for line in f:
+            if line.startswith("Environment="):
+                key, _, value = line[len("Environment="):].strip().partition("=")
+                env[key] = value
+    return env
+
+
 def main():
     up = Server(("127.0.0.1", 0), Upstream)
     threading.Thread(target=up.serve_forever, daemon=True).start()
@@ -156,7 +169,8 @@ def main():
     daemon = subprocess.Popen([os.path.join(ROOT, "fanoutd"), "--listen", f"127.0.0.1:{port}",
                                "--workers", "64", "--max-response-bytes", "100000",
                                "--log-level", "warn"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=unit_environment())
     results = []
     try:
         for _ in range(100):
@@ -170,6 +184,9 @@ def main():
         probe.run(10)
         capacity = probe.done / (time.monotonic() - t0)
         rate = 0.7 * capacity
+        print("daemon environment from the unit: " +
+              (", ".join(f"{k}={v}" for k, v in unit_environment().items()
+                         if os.environ.get(k) != v) or "nothing"))
         print(f"capacity {capacity:.1f} batches/s on this mix; soaking at {rate:.1f} for {SECONDS} s",
               flush=True)
         load = Load(port, up_url)
