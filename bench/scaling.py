@@ -5,7 +5,9 @@ size (1 to 1000) and with workers (8 to 1024). Writes bench/SCALING.md.
 Upstream: the nginx of ../shared/bench (/fast: 1 KiB of JSON at once;
 /delay?ms=N: a small JSON after N ms). Each configuration gets a fresh daemon;
 each point is the median of a few sequential batches, and the peak RSS
-(VmHWM) of the daemon after them. Loopback only; bounded in count and time.
+(VmHWM) of the daemon after them. The daemon runs in the environment its
+systemd unit gives it, as in make bench and make soak. Loopback only; bounded
+in count and time.
 """
 import http.client
 import json
@@ -21,6 +23,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 BENCH = os.path.join(ROOT, os.pardir, "shared", "bench")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from soak import unit_environment  # noqa: E402 (the daemon runs as its unit runs it)
 DELAY_MS = 50
 REPEAT = 3
 
@@ -69,7 +73,8 @@ def measure(up, workers, n, path):
     proc = subprocess.Popen([os.path.join(ROOT, "fanoutd"), "--listen", f"127.0.0.1:{port}",
                              "--workers", str(workers), "--log-level", "warn",
                              "--max-timeout-ms", "120000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=unit_environment())
     try:
         wait_port(port)
         time.sleep(0.3)
@@ -113,7 +118,8 @@ def main():
     out = ["# fanoutd scaling", "",
            f"Written by `make bench-scaling` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
            f"({os.cpu_count()} shared cores). Each point: the median of {REPEAT} sequential batches "
-           "(after one warm-up batch) on a fresh daemon, and its peak RSS (VmHWM) after them. "
+           "(after one warm-up batch) on a fresh daemon in its systemd unit's environment, and "
+           "its peak RSS (VmHWM) after them. "
            f"`/fast` answers 1 KiB of JSON at once; `/delay` answers after {DELAY_MS} ms. "
            "Ratios within one run are what count: the machine is shared.", "",
            "## Batch size (128 workers)", "",
