@@ -112,6 +112,9 @@ class ConnectionLimit(RobustCase):
 
     def test_excess_connections_refused_then_served_again(self):
         d = self.start_daemon(max_connections=self.LIMIT, client_timeout_ms=30000)
+        # The start-up health probe's connection counts until the daemon has seen it close.
+        wait_for(lambda: client_conn_count(d.pid, d.port) == 0, 10,
+                 "the start-up probe's connection to close")
         for round_ in (1, 2):  # twice: the count must come back down when connections close
             held = []
             try:
