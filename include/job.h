@@ -79,10 +79,14 @@ struct job {
 
 /*
  * A new job for a parsed batch: takes ownership of req's contents and of
- * forward[]; takes a reference on cfg. The caller holds the one reference.
+ * forward[] (also when it fails: they are freed then); takes a reference on
+ * cfg. The caller holds the one reference.
  */
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
                int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out) FO_MUST_CHECK;
+
+/* Frees a list of forwarded headers ("Name: value" strings) and the list. */
+void job_forward_free(char **forward, size_t n);
 
 struct job *job_ref(struct job *job);
 void job_unref(struct job *job);

@@ -413,9 +413,10 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
         return err;
     for (size_t i = 0; i < n; i++) {
         json_t *el = json_array_get(arr, i);
+        const char *url = plain_string(el);
         b->n = i + 1;
-        if (plain_string(el) != NULL) {
-            err = set_url(&b->items[i], json_string_value(el), i, msg);
+        if (url != NULL) {
+            err = set_url(&b->items[i], url, i, msg);
         } else if (json_is_object(el)) {
             err = parse_item_object(&b->items[i], el, i, msg);
         } else {
@@ -450,7 +451,9 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
         return FO_EINVAL;
     }
     if ((v = json_object_get(root, "merge")) != NULL) {
-        const char *m = plain_string(v) ? json_string_value(v) : "";
+        const char *m = plain_string(v);
+        if (m == NULL)
+            m = "";
         if (strcmp(m, "none") == 0) {
             b->merge = MERGE_NONE;
         } else if (strcmp(m, "bodies") == 0) {
@@ -474,8 +477,8 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
 
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
-        if (jansson_out_of_memory || json_error_code(&jerr) == json_error_out_of_memory)
-            return FO_ENOMEM;
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            return FO_ENOMEM;   /* batch_parse also reads jansson_out_of_memory */
         if (len == 0)
             fo_msg_set(msg, "the body is empty");
         else

@@ -15,6 +15,32 @@
 /* Serial numbers for jobs; atomic, so no lock. */
 static _Atomic uint64_t next_serial = 1;
 
+void job_forward_free(char **forward, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(forward[i]);
+    free(forward);
+}
+
+/* Frees a job and everything it owns: its last reference is gone, or
+ * job_new could not finish it. */
+static void job_free(struct job *job)
+{
+    for (size_t i = 0; job->results != NULL && i < job->req.n; i++)
+        result_clear(&job->results[i]);
+    batch_req_free(&job->req);
+    job_forward_free(job->forward, job->nforward);
+    free(job->state);
+    free(job->started_us);
+    free(job->runner);
+    free(job->results);
+    free(job->pending);
+    buf_free(&job->doc);
+    config_unref(job->cfg);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
                int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out)
 {
@@ -23,8 +49,19 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     long timeout_ms;
 
     *out = NULL;
-    if (job == NULL)
+    if (job == NULL) {
+        batch_req_free(req);
+        job_forward_free(forward, nforward);
         return FO_ENOMEM;
+    }
+    /* From here on the job owns what it was given, and job_free releases it. */
+    job->req = *req;
+    memset(req, 0, sizeof(*req));
+    job->forward = forward;
+    job->nforward = nforward;
+    job->cfg = config_ref(cfg);
+    pthread_mutex_init(&job->lock, NULL);
+    buf_init(&job->doc, 0);
     job->state = calloc(n, sizeof(*job->state));
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
@@ -32,22 +69,12 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->pending = malloc(n * sizeof(*job->pending));
     if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
         job->results == NULL || job->pending == NULL) {
-        free(job->state);
-        free(job->started_us);
-        free(job->runner);
-        free(job->results);
-        free(job->pending);
-        free(job);
+        job_free(job);
         return FO_ENOMEM;
     }
     atomic_init(&job->refs, 1);
     atomic_init(&job->stop, 0);
     job->serial = atomic_fetch_add(&next_serial, 1);
-    job->cfg = config_ref(cfg);
-    job->req = *req;
-    memset(req, 0, sizeof(*req));
-    job->forward = forward;
-    job->nforward = nforward;
     job->arrival_us = arrival_us;
     timeout_ms = job->req.timeout_ms ? job->req.timeout_ms : cfg->batch_timeout_ms;
     if (timeout_ms > cfg->max_timeout_ms)
@@ -59,8 +86,6 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     for (size_t i = 0; i < n; i++)
         job->pending[i] = (uint32_t)i;
     job->npending = n;
-    pthread_mutex_init(&job->lock, NULL);
-    buf_init(&job->doc, 0);
     *out = job;
     return FO_OK;
 }
@@ -75,21 +100,7 @@ void job_unref(struct job *job)
 {
     if (job == NULL || atomic_fetch_sub(&job->refs, 1) != 1)
         return;
-    for (size_t i = 0; i < job->req.n; i++)
-        result_clear(&job->results[i]);
-    batch_req_free(&job->req);
-    for (size_t i = 0; i < job->nforward; i++)
-        free(job->forward[i]);
-    free(job->forward);
-    free(job->state);
-    free(job->started_us);
-    free(job->runner);
-    free(job->results);
-    free(job->pending);
-    buf_free(&job->doc);
-    config_unref(job->cfg);
-    pthread_mutex_destroy(&job->lock);
-    free(job);
+    job_free(job);
 }
 
 int job_begin_item(struct job *job, size_t i, struct fetcher *f)

@@ -302,7 +302,6 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 /* Out of memory is a passing overload: 503 overloaded, try again later. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
-
     metrics_batch(OUT_OVERLOADED, 0);
     return respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded", retry_hdr,
                          "fanoutd is out of memory; try again later");
@@ -348,9 +347,7 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct request 
             continue;
         size_t len = strlen(name) + strlen(val) + 3;
         if ((v[n] = malloc(len)) == NULL) {
-            while (n > 0)
-                free(v[--n]);
-            free(v);
+            job_forward_free(v, n);
             return FO_ENOMEM;
         }
         (void)snprintf(v[n], len, val[0] ? "%s: %s" : "%s;", name, val);
@@ -390,13 +387,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
         return respond_out_of_memory(conn, req);
     }
     if (job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
-                &req->job) != FO_OK) {
-        batch_req_free(&parsed);
-        for (size_t i = 0; i < nfwd; i++)
-            free(fwd[i]);
-        free(fwd);
-        return respond_out_of_memory(conn, req);
-    }
+                &req->job) != FO_OK)
+        return respond_out_of_memory(conn, req);   /* job_new freed parsed and fwd */
     req->state = REQ_RUNNING;
     pthread_mutex_lock(&srv.lock);
     srv.in_flight++;
@@ -445,7 +437,6 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
 static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
                                     const char *upload, size_t *upload_size)
 {
-
     switch (req->state) {
     case REQ_BODY:
         if (*upload_size == 0)
@@ -492,7 +483,6 @@ static struct request *request_new(struct MHD_Connection *conn)
     access_client(conn, req->client, sizeof(req->client));
     return req;
 }
-
 
 static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
 {

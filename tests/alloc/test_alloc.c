@@ -139,10 +139,8 @@ static int op_job(void)
 
     if (batch_parse(THREE, strlen(THREE), 1, cfg, &req, &msg) != FO_OK)
         return 1;
-    if (job_new(cfg, &req, NULL, 0, fo_now_us(), NULL, NULL, &job) != FO_OK) {
-        batch_req_free(&req);
-        return 1;
-    }
+    if (job_new(cfg, &req, NULL, 0, fo_now_us(), NULL, NULL, &job) != FO_OK)
+        return 1;   /* job_new freed req */
     rc = fill_results(r);
     for (size_t i = 0; i < 3; i++) {
         if (job_begin_item(job, i, NULL))

@@ -21,6 +21,9 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "integration"))
+from harness import BIND_ATTEMPTS, free_port, lost_port  # noqa: E402 (ports picked one way)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 BINARY = os.environ.get("FAILMALLOC", os.path.join(ROOT, "build", "fanoutd-failmalloc"))
 
@@ -40,14 +43,6 @@ class Upstream(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def free_port():
-    """A port that was free a moment ago: another process can take it before fanoutd
-    binds it (start() then starts fanoutd again on a fresh one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FailingAllocationsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -60,7 +55,7 @@ class FailingAllocationsTest(unittest.TestCase):
         cls.up.shutdown()
         cls.up.server_close()
 
-    def start(self, every, attempts=3):
+    def start(self, every, attempts=BIND_ATTEMPTS):
         env = dict(os.environ, FO_FAIL_EVERY=str(every), FO_FAIL_AFTER_MS="400")
         for attempt in range(1, attempts + 1):
             port = free_port()
@@ -84,7 +79,7 @@ class FailingAllocationsTest(unittest.TestCase):
                 return proc, port, log.name
             with open(log.name, errors="replace") as f:
                 output = f.read()
-            if attempt == attempts or "cannot listen on" not in output:
+            if attempt == attempts or not lost_port(output):
                 self.fail(f"fanoutd exited with {proc.returncode} on start: {output[-800:]}")
 
     def payloads(self):

@@ -27,6 +27,9 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "integration"))
+from harness import BIND_ATTEMPTS, free_port, lost_port  # noqa: E402 (ports picked one way)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "max_response_bytes", "default_timeout_ms", "max_timeout_ms", "batch_timeout_ms",
@@ -37,14 +40,6 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
 def daemon_cmd():
     spec = os.environ.get("FANOUTD", "").strip()
     return shlex.split(spec) if spec else [os.path.join(ROOT, "fanoutd")]
-
-
-def free_port():
-    """A port that was free a moment ago: another process can take it before fanoutd
-    binds it (Daemon then starts fanoutd again on a fresh one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(pred, timeout, what):
@@ -82,9 +77,6 @@ class Echo(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-BIND_ATTEMPTS = 3   # starts on a fresh free_port() before a lost port is a failure
-
-
 class Daemon:
     """fanoutd listening on a free port; `command` replaces the whole command line."""
 
@@ -117,7 +109,7 @@ class Daemon:
     def lost_port(self):
         """Waits until fanoutd answers or exits; True if it exited unable to bind its port."""
         wait_until(lambda: self.proc.poll() is not None or self.healthy(), 10, "daemon start")
-        return self.proc.poll() is not None and "cannot listen on" in self.text()
+        return self.proc.poll() is not None and lost_port(self.text())
 
     def healthy(self):
         try:
