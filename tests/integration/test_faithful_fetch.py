@@ -401,6 +401,8 @@ class CdnLoopTest(DaemonCase):
         resp = self.post(body, headers=[("CDN-Loop", "other"), ("CDN-Loop", "fanoutd")])
         self.assert_error(resp, 508, "loop_detected")
         self.assertEqual(self.up.count(key), 0, "a refused batch fetched something")
+        metrics = self.get("/metrics").body.decode()
+        self.assertRegex(metrics, r'fanoutd_batches_total\{outcome="loop_detected"\} [1-9]')
         for value in ("fanoutdx", "xfanoutd", "fanout", "a=fanoutd", ""):
             with self.subTest(not_a_loop=value):
                 self.batch(body, total=1, headers={"CDN-Loop": value})
