@@ -857,6 +857,7 @@ static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req
     for (long hops = 0;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
         if (left_ms <= 0) {
+            f->status = 0;   /* the next hop's response never came */
             rc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
@@ -869,7 +870,6 @@ static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req
             goto out;
         }
         if (f->location_too_long) {
-            why.text[0] = '\0';
             fo_msg_set(&why, "the redirect's Location is longer than %d bytes", FO_MAX_URL_LEN);
             err = FO_EINVAL;
         } else {
