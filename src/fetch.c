@@ -22,9 +22,11 @@
  * At most once: libcurl re-sends a request on a fresh connection when a
  * reused keep-alive connection turns out dead, even after the request went
  * out (lib/transfer.c Curl_retry_request, rewinding the body). There is no
- * option to stop that retry, but it only happens on a reused connection:
- * a POST or PATCH is sent on a fresh one (CURLOPT_FRESH_CONNECT), so it is
- * never sent twice; other methods may be retried, as HTTP allows.
+ * option to stop that retry before libcurl 8.16 (CURLOPT_FORBID_RETRY_ON_REUSE),
+ * but it only happens on a reused connection (bits.reuse; the HTTP/2
+ * REFUSED_STREAM retry is safe by definition): a POST or PATCH is sent on a
+ * fresh one (CURLOPT_FRESH_CONNECT), so it is never sent twice; other
+ * methods may be retried, as HTTP allows.
  *
  * The transfer waits in curl_multi_poll, so fetch_wake() (curl_multi_wakeup,
  * thread-safe) stops it at once when its job finishes; curl_easy_perform
