@@ -39,6 +39,7 @@
     ACTION(OUT_SHUTDOWN, "shutdown")        \
     ACTION(OUT_BAD_REQUEST, "bad_request")  \
     ACTION(OUT_UNAUTHORIZED, "unauthorized") \
+    ACTION(OUT_LOOP, "loop_detected")       \
     ACTION(OUT_TOO_LARGE, "too_large")      \
     ACTION(OUT_OVERLOADED, "overloaded")    \
     ACTION(OUT_DRAINING, "draining")
