@@ -87,7 +87,7 @@ struct jt_value *jt_get(const struct jt_value *v, const char *name, size_t len);
 /*
  * RFC 6901 JSON Pointer: the value that ptr[0..plen) names inside root.
  * "" is root itself; each "/token" names an object member (by decoded key,
- * "~1" for '/', "~0" for '~'; any other '~' is FO_EINVAL) or an array
+ * "~1" for '/', "~0" for '~'; any other '~' anywhere in ptr is FO_EINVAL) or an array
  * element (a decimal index without leading zeros; "-" names nothing).
  * A pointer not starting with '/' (and not "") is FO_EINVAL. Walking into
  * an array parses the elements up to the one named (an object there is

@@ -664,6 +664,11 @@ fo_err jt_pointer(struct jt_arena *a, const struct jt_value *root, const char *p
 
     if (plen > 0 && ptr[0] != '/')
         return FO_EINVAL;
+    /* A malformed pointer is refused whatever the document holds. */
+    for (size_t k = 0; k < plen; k++) {
+        if (ptr[k] == '~' && (k + 1 >= plen || (ptr[k + 1] != '0' && ptr[k + 1] != '1')))
+            return FO_EINVAL;
+    }
     while (i < plen) {
         const char *t = ptr + i + 1, *end = memchr(t, '/', plen - i - 1);
         size_t n = end ? (size_t)(end - t) : plen - i - 1;
