@@ -158,23 +158,28 @@ static struct jt_member *object_add(struct jt_arena *a, struct jt_object *o)
     return m;
 }
 
+/* Enters member i in o's index (when o has one). */
+static void index_put(struct jt_object *o, size_t i)
+{
+    if (o->index == NULL)
+        return;
+    size_t s = (size_t)o->m[i].hash & (o->index_cap - 1);
+    while (o->index[s] != 0)
+        s = (s + 1) & (o->index_cap - 1);
+    o->index[s] = (uint32_t)(i + 1);
+}
+
 /* Sets the new last member's key and hash and enters it in the index. */
-static void object_keyed(struct jt_object *o, const char *key, size_t key_len, const char *name,
-                         size_t name_len, uint64_t h)
+static void object_keyed(struct jt_object *o, const struct jt_member *from)
 {
     struct jt_member *m = &o->m[o->n - 1];
 
-    m->key = key;
-    m->key_len = key_len;
-    m->name = name;
-    m->name_len = name_len;
-    m->hash = h;
-    if (o->index != NULL) {
-        size_t s = (size_t)h & (o->index_cap - 1);
-        while (o->index[s] != 0)
-            s = (s + 1) & (o->index_cap - 1);
-        o->index[s] = (uint32_t)o->n;
-    }
+    m->key = from->key;
+    m->key_len = from->key_len;
+    m->name = from->name;
+    m->name_len = from->name_len;
+    m->hash = from->hash;
+    index_put(o, o->n - 1);
 }
 
 fo_err jt_new_object(struct jt_arena *a, struct jt_value *out)
@@ -205,13 +210,21 @@ struct parser {
     size_t len;
     size_t pos;
     size_t max_depth;
+    struct jt_member *tmp;  /* members of the open built objects, innermost last (heap) */
+    size_t ntmp, atmp;
 };
+
+/* Where a value goes: the root, nowhere (only checked), or a member in p->tmp. */
+#define SLOT_ROOT (-1L)
+#define SLOT_NONE (-2L)
 
 /* One open container. */
 struct frame {
     char kind;              /* '{' or '[' */
-    struct jt_value *val;   /* built: where the container's value goes; NULL: only checked */
-    long member;            /* built object: index of the member being read */
+    char dup;               /* built object: a member's object had a duplicate key */
+    long slot;              /* where the container's value goes (SLOT_*, or a p->tmp index) */
+    long member;            /* built object: p->tmp index of the member being read */
+    size_t from;            /* built object: its first member in p->tmp */
 };
 
 static void skip_ws(struct parser *p)
@@ -422,40 +435,45 @@ static int scan_scalar(struct parser *p)
     }
 }
 
-/* A key at p->pos for the object of frame f; opens its member when built
- * (a duplicate reuses the earlier member: the last value wins). */
+static struct jt_value *value_at(struct parser *p, struct jt_value *root, long slot)
+{
+    if (slot == SLOT_ROOT)
+        return root;
+    return slot == SLOT_NONE ? NULL : &p->tmp[slot].value;
+}
+
+/* A key at p->pos for the object of frame f; when it is built, the key
+ * opens a member in p->tmp. */
 static fo_err read_key(struct parser *p, struct frame *f)
 {
     size_t start = p->pos;
-    const char *name;
-    size_t name_len;
     int escaped;
     fo_err err;
 
     if (p->pos >= p->len || p->s[p->pos] != '"' || !scan_string(p, &escaped))
         return FO_EINVAL;
-    if (f->val != NULL) {
-        const char *raw = (const char *)p->s + start;
-        size_t raw_len = p->pos - start;
-        struct jt_object *o = f->val->obj;
-        if (escaped) {
-            if ((err = decode_string(p->a, raw, raw_len, &name, &name_len)) != FO_OK)
-                return err;
-        } else {
-            name = raw + 1;
-            name_len = raw_len - 2;
-        }
-        uint64_t h = hash_bytes(name, name_len);
-        long i = object_find(o, name, name_len, h);
-        if (i >= 0) {
-            o->edited = 1;      /* the raw text holds the key twice */
-        } else {
-            if (object_add(p->a, o) == NULL)
+    if (f->slot != SLOT_NONE) {
+        if (p->ntmp == p->atmp) {
+            size_t n = p->atmp ? p->atmp * 2 : 64;
+            struct jt_member *t = realloc(p->tmp, n * sizeof(*t));
+            if (t == NULL)
                 return FO_ENOMEM;
-            object_keyed(o, raw, raw_len, name, name_len, h);
-            i = (long)o->n - 1;
+            p->tmp = t;
+            p->atmp = n;
         }
-        f->member = i;
+        struct jt_member *m = &p->tmp[p->ntmp];
+        memset(m, 0, sizeof(*m));
+        m->key = (const char *)p->s + start;
+        m->key_len = p->pos - start;
+        if (!escaped) {
+            m->name = m->key + 1;
+            m->name_len = m->key_len - 2;
+        } else if ((err = decode_string(p->a, m->key, m->key_len, &m->name, &m->name_len)) !=
+                   FO_OK) {
+            return err;
+        }
+        m->hash = hash_bytes(m->name, m->name_len);
+        f->member = (long)p->ntmp++;
     }
     skip_ws(p);
     if (p->pos >= p->len || p->s[p->pos] != ':')
@@ -465,11 +483,66 @@ static fo_err read_key(struct parser *p, struct frame *f)
 }
 
 /* Where the value starting now goes: the open member of a built object, or nowhere. */
-static struct jt_value *slot_of(struct frame *f)
+static long slot_of(const struct frame *f)
 {
-    if (f->val == NULL || f->kind != '{')
-        return NULL;
-    return &f->val->obj->m[f->member].value;
+    return (f->slot == SLOT_NONE || f->kind != '{') ? SLOT_NONE : f->member;
+}
+
+/*
+ * A built object is complete: its members move from p->tmp into one
+ * arena array of their exact size, indexed when many. A duplicate key
+ * keeps the first one's place and takes the last one's value.
+ */
+static fo_err close_object(struct parser *p, const struct frame *f, struct jt_value *v)
+{
+    size_t n = p->ntmp - f->from;
+    struct jt_object *o = object_new(p->a);
+
+    if (o == NULL || n >= UINT32_MAX ||
+        (n > 0 && (o->m = arena_alloc(p->a, n * sizeof(*o->m))) == NULL))
+        return FO_ENOMEM;
+    o->cap = n;
+    o->edited = f->dup;
+    if (n > JT_LINEAR_MAX) {
+        size_t cap = 64;
+        while (cap < 2 * n)
+            cap *= 2;
+        if (index_build(p->a, o, cap, 0) != FO_OK)
+            return FO_ENOMEM;
+    }
+    for (size_t i = f->from; i < p->ntmp; i++) {
+        const struct jt_member *m = &p->tmp[i];
+        long k = object_find(o, m->name, m->name_len, m->hash);
+        if (k >= 0) {
+            o->m[k].value = m->value;
+            o->edited = 1;          /* the raw text holds the key twice */
+            continue;
+        }
+        o->m[o->n++] = *m;
+        index_put(o, o->n - 1);
+    }
+    p->ntmp = f->from;
+    v->obj = o;
+    return FO_OK;
+}
+
+/* The container of stack[depth - 1] ended just before p->pos: its span,
+ * its members, and a duplicate-key mark for the object around it. */
+static fo_err close_container(struct parser *p, struct frame *stack, size_t depth,
+                              struct jt_value *root)
+{
+    struct frame *f = &stack[depth - 1];
+    struct jt_value *v = value_at(p, root, f->slot);
+    fo_err err;
+
+    if (v == NULL)
+        return FO_OK;
+    v->len = (size_t)((const char *)p->s + p->pos - v->raw);
+    if (f->kind == '{' && (err = close_object(p, f, v)) != FO_OK)
+        return err;
+    if (v->obj != NULL && v->obj->edited && depth >= 2)
+        stack[depth - 2].dup = 1;   /* the enclosing object's text is stale too */
+    return FO_OK;
 }
 
 /*
@@ -480,10 +553,11 @@ static struct jt_value *slot_of(struct frame *f)
 static fo_err parse_at(struct parser *p, struct frame *stack, struct jt_value *root)
 {
     size_t depth = 0;
+    struct jt_value *v;
     fo_err err;
 
     for (;;) {
-        struct jt_value *slot = depth == 0 ? root : slot_of(&stack[depth - 1]);
+        long slot = depth == 0 ? (root != NULL ? SLOT_ROOT : SLOT_NONE) : slot_of(&stack[depth - 1]);
         skip_ws(p);
         if (p->pos >= p->len)
             return FO_EINVAL;
@@ -494,22 +568,22 @@ static fo_err parse_at(struct parser *p, struct frame *stack, struct jt_value *r
                 return FO_EINVAL;
             struct frame *f = &stack[depth++];
             f->kind = (char)c;
-            f->val = slot;
+            f->dup = 0;
+            f->slot = slot;
             f->member = -1;
-            if (slot != NULL) {
-                slot->kind = c == '{' ? JT_OBJECT : JT_ARRAY;
-                slot->raw = (const char *)p->s + start;
-                slot->obj = NULL;
-                if (c == '{' && (slot->obj = object_new(p->a)) == NULL)
-                    return FO_ENOMEM;
+            f->from = p->ntmp;
+            if ((v = value_at(p, root, slot)) != NULL) {
+                v->kind = c == '{' ? JT_OBJECT : JT_ARRAY;
+                v->raw = (const char *)p->s + start;
+                v->obj = NULL;
             }
             p->pos++;
             skip_ws(p);
             if (p->pos < p->len && p->s[p->pos] == (c == '{' ? '}' : ']')) {
                 p->pos++;
+                if ((err = close_container(p, stack, depth, root)) != FO_OK)
+                    return err;
                 depth--;
-                if (slot != NULL)
-                    slot->len = p->pos - start;
                 goto after_value;
             }
             if (c == '[')
@@ -519,11 +593,11 @@ static fo_err parse_at(struct parser *p, struct frame *stack, struct jt_value *r
         int kind = scan_scalar(p);
         if (kind < 0)
             return FO_EINVAL;
-        if (slot != NULL) {
-            slot->kind = (enum jt_kind)kind;
-            slot->raw = (const char *)p->s + start;
-            slot->len = p->pos - start;
-            slot->obj = NULL;
+        if ((v = value_at(p, root, slot)) != NULL) {
+            v->kind = (enum jt_kind)kind;
+            v->raw = (const char *)p->s + start;
+            v->len = p->pos - start;
+            v->obj = NULL;
         }
 after_value:
         for (;;) {
@@ -541,14 +615,8 @@ after_value:
             }
             if (c != (top->kind == '{' ? '}' : ']'))
                 return FO_EINVAL;
-            if (top->val != NULL) {
-                top->val->len = (size_t)((const unsigned char *)p->s + p->pos -
-                                         (const unsigned char *)top->val->raw);
-                /* A duplicate key inside makes the enclosing object's text stale too. */
-                if (top->val->obj != NULL && top->val->obj->edited && depth >= 2 &&
-                    stack[depth - 2].val != NULL && stack[depth - 2].val->obj != NULL)
-                    stack[depth - 2].val->obj->edited = 1;
-            }
+            if ((err = close_container(p, stack, depth, root)) != FO_OK)
+                return err;
             depth--;
         }
         continue;
@@ -573,6 +641,8 @@ static fo_err parse_one(struct parser *p, struct jt_value *out)
     err = parse_at(p, stack, out);
     if (stack != inline_stack)
         free(stack);
+    FO_FREE(p->tmp);
+    p->ntmp = p->atmp = 0;
     return err;
 }
 
@@ -718,7 +788,7 @@ fo_err jt_merge(struct jt_arena *a, struct jt_value *dst, const struct jt_value 
         if (k < 0) {
             if (object_add(a, d) == NULL)
                 return FO_ENOMEM;
-            object_keyed(d, sm->key, sm->key_len, sm->name, sm->name_len, sm->hash);
+            object_keyed(d, sm);
             d->m[d->n - 1].value = sm->value;
             continue;
         }
