@@ -166,6 +166,16 @@ class MergeTest(DaemonCase):
                                        "u16": [1.0]})
         self.assertIn(b'"u16":[1.0]', doc["_resp"].body)
 
+    def test_deep_merge_at_the_nesting_limit(self):
+        # 512 levels (the cap on embedded bodies), merged level by level
+        depth = 512
+        a = '{"k":' * (depth - 1) + '{"a":1.0}' + "}" * (depth - 1)
+        b = '{"k":' * (depth - 1) + '{"b":1e400}' + "}" * (depth - 1)
+        doc = self.batch({"requests": [self.raw_url(a.encode()), self.raw_url(b.encode())],
+                          "merge": "deep"}, total=2)
+        want = '{"k":' * (depth - 1) + '{"a":1.0,"b":1e400}' + "}" * (depth - 1)
+        self.assertIn(b'{"data":' + want.encode() + b',"errors":{}', doc["_resp"].body)
+
     def test_deep_merge_of_a_big_body_is_quick(self):
         # issue 9, input 6: an 8,000,000-byte {"a":[1,1,...]} took 1.3 s to merge with jansson
         n = 8_000_000
