@@ -253,7 +253,7 @@ class ByteOrderMarkAndCharsetTest(DaemonCase):
         text = "\u20ac 5 caf\u00e9 \U0001F600"
         cases = [
             ("text/plain; charset=windows-1252", "\u20ac 5 caf\u00e9".encode("cp1252"), "\u20ac 5 caf\u00e9"),
-            ("text/plain; charset=utf-16", text.encode("utf-16-le") and b"\xff\xfe" + text.encode("utf-16-le"), text),
+            ("text/plain; charset=utf-16", b"\xff\xfe" + text.encode("utf-16-le"), text),
             ("text/plain; charset=UTF-16", b"\xfe\xff" + text.encode("utf-16-be"), text),
             ("text/plain; charset=utf-16", text.encode("utf-16-be"), text),       # no BOM: big-endian
             ("text/plain; charset=utf-16le", text.encode("utf-16-le"), text),
