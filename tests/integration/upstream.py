@@ -33,6 +33,9 @@ Endpoints (query parameters):
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
                                 JSON `doc`, or of `pad` zero bytes when pad is given
+  /numarray  bytes, key         application/json {"KEY":[1,1,...,1]} (and a newline when
+                                that evens the count) of exactly `bytes` bytes (key
+                                default "a"; bytes at least the length of {"KEY":[1]})
 
 Bookkeeping: requests(tag), max_inflight(tag), connections(tag) (distinct client
 connections that carried requests with that tag), aborted(tag), count(key),
@@ -463,5 +466,18 @@ class _Handler(BaseHTTPRequestHandler):
             plain, ctype = q.get("doc", '{"gz": true}').encode(), "application/json"
         self._reply(200, gzip.compress(plain, mtime=0), ctype, extra=[("Content-Encoding", "gzip")])
 
+    def ep_numarray(self, q, seen):
+        key, n = q.get("key", "a"), int(q.get("bytes") or 9)
+        head = ('{"%s":[1' % key).encode()
+        tail = b"]}" if (n - len(head)) % 2 == 0 else b"]}\n"   # parity: exact length
+        count = max(1, (n - len(head) - len(tail)) // 2 + 1)      # "1" then ",1" each
+        body = _NUMARRAYS.get((key, n))
+        if body is None:
+            body = head + b",1" * (count - 1) + tail
+            _NUMARRAYS[(key, n)] = body
+        self._reply(200, body, "application/json")
+
+
+_NUMARRAYS = {}   # (key, bytes) -> body: made once, the tests ask for the same big bodies
 
 ROUTES = {"/" + name[3:]: fn for name, fn in vars(_Handler).items() if name.startswith("ep_")}
