@@ -111,6 +111,17 @@ check-tsan:
 sample-config: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests --print-sample-config > config/fanoutd.conf
 
+# The style in .clang-format (clang-format 14, as Debian ships it).
+# format-check fails on any difference and prints where; format rewrites.
+CLANG_FORMAT ?= clang-format
+FORMAT_SRC = $(wildcard src/*.c include/*.h tests/unit/*.c)
+.PHONY: format format-check
+format-check:
+	$(CLANG_FORMAT) --style=file --dry-run --Werror $(FORMAT_SRC)
+
+format:
+	$(CLANG_FORMAT) --style=file -i $(FORMAT_SRC)
+
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fanoutd
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/fanoutd.service > $(BUILD)/fanoutd.service
