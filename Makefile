@@ -116,12 +116,24 @@ check-tsan:
 sample-config: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests --print-sample-config > config/fanoutd.conf
 
+# The style in .clang-format (clang-format 14, as Debian ships it).
+# format-check fails on any difference and prints where; format rewrites.
+CLANG_FORMAT ?= clang-format
+FORMAT_SRC = $(wildcard src/*.c include/*.h tests/unit/*.c)
+.PHONY: format format-check
+format-check:
+	$(CLANG_FORMAT) --style=file --dry-run --Werror $(FORMAT_SRC)
+
+format:
+	$(CLANG_FORMAT) --style=file -i $(FORMAT_SRC)
+
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fanoutd
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/fanoutd.service > $(BUILD)/fanoutd.service
 	install -D -m 0644 $(BUILD)/fanoutd.service $(DESTDIR)$(UNITDIR)/fanoutd.service
 	install -D -m 0644 systemd/fanoutd.socket $(DESTDIR)$(UNITDIR)/fanoutd.socket
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/README.md
+	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/API.md
 	install -D -m 0644 man/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8
 	install -D -m 0644 man/fanoutd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/fanoutd.conf.5
 	@# An existing configuration is never overwritten.

@@ -6,10 +6,10 @@
  * that names the offending item. It is pure: no I/O, no global state; it
  * reads only the limits in the configuration it is given.
  *
- * Body forms (CONTRACT.md): with a JSON Content-Type, an array of URL
- * strings and/or item objects, or {"requests": [...], "timeout_ms": N,
- * "merge": M}; with any other Content-Type a plain list of URLs separated
- * by white space, lines starting with '#' ignored.
+ * Body forms (docs/API.md, "Request forms"): with a JSON Content-Type, an
+ * array of URL strings and/or item objects, or {"requests": [...],
+ * "timeout_ms": N, "merge": M}; with any other Content-Type a plain list of
+ * URLs separated by white space, lines starting with '#' ignored.
  */
 #ifndef FO_BATCH_H
 #define FO_BATCH_H

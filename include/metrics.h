@@ -48,8 +48,6 @@
 enum batch_outcome { BATCH_OUTCOMES(METRIC_ENUM) OUT_COUNT };
 #undef METRIC_ENUM
 
-enum gauge_op { GAUGE_INC, GAUGE_DEC };
-
 #define METRIC_FIELD(field, name, type, help) _Atomic int64_t field;
 struct metrics {
     METRICS(METRIC_FIELD)
