@@ -20,6 +20,7 @@ typedef enum {
     FO_ESYS,        /* a system call failed (errno kept in the message) */
     FO_EFULL,       /* no room (queue capacity) */
     FO_ESTOPPED,    /* the component is shutting down */
+    FO_ENOTFOUND,   /* the thing asked for does not exist (a JSON Pointer names nothing) */
 } fo_err;
 
 const char *fo_strerror(fo_err err);

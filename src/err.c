@@ -13,6 +13,7 @@ const char *fo_strerror(fo_err err)
     case FO_ESYS:      return "system call failed";
     case FO_EFULL:     return "no room left";
     case FO_ESTOPPED:  return "shutting down";
+    case FO_ENOTFOUND: return "not found";
     }
     return "unknown error";
 }
