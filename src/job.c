@@ -259,6 +259,8 @@ static void job_answer(struct job *job)
     enum finish_reason reason = job->finished;
 
     if (reason != FINISH_CLIENT && reason != FINISH_REJECTED) {
+        log_debug("batch %llu: building its answer (%zu items)", (unsigned long long)job->serial,
+                  job->req.n);
         if (fin.test_delay_ms > 0 && job->req.merge == MERGE_DEEP)
             sleep_ms(fin.test_delay_ms);
         if (merge_build(&job->req, job->results, job->req.merge, 0, &job->doc, &job->complete) != FO_OK ||
