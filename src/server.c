@@ -891,6 +891,7 @@ static void resume_all(void)
         pthread_mutex_lock(&srv.lock);
         struct request *req = srv.suspended;
         struct MHD_Connection *conn = req ? req->conn : NULL;
+        unsigned long long serial = req ? req->job->serial : 0;
         if (req != NULL) {
             req->forced = 1;
             take_suspended(req);
@@ -898,7 +899,8 @@ static void resume_all(void)
         pthread_mutex_unlock(&srv.lock);
         if (req == NULL)
             return;
-        log_warn("shutdown: the answer of a batch was still being built; closing its connection");
+        log_warn("shutdown: the answer of batch %llu was still being built; closing its connection",
+                 serial);
         resume(conn);
     }
 }
