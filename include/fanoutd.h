@@ -34,6 +34,7 @@
 #define FO_RETRY_AFTER        "1"     /* Retry-After (seconds) on 503 */
 #define FO_DRAIN_FLUSH_MS     2000    /* after grace: least time to send answers */
 #define FO_FINISHERS_MAX      16      /* threads building deadline/shutdown answers */
+#define FO_STOP_POLL_MS       100     /* shutdown: how often a further stop signal is looked for */
 #define FO_ANSWER_BLOCK       (256u << 10) /* bytes of an answer handed to the socket at once */
 
 /* Free and NULL in one step, so a freed pointer is never used again. */

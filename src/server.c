@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -883,6 +884,20 @@ void server_cancel_all(void)
         log_warn("shutdown grace over: %zu batches answered with cancelled items", n);
 }
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* 1 if a stop signal is pending: main took the first one (every thread
+ * blocks them), so this is another, and waiting is cut short. */
+static int stop_signal_pending(void)
+{
+    sigset_t set;
+
+    return sigpending(&set) == 0 && (sigismember(&set, SIGTERM) == 1 || sigismember(&set, SIGINT) == 1);
+}
+
 /* Resumes every connection still suspended (its answer still being built):
  * it is closed unanswered. */
 static void resume_all(void)
@@ -918,8 +933,16 @@ void server_stop(void)
         end = fo_now_us() + FO_DRAIN_FLUSH_MS * 1000;
     (void)wait_zero_until(&srv.in_flight, end);
     resume_all();
-    if (!wait_zero_until(&srv.unsent, end))
-        log_warn("some answers were not sent before shutdown");
+    while (!wait_zero_until(&srv.unsent, min64(end, fo_now_us() + FO_STOP_POLL_MS * 1000))) {
+        if (fo_now_us() >= end) {
+            log_warn("some answers were not sent before shutdown");
+            break;
+        }
+        if (stop_signal_pending()) {
+            log_warn("another stop signal: not waiting for answers still being sent");
+            break;
+        }
+    }
     /* No resume may be under way when libmicrohttpd stops (each is short). */
     (void)wait_zero_until(&srv.resuming, INT64_MAX);
     if (srv.queue_ready)

@@ -259,3 +259,25 @@ class FinishPath(RobustCase):
         line = access_lines(d)[-1]
         self.assertEqual(access_field(line, "outcome"), "complete", line)
         self.assertEqual(int(access_field(line, "bytes")), total, line)
+
+    def test_second_sigterm_cuts_a_slow_answer_short(self):
+        """A second SIGTERM while an answer is still being read slowly: the daemon stops
+        waiting for it and exits 0 at once; the access line says shutdown, with the bytes
+        sent so far."""
+        d = self.start_daemon(log_level="info", shutdown_grace_ms=15000)
+        s = send_batch(d.port, self.big_batch(new_tag()))
+        status, headers, _ = read_head(s)
+        self.assertEqual(status, 200)
+        total = int(headers["content-length"])
+        d.signal(signal.SIGTERM)
+        wait_for(lambda: "draining:" in d.log(), 5, "the daemon to take the first SIGTERM")
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        rc = d.wait(5)
+        took = time.monotonic() - t0
+        s.close()
+        self.assertEqual(rc, 0, f"fanoutd {describe_rc(rc)}\n{d.tail()}")
+        self.assertLess(took, 3, f"exited {took:.1f} s after the second SIGTERM")
+        line = access_lines(d)[-1]
+        self.assertEqual(access_field(line, "outcome"), "shutdown", line)
+        self.assertLess(int(access_field(line, "bytes")), total, line)
