@@ -318,7 +318,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 
 /* ---- POST /batch: running it --------------------------------------------- */
 
-/* Out of memory is a passing overload: 503 overloaded, try again later. */
+/* Out of memory before the batch is accepted (nothing fetched yet) is a
+ * passing overload: 503 overloaded, try again later. After, see answer_batch. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
     metrics_batch(OUT_OVERLOADED, 0);
