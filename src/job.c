@@ -226,7 +226,7 @@ static void sleep_ms(long ms)
 
 /*
  * The summary is the document's last member and duration_ms its last
- * field ("...,"duration_ms":0.000}}"). It is written again once the rest of
+ * field ("...,"duration_ms":12.345}}"). It is written again once the rest of
  * the document is complete, so that it covers the building too (contract:
  * from arrival to the moment the document is complete). A document whose
  * end has another shape is left as it is.
@@ -263,7 +263,9 @@ static void job_answer(struct job *job)
                   job->req.n);
         if (fin.test_delay_ms > 0 && job->req.merge == MERGE_DEEP)
             sleep_ms(fin.test_delay_ms);
-        if (merge_build(&job->req, job->results, job->req.merge, 0, &job->doc, &job->complete) != FO_OK ||
+        /* The duration so far, made exact once the document is complete. */
+        double ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
+        if (merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK ||
             stamp_duration(&job->doc, job->arrival_us) != FO_OK) {
             log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
             buf_free(&job->doc);
