@@ -25,8 +25,13 @@ void access_request_id(struct MHD_Connection *conn, char *out, size_t size);
 /* "address:port" of the client; out has ACCESS_CLIENT_SIZE bytes. */
 void access_client(struct MHD_Connection *conn, char *out, size_t size);
 
-/* The access line of one batch request; job is NULL when it was refused. */
+/* The access line of one batch request; job is NULL when it was refused.
+ * bytes: of the answer's body actually sent. outcome: how the exchange
+ * ended when not as the batch did ("client_gone": the client went away
+ * while its answer was sent; "shutdown": the connection was closed by the
+ * shutdown), or NULL: the batch's own outcome (job_outcome), "refused"
+ * without a job. */
 void access_log(const char *request_id, const char *client, unsigned status, size_t bytes,
-                int64_t arrival_us, const struct job *job);
+                int64_t arrival_us, const struct job *job, const char *outcome);
 
 #endif

@@ -32,7 +32,10 @@
 #define FO_WORKER_STACK       (256 * 1024) /* pthread stack of fetch workers */
 #define FO_FRONT_THREADS_MAX  4       /* libmicrohttpd thread pool, at most */
 #define FO_RETRY_AFTER        "1"     /* Retry-After (seconds) on 503 */
-#define FO_DRAIN_FLUSH_MS     2000    /* after grace: time to send answers */
+#define FO_DRAIN_FLUSH_MS     2000    /* after grace: least time to send answers */
+#define FO_FINISHERS_MAX      16      /* threads building deadline/shutdown answers */
+#define FO_STOP_POLL_MS       100     /* shutdown: how often a further stop signal is looked for */
+#define FO_ANSWER_BLOCK       (256u << 10) /* bytes of an answer handed to the socket at once */
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)

@@ -11,8 +11,19 @@
  * job_complete_item(); after the job has finished, nothing more is
  * written into it and late results are dropped. Whoever finishes the job
  * (last item, deadline, client gone, shutdown) does so exactly once, in
- * job_finish(): unfinished items get their error, the document is built,
- * and the on_finish callback (the front end's) is called with no lock held.
+ * job_finish(): unfinished items get their error, running fetches are
+ * woken, waiting items leave the queue. Then the document is built and the
+ * on_finish callback (the front end's) is called with no lock held:
+ *
+ *   last item done        -> built on that worker's thread;
+ *   deadline, shutdown    -> handed to a finisher thread (job_finisher_*),
+ *                            so the watcher, which finishes every batch's
+ *                            deadline, never waits for one batch's merge;
+ *   client gone, rejected -> no document; on_finish at once.
+ *
+ * The finishers are a small pool that grows on demand (up to
+ * FO_FINISHERS_MAX) so that one large merge does not hold up the document
+ * of another batch.
  */
 #ifndef FO_JOB_H
 #define FO_JOB_H
@@ -24,6 +35,7 @@
 #include "batch.h"
 #include "buf.h"
 #include "config.h"
+#include "metrics.h"
 #include "result.h"
 
 enum finish_reason {
@@ -53,6 +65,10 @@ struct job {
     int64_t deadline_us;         /* monotonic */
     job_finish_fn on_finish;
     void *finish_ctx;
+    /* The suspended client's socket, -1 if not watched. Set once by
+     * watch_add before the job is queued; open while the job runs (the
+     * connection stays suspended until the job finishes). */
+    int client_fd;
 
     /* Set once when the job finishes; running fetches poll it to abort. */
     _Atomic int stop;
@@ -65,10 +81,13 @@ struct job {
     struct fetcher **runner;     /* the fetcher running each item, or NULL */
     struct result *results;
 
-    /* Written only by job_finish, read after it by the front end. */
+    /* Written only by whoever builds the document, read by the front end
+     * after on_finish. */
     struct buf doc;
     int complete;
     int doc_failed;              /* the document could not be built */
+    double duration_ms;          /* arrival to the document's completion */
+    struct job *fin_next;        /* finisher queue link (finisher lock) */
 
     /* Queue bookkeeping, guarded by the queue lock (queue.c). */
     uint32_t *pending;           /* item indices; the queued ones are */
@@ -94,13 +113,34 @@ void job_unref(struct job *job);
 struct fetcher;
 
 /* A worker takes item i: 1 if it should run it (with fetcher f, which
- * job_finish wakes), 0 if the job has already finished. */
+ * job_finish wakes), 0 if the job has already finished or its client's
+ * socket already shows it went away (the watcher finishes the job then; a
+ * burst of departures must not have their waiting items started in the
+ * meantime). */
 int job_begin_item(struct job *job, size_t i, struct fetcher *f);
 
 /* A worker's result for item i; takes ownership of *res (cleared after). */
 void job_complete_item(struct job *job, size_t i, struct result *res);
 
-/* Finishes the job if it is still running; returns 1 if this call did. */
+/* Finishes the job if it is still running; returns 1 if this call did.
+ * The document may still be in the making when it returns (deadline,
+ * shutdown: a finisher builds it); on_finish says when it is done. */
 int job_finish(struct job *job, enum finish_reason reason);
+
+/* Takes the job's waiting items out of the queue now, so that no worker
+ * starts one; the first step when many jobs are about to be finished at
+ * once (a burst of clients gone), before job_finish wakes their fetches. */
+void job_withdraw(struct job *job);
+
+/* How the batch ended, for the metrics and the access log (valid after
+ * on_finish): OUT_COMPLETE, OUT_PARTIAL, OUT_DEADLINE, OUT_CANCELLED or
+ * OUT_SHUTDOWN. */
+enum batch_outcome job_outcome(const struct job *job);
+
+/* The finisher threads: started before any job can finish by deadline or
+ * shutdown; job_finisher_stop() builds what is still queued, then joins
+ * them. Start fails with FO_ESYS (no thread could be made). */
+fo_err job_finisher_start(void) FO_MUST_CHECK;
+void job_finisher_stop(void);
 
 #endif

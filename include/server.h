@@ -8,8 +8,10 @@
  *   POST /batch  headers checked (framing, auth, draining, size) -> body read
  *                under max_body_bytes -> whole batch parsed and validated ->
  *                connection suspended -> job watched and queued -> ... ->
- *                whoever finishes the job resumes the connection -> the
- *                document is sent as one buffer, without a copy.
+ *                the job's answer is ready (built by the last worker or a
+ *                finisher) -> the connection is resumed -> the document is
+ *                read out of the job as it is sent. server_stop resumes
+ *                every suspended connection before libmicrohttpd stops.
  *   GET /healthz, GET /metrics; anything else 404, a wrong method 405.
  */
 #ifndef FO_SERVER_H

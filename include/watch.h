@@ -5,7 +5,9 @@
  * which then neither times it out nor notices a disconnect. The watcher
  * thread covers both: it waits in epoll on every suspended client's socket
  * (EPOLLRDHUP) with a timeout set by the earliest batch deadline, and
- * finishes a job with FINISH_CLIENT or FINISH_DEADLINE.
+ * finishes a job with FINISH_CLIENT or FINISH_DEADLINE. It never builds a
+ * document: a deadline's is built on a finisher thread (job.h), so one
+ * batch's merge cannot delay another batch's deadline or disconnect.
  *
  * A client that half-closes its sending side after the request counts as
  * gone (its read side cannot be told apart from a full close without

@@ -9,6 +9,7 @@
 
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "result.h"
 
 void access_request_id(struct MHD_Connection *conn, char *out, size_t size)
@@ -52,21 +53,24 @@ void access_client(struct MHD_Connection *conn, char *out, size_t size)
     (void)snprintf(out, size, "%s:%u", addr, port);
 }
 
+#define OUTCOME_NAME(e, s) [e] = s,
+static const char *const outcome_names[OUT_COUNT] = { BATCH_OUTCOMES(OUTCOME_NAME) };
+#undef OUTCOME_NAME
+
 void access_log(const char *request_id, const char *client, unsigned status, size_t bytes,
-                int64_t arrival_us, const struct job *job)
+                int64_t arrival_us, const struct job *job, const char *outcome)
 {
     size_t items = 0, ok = 0;
-    const char *outcome = "refused";
 
     if (job != NULL) {
         items = job->req.n;
         for (size_t i = 0; i < items; i++)
             ok += result_ok(&job->results[i]) != 0;
-        outcome = job->finished == FINISH_DEADLINE ? "deadline"
-                : job->finished == FINISH_CLIENT   ? "cancelled"
-                : job->finished == FINISH_SHUTDOWN ? "shutdown"
-                : ok == items                      ? "complete" : "partial";
+        if (outcome == NULL)
+            outcome = outcome_names[job_outcome(job)];
     }
+    if (outcome == NULL)
+        outcome = "refused";
     log_info("access request_id=%s client=%s status=%u items=%zu ok=%zu failed=%zu bytes=%zu "
              "duration_ms=%.1f outcome=%s", request_id, client, status, items, ok, items - ok,
              bytes, (double)(fo_now_us() - arrival_us) / 1000.0, outcome);

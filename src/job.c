@@ -1,10 +1,18 @@
 /*
- * job.c - the in-flight batch (see job.h for ownership and locking).
+ * job.c - the in-flight batch (see job.h for ownership and locking), and
+ * the finisher threads that build the documents of batches finished by
+ * their deadline or by shutdown.
+ *
+ * Lock order: a job's lock, then nothing (queue and finisher locks are
+ * taken with no job lock held). fin.lock is a leaf lock.
  */
 #include "job.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "fanoutd.h"
 #include "fetch.h"
@@ -82,6 +90,7 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->deadline_us = arrival_us + (int64_t)timeout_ms * 1000;
     job->on_finish = on_finish;
     job->finish_ctx = ctx;
+    job->client_fd = -1;
     job->remaining = n;
     for (size_t i = 0; i < n; i++)
         job->pending[i] = (uint32_t)i;
@@ -103,12 +112,22 @@ void job_unref(struct job *job)
     job_free(job);
 }
 
+/* 1 if the client's socket shows that it went away (closed, reset, or
+ * its sending side shut): the watcher is about to cancel the job. */
+static int client_left(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 int job_begin_item(struct job *job, size_t i, struct fetcher *f)
 {
     int run;
 
     pthread_mutex_lock(&job->lock);
-    run = job->finished == FINISH_NONE;
+    /* Unfinished, so the connection is still suspended and its fd open. */
+    run = job->finished == FINISH_NONE && !client_left(job->client_fd);
     if (run) {
         job->state[i] = ITEM_RUNNING;
         job->started_us[i] = fo_now_us();
@@ -118,9 +137,21 @@ int job_begin_item(struct job *job, size_t i, struct fetcher *f)
     return run;
 }
 
+/* 1 if an item was failed by the batch deadline: the batch then ended by its
+ * deadline, even when a worker's fetch (bounded by that deadline) noticed it
+ * before the watcher did. Lock held. */
+static int deadline_hit(const struct job *job)
+{
+    for (size_t i = 0; i < job->req.n; i++) {
+        if (job->results[i].error == ERR_DEADLINE)
+            return 1;
+    }
+    return 0;
+}
+
 void job_complete_item(struct job *job, size_t i, struct result *res)
 {
-    int last = 0;
+    enum finish_reason reason = FINISH_NONE;
 
     pthread_mutex_lock(&job->lock);
     job->runner[i] = NULL;
@@ -129,12 +160,13 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
         job->results[i] = *res;
         memset(res, 0, sizeof(*res));
         job->state[i] = ITEM_DONE;
-        last = --job->remaining == 0;
+        if (--job->remaining == 0)
+            reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
     }
     pthread_mutex_unlock(&job->lock);
     result_clear(res);   /* a late result (the job had finished) is dropped */
-    if (last)
-        job_finish(job, FINISH_DONE);
+    if (reason != FINISH_NONE)
+        job_finish(job, reason);
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */
@@ -159,20 +191,199 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
     job->remaining = 0;
 }
 
-static enum batch_outcome outcome_of(enum finish_reason reason, int complete)
+enum batch_outcome job_outcome(const struct job *job)
 {
-    switch (reason) {
+    switch (job->finished) {
     case FINISH_DEADLINE: return OUT_DEADLINE;
     case FINISH_CLIENT:   return OUT_CANCELLED;
     case FINISH_SHUTDOWN: return OUT_SHUTDOWN;
-    default:              return complete ? OUT_COMPLETE : OUT_PARTIAL;
+    default:              return job->complete ? OUT_COMPLETE : OUT_PARTIAL;
     }
+}
+
+/* ---- building the document -------------------------------------------- */
+
+/* The finishers. fin.lock guards every field but test_delay_ms (read-only
+ * after job_finisher_start). */
+static struct finisher_state {
+    pthread_mutex_t lock;
+    pthread_cond_t work;         /* signalled when a job is queued or on stop */
+    struct job *head, *tail;     /* jobs waiting for a finisher, each a reference */
+    size_t queued;
+    pthread_t tids[FO_FINISHERS_MAX];
+    int nthreads, idle;
+    int running;                 /* between start and stop: hand-offs allowed */
+    long test_delay_ms;          /* testing aid, see job_finisher_start */
+} fin = { .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER };
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * The summary is the document's last member and duration_ms its last
+ * field ("...,"duration_ms":12.345}}"). It is written again once the rest of
+ * the document is complete, so that it covers the building too (contract:
+ * from arrival to the moment the document is complete). A document whose
+ * end has another shape is left as it is.
+ */
+static fo_err stamp_duration(struct buf *doc, int64_t arrival_us)
+{
+    static const char key[] = "\"duration_ms\":";
+    const size_t klen = sizeof(key) - 1, window = 64;
+    size_t at = doc->len;
+
+    if (doc->len < klen + 3 || memcmp(doc->data + doc->len - 2, "}}", 2) != 0)
+        return FO_OK;
+    while (at >= klen && doc->len - at < window && memcmp(doc->data + at - klen, key, klen) != 0)
+        at--;
+    if (at < klen || doc->len - at >= window)
+        return FO_OK;
+    if (strspn(doc->data + at, "0123456789.") != doc->len - at - 2)
+        return FO_OK;
+    doc->len = at;
+    fo_err err = json_put_ms(doc, (double)(fo_now_us() - arrival_us) / 1000.0);
+    return err != FO_OK ? err : buf_puts(doc, "}}");
+}
+
+/* Builds the document of a finished job (none for a client gone or a
+ * rejected batch), counts the batch and calls on_finish. Runs on the thread
+ * that finished the job or on a finisher; nothing else touches the
+ * document meanwhile. */
+static void job_answer(struct job *job)
+{
+    enum finish_reason reason = job->finished;
+
+    if (reason != FINISH_CLIENT && reason != FINISH_REJECTED) {
+        log_debug("batch %llu: building its answer (%zu items)", (unsigned long long)job->serial,
+                  job->req.n);
+        if (fin.test_delay_ms > 0 && job->req.merge == MERGE_DEEP)
+            sleep_ms(fin.test_delay_ms);
+        /* The duration so far, made exact once the document is complete. */
+        double ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
+        if (merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK ||
+            stamp_duration(&job->doc, job->arrival_us) != FO_OK) {
+            log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
+            buf_free(&job->doc);
+            job->doc_failed = 1;
+        }
+    }
+    job->duration_ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
+    if (reason != FINISH_REJECTED)
+        metrics_batch(job_outcome(job), job->duration_ms / 1000.0);
+    log_debug("batch %llu finished (%d), answer ready after %.1f ms",
+              (unsigned long long)job->serial, (int)reason, job->duration_ms);
+    if (job->on_finish != NULL)
+        job->on_finish(job, job->finish_ctx);
+}
+
+static void *finisher_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&fin.lock);
+        while (fin.head == NULL && fin.running) {
+            fin.idle++;
+            pthread_cond_wait(&fin.work, &fin.lock);
+            fin.idle--;
+        }
+        struct job *job = fin.head;
+        if (job != NULL) {
+            fin.head = job->fin_next;
+            if (fin.head == NULL)
+                fin.tail = NULL;
+            fin.queued--;
+        }
+        pthread_mutex_unlock(&fin.lock);
+        if (job == NULL)
+            return NULL;          /* stopping, and nothing left to build */
+        job->fin_next = NULL;
+        job_answer(job);
+        job_unref(job);
+    }
+}
+
+/* Queues job for a finisher, starting one more when every finisher is busy
+ * (up to FO_FINISHERS_MAX); 0 when no finisher can take it (not started,
+ * stopped, no thread): the caller then builds it itself. */
+static int hand_off(struct job *job)
+{
+    int taken = 0;
+
+    pthread_mutex_lock(&fin.lock);
+    if (fin.running) {
+        job->fin_next = NULL;
+        if (fin.tail != NULL)
+            fin.tail->fin_next = job;
+        else
+            fin.head = job;
+        fin.tail = job_ref(job);
+        fin.queued++;
+        taken = 1;
+        if (fin.queued > (size_t)fin.idle && fin.nthreads < FO_FINISHERS_MAX &&
+            pthread_create(&fin.tids[fin.nthreads], NULL, finisher_main, NULL) == 0)
+            fin.nthreads++;
+        else
+            pthread_cond_signal(&fin.work);
+        if (fin.nthreads == 0) {
+            /* Not even one thread: take it back (it is the only one queued). */
+            fin.head = fin.tail = NULL;
+            fin.queued = 0;
+            job_unref(job);
+            taken = 0;
+        }
+    }
+    pthread_mutex_unlock(&fin.lock);
+    return taken;
+}
+
+fo_err job_finisher_start(void)
+{
+    const char *delay = getenv("FANOUTD_TEST_DEEP_BUILD_DELAY_MS");
+    char *end = NULL;
+
+    fin.test_delay_ms = 0;
+    if (delay != NULL) {
+        long ms = strtol(delay, &end, 10);
+        if (end != delay && *end == '\0' && ms > 0 && ms <= 60000) {
+            fin.test_delay_ms = ms;
+            log_warn("FANOUTD_TEST_DEEP_BUILD_DELAY_MS is set: every deep merge takes %ld ms "
+                     "longer (testing aid)", ms);
+        }
+    }
+    pthread_mutex_lock(&fin.lock);
+    fin.running = 1;
+    pthread_mutex_unlock(&fin.lock);
+    return FO_OK;
+}
+
+void job_finisher_stop(void)
+{
+    pthread_mutex_lock(&fin.lock);
+    fin.running = 0;
+    pthread_cond_broadcast(&fin.work);
+    pthread_mutex_unlock(&fin.lock);
+    /* No thread is started once running is 0; the finishers build what is
+     * queued before they return. */
+    for (int i = 0; i < fin.nthreads; i++)
+        pthread_join(fin.tids[i], NULL);
+    fin.nthreads = 0;
+}
+
+/* ---- finishing ------------------------------------------------------------ */
+
+void job_withdraw(struct job *job)
+{
+    queue_drop(job);
 }
 
 int job_finish(struct job *job, enum finish_reason reason)
 {
     int64_t now = fo_now_us();
-    double ms = (double)(now - job->arrival_us) / 1000.0;
 
     pthread_mutex_lock(&job->lock);
     if (job->finished != FINISH_NONE) {
@@ -195,20 +406,10 @@ int job_finish(struct job *job, enum finish_reason reason)
     queue_drop(job);
     for (size_t i = 0; i < job->req.n; i++)
         metrics_item(&job->results[i], job->results[i].duration_ms / 1000.0);
-    if (reason == FINISH_REJECTED) {
-        if (job->on_finish != NULL)
-            job->on_finish(job, job->finish_ctx);
+    /* The watcher (deadlines) and the shutdown path hand the building over;
+     * a worker that ran the last item builds the document itself. */
+    if ((reason == FINISH_DEADLINE || reason == FINISH_SHUTDOWN) && hand_off(job))
         return 1;
-    }
-    if (reason != FINISH_CLIENT &&
-        merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK) {
-        log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
-        job->doc_failed = 1;
-    }
-    metrics_batch(outcome_of(reason, job->complete), ms / 1000.0);
-    log_debug("batch %llu finished (%d) after %.1f ms", (unsigned long long)job->serial,
-              (int)reason, ms);
-    if (job->on_finish != NULL)
-        job->on_finish(job, job->finish_ctx);
+    job_answer(job);
     return 1;
 }

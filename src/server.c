@@ -6,14 +6,23 @@
  * the handler; it never waits for an upstream. The workers (queue.c) and
  * the watcher (watch.c) finish jobs and resume connections.
  *
- * Locking: srv.lock guards cfg, generation, in_flight and unsent; it is a
- * leaf lock (nothing else is locked while it is held).
+ * Locking: srv.lock guards cfg, generation, in_flight, unsent, the list of
+ * suspended requests and their resume fields; it is a leaf lock (nothing
+ * else is locked while it is held).
+ *
+ * A suspended connection is resumed exactly once: by the job's on_finish
+ * when its answer is ready, or by server_stop when the answer was still
+ * being built at the end of the shutdown bound (the connection is then
+ * closed unanswered, and the request is freed by whichever of on_completed
+ * and on_finish comes last). libmicrohttpd aborts when it is stopped with a
+ * connection still suspended, so server_stop resumes every one first.
  */
 #include "server.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -62,15 +71,25 @@ struct request {
     int reject_status;           /* set when the queue refused the batch */
     const char *reject_code;
     enum batch_outcome reject_outcome;
+    size_t sent;                 /* answer bytes known written (read_answer) */
+    /* Resuming; guarded by srv.lock. */
+    struct request *sus_prev, *sus_next;   /* in srv.suspended while suspended */
+    int suspended;               /* suspended, and nobody has resumed it yet */
+    int forced;                  /* server_stop resumed it: close, unanswered */
+    int job_done;                /* on_finish has run */
+    int orphan;                  /* on_completed ran first: on_finish frees it */
 };
 
 static struct server_state {
-    pthread_mutex_t lock;        /* guards cfg, generation, in_flight, unsent */
-    pthread_cond_t changed;      /* signalled when in_flight or unsent drop */
+    pthread_mutex_t lock;        /* guards cfg ... drain_end_us (see the top) */
+    pthread_cond_t changed;      /* signalled when in_flight, unsent or resuming drop */
     struct config *cfg;
     unsigned long generation;
-    long in_flight;              /* batches accepted and not finished */
-    long unsent;                 /* finished batches whose answer is not sent */
+    long in_flight;              /* batches accepted whose answer is not ready */
+    long unsent;                 /* resumed batches whose answer is not sent */
+    long resuming;               /* MHD_resume_connection calls under way */
+    struct request *suspended;   /* list of suspended batch requests */
+    int64_t drain_end_us;        /* when the shutdown grace ends; 0: not draining */
     _Atomic int draining;
     _Atomic long connections;    /* client connections open now */
     struct MHD_Daemon *mhd;
@@ -326,7 +345,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 
 /* ---- POST /batch: running it --------------------------------------------- */
 
-/* Out of memory is a passing overload: 503 overloaded, try again later. */
+/* Out of memory before the batch is accepted (nothing fetched yet) is a
+ * passing overload: 503 overloaded, try again later. After, see answer_batch. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
     metrics_batch(OUT_OVERLOADED, 0);
@@ -334,20 +354,58 @@ static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct
                          "fanoutd is out of memory; try again later");
 }
 
-/* Called once by whoever finishes the job; resumes the client connection. */
+static void request_free(struct request *req);
+
+/* Takes req off the suspended list and counts its answer as unsent: the
+ * caller resumes it. srv.lock held. */
+static void take_suspended(struct request *req)
+{
+    if (req->sus_prev != NULL)
+        req->sus_prev->sus_next = req->sus_next;
+    else
+        srv.suspended = req->sus_next;
+    if (req->sus_next != NULL)
+        req->sus_next->sus_prev = req->sus_prev;
+    req->sus_prev = req->sus_next = NULL;
+    req->suspended = 0;
+    srv.unsent++;
+    srv.resuming++;
+}
+
+/* Resumes a connection taken with take_suspended; req may be gone after. */
+static void resume(struct MHD_Connection *conn)
+{
+    MHD_resume_connection(conn);
+    pthread_mutex_lock(&srv.lock);
+    srv.resuming--;
+    pthread_cond_broadcast(&srv.changed);
+    pthread_mutex_unlock(&srv.lock);
+}
+
+/* Called once by whoever finishes the job, with its answer ready (or none:
+ * client gone, rejected); resumes the client connection unless server_stop
+ * already did. */
 static void on_job_finish(struct job *job, void *ctx)
 {
     struct request *req = ctx;
+    struct MHD_Connection *conn = req->conn;
+    int take, orphan;
 
     watch_remove(job);
     pthread_mutex_lock(&srv.lock);
     srv.in_flight--;
-    srv.unsent++;
     METRIC_SET(batches_in_flight, srv.in_flight);
+    req->job_done = 1;
+    orphan = req->orphan;
+    take = req->suspended;
+    if (take)
+        take_suspended(req);
     pthread_cond_broadcast(&srv.changed);
     pthread_mutex_unlock(&srv.lock);
-    /* From here on req belongs to libmicrohttpd's thread again. */
-    MHD_resume_connection(req->conn);
+    if (orphan)
+        request_free(req);      /* its connection closed unanswered meanwhile */
+    else if (take)
+        resume(conn);           /* req belongs to libmicrohttpd's thread again */
 }
 
 struct cdn_loop {
@@ -450,13 +508,18 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
                 &req->job) != FO_OK)
         return respond_out_of_memory(conn, req);   /* job_new freed parsed and fwd */
     req->state = REQ_RUNNING;
-    pthread_mutex_lock(&srv.lock);
-    srv.in_flight++;
-    METRIC_SET(batches_in_flight, srv.in_flight);
-    pthread_mutex_unlock(&srv.lock);
 
     /* Suspend first: from here on any thread may finish the job and resume. */
     MHD_suspend_connection(conn);
+    pthread_mutex_lock(&srv.lock);
+    srv.in_flight++;
+    METRIC_SET(batches_in_flight, srv.in_flight);
+    req->suspended = 1;
+    req->sus_next = srv.suspended;
+    if (srv.suspended != NULL)
+        srv.suspended->sus_prev = req;
+    srv.suspended = req;
+    pthread_mutex_unlock(&srv.lock);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
@@ -471,13 +534,57 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     return MHD_YES;
 }
 
-/* The connection was resumed: the job has finished. */
+/* The answer's bytes, copied out of the job's document as libmicrohttpd
+ * asks for them. It asks for pos once every byte before it was written to
+ * the socket, so req->sent is what the client was sent at least (for the
+ * access log of an answer cut short). */
+static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct request *req = cls;
+    const struct buf *doc = &req->job->doc;
+    size_t n;
+
+    if (pos >= doc->len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    n = doc->len - (size_t)pos < max ? doc->len - (size_t)pos : max;
+    memcpy(out, doc->data + pos, n);
+    req->sent = (size_t)pos;
+    return (ssize_t)n;
+}
+
+/* 200 with the job's document, read out of it as it is sent (the
+ * document lives until on_completed drops the job). */
+static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *req)
+{
+    struct job *job = req->job;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    resp = MHD_create_response_from_callback(job->doc.len, FO_ANSWER_BLOCK, read_answer, req, NULL);
+    if (resp == NULL)
+        return MHD_NO;
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
+    (void)MHD_add_response_header(resp, "X-Batch-Complete", job->complete ? "true" : "false");
+    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    req->status = MHD_HTTP_OK;
+    req->bytes = job->doc.len;
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* The connection was resumed: the job has finished, or shutdown cut it. */
 static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct job *job = req->job;
-    size_t len;
+    int forced;
 
     req->state = REQ_ANSWERED;
+    pthread_mutex_lock(&srv.lock);
+    forced = req->forced;
+    pthread_mutex_unlock(&srv.lock);
+    if (forced)
+        return MHD_NO;          /* its answer is still being built: close */
     if (req->reject_status != 0) {
         metrics_batch(req->reject_outcome, 0);
         return respond_error(conn, req, (unsigned)req->reject_status, req->reject_code, retry_hdr,
@@ -487,11 +594,13 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     }
     if (job->finished == FINISH_CLIENT)
         return MHD_NO;          /* nobody to answer: close the connection */
-    if (job->doc_failed)
-        return respond_out_of_memory(conn, req);
-    const char *const hdrs[] = { "X-Batch-Complete", job->complete ? "true" : "false", NULL };
-    char *data = buf_steal(&job->doc, &len);
-    return respond(conn, req, MHD_HTTP_OK, CT_JSON, data, len, hdrs);
+    if (job->doc_failed) {
+        /* The items were fetched: a retry would fetch them again, so this
+         * is not "overloaded, try again" (no Retry-After). */
+        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal_error", NULL,
+                             "out of memory while building the answer of %zu items", job->req.n);
+    }
+    return respond_doc(conn, req);
 }
 
 static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request *req,
@@ -604,31 +713,59 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return MHD_YES;
 }
 
+static void request_free(struct request *req)
+{
+    buf_free(&req->body);
+    config_unref(req->cfg);
+    free(req);
+}
+
+/* The access line: what was sent (all of it, or what had been written when
+ * the client went away or shutdown closed the connection) and how it
+ * ended. */
+static void log_access(struct request *req, enum MHD_RequestTerminationCode toe, int orphan)
+{
+    const struct job *job = req->reject_status == 0 && !orphan ? req->job : NULL;
+    const char *outcome = NULL;
+    size_t bytes = req->bytes;
+
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        bytes = req->sent;
+        if (req->status != 0)   /* an answer was under way */
+            outcome = toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown" : "client_gone";
+    }
+    if (orphan)
+        outcome = "shutdown";
+    access_log(req->request_id, req->client, req->status, bytes, req->arrival_us, job, outcome);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct request *req = *con_cls;
+    int orphan = 0;
     (void)cls;
     (void)conn;
-    (void)toe;
 
     if (req == NULL || *con_cls == &answer_next_call) {
         *con_cls = NULL;
         return;
     }
     *con_cls = NULL;
-    access_log(req->request_id, req->client, req->status, req->bytes, req->arrival_us,
-               req->reject_status == 0 ? req->job : NULL);
     if (req->job != NULL) {
         pthread_mutex_lock(&srv.lock);
         srv.unsent--;
+        /* Resumed by server_stop with its answer still being built: the
+         * job's on_finish will free req. */
+        orphan = req->orphan = !req->job_done;
         pthread_cond_broadcast(&srv.changed);
         pthread_mutex_unlock(&srv.lock);
-        job_unref(req->job);
     }
-    buf_free(&req->body);
-    config_unref(req->cfg);
-    free(req);
+    log_access(req, toe, orphan);
+    if (req->job != NULL)
+        job_unref(req->job);   /* on_finish's caller holds its own reference */
+    if (!orphan)
+        request_free(req);
 }
 
 /* Accept policy: max_connections, read from the current configuration so
@@ -723,6 +860,8 @@ fo_err server_start(struct config *cfg, int listen_fd)
         return err;
     }
     srv.env_ready = 1;
+    if ((err = job_finisher_start()) != FO_OK)
+        return err;
     if ((err = watch_start()) != FO_OK)
         return err;
     srv.watch_ready = 1;
@@ -754,14 +893,19 @@ fo_err server_start(struct config *cfg, int listen_fd)
 
 void server_drain(void)
 {
+    struct config *cfg = server_config();
+
+    pthread_mutex_lock(&srv.lock);
+    srv.drain_end_us = fo_now_us() + (int64_t)cfg->shutdown_grace_ms * 1000;
+    pthread_mutex_unlock(&srv.lock);
+    config_unref(cfg);
     atomic_store(&srv.draining, 1);
     queue_close();
 }
 
-/* Waits until *counter is 0 or the time is up; 1 if it reached 0. */
-static int wait_zero(long *counter, int64_t timeout_ms)
+/* Waits until *counter is 0 or the monotonic time end (us); 1 if it reached 0. */
+static int wait_zero_until(long *counter, int64_t end)
 {
-    int64_t end = fo_now_us() + timeout_ms * 1000;
     int zero;
 
     pthread_mutex_lock(&srv.lock);
@@ -783,22 +927,88 @@ static int wait_zero(long *counter, int64_t timeout_ms)
 
 int server_wait_idle(int64_t timeout_ms)
 {
-    return wait_zero(&srv.in_flight, timeout_ms);
+    return wait_zero_until(&srv.in_flight, fo_now_us() + timeout_ms * 1000);
 }
 
 void server_cancel_all(void)
 {
+    int64_t now = fo_now_us();
+
+    /* Called before the grace is over with batches in flight: a second stop
+     * signal cut the grace short, so answers get only the final flush. */
+    pthread_mutex_lock(&srv.lock);
+    if (srv.in_flight > 0 && now < srv.drain_end_us)
+        srv.drain_end_us = now;
+    pthread_mutex_unlock(&srv.lock);
     size_t n = watch_finish_all(FINISH_SHUTDOWN);
     if (n > 0)
         log_warn("shutdown grace over: %zu batches answered with cancelled items", n);
 }
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* 1 if a stop signal is pending: main took the first one (every thread
+ * blocks them), so this is another, and waiting is cut short. */
+static int stop_signal_pending(void)
+{
+    sigset_t set;
+
+    return sigpending(&set) == 0 && (sigismember(&set, SIGTERM) == 1 || sigismember(&set, SIGINT) == 1);
+}
+
+/* Resumes every connection still suspended (its answer still being built):
+ * it is closed unanswered. */
+static void resume_all(void)
+{
+    for (;;) {
+        pthread_mutex_lock(&srv.lock);
+        struct request *req = srv.suspended;
+        struct MHD_Connection *conn = req ? req->conn : NULL;
+        unsigned long long serial = req ? req->job->serial : 0;
+        if (req != NULL) {
+            req->forced = 1;
+            take_suspended(req);
+        }
+        pthread_mutex_unlock(&srv.lock);
+        if (req == NULL)
+            return;
+        log_warn("shutdown: the answer of batch %llu was still being built; closing its connection",
+                 serial);
+        resume(conn);
+    }
+}
+
 void server_stop(void)
 {
-    if (!wait_zero(&srv.unsent, FO_DRAIN_FLUSH_MS))
-        log_warn("some answers were not sent before shutdown");
+    int64_t end;
+
+    /* Answers get what is left of the shutdown grace, and at least
+     * FO_DRAIN_FLUSH_MS after it: first to be built, then to be sent. */
+    pthread_mutex_lock(&srv.lock);
+    end = srv.drain_end_us;
+    pthread_mutex_unlock(&srv.lock);
+    if (end < fo_now_us() + FO_DRAIN_FLUSH_MS * 1000)
+        end = fo_now_us() + FO_DRAIN_FLUSH_MS * 1000;
+    (void)wait_zero_until(&srv.in_flight, end);
+    resume_all();
+    while (!wait_zero_until(&srv.unsent, min64(end, fo_now_us() + FO_STOP_POLL_MS * 1000))) {
+        if (fo_now_us() >= end) {
+            log_warn("some answers were not sent before shutdown");
+            break;
+        }
+        if (stop_signal_pending()) {
+            log_warn("another stop signal: not waiting for answers still being sent");
+            break;
+        }
+    }
+    /* No resume may be under way when libmicrohttpd stops (each is short). */
+    (void)wait_zero_until(&srv.resuming, INT64_MAX);
     if (srv.queue_ready)
         queue_stop();
+    job_finisher_stop();
     if (srv.mhd != NULL)
         MHD_stop_daemon(srv.mhd);
     srv.mhd = NULL;

@@ -5,7 +5,17 @@
  * an event that arrives for a job that has just been removed finds nothing
  * instead of freed memory. Locking: w.lock guards the entry table; it is
  * never held while a job is finished (job_finish calls back into
- * watch_remove through the front end).
+ * watch_remove through the front end). Lock order: w.lock, then the queue's
+ * lock (job_withdraw).
+ *
+ * Many jobs that end at once (a burst of clients gone, deadlines due
+ * together, shutdown) are finished in two passes: first every one of them
+ * withdraws its waiting items from the queue, then each is finished. Were
+ * they finished one by one, the workers freed by the first ones would start
+ * the waiting items of the next ones before those are seen to be over.
+ * Finishing never builds a document here: a deadline's is built on a
+ * finisher thread (job.h), so one batch's merge never delays another
+ * batch's deadline.
  */
 #include "watch.h"
 
@@ -18,7 +28,8 @@
 
 #include "log.h"
 
-#define WATCH_EVENTS 64
+#define WATCH_EVENTS 1024   /* events taken from epoll at once */
+#define WATCH_DUE    256    /* deadlines finished in one pass */
 #define WAKE_TAG     0    /* epoll tag of the eventfd; job serials start at 1 */
 
 struct entry {
@@ -88,6 +99,7 @@ fo_err watch_add(struct job *job, int fd)
         log_warn("cannot watch client socket %d: %s", fd, strerror(errno));
         fd = -1;   /* the deadline is still watched */
     }
+    job->client_fd = fd;   /* before the job is queued: workers look at it too */
     w.entries[w.n++] = (struct entry){ job_ref(job), job->serial, fd };
     need_wake = w.next_wake_us == 0 || job->deadline_us < w.next_wake_us;
     pthread_mutex_unlock(&w.lock);
@@ -110,6 +122,12 @@ size_t watch_finish_all(enum finish_reason reason)
 {
     size_t done = 0;
 
+    pthread_mutex_lock(&w.lock);
+    for (size_t i = 0; i < w.n; i++) {
+        if (!atomic_load(&w.entries[i].job->stop))
+            job_withdraw(w.entries[i].job);
+    }
+    pthread_mutex_unlock(&w.lock);
     for (;;) {
         struct job *job = NULL;
         pthread_mutex_lock(&w.lock);
@@ -129,8 +147,10 @@ size_t watch_finish_all(enum finish_reason reason)
 /* Finishes the jobs whose deadline has passed; returns the next deadline. */
 static int64_t expire(int64_t now)
 {
+    struct job *due[WATCH_DUE];
+
     for (;;) {
-        struct job *due = NULL;
+        size_t ndue = 0;
         int64_t next = 0;
 
         pthread_mutex_lock(&w.lock);
@@ -138,44 +158,54 @@ static int64_t expire(int64_t now)
             struct job *job = w.entries[i].job;
             if (atomic_load(&job->stop))
                 continue;
-            if (job->deadline_us <= now && due == NULL)
-                due = job_ref(job);
-            else if (next == 0 || job->deadline_us < next)
+            if (job->deadline_us <= now && ndue < WATCH_DUE) {
+                job_withdraw(job);
+                due[ndue++] = job_ref(job);
+            } else if (next == 0 || job->deadline_us < next) {
                 next = job->deadline_us;
+            }
         }
         w.next_wake_us = next;
         pthread_mutex_unlock(&w.lock);
-        if (due == NULL)
+        if (ndue == 0)
             return next;
-        job_finish(due, FINISH_DEADLINE);
-        job_unref(due);
+        for (size_t i = 0; i < ndue; i++) {
+            job_finish(due[i], FINISH_DEADLINE);
+            job_unref(due[i]);
+        }
     }
 }
 
-static void client_gone(uint64_t serial)
+/* The clients of the events' jobs went away: every such job first leaves
+ * the queue, then each is finished. */
+static void clients_gone(const struct epoll_event *evs, int n)
 {
-    struct job *job = NULL;
+    struct job *gone[WATCH_EVENTS];
+    size_t ngone = 0;
 
     pthread_mutex_lock(&w.lock);
-    struct entry *e = find(serial);
-    if (e != NULL) {
-        job = job_ref(e->job);
+    for (int i = 0; i < n; i++) {
+        struct entry *e = evs[i].data.u64 == WAKE_TAG ? NULL : find(evs[i].data.u64);
+        if (e == NULL)
+            continue;
         if (e->fd >= 0)
             (void)epoll_ctl(w.epfd, EPOLL_CTL_DEL, e->fd, NULL);
         e->fd = -1;
+        job_withdraw(e->job);
+        gone[ngone++] = job_ref(e->job);
     }
     pthread_mutex_unlock(&w.lock);
-    if (job != NULL) {
+    for (size_t i = 0; i < ngone; i++) {
         log_debug("client of batch %llu went away; cancelling it",
-                  (unsigned long long)serial);
-        job_finish(job, FINISH_CLIENT);
-        job_unref(job);
+                  (unsigned long long)gone[i]->serial);
+        job_finish(gone[i], FINISH_CLIENT);
+        job_unref(gone[i]);
     }
 }
 
 static void *watch_main(void *arg)
 {
-    struct epoll_event evs[WATCH_EVENTS];
+    static struct epoll_event evs[WATCH_EVENTS];   /* only this thread uses it */
     (void)arg;
 
     for (;;) {
@@ -194,10 +224,10 @@ static void *watch_main(void *arg)
             if (evs[i].data.u64 == WAKE_TAG) {
                 uint64_t v;
                 (void)!read(w.wakefd, &v, sizeof(v));
-            } else {
-                client_gone(evs[i].data.u64);
             }
         }
+        if (n > 0)
+            clients_gone(evs, n);
     }
     return NULL;
 }

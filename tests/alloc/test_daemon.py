@@ -1,8 +1,11 @@
 """The daemon with failing allocations: build/fanoutd-failmalloc fails every Nth
 allocation of fanoutd's own code and of jansson (tests/alloc/alloc_shim.c) once
 it has started. Under traffic it must never crash: every answer is a 200 whose
-document accounts for every item (items may fail), or a JSON 503 `overloaded`
-("out of memory"), or at worst a closed connection; afterwards it still stops
+document accounts for every item (items may fail), a JSON 503 `overloaded`
+("out of memory", with Retry-After) when memory ran out before the batch was
+accepted, a JSON 500 `internal_error` without Retry-After when it ran out while
+building the answer of an accepted batch (its items were fetched: a retry would
+fetch them again), or at worst a closed connection; afterwards it still stops
 with exit status 0 on SIGTERM. Ends with "N passed, N failed, N skipped".
 
     python3 tests/alloc/test_daemon.py          (FAILMALLOC names the binary)
@@ -106,7 +109,13 @@ class FailingAllocationsTest(unittest.TestCase):
             self.assertEqual(doc["summary"]["total"], n, data[:300])
             self.assertEqual(doc["summary"]["ok"] + doc["summary"]["failed"], n)
             return "200"
+        if resp.status == 500:
+            self.assertEqual(doc["error"]["code"], "internal_error", data[:300])
+            self.assertIsNone(resp.getheader("Retry-After"),
+                              "an accepted batch's failed answer must not ask for a retry")
+            return "500"
         self.assertEqual((resp.status, doc["error"]["code"]), (503, "overloaded"), data[:300])
+        self.assertIsNotNone(resp.getheader("Retry-After"), "503 overloaded without Retry-After")
         return "503"
 
     def test_no_crash_under_failing_allocations(self):
