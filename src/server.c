@@ -11,6 +11,7 @@
  */
 #include "server.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -214,25 +215,297 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     return respond(conn, NULL, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
 }
 
-/* ---- POST /batch: the header checks -------------------------------------- */
+/* ---- strict HTTP and the request deadline (every request) ---------------- */
+
+/*
+ * What libmicrohttpd 0.9.75 checks by itself is not enough, and where it
+ * checks, it answers in HTML: MHD_OPTION_STRICT_FOR_CLIENT 1 refuses a space
+ * in the request target (closing without an answer) and HTTP/1.1 without
+ * Host (its 400 is queued inside the header parser, whose caller then builds
+ * the header block a second time: two status lines, as for a bad
+ * Content-Length); only level -1, the lenient one, refuses white space
+ * before a colon. So the option stays at its default and every check is
+ * made here, on the first call of the access handler, before any byte of a
+ * body is read: the answer is JSON, sent once, and the connection closed.
+ */
+
+/* Per connection (libmicrohttpd's socket context), made in on_connection. */
+struct conn_ctx {
+    int64_t opened_us;          /* accepted */
+    int64_t start_us;           /* the current request's first byte (about) */
+    int64_t timeout_us;         /* client_timeout_ms when accepted; 0: none */
+    unsigned long requests;     /* request lines seen */
+    const char *target;         /* the raw request target, in MHD's buffer */
+    int target_bad;             /* a space, control byte or NUL in it */
+};
+
+static struct conn_ctx *conn_ctx(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* libmicrohttpd's idle timeout for the connection, rounded up to seconds
+ * (its unit); 0 is none. */
+static void set_idle_timeout(struct MHD_Connection *conn, int64_t us)
+{
+    (void)MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    (unsigned int)((us + 999999) / 1000000));
+}
+
+/*
+ * A request must arrive whole within client_timeout_ms of its first byte.
+ * libmicrohttpd's timeout counts idle time (every byte restarts it), so it
+ * is cut to what is left of the request's time each time part of the
+ * request arrives: a body trickled a byte at a time is closed at most a
+ * second after its deadline. Returns 1 when the deadline has passed.
+ */
+static int request_late(struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    int64_t left;
+
+    if (cc == NULL || cc->timeout_us == 0)
+        return 0;
+    left = cc->start_us + cc->timeout_us - fo_now_us();
+    if (left <= 0) {
+        log_debug("closing a connection: the request did not arrive within client_timeout_ms");
+        return 1;
+    }
+    set_idle_timeout(conn, left);
+    return 0;
+}
+
+/* The request is in: the answer and the idle time after it get the whole
+ * client_timeout_ms again. */
+static void request_arrived(struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+
+    if (cc != NULL)
+        set_idle_timeout(conn, cc->timeout_us);
+}
+
+/* 1 if p is the protocol version as libmicrohttpd leaves it behind the
+ * target: "HTTP/d.d" and the NUL that ended the line. */
+static int at_version(const char *p)
+{
+    return strncmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) && p[6] == '.' &&
+           isdigit((unsigned char)p[7]) && p[8] == '\0';
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: the raw request target, before libmicrohttpd
+ * splits and decodes it. Notes the time and any byte a target must not have
+ * (a NUL would otherwise end it early: "/healthz\0x" read as "/healthz").
+ *
+ * It also ends the query string right after the '?': fanoutd reads no query
+ * argument, and libmicrohttpd 0.9.75 keeps each one in the connection's
+ * memory pool, where 800 "a=b&" overflow it; it then queues a 431 that its
+ * own caller overwrites, and the connection hangs until the idle timeout.
+ * The target is in libmicrohttpd's writable read buffer, which it cuts up
+ * itself right after this call.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    char *query = NULL;
+    const char *p;
+    (void)cls;
+
+    if (cc == NULL)
+        return NULL;
+    cc->start_us = cc->requests++ == 0 ? cc->opened_us : fo_now_us();
+    cc->target = uri;
+    cc->target_bad = uri == NULL || uri[0] == '\0';
+    if (uri == NULL)
+        return NULL;
+    /* libmicrohttpd calls this only with a version after the target. */
+    for (p = uri; *p != '\0' || !at_version(p + 1); p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            cc->target_bad = 1;
+        if (*p == '?' && query == NULL)
+            query = (char *)p;
+    }
+    if (query != NULL && query + 1 < p)
+        query[1] = '\0';
+    return NULL;
+}
 
 struct header_count {
     int content_length;
     int transfer_encoding;
+    int host;
+    int bad_name;                /* empty, or not a token (white space before ':') */
+    int bad_block;               /* see header_gap */
+    int eol;                     /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
+    const char *te;
+    const char *line_end;        /* where the line before the next header ends */
+    const char *block_end;       /* where the header block ends */
 };
+
+/*
+ * libmicrohttpd 0.9.75 takes a header line with an empty name (": v") for
+ * the end of the header block: it drops the line and reads what follows as
+ * the next request. The block, still in its read buffer with each line end
+ * turned into NULs, shows it: from one header's value to the next header's
+ * name there is nothing but one line end, and after the last value nothing
+ * but two (that line's and the empty line's), every line ending as the
+ * request line does. A folded value (obsolete, and copied elsewhere by the
+ * library) fails the same check. Returns 0 if [from, to) is n line ends.
+ */
+static int header_gap(struct header_count *hc, const char *from, const char *to, int n)
+{
+    size_t len = (size_t)(to - from);
+
+    if (from == NULL || to < from || to > hc->block_end)
+        return 1;
+    if (hc->eol == 0 && n == 1 && (len == 1 || len == 2))
+        hc->eol = (int)len;
+    if (hc->eol == 0 && n == 2 && (len == 2 || len == 4))
+        hc->eol = (int)len / 2;
+    if (len != (size_t)(hc->eol * n))
+        return 1;
+    for (size_t i = 0; i < len; i++) {
+        if (from[i] != '\0')
+            return 1;
+    }
+    return 0;
+}
+
+static int is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                     const char *value)
 {
     struct header_count *hc = cls;
     (void)kind;
-    (void)value;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+
+    if (header_gap(hc, hc->line_end, key, 1) != 0 || value < key)
+        hc->bad_block = 1;
+    hc->line_end = value != NULL ? value + strlen(value) : NULL;
+    if (key[0] == '\0')
+        hc->bad_name = 1;
+    for (const char *p = key; *p != '\0'; p++) {
+        if (!is_tchar((unsigned char)*p))
+            hc->bad_name = 1;
+    }
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         hc->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         hc->transfer_encoding++;
+        hc->te = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        hc->host++;
+    }
     return MHD_YES;
 }
+
+/*
+ * A Transfer-Encoding other than exactly "chunked": 400 when the list is
+ * malformed or chunked is not its one last coding (RFC 9112 6.3), 501 for a
+ * coding fanoutd does not decode. Returns 0 for "chunked".
+ */
+static unsigned te_refusal(const char *te, const char **why)
+{
+    int n = 0, chunked = 0, chunked_last = 0;
+    const char *p = te;
+
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (is_tchar((unsigned char)*p))
+            p++;
+        size_t len = (size_t)(p - start);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (len == 0 || (*p != ',' && *p != '\0')) {
+            *why = "the Transfer-Encoding header is not a list of codings";
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        n++;
+        chunked_last = len == 7 && strncasecmp(start, "chunked", 7) == 0;
+        chunked += chunked_last;
+        if (*p++ == '\0')
+            break;
+    }
+    if (n == 1 && chunked_last)
+        return 0;
+    if (chunked > 1 || (chunked == 1 && !chunked_last)) {
+        *why = "chunked must be the last transfer coding, and given once";
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    *why = "only the chunked transfer coding is supported";
+    return MHD_HTTP_NOT_IMPLEMENTED;
+}
+
+/* The checks every request passes before its body is read: answers (and
+ * closes the connection) and returns 1 if the request is refused. req is the
+ * batch request, or NULL on other paths. */
+static int refuse_malformed(struct MHD_Connection *conn, struct request *req, const char *method,
+                            const char *url, const char *version, enum MHD_Result *ret)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    struct header_count hc = { 0 };
+    unsigned status = MHD_HTTP_BAD_REQUEST;
+    const char *why = NULL;
+
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    hc.line_end = version + strlen(version);
+    hc.block_end = ci != NULL ? method + ci->header_size : NULL;
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
+    if (header_gap(&hc, hc.line_end, hc.block_end, 2) != 0)
+        hc.bad_block = 1;
+    if (cc == NULL || cc->target_bad || url != cc->target)
+        why = "the request target has white space, a control character or a NUL";
+    else if (hc.bad_name || hc.bad_block)
+        why = "a header line is malformed (an empty name, white space before the colon, "
+              "folding, or line ends of two kinds)";
+    else if (hc.host > 1)
+        why = "more than one Host header";
+    else if (hc.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        why = "an HTTP/1.1 request needs a Host header";
+    else if (hc.content_length > 1)
+        why = "more than one Content-Length header";
+    else if (hc.content_length && hc.transfer_encoding)
+        why = "both Content-Length and Transfer-Encoding are present";
+    else if (hc.transfer_encoding > 1)
+        why = "more than one Transfer-Encoding header";
+    else if (hc.te != NULL)
+        status = te_refusal(hc.te, &why);
+    if (why == NULL)
+        return 0;
+    if (req != NULL)
+        metrics_batch(OUT_BAD_REQUEST, 0);
+    *ret = respond_error(conn, req, status,
+                         status == MHD_HTTP_NOT_IMPLEMENTED ? "not_implemented" : "bad_request",
+                         close_hdr, "%s", why);
+    return 1;
+}
+
+/* A body that a path other than POST /batch would have to read past
+ * FO_MAX_OTHER_BODY (or of a size not known in advance). */
+static int body_not_read(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        return 1;
+    /* libmicrohttpd has checked that a Content-Length is all digits. */
+    return cl != NULL && strtoull(cl, NULL, 10) > FO_MAX_OTHER_BODY;
+}
+
+/* ---- POST /batch: the header checks -------------------------------------- */
+
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte. */
 static int token_equal(const char *a, const char *b)
@@ -262,18 +535,8 @@ static int authorized(struct MHD_Connection *conn, const struct config *cfg)
 static int refuse_early(struct MHD_Connection *conn, struct request *req, enum MHD_Result *ret)
 {
     const struct config *cfg = req->cfg;
-    struct header_count hc = { 0 };
     const char *cl;
 
-    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
-    if (hc.content_length > 1 || (hc.content_length && hc.transfer_encoding)) {
-        metrics_batch(OUT_BAD_REQUEST, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", close_hdr,
-                             hc.content_length > 1
-                                 ? "more than one Content-Length header"
-                                 : "both Content-Length and Transfer-Encoding are present");
-        return 1;
-    }
     if (atomic_load(&srv.draining)) {
         metrics_batch(OUT_DRAINING, 0);
         *ret = respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
@@ -439,8 +702,12 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
 {
     switch (req->state) {
     case REQ_BODY:
-        if (*upload_size == 0)
+        if (*upload_size == 0) {
+            request_arrived(conn);
             return start_batch(conn, req);
+        }
+        if (request_late(conn))
+            return MHD_NO;
         if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
             req->state = REQ_OVERSIZED;
             buf_free(&req->body);
@@ -449,6 +716,8 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
         return MHD_YES;
     case REQ_OVERSIZED:
         if (*upload_size > 0) {
+            if (request_late(conn))
+                return MHD_NO;
             req->discarded += *upload_size;
             *upload_size = 0;
             return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
@@ -519,25 +788,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *req = *con_cls;
     enum MHD_Result ret;
     (void)cls;
-    (void)version;
 
     if (*con_cls == &answer_next_call) {
         if (*upload_size > 0) {
             *upload_size = 0;   /* a body sent to a GET endpoint is dropped */
-            return MHD_YES;
+            return request_late(conn) ? MHD_NO : MHD_YES;
         }
+        request_arrived(conn);
         return route(conn, url, method);
     }
     if (req != NULL)
         return handle_batch(conn, req, upload, upload_size);
+    if (request_late(conn))
+        return MHD_NO;
     if (strcmp(url, "/batch") != 0 || strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        if (refuse_malformed(conn, NULL, method, url, version, &ret))
+            return ret;
+        if (body_not_read(conn))
+            return route(conn, url, method);   /* answered now: the connection closes */
         *con_cls = &answer_next_call;
         return MHD_YES;
     }
     if ((req = request_new(conn)) == NULL)
         return MHD_NO;
     *con_cls = req;
-    if (refuse_early(conn, req, &ret)) {
+    if (refuse_malformed(conn, req, method, url, version, &ret) || refuse_early(conn, req, &ret)) {
         req->state = REQ_ANSWERED;
         return ret;
     }
@@ -591,21 +866,38 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     return MHD_YES;
 }
 
-/* Counts connections and gives each the current client_timeout_ms. */
+/* Counts connections and gives each the current client_timeout_ms and its
+ * struct conn_ctx (without one, its requests are closed unanswered). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
+    struct conn_ctx *cc;
     (void)cls;
-    (void)socket_ctx;
+
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        FO_FREE(*socket_ctx);
         atomic_fetch_sub(&srv.connections, 1);
         return;
     }
     atomic_fetch_add(&srv.connections, 1);
     struct config *cfg = server_config();
-    unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
+    int64_t timeout_us = (int64_t)cfg->client_timeout_ms * 1000;
     config_unref(cfg);
-    (void)MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, timeout_s);
+    if ((cc = calloc(1, sizeof(*cc))) != NULL) {
+        cc->opened_us = fo_now_us();
+        cc->timeout_us = timeout_us;
+    }
+    *socket_ctx = cc;
+    set_idle_timeout(conn, timeout_us);
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: the target is routed as sent. libmicrohttpd
+ * would decode "%00" into a NUL that ends the path early. */
+static size_t no_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -680,6 +972,8 @@ fo_err server_start(struct config *cfg, int listen_fd)
                                MHD_OPTION_CONNECTION_LIMIT, connection_ceiling(),
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+                               MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {
