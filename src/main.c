@@ -180,9 +180,9 @@ static void reload(const struct options *opt)
         if (!config_changed(old, fresh, guarded_keys[i]))
             continue;
         if (strcmp(guarded_keys[i], "auth_token") == 0)
-            log_warn("reload changes auth_token (%s)", fresh->auth_token[0] != '\0'
-                                                          ? "a token is required"
-                                                          : "now empty: POST /batch needs no token");
+            log_warn("reload changes auth_token (%s)",
+                     fresh->auth_token[0] != '\0' ? "a token is required"
+                                                   : "now empty: POST /batch needs no token");
         else
             log_warn("reload changes %s", guarded_keys[i]);
     }
