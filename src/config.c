@@ -72,7 +72,8 @@ static const struct config_key keys[] = {
     { "max_connections", CT_NUM, OFF(max_connections), "1024", 1, 1000000,
       "client connections held at once; beyond, new connections are closed at once" },
     { "client_timeout_ms", CT_NUM, OFF(client_timeout_ms), "30000", 0, DAY_MS,
-      "an idle client connection is closed after this, in whole seconds rounded up (0: never)" },
+      "an idle client connection is closed after this, in whole seconds rounded up, and a "
+      "request must arrive whole within it of its first byte (0: never)" },
     { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0,
       "error, warn, info or debug" },
 };
