@@ -118,6 +118,8 @@ static void tick(void)
     static int wedged;
     int64_t now = fo_now_us(), wd = notify_watchdog_usec();
 
+    server_reap();
+
     if (wd > 0 && now - last_watchdog >= wd / 2) {
         struct config *cfg = server_config();
         int64_t stall = ((int64_t)cfg->max_timeout_ms + STALL_MARGIN_MS) * 1000;

@@ -229,15 +229,62 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
  * body is read: the answer is JSON, sent once, and the connection closed.
  */
 
-/* Per connection (libmicrohttpd's socket context), made in on_connection. */
+/*
+ * Per connection (libmicrohttpd's socket context), made in on_connection
+ * and kept in a list that server_reap() walks: libmicrohttpd's own timeout
+ * only counts idle time, so a request trickled a byte at a time would live
+ * on. Each connection has a deadline for the request it is reading:
+ *
+ *   accepted, or the last request done   +2 * client_timeout_ms (the first
+ *       byte may come up to one idle timeout later; it is not seen)
+ *   its request line in (on_uri)         +client_timeout_ms
+ *   the request whole (request_arrived)  none: the answer's time is the
+ *       batch's, and a suspended connection is left alone
+ *
+ * Past it, the reaper shuts the socket down, and libmicrohttpd closes the
+ * connection as for a client that went away.
+ */
 struct conn_ctx {
-    int64_t opened_us;          /* accepted */
+    struct conn_ctx *prev, *next;   /* in conns.head, under conns.lock */
+    int fd;
+    _Atomic int64_t deadline_us;    /* 0: none */
     int64_t start_us;           /* the current request's first byte (about) */
     int64_t timeout_us;         /* client_timeout_ms when accepted; 0: none */
-    unsigned long requests;     /* request lines seen */
     const char *target;         /* the raw request target, in MHD's buffer */
     int target_bad;             /* a space, control byte or NUL in it */
 };
+
+/* The connections with a conn_ctx. lock guards the list; an entry leaves it
+ * (on_connection, CLOSED) before libmicrohttpd closes its descriptor, so the
+ * reaper never shuts down a descriptor that has been reused. */
+static struct {
+    pthread_mutex_t lock;
+    struct conn_ctx *head;
+} conns = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void conn_deadline(struct conn_ctx *cc, int64_t from_us, int64_t times)
+{
+    atomic_store(&cc->deadline_us, cc->timeout_us != 0 ? from_us + times * cc->timeout_us : 0);
+}
+
+void server_reap(void)
+{
+    int64_t now = fo_now_us();
+    int n = 0;
+
+    pthread_mutex_lock(&conns.lock);
+    for (struct conn_ctx *cc = conns.head; cc != NULL; cc = cc->next) {
+        int64_t deadline = atomic_load(&cc->deadline_us);
+        if (deadline == 0 || now < deadline)
+            continue;
+        atomic_store(&cc->deadline_us, 0);
+        (void)shutdown(cc->fd, SHUT_RDWR);
+        n++;
+    }
+    pthread_mutex_unlock(&conns.lock);
+    if (n > 0)
+        log_debug("closed %d connections whose request did not arrive within client_timeout_ms", n);
+}
 
 static struct conn_ctx *conn_ctx(struct MHD_Connection *conn)
 {
@@ -284,8 +331,10 @@ static void request_arrived(struct MHD_Connection *conn)
 {
     struct conn_ctx *cc = conn_ctx(conn);
 
-    if (cc != NULL)
-        set_idle_timeout(conn, cc->timeout_us);
+    if (cc == NULL)
+        return;
+    atomic_store(&cc->deadline_us, 0);
+    set_idle_timeout(conn, cc->timeout_us);
 }
 
 /* 1 if p is the protocol version as libmicrohttpd leaves it behind the
@@ -317,7 +366,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
     if (cc == NULL)
         return NULL;
-    cc->start_us = cc->requests++ == 0 ? cc->opened_us : fo_now_us();
+    cc->start_us = fo_now_us();
+    conn_deadline(cc, cc->start_us, 1);
     cc->target = uri;
     cc->target_bad = uri == NULL || uri[0] == '\0';
     if (uri == NULL)
@@ -823,9 +873,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct request *req = *con_cls;
+    struct conn_ctx *cc = conn_ctx(conn);
     (void)cls;
-    (void)conn;
     (void)toe;
+
+    if (cc != NULL)
+        conn_deadline(cc, fo_now_us(), 2);  /* for the next request on the connection */
 
     if (req == NULL || *con_cls == &answer_next_call) {
         *con_cls = NULL;
@@ -867,7 +920,7 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
 }
 
 /* Counts connections and gives each the current client_timeout_ms and its
- * struct conn_ctx (without one, its requests are closed unanswered). */
+ * struct conn_ctx (without one, out of memory, its requests are refused). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -875,7 +928,17 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     (void)cls;
 
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        FO_FREE(*socket_ctx);
+        if ((cc = *socket_ctx) != NULL) {
+            pthread_mutex_lock(&conns.lock);
+            if (cc->prev != NULL)
+                cc->prev->next = cc->next;
+            else
+                conns.head = cc->next;
+            if (cc->next != NULL)
+                cc->next->prev = cc->prev;
+            pthread_mutex_unlock(&conns.lock);
+            FO_FREE(*socket_ctx);
+        }
         atomic_fetch_sub(&srv.connections, 1);
         return;
     }
@@ -883,12 +946,21 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     struct config *cfg = server_config();
     int64_t timeout_us = (int64_t)cfg->client_timeout_ms * 1000;
     config_unref(cfg);
-    if ((cc = calloc(1, sizeof(*cc))) != NULL) {
-        cc->opened_us = fo_now_us();
-        cc->timeout_us = timeout_us;
-    }
-    *socket_ctx = cc;
     set_idle_timeout(conn, timeout_us);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL || (cc = calloc(1, sizeof(*cc))) == NULL)
+        return;
+    cc->fd = ci->connect_fd;
+    cc->timeout_us = timeout_us;
+    conn_deadline(cc, fo_now_us(), 2);
+    pthread_mutex_lock(&conns.lock);
+    cc->next = conns.head;
+    if (conns.head != NULL)
+        conns.head->prev = cc;
+    conns.head = cc;
+    pthread_mutex_unlock(&conns.lock);
+    *socket_ctx = cc;
 }
 
 /* MHD_OPTION_UNESCAPE_CALLBACK: the target is routed as sent. libmicrohttpd

@@ -492,3 +492,55 @@ class BodyBounds(RobustCase):
         self.assertGreater(min(took), 1.5, f"closed before client_timeout_ms: {took}")
         self.assertLess(max(took), 4.5, f"closed long after client_timeout_ms (2 s): {took}")
         self.assert_healthy()
+
+    def test_trickled_headers_cut_at_client_timeout(self):
+        """The deadline also holds while the request line and headers trickle in (every
+        byte restarts libmicrohttpd's idle timeout); an honest client that waits, then
+        sends its request at once, is still served."""
+        d = self.start_daemon(client_timeout_ms=2000)
+        trickles = {
+            # sent at once, then one byte every 0.3 s: bound from the request line
+            "headers": (b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200, 3.8),
+            # the request line itself trickles: bound 2 * client_timeout_ms from accept
+            "request line": (b"", b"GET /" + b"b" * 200, 5.8),
+        }
+        conns = {}
+        try:
+            for name, (first, _, _) in trickles.items():
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                if first:
+                    s.sendall(first)
+                conns[name] = [s, time.monotonic(), None, 0]
+            waiting = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            t_wait = time.monotonic()
+            end = time.monotonic() + 10
+            while time.monotonic() < end and any(c[2] is None for c in conns.values()):
+                for name, c in conns.items():
+                    if c[2] is not None:
+                        continue
+                    rest = trickles[name][1]
+                    try:
+                        c[0].send(rest[c[3]:c[3] + 1])
+                        c[3] = (c[3] + 1) % len(rest)
+                        c[0].settimeout(0.01)
+                        if c[0].recv(4096) == b"":
+                            c[2] = time.monotonic() - c[1]
+                    except socket.timeout:
+                        pass
+                    except OSError:
+                        c[2] = time.monotonic() - c[1]
+                if waiting is not None and time.monotonic() - t_wait > 1.5:
+                    waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    got, _ = raw_read_all(waiting, 3)
+                    self.assertEqual(raw_status(got), 200, f"an honest slow starter: {got[:200]!r}")
+                    waiting.close()
+                    waiting = None
+                time.sleep(0.3)
+        finally:
+            for c in conns.values():
+                c[0].close()
+        for name, c in conns.items():
+            self.assertIsNotNone(c[2], f"trickled {name} still open after 10 s")
+            self.assertGreater(c[2], 1.5, f"trickled {name} closed early ({c[2]:.1f} s)")
+            self.assertLess(c[2], trickles[name][2], f"trickled {name} closed after {c[2]:.1f} s")
+        self.assert_healthy()
