@@ -251,6 +251,7 @@ struct conn_ctx {
     int64_t start_us;           /* the current request's first byte (about) */
     int64_t timeout_us;         /* client_timeout_ms when accepted; 0: none */
     const char *target;         /* the raw request target, in MHD's buffer */
+    size_t target_len;          /* its bytes */
     int target_bad;             /* a space, control byte or NUL in it */
 };
 
@@ -379,12 +380,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         if (*p == '?' && query == NULL)
             query = (char *)p;
     }
+    cc->target_len = (size_t)(p - uri);
     if (query != NULL && query + 1 < p)
         query[1] = '\0';
     return NULL;
 }
 
 struct header_count {
+    int count;
     int content_length;
     int transfer_encoding;
     int host;
@@ -436,6 +439,7 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     struct header_count *hc = cls;
     (void)kind;
 
+    hc->count++;
     if (header_gap(hc, hc->line_end, key, 1) != 0 || value < key)
         hc->bad_block = 1;
     hc->line_end = value != NULL ? value + strlen(value) : NULL;
@@ -495,6 +499,22 @@ static unsigned te_refusal(const char *te, const char **why)
     return MHD_HTTP_NOT_IMPLEMENTED;
 }
 
+#define FO_STR_(x) #x
+#define FO_STR(x) FO_STR_(x)
+
+static const char *front_code(unsigned status)
+{
+    switch (status) {
+    case MHD_HTTP_NOT_IMPLEMENTED:
+        return "not_implemented";
+    case MHD_HTTP_URI_TOO_LONG:
+        return "uri_too_long";
+    case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE:
+        return "headers_too_large";
+    }
+    return "bad_request";
+}
+
 /* The checks every request passes before its body is read: answers (and
  * closes the connection) and returns 1 if the request is refused. req is the
  * batch request, or NULL on other paths. */
@@ -515,6 +535,11 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         hc.bad_block = 1;
     if (cc == NULL || cc->target_bad || url != cc->target)
         why = "the request target has white space, a control character or a NUL";
+    else if (cc->target_len > FO_MAX_TARGET)
+        status = MHD_HTTP_URI_TOO_LONG;
+    else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
+             hc.count > FO_MAX_CLIENT_HEADERS)
+        status = MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
     else if (hc.bad_name || hc.bad_block)
         why = "a header line is malformed (an empty name, white space before the colon, "
               "folding, or line ends of two kinds)";
@@ -530,13 +555,16 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         why = "more than one Transfer-Encoding header";
     else if (hc.te != NULL)
         status = te_refusal(hc.te, &why);
+    if (status == MHD_HTTP_URI_TOO_LONG)
+        why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
+    if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
+        why = "more than " FO_STR(FO_MAX_CLIENT_HEADERS) " header lines, or more than "
+              FO_STR(FO_MAX_HEADER_BLOCK) " bytes of them";
     if (why == NULL)
         return 0;
     if (req != NULL)
-        metrics_batch(OUT_BAD_REQUEST, 0);
-    *ret = respond_error(conn, req, status,
-                         status == MHD_HTTP_NOT_IMPLEMENTED ? "not_implemented" : "bad_request",
-                         close_hdr, "%s", why);
+        metrics_batch(status == MHD_HTTP_BAD_REQUEST ? OUT_BAD_REQUEST : OUT_TOO_LARGE, 0);
+    *ret = respond_error(conn, req, status, front_code(status), close_hdr, "%s", why);
     return 1;
 }
 

@@ -336,6 +336,30 @@ class StrictHttp(RobustCase):
         self.assertEqual(self.up.requests(tag), [], "a refused batch was fetched")
         self.assert_healthy()
 
+    def test_oversized_heads_refused_in_json(self):
+        """fanoutd's own bounds on the request head sit below libmicrohttpd's memory pool,
+        so a too long target or too many header bytes or lines get a JSON answer; only
+        beyond the pool (about 32 KiB, or some 450 lines) does the library's HTML remain."""
+        d = self.start_daemon(client_timeout_ms=30000)
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        self.refused(d.port, "target of 8193 bytes",
+                     b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long")
+        self.refused(d.port, "target of 20000 bytes",
+                     b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long")
+        self.refused(d.port, "101 header lines", get + b"X: a\r\n" * 100 + b"\r\n",
+                     431, "headers_too_large")
+        self.refused(d.port, "400 header lines", get + b"X: a\r\n" * 399 + b"\r\n",
+                     431, "headers_too_large")
+        self.refused(d.port, "17000 header bytes", get + b"X: " + b"a" * 17000 + b"\r\n\r\n",
+                     431, "headers_too_large")
+        for name, data in (("target of 8192 bytes",
+                            b"GET /" + b"a" * 8191 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+                           ("100 header lines", get + b"X: a\r\n" * 99 + b"\r\n")):
+            with self.subTest(name):
+                got, _, _ = exchange(d.port, data, bound=2)
+                self.assertIn(raw_status(got), (200, 404), f"{name}: {got[:200]!r}")
+        self.assert_healthy()
+
     def test_lenient_but_valid_requests_still_served(self):
         d = self.start_daemon(client_timeout_ms=30000)
         for name, data in (
@@ -387,7 +411,7 @@ class StrictHttp(RobustCase):
 
     def test_library_answers(self):
         """What libmicrohttpd 0.9.75 answers itself, before fanoutd sees the request: a
-        request line or header block over its memory pool (414, 431), an HTTP version
+        request line or header block over its 32 KiB memory pool (414, 431), an HTTP version
         other than 1.0/1.1 (505), a Content-Length that is not a number or is too large
         (400, 413). These bodies are its HTML, and for a bad Content-Length it sends the
         header block twice (its header parser queues the error, and its caller, not
