@@ -489,8 +489,15 @@ static unsigned te_refusal(const char *te, const char **why)
         if (*p++ == '\0')
             break;
     }
-    if (n == 1 && chunked_last)
+    /* libmicrohttpd decodes the body as chunked only if the value is exactly
+     * that; with white space after it, it would read to the end of the
+     * connection instead. */
+    if (n == 1 && chunked_last && strcasecmp(te, "chunked") == 0)
         return 0;
+    if (n == 1 && chunked_last) {
+        *why = "the Transfer-Encoding header is not exactly 'chunked'";
+        return MHD_HTTP_BAD_REQUEST;
+    }
     if (chunked > 1 || (chunked == 1 && !chunked_last)) {
         *why = "chunked must be the last transfer coding, and given once";
         return MHD_HTTP_BAD_REQUEST;

@@ -322,6 +322,11 @@ class StrictHttp(RobustCase):
             ("Transfer-Encoding with a parameter",
              batch + b"Transfer-Encoding: chunked;x=1\r\n\r\n" + chunked),
             ("empty Transfer-Encoding", batch + b"Transfer-Encoding: \r\n\r\n" + chunked),
+            ("white space after chunked", batch + b"Transfer-Encoding: chunked \r\n\r\n" + chunked),
+            ("a NUL in a header value", get + b"X-A: a\x00b\r\n\r\n" + SMUGGLED),
+            ("a NUL after chunked", batch + b"Transfer-Encoding: chunked\x00x\r\n\r\n" + chunked),
+            ("a header name not ASCII", get + b"X-\xc3\xa9: v\r\n\r\n" + SMUGGLED),
+            ("folding on the first header line", b"GET /healthz HTTP/1.1\r\n X: a\r\nHost: x\r\n\r\n"),
             ("Transfer-Encoding on GET", get + b"Transfer-Encoding: chunked, identity\r\n\r\n"),
         ]
         for name, data in cases:
@@ -369,19 +374,24 @@ class StrictHttp(RobustCase):
              b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-E:\r\nX-F:   \r\nX-G: v  \r\n"
              b"Connection: close\r\n\r\n"),
             ("a query string", b"GET /healthz?a=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            ("white space before a value, any case",
+             b"GET /healthz HTTP/1.1\r\nhOsT:\t x\r\nConnection: close\r\n\r\n"),
         ):
             with self.subTest(name):
                 got, how, _ = exchange(d.port, data, bound=4)
                 self.assertEqual(raw_status(got), 200, f"{name}: {got[:300]!r}")
                 self.assertEqual(json_body(got), {"status": "ok"}, name)
-        # A chunked batch is still accepted.
-        tag = new_tag()
-        plain = self.up.url("/json", v="c", tag=tag).encode()
-        got, _, _ = exchange(d.port, b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                             + b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain), bound=10)
-        self.assertEqual(raw_status(got), 200, got[:300])
-        self.assertEqual(json_body(got)["results"][0]["body"], {"v": "c"})
+        # A chunked batch is still accepted (the coding's name in any case).
+        for te in (b"chunked", b"Chunked", b"\tCHUNKED"):
+            with self.subTest(te=te):
+                tag = new_tag()
+                plain = self.up.url("/json", v="c", tag=tag).encode()
+                got, _, _ = exchange(d.port, b"POST /batch HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Type: text/plain\r\nTransfer-Encoding: " + te
+                                     + b"\r\nConnection: close\r\n\r\n"
+                                     + b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain), bound=10)
+                self.assertEqual(raw_status(got), 200, got[:300])
+                self.assertEqual(json_body(got)["results"][0]["body"], {"v": "c"})
 
     def test_target_routed_as_sent(self):
         """%00 is not decoded into a NUL that ends the path: /healthz%00x is no /healthz."""
