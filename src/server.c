@@ -373,7 +373,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     cc->target_bad = uri == NULL || uri[0] == '\0';
     if (uri == NULL)
         return NULL;
-    /* libmicrohttpd calls this only with a version after the target. */
+    /* libmicrohttpd calls this only with a version after the target. A
+     * client's own "\0HTTP/1.1\0" in the target stops the scan early; the
+     * access handler sees that the version is not where the scan ended. */
     for (p = uri; *p != '\0' || !at_version(p + 1); p++) {
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             cc->target_bad = 1;
@@ -540,7 +542,10 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
     if (header_gap(&hc, hc.line_end, hc.block_end, 2) != 0)
         hc.bad_block = 1;
-    if (cc == NULL || cc->target_bad || url != cc->target)
+    /* The version must follow the target as on_uri measured it: a NUL and a
+     * "HTTP/1.1" of the client's own inside the target would end it early. */
+    if (cc == NULL || cc->target_bad || url != cc->target ||
+        version != cc->target + cc->target_len + 1)
         why = "the request target has white space, a control character or a NUL";
     else if (cc->target_len > FO_MAX_TARGET)
         status = MHD_HTTP_URI_TOO_LONG;
@@ -590,7 +595,6 @@ static int body_not_read(struct MHD_Connection *conn)
 }
 
 /* ---- POST /batch: the header checks -------------------------------------- */
-
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte. */
 static int token_equal(const char *a, const char *b)

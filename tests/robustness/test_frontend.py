@@ -310,6 +310,10 @@ class StrictHttp(RobustCase):
             ("two Host headers", get + b"Host: other\r\n\r\n" + SMUGGLED),
             ("NUL in the target", b"GET /healthz\x00x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
              + SMUGGLED),
+            ("NUL and a version in the target",
+             b"GET /healthz\x00HTTP/1.1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
+            ("NUL and a version of its own in the target",
+             b"GET /healthz\x00HTTP/1.1\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
             ("control byte in the target",
              b"GET /healthz\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
             ("DEL in the target", b"GET /heal\x7fthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
@@ -417,6 +421,19 @@ class StrictHttp(RobustCase):
                 self.assertEqual(raw_status(got), expect, f"{name}: {got[:300]!r}")
                 self.assertIn(how, ("eof", "reset"), name)
                 self.assertLess(took, 3, f"{name}: answered after {took:.1f} s")
+        self.assert_healthy()
+
+    def test_many_query_arguments_behind_a_planted_version(self):
+        """The one shape on_uri cannot see through: a NUL and a version of the client's
+        own before the '?' hide the query from it, and libmicrohttpd's argument parser
+        overflows its pool and stalls. It gets no answer, but it is closed at
+        client_timeout_ms from the request line like any request that does not arrive."""
+        d = self.start_daemon(client_timeout_ms=2000)
+        got, how, took = exchange(d.port, b"GET /x\x00HTTP/1.1\x00?" + b"a=b&" * 800
+                                  + b" HTTP/1.1\r\nHost: x\r\n\r\n", bound=8)
+        self.assertNotIn(b"200 OK", got)
+        self.assertIn(how, ("eof", "reset"), "the stalled connection was not closed")
+        self.assertLess(took, 4, f"closed after {took:.1f} s with client_timeout_ms=2000")
         self.assert_healthy()
 
     def test_library_answers(self):
