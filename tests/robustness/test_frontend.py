@@ -519,7 +519,7 @@ class BodyBounds(RobustCase):
                 s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
                           b"Content-Length: %d\r\n\r\n" % length + b"a" * (length - 1000))
                 conns.append([s, time.monotonic(), None])
-            end = time.monotonic() + 10
+            end = time.monotonic() + 14
             while time.monotonic() < end and any(c[2] is None for c in conns):
                 for c in conns:
                     if c[2] is not None:
@@ -539,9 +539,10 @@ class BodyBounds(RobustCase):
                 c[0].close()
         took = [c[2] for c in conns]
         self.assertTrue(all(t is not None for t in took),
-                        f"trickling connections still open after 10 s: {took}")
+                        f"trickling connections still open after 14 s: {took}")
         self.assertGreater(min(took), 1.5, f"closed before client_timeout_ms: {took}")
-        self.assertLess(max(took), 4.5, f"closed long after client_timeout_ms (2 s): {took}")
+        # 2 s, up to 1 s of libmicrohttpd's rounding, this loop's pace; slack for a busy CI
+        self.assertLess(max(took), 6, f"closed long after client_timeout_ms (2 s): {took}")
         self.assert_healthy()
 
     def test_trickled_headers_cut_at_client_timeout(self):
@@ -551,9 +552,9 @@ class BodyBounds(RobustCase):
         d = self.start_daemon(client_timeout_ms=2000)
         trickles = {
             # sent at once, then one byte every 0.3 s: bound from the request line
-            "headers": (b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200, 3.8),
+            "headers": (b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200, 5),
             # the request line itself trickles: bound 2 * client_timeout_ms from accept
-            "request line": (b"", b"GET /" + b"b" * 200, 5.8),
+            "request line": (b"", b"GET /" + b"b" * 200, 7),
         }
         conns = {}
         try:
@@ -564,7 +565,7 @@ class BodyBounds(RobustCase):
                 conns[name] = [s, time.monotonic(), None, 0]
             waiting = socket.create_connection(("127.0.0.1", d.port), timeout=5)
             t_wait = time.monotonic()
-            end = time.monotonic() + 10
+            end = time.monotonic() + 14
             while time.monotonic() < end and any(c[2] is None for c in conns.values()):
                 for name, c in conns.items():
                     if c[2] is not None:
@@ -591,7 +592,7 @@ class BodyBounds(RobustCase):
             for c in conns.values():
                 c[0].close()
         for name, c in conns.items():
-            self.assertIsNotNone(c[2], f"trickled {name} still open after 10 s")
+            self.assertIsNotNone(c[2], f"trickled {name} still open after 14 s")
             self.assertGreater(c[2], 1.5, f"trickled {name} closed early ({c[2]:.1f} s)")
             self.assertLess(c[2], trickles[name][2], f"trickled {name} closed after {c[2]:.1f} s")
         self.assert_healthy()
