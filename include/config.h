@@ -46,12 +46,14 @@ struct config {
     struct cidr_list deny;              /* the built-in defaults plus the file's */
     struct str_list forward_headers;
     char *auth_token;                   /* "" when unset */
+    char *auth_token_src;               /* "@/path" as given, or NULL (a literal token) */
     long per_host_limit;
     long shutdown_grace_ms;
     long max_connections;
     long client_timeout_ms;
     long log_level;                     /* enum log_level */
     char *loop_token;                   /* this deployment's CDN-Loop token */
+    size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
 };
 
 /* One command-line override: --key-name VALUE (key already in file form). */
@@ -75,7 +77,12 @@ const char *config_key_for_flag(const char *flag);
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
-/* Every key as "key = value", one per line (lists comma-separated). */
+/* 1 if key (a table name, e.g. "auth_token") has different values in a and
+ * b; 0 if the same or no such key. */
+int config_changed(const struct config *a, const struct config *b, const char *key);
+
+/* Every key as "key = value", one per line (lists comma-separated); the
+ * auth_token as "@/path" when read from a file, "***" when given itself. */
 void config_dump(const struct config *cfg, FILE *out);
 /* The keys with their defaults and help, for --help and the sample file. */
 void config_print_help(FILE *out);

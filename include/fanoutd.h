@@ -27,6 +27,11 @@
 #define FO_REQUEST_ID_MAX     128     /* bytes of a client's X-Request-Id we keep */
 #define FO_REQUEST_ID_RANDOM  16      /* random bytes in a generated request id */
 #define FO_MAX_DISCARD        (4u << 20) /* request body bytes dropped after a 413 */
+#define FO_MAX_TARGET         8192    /* bytes of a client's request target; beyond: 414 */
+#define FO_MAX_HEADER_BLOCK   16384   /* bytes of a client's request line and headers; beyond: 431 */
+#define FO_MAX_CLIENT_HEADERS 100     /* header lines in a client's request; beyond: 431 */
+#define FO_MAX_TOKEN_FILE     4096    /* bytes of an auth_token @FILE */
+#define FO_MAX_OTHER_BODY     (64u << 10) /* body bytes read on any path but POST /batch */
 
 /* Internal tunables. */
 #define FO_WORKER_STACK       (256 * 1024) /* pthread stack of fetch workers */

@@ -45,6 +45,10 @@ void server_cancel_all(void);
 /* Waits (bounded) for the answers to be sent, then stops everything. */
 void server_stop(void);
 
+/* Closes the connections whose request has not arrived whole within
+ * client_timeout_ms (see server.c); called a few times a second. */
+void server_reap(void);
+
 /* Batches in flight and queue depth, for status lines. */
 long server_batches_in_flight(void);
 

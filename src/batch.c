@@ -103,6 +103,20 @@ fo_err url_host_to_ascii(const char *host, char **ace)
     return *ace != NULL ? FO_OK : FO_ENOMEM;
 }
 
+/* How many bytes of s to print with "%.*s" to show at most max of them
+ * without ending inside a UTF-8 character: a message cut mid-character is
+ * no longer valid UTF-8, and would be replaced by its bare error code. */
+static int clip(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;            /* s[n] continues the character that s[n - 1] is in */
+    return (int)n;
+}
+
+#define CLIP(s, max) clip((s), (max)), (s)
+
 fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
 {
     CURLU *h = NULL;
@@ -120,14 +134,15 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
     }
     for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
         if (*p <= 0x20 || *p == 0x7f) {
-            fo_msg_set(msg, "URL '%.200s' contains white space or a control character", url);
+            fo_msg_set(msg, "URL '%.*s' contains white space or a control character",
+                       CLIP(url, 200));
             goto out;
         }
     }
     /* curl is lenient ("http:///x" becomes host x): demand scheme://authority. */
     const char *sep = strstr(url, "://");
     if (sep == NULL || sep[3] == '/' || sep[3] == '\\' || sep[3] == '\0') {
-        fo_msg_set(msg, "'%.200s' is not an absolute http or https URL", url);
+        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
         goto out;
     }
     if ((h = curl_url()) == NULL) {
@@ -136,19 +151,19 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
     }
     if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        fo_msg_set(msg, "'%.200s' is not an absolute http or https URL", url);
+        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
         goto out;
     }
     if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
-        fo_msg_set(msg, "URL '%.200s' is not http or https", url);
+        fo_msg_set(msg, "URL '%.*s' is not http or https", CLIP(url, 200));
         goto out;
     }
     if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
-        fo_msg_set(msg, "URL '%.200s' has no host", url);
+        fo_msg_set(msg, "URL '%.*s' has no host", CLIP(url, 200));
         goto out;
     }
     if (curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        fo_msg_set(msg, "URL '%.200s' has no valid port", url);
+        fo_msg_set(msg, "URL '%.*s' has no valid port", CLIP(url, 200));
         goto out;
     }
     err = FO_OK;
@@ -179,7 +194,7 @@ out:
 static void item_name(char *out, size_t size, size_t index, const char *id)
 {
     if (id != NULL)
-        (void)snprintf(out, size, "item %zu (id \"%.100s\")", index, id);
+        (void)snprintf(out, size, "item %zu (id \"%.*s\")", index, CLIP(id, 100));
     else
         (void)snprintf(out, size, "item %zu", index);
 }
@@ -256,21 +271,23 @@ static fo_err set_headers(struct item_req *it, json_t *headers, const char *name
     json_object_foreach(headers, key, val) {
         size_t klen = strlen(key);
         if (!json_is_string(val)) {
-            fo_msg_set(msg, "%s: header '%.100s' must have a string value", name, key);
+            fo_msg_set(msg, "%s: header '%.*s' must have a string value", name,
+                       CLIP(key, 100));
             return FO_EINVAL;
         }
         const char *v = json_string_value(val);
         size_t vlen = json_string_length(val);
         if (!header_name_ok(key)) {
-            fo_msg_set(msg, "%s: '%.100s' is not a valid header name", name, key);
+            fo_msg_set(msg, "%s: '%.*s' is not a valid header name", name, CLIP(key, 100));
             return FO_EINVAL;
         }
         if (strlen(v) != vlen || strpbrk(v, "\r\n") != NULL) {
-            fo_msg_set(msg, "%s: header '%.100s' has CR, LF or NUL in its value", name, key);
+            fo_msg_set(msg, "%s: header '%.*s' has CR, LF or NUL in its value", name,
+                       CLIP(key, 100));
             return FO_EINVAL;
         }
         if (klen + vlen > FO_MAX_HEADER_LEN) {
-            fo_msg_set(msg, "%s: header '%.100s' is longer than %d bytes", name, key,
+            fo_msg_set(msg, "%s: header '%.*s' is longer than %d bytes", name, CLIP(key, 100),
                        FO_MAX_HEADER_LEN);
             return FO_EINVAL;
         }
@@ -335,8 +352,8 @@ static fo_err parse_method(struct item_req *it, json_t *m, const char *name, str
             return FO_OK;
         }
     }
-    fo_msg_set(msg, "%s: method '%.20s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
-               name, text);
+    fo_msg_set(msg, "%s: method '%.*s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
+               name, CLIP(text, 20));
     return FO_EINVAL;
 }
 
@@ -355,7 +372,7 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         for (i = 0; i < FO_ARRAY_LEN(known) && strcmp(key, known[i]) != 0; i++)
             ;
         if (i == FO_ARRAY_LEN(known)) {
-            fo_msg_set(msg, "%s: unknown field '%.60s'", name, key);
+            fo_msg_set(msg, "%s: unknown field '%.*s'", name, CLIP(key, 60));
             return FO_EINVAL;
         }
     }
@@ -410,8 +427,8 @@ static fo_err assign_ids(struct batch_req *b, struct fo_msg *msg)
     for (size_t i = 0; i < b->n && err == FO_OK; i++) {
         json_t *prev = json_object_get(seen, b->items[i].id);
         if (prev != NULL) {
-            fo_msg_set(msg, "item %zu: duplicate id \"%.100s\" (item %lld has it too)", i,
-                       b->items[i].id, (long long)json_integer_value(prev));
+            fo_msg_set(msg, "item %zu: duplicate id \"%.*s\" (item %lld has it too)", i,
+                       CLIP(b->items[i].id, 100), (long long)json_integer_value(prev));
             err = FO_EINVAL;
         } else if (json_object_set_new(seen, b->items[i].id, json_integer((json_int_t)i)) != 0) {
             err = FO_ENOMEM;
@@ -472,7 +489,8 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
     json_object_foreach(root, key, v) {
         if (strcmp(key, "requests") != 0 && strcmp(key, "timeout_ms") != 0 &&
             strcmp(key, "merge") != 0) {
-            fo_msg_set(msg, "unknown field '%.60s' (expected requests, timeout_ms, merge)", key);
+            fo_msg_set(msg, "unknown field '%.*s' (expected requests, timeout_ms, merge)",
+                       CLIP(key, 60));
             return FO_EINVAL;
         }
     }

@@ -20,7 +20,7 @@
 
 #include "log.h"
 
-enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_LOGLEVEL, CT_TOKEN };
+enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_TOKEN, CT_CDNID, CT_LOGLEVEL };
 
 struct config_key {
     const char *name;
@@ -62,8 +62,9 @@ static const struct config_key keys[] = {
       "CIDRs never fetched; added to the built-in defaults shown here" },
     { "forward_headers", CT_HEADERS, OFF(forward_headers), "", 0, 0,
       "client request headers copied to every upstream request" },
-    { "auth_token", CT_STRING, OFF(auth_token), "", 0, 0,
-      "when set, POST /batch needs 'Authorization: Bearer TOKEN'" },
+    { "auth_token", CT_TOKEN, OFF(auth_token), "", 0, 0,
+      "when set, POST /batch needs 'Authorization: Bearer TOKEN'; @/path/file reads "
+      "TOKEN from that file (at start and on reload; a trailing newline is dropped)" },
     { "per_host_limit", CT_NUM, OFF(per_host_limit), "0", 0, 100000,
       "most concurrent fetches to one host:port (0: off)" },
     { "shutdown_grace_ms", CT_NUM, OFF(shutdown_grace_ms), "10000", 0, DAY_MS,
@@ -71,10 +72,11 @@ static const struct config_key keys[] = {
     { "max_connections", CT_NUM, OFF(max_connections), "1024", 1, 1000000,
       "client connections held at once; beyond, new connections are closed at once" },
     { "client_timeout_ms", CT_NUM, OFF(client_timeout_ms), "30000", 0, DAY_MS,
-      "an idle client connection is closed after this, in whole seconds rounded up (0: never)" },
+      "an idle client connection is closed after this, in whole seconds rounded up, and a "
+      "request must arrive whole within it of its first byte (0: never)" },
     { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0,
       "error, warn, info or debug" },
-    { "loop_token", CT_TOKEN, OFF(loop_token), "fanoutd", 0, 0,
+    { "loop_token", CT_CDNID, OFF(loop_token), "fanoutd", 0, 0,
       "this deployment's token in CDN-Loop (RFC 8586); a batch naming it is refused 508" },
 };
 
@@ -288,6 +290,93 @@ static int starts_hash(const char *value)
     return 0;
 }
 
+static int token_text_ok(const char *p)
+{
+    for (; *p; p++) {
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return 0;
+    }
+    return 1;
+}
+
+/* Reads the token from path into text (size bytes): one trailing newline
+ * dropped; an empty, unreadable or too long file is an error naming it. */
+static fo_err read_token_file(const char *path, char *text, size_t size, struct fo_msg *msg)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+    fo_err err = FO_OK;
+
+    if (f == NULL) {
+        fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        return FO_EINVAL;
+    }
+    n = fread(text, 1, size - 1, f);
+    text[n] = '\0';
+    if (ferror(f)) {
+        fo_msg_set(msg, "cannot read the token file '%s'", path);
+        err = FO_EINVAL;
+    } else if (n == size - 1 && fgetc(f) != EOF) {
+        fo_msg_set(msg, "the token file '%s' is longer than %zu bytes", path, size - 2);
+        err = FO_EINVAL;
+    }
+    fclose(f);
+    if (err != FO_OK)
+        return err;
+    if (n > 0 && text[n - 1] == '\n')
+        text[--n] = '\0';
+    if (n > 0 && text[n - 1] == '\r')
+        text[--n] = '\0';
+    if (n == 0) {
+        /* Not "auth off": a truncated token file must not open the door. */
+        fo_msg_set(msg, "the token file '%s' is empty", path);
+        return FO_EINVAL;
+    }
+    if (strlen(text) != n || !token_text_ok(text)) {
+        fo_msg_set(msg, "the token in '%s' must not contain spaces, control characters or NUL",
+                   path);
+        return FO_EINVAL;
+    }
+    return FO_OK;
+}
+
+/* auth_token: the token itself, or "@/path" naming the file that holds it
+ * (read each time the configuration is built, so also on reload). */
+static fo_err set_token(struct config *cfg, const char *value, struct fo_msg *msg)
+{
+    char text[FO_MAX_TOKEN_FILE + 2];
+    const char *token = value;
+    char *copy = NULL, *src = NULL;
+    fo_err err = FO_OK;
+
+    if (value[0] == '@') {
+        if ((err = read_token_file(value + 1, text, sizeof(text), msg)) != FO_OK)
+            goto out;
+        token = text;
+        if ((src = strdup(value)) == NULL) {
+            err = FO_ENOMEM;
+            goto out;
+        }
+    } else if (!token_text_ok(value)) {
+        fo_msg_set(msg, "the value must not contain spaces or control characters");
+        err = FO_EINVAL;
+        goto out;
+    }
+    if ((copy = strdup(token)) == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    free(cfg->auth_token);
+    free(cfg->auth_token_src);
+    cfg->auth_token = copy;
+    cfg->auth_token_src = src;
+    src = NULL;
+out:
+    free(src);
+    explicit_bzero(text, sizeof(text));
+    return err;
+}
+
 /* Sets one key from its text form; the old value stays on error. */
 static fo_err config_set(struct config *cfg, const struct config_key *k, const char *value,
                          struct fo_msg *msg)
@@ -340,7 +429,7 @@ static fo_err config_set(struct config *cfg, const struct config_key *k, const c
         *FIELD(cfg, k, char *) = copy;
         return FO_OK;
     }
-    case CT_TOKEN: {
+    case CT_CDNID: {
         /* RFC 8586 cdn-id: a token, or host[:port] (token characters and ':') */
         char *copy;
         for (const char *p = value; *p; p++) {
@@ -360,6 +449,8 @@ static fo_err config_set(struct config *cfg, const struct config_key *k, const c
         *FIELD(cfg, k, char *) = copy;
         return FO_OK;
     }
+    case CT_TOKEN:
+        return set_token(cfg, value, msg);
     case CT_LOGLEVEL: {
         int lvl = log_level_parse(value);
         if (lvl < 0) {
@@ -385,6 +476,7 @@ static void config_free(struct config *cfg)
     str_list_free(&cfg->forward_headers);
     free(cfg->auth_token);
     free(cfg->loop_token);
+    free(cfg->auth_token_src);
     free(cfg);
 }
 
@@ -441,6 +533,7 @@ static fo_err load_file(struct config *cfg, const char *path, struct fo_msg *msg
     }
     while (fgets(line, sizeof(line), f) != NULL) {
         lineno++;
+        cfg->file_bytes += strlen(line);
         if (strlen(line) > FO_MAX_CONFIG_LINE) {
             fo_msg_set(msg, "%s:%d: line longer than %d bytes", path, lineno, FO_MAX_CONFIG_LINE);
             err = FO_EINVAL;
@@ -550,13 +643,47 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         break;
     }
     case CT_STRING:
-    case CT_TOKEN:
+    case CT_CDNID:
         fputs(*FIELD(cfg, k, char *const), out);
+        break;
+    case CT_TOKEN:
+        /* Never the token itself: where it comes from, or that it is set. */
+        if (cfg->auth_token_src != NULL)
+            fputs(cfg->auth_token_src, out);
+        else if (cfg->auth_token[0] != '\0')
+            fputs("***", out);
         break;
     case CT_LOGLEVEL:
         fputs(log_level_name((enum log_level)*FIELD(cfg, k, const long)), out);
         break;
     }
+}
+
+int config_changed(const struct config *a, const struct config *b, const char *key)
+{
+    const struct config_key *k = find_key(key);
+    char *ta = NULL, *tb = NULL;
+    size_t la = 0, lb = 0;
+    int changed;
+
+    if (k == NULL)
+        return 0;
+    if (k->type == CT_TOKEN)
+        return strcmp(a->auth_token, b->auth_token) != 0;
+    FILE *ma = open_memstream(&ta, &la), *mb = open_memstream(&tb, &lb);
+    if (ma != NULL) {
+        print_value(a, k, ma);
+        fclose(ma);
+    }
+    if (mb != NULL) {
+        print_value(b, k, mb);
+        fclose(mb);
+    }
+    /* Out of memory: said to have changed, which only adds a log line. */
+    changed = ta == NULL || tb == NULL || strcmp(ta, tb) != 0;
+    free(ta);
+    free(tb);
+    return changed;
 }
 
 void config_dump(const struct config *cfg, FILE *out)

@@ -21,11 +21,26 @@ const char *fo_strerror(fo_err err)
 void fo_msg_set(struct fo_msg *msg, const char *fmt, ...)
 {
     va_list ap;
+    size_t len, i, need;
+    int n;
 
     if (msg == NULL)
         return;
     va_start(ap, fmt);
     /* Truncation is acceptable for a message; vsnprintf always terminates. */
-    (void)vsnprintf(msg->text, sizeof(msg->text), fmt, ap);
+    n = vsnprintf(msg->text, sizeof(msg->text), fmt, ap);
     va_end(ap);
+    if (n < (int)sizeof(msg->text))
+        return;
+    /* Cut: end on a character boundary, so the message stays UTF-8. */
+    len = sizeof(msg->text) - 1;
+    for (i = len; i > 0 && len - i < 4; i--) {
+        unsigned char c = (unsigned char)msg->text[i - 1];
+        if ((c & 0xC0) == 0x80)
+            continue;       /* a continuation byte: look further back */
+        need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (len - (i - 1) < need)
+            msg->text[i - 1] = '\0';
+        break;
+    }
 }

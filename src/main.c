@@ -118,6 +118,8 @@ static void tick(void)
     static int wedged;
     int64_t now = fo_now_us(), wd = notify_watchdog_usec();
 
+    server_reap();
+
     if (wd > 0 && now - last_watchdog >= wd / 2) {
         struct config *cfg = server_config();
         int64_t stall = ((int64_t)cfg->max_timeout_ms + STALL_MARGIN_MS) * 1000;
@@ -141,6 +143,17 @@ static void tick(void)
     }
 }
 
+/* Keys whose change on a reload is worth a warning: who may use fanoutd and
+ * where it may fetch. */
+static const char *const guarded_keys[] = { "auth_token", "allow", "deny" };
+
+static void reload_failed(const char *why)
+{
+    log_error("reload failed, keeping the running configuration: %s", why);
+    METRIC_ADD(reload_failures, 1);
+    notify_send("READY=1\nSTATUS=reload failed, running the previous configuration");
+}
+
 static void reload(const struct options *opt)
 {
     struct config *fresh, *old = server_config();
@@ -148,16 +161,33 @@ static void reload(const struct options *opt)
 
     notify_send("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)fo_now_us());
     if (config_build(opt->config_path, opt->ov, opt->nov, &fresh, &msg) != FO_OK) {
-        log_error("reload failed, keeping the running configuration: %s", msg.text);
-        METRIC_ADD(reload_failures, 1);
+        reload_failed(msg.text);
         config_unref(old);
-        notify_send("READY=1\nSTATUS=reload failed, running the previous configuration");
+        return;
+    }
+    /* An empty file parses (every key at its default), but is far more often
+     * a file caught half-written or truncated: it would turn auth off. */
+    if (opt->config_path != NULL && fresh->file_bytes == 0) {
+        fo_msg_set(&msg, "%s is empty", opt->config_path);
+        reload_failed(msg.text);
+        config_unref(fresh);
+        config_unref(old);
         return;
     }
     if (strcmp(fresh->listen, old->listen) != 0)
         log_warn("listen changed to %s: takes effect only after a restart", fresh->listen);
     if (fresh->workers != old->workers)
         log_warn("workers changed to %ld: takes effect only after a restart", fresh->workers);
+    for (size_t i = 0; i < FO_ARRAY_LEN(guarded_keys); i++) {
+        if (!config_changed(old, fresh, guarded_keys[i]))
+            continue;
+        if (strcmp(guarded_keys[i], "auth_token") == 0)
+            log_warn("reload changes auth_token (%s)",
+                     fresh->auth_token[0] != '\0' ? "a token is required"
+                                                   : "now empty: POST /batch needs no token");
+        else
+            log_warn("reload changes %s", guarded_keys[i]);
+    }
     log_set_level((enum log_level)fresh->log_level);
     server_reload(fresh);
     config_unref(fresh);

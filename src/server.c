@@ -19,6 +19,7 @@
  */
 #include "server.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -233,29 +234,224 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     return respond(conn, NULL, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
 }
 
-/* ---- POST /batch: the header checks -------------------------------------- */
+/* ---- strict HTTP and the request deadline (every request) ---------------- */
 
-struct header_count {
-    int content_length;
-    int transfer_encoding;
-    const char *loop_token;      /* this deployment's CDN-Loop token */
-    int looped;                  /* a CDN-Loop header names it */
+/*
+ * What libmicrohttpd 0.9.75 checks by itself is not enough, and where it
+ * checks, it answers in HTML: MHD_OPTION_STRICT_FOR_CLIENT 1 refuses a space
+ * in the request target (closing without an answer) and HTTP/1.1 without
+ * Host (its 400 is queued inside the header parser, whose caller then builds
+ * the header block a second time: two status lines, as for a bad
+ * Content-Length); only level -1, the lenient one, refuses white space
+ * before a colon. So the option stays at its default and every check is
+ * made here, on the first call of the access handler, before any byte of a
+ * body is read: the answer is JSON, sent once, and the connection closed.
+ */
+
+/*
+ * Per connection (libmicrohttpd's socket context), made in on_connection
+ * and kept in a list that server_reap() walks: libmicrohttpd's own timeout
+ * only counts idle time, so a request trickled a byte at a time would live
+ * on. Each connection has a deadline for the request it is reading:
+ *
+ *   accepted, or the last request done   +2 * client_timeout_ms (the first
+ *       byte may come up to one idle timeout later; it is not seen)
+ *   its request line in (on_uri)         +client_timeout_ms
+ *   the request whole (request_arrived)  none: the answer's time is the
+ *       batch's, and a suspended connection is left alone
+ *
+ * Past it, the reaper shuts the socket down, and libmicrohttpd closes the
+ * connection as for a client that went away.
+ */
+struct conn_ctx {
+    struct conn_ctx *prev, *next;   /* in conns.head, under conns.lock */
+    int fd;
+    _Atomic int64_t deadline_us;    /* 0: none */
+    int64_t start_us;           /* the current request's first byte (about) */
+    int64_t timeout_us;         /* client_timeout_ms when accepted; 0: none */
+    const char *target;         /* the raw request target, in MHD's buffer */
+    size_t target_len;          /* its bytes */
+    int target_bad;             /* a space, control byte or NUL in it */
 };
 
-/* Whether a CDN-Loop value (RFC 8586: "cdn-id [; params], ...") names token
- * as one of its elements; case-insensitive, parameters ignored. */
-static int cdn_loop_names(const char *value, const char *token)
-{
-    size_t tlen = strlen(token);
+/* The connections with a conn_ctx. lock guards the list; an entry leaves it
+ * (on_connection, CLOSED) before libmicrohttpd closes its descriptor, so the
+ * reaper never shuts down a descriptor that has been reused. */
+static struct {
+    pthread_mutex_t lock;
+    struct conn_ctx *head;
+} conns = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-    for (const char *p = value; *p != '\0';) {
-        p += strspn(p, " \t,");
-        size_t n = strcspn(p, " \t,;");
-        if (n == tlen && strncasecmp(p, token, n) == 0)
+static void conn_deadline(struct conn_ctx *cc, int64_t from_us, int64_t times)
+{
+    atomic_store(&cc->deadline_us, cc->timeout_us != 0 ? from_us + times * cc->timeout_us : 0);
+}
+
+void server_reap(void)
+{
+    int64_t now = fo_now_us();
+    int n = 0;
+
+    pthread_mutex_lock(&conns.lock);
+    for (struct conn_ctx *cc = conns.head; cc != NULL; cc = cc->next) {
+        int64_t deadline = atomic_load(&cc->deadline_us);
+        if (deadline == 0 || now < deadline)
+            continue;
+        atomic_store(&cc->deadline_us, 0);
+        (void)shutdown(cc->fd, SHUT_RDWR);
+        n++;
+    }
+    pthread_mutex_unlock(&conns.lock);
+    if (n > 0)
+        log_debug("closed %d connections whose request did not arrive within client_timeout_ms", n);
+}
+
+static struct conn_ctx *conn_ctx(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* libmicrohttpd's idle timeout for the connection, rounded up to seconds
+ * (its unit); 0 is none. */
+static void set_idle_timeout(struct MHD_Connection *conn, int64_t us)
+{
+    (void)MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    (unsigned int)((us + 999999) / 1000000));
+}
+
+/*
+ * A request must arrive whole within client_timeout_ms of its first byte.
+ * libmicrohttpd's timeout counts idle time (every byte restarts it), so it
+ * is cut to what is left of the request's time each time part of the
+ * request arrives: a body trickled a byte at a time is closed at most a
+ * second after its deadline. Returns 1 when the deadline has passed.
+ */
+static int request_late(struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    int64_t left;
+
+    if (cc == NULL || cc->timeout_us == 0)
+        return 0;
+    left = cc->start_us + cc->timeout_us - fo_now_us();
+    if (left <= 0) {
+        log_debug("closing a connection: the request did not arrive within client_timeout_ms");
+        return 1;
+    }
+    set_idle_timeout(conn, left);
+    return 0;
+}
+
+/* The request is in: the answer and the idle time after it get the whole
+ * client_timeout_ms again. */
+static void request_arrived(struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+
+    if (cc == NULL)
+        return;
+    atomic_store(&cc->deadline_us, 0);
+    set_idle_timeout(conn, cc->timeout_us);
+}
+
+/* 1 if p is the protocol version as libmicrohttpd leaves it behind the
+ * target: "HTTP/d.d" and the NUL that ended the line. */
+static int at_version(const char *p)
+{
+    return strncmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) && p[6] == '.' &&
+           isdigit((unsigned char)p[7]) && p[8] == '\0';
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: the raw request target, before libmicrohttpd
+ * splits and decodes it. Notes the time and any byte a target must not have
+ * (a NUL would otherwise end it early: "/healthz\0x" read as "/healthz").
+ *
+ * It also ends the query string right after the '?': fanoutd reads no query
+ * argument, and libmicrohttpd 0.9.75 keeps each one in the connection's
+ * memory pool, where 800 "a=b&" overflow it; it then queues a 431 that its
+ * own caller overwrites, and the connection hangs until the idle timeout.
+ * The target is in libmicrohttpd's writable read buffer, which it cuts up
+ * itself right after this call.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    char *query = NULL;
+    const char *p;
+    (void)cls;
+
+    if (cc == NULL)
+        return NULL;
+    cc->start_us = fo_now_us();
+    conn_deadline(cc, cc->start_us, 1);
+    cc->target = uri;
+    cc->target_bad = uri == NULL || uri[0] == '\0';
+    if (uri == NULL)
+        return NULL;
+    /* libmicrohttpd calls this only with a version after the target. A
+     * client's own "\0HTTP/1.1\0" in the target stops the scan early; the
+     * access handler sees that the version is not where the scan ended. */
+    for (p = uri; *p != '\0' || !at_version(p + 1); p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            cc->target_bad = 1;
+        if (*p == '?' && query == NULL)
+            query = (char *)p;
+    }
+    cc->target_len = (size_t)(p - uri);
+    if (query != NULL && query + 1 < p)
+        query[1] = '\0';
+    return NULL;
+}
+
+struct header_count {
+    int count;
+    int content_length;
+    int transfer_encoding;
+    int host;
+    int bad_name;                /* empty, or not a token (white space before ':') */
+    int bad_block;               /* see header_gap */
+    int eol;                     /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
+    const char *te;
+    const char *line_end;        /* where the line before the next header ends */
+    const char *block_end;       /* where the header block ends */
+};
+
+/*
+ * libmicrohttpd 0.9.75 takes a header line with an empty name (": v") for
+ * the end of the header block: it drops the line and reads what follows as
+ * the next request. The block, still in its read buffer with each line end
+ * turned into NULs, shows it: from one header's value to the next header's
+ * name there is nothing but one line end, and after the last value nothing
+ * but two (that line's and the empty line's), every line ending as the
+ * request line does. A folded value (obsolete, and copied elsewhere by the
+ * library) fails the same check. Returns 0 if [from, to) is n line ends.
+ */
+static int header_gap(struct header_count *hc, const char *from, const char *to, int n)
+{
+    size_t len = (size_t)(to - from);
+
+    if (from == NULL || to < from || to > hc->block_end)
+        return 1;
+    if (hc->eol == 0 && n == 1 && (len == 1 || len == 2))
+        hc->eol = (int)len;
+    if (hc->eol == 0 && n == 2 && (len == 2 || len == 4))
+        hc->eol = (int)len / 2;
+    if (len != (size_t)(hc->eol * n))
+        return 1;
+    for (size_t i = 0; i < len; i++) {
+        if (from[i] != '\0')
             return 1;
-        p += strcspn(p, ",");   /* past any parameters to the next element */
     }
     return 0;
+}
+
+static int is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -263,15 +459,161 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 {
     struct header_count *hc = cls;
     (void)kind;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+
+    hc->count++;
+    if (header_gap(hc, hc->line_end, key, 1) != 0 || value < key)
+        hc->bad_block = 1;
+    hc->line_end = value != NULL ? value + strlen(value) : NULL;
+    if (key[0] == '\0')
+        hc->bad_name = 1;
+    for (const char *p = key; *p != '\0'; p++) {
+        if (!is_tchar((unsigned char)*p))
+            hc->bad_name = 1;
+    }
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         hc->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         hc->transfer_encoding++;
-    else if (strcasecmp(key, "CDN-Loop") == 0 && value != NULL &&
-             cdn_loop_names(value, hc->loop_token))
-        hc->looped = 1;
+        hc->te = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        hc->host++;
+    }
     return MHD_YES;
 }
+
+/*
+ * A Transfer-Encoding other than exactly "chunked": 400 when the list is
+ * malformed or chunked is not its one last coding (RFC 9112 6.3), 501 for a
+ * coding fanoutd does not decode. Returns 0 for "chunked".
+ */
+static unsigned te_refusal(const char *te, const char **why)
+{
+    int n = 0, chunked = 0, chunked_last = 0;
+    const char *p = te;
+
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (is_tchar((unsigned char)*p))
+            p++;
+        size_t len = (size_t)(p - start);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (len == 0 || (*p != ',' && *p != '\0')) {
+            *why = "the Transfer-Encoding header is not a list of codings";
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        n++;
+        chunked_last = len == 7 && strncasecmp(start, "chunked", 7) == 0;
+        chunked += chunked_last;
+        if (*p++ == '\0')
+            break;
+    }
+    /* libmicrohttpd decodes the body as chunked only if the value is exactly
+     * that; with white space after it, it would read to the end of the
+     * connection instead. */
+    if (n == 1 && chunked_last && strcasecmp(te, "chunked") == 0)
+        return 0;
+    if (n == 1 && chunked_last) {
+        *why = "the Transfer-Encoding header is not exactly 'chunked'";
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    if (chunked > 1 || (chunked == 1 && !chunked_last)) {
+        *why = "chunked must be the last transfer coding, and given once";
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    *why = "only the chunked transfer coding is supported";
+    return MHD_HTTP_NOT_IMPLEMENTED;
+}
+
+#define FO_STR_(x) #x
+#define FO_STR(x) FO_STR_(x)
+
+static const char *front_code(unsigned status)
+{
+    switch (status) {
+    case MHD_HTTP_NOT_IMPLEMENTED:
+        return "not_implemented";
+    case MHD_HTTP_URI_TOO_LONG:
+        return "uri_too_long";
+    case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE:
+        return "headers_too_large";
+    }
+    return "bad_request";
+}
+
+/* The checks every request passes before its body is read: answers (and
+ * closes the connection) and returns 1 if the request is refused. req is the
+ * batch request, or NULL on other paths. */
+static int refuse_malformed(struct MHD_Connection *conn, struct request *req, const char *method,
+                            const char *url, const char *version, enum MHD_Result *ret)
+{
+    struct conn_ctx *cc = conn_ctx(conn);
+    struct header_count hc = { 0 };
+    unsigned status = MHD_HTTP_BAD_REQUEST;
+    const char *why = NULL;
+
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    hc.line_end = version + strlen(version);
+    hc.block_end = ci != NULL ? method + ci->header_size : NULL;
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
+    if (header_gap(&hc, hc.line_end, hc.block_end, 2) != 0)
+        hc.bad_block = 1;
+    /* The version must follow the target as on_uri measured it: a NUL and a
+     * "HTTP/1.1" of the client's own inside the target would end it early. */
+    if (cc == NULL || cc->target_bad || url != cc->target ||
+        version != cc->target + cc->target_len + 1)
+        why = "the request target has white space, a control character or a NUL";
+    else if (cc->target_len > FO_MAX_TARGET)
+        status = MHD_HTTP_URI_TOO_LONG;
+    else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
+             hc.count > FO_MAX_CLIENT_HEADERS)
+        status = MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
+    else if (hc.bad_name || hc.bad_block)
+        why = "a header line is malformed (an empty name, white space before the colon, "
+              "folding, or line ends of two kinds)";
+    else if (hc.host > 1)
+        why = "more than one Host header";
+    else if (hc.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        why = "an HTTP/1.1 request needs a Host header";
+    else if (hc.content_length > 1)
+        why = "more than one Content-Length header";
+    else if (hc.content_length && hc.transfer_encoding)
+        why = "both Content-Length and Transfer-Encoding are present";
+    else if (hc.transfer_encoding > 1)
+        why = "more than one Transfer-Encoding header";
+    else if (hc.te != NULL)
+        status = te_refusal(hc.te, &why);
+    if (status == MHD_HTTP_URI_TOO_LONG)
+        why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
+    if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
+        why = "more than " FO_STR(FO_MAX_CLIENT_HEADERS) " header lines, or more than "
+              FO_STR(FO_MAX_HEADER_BLOCK) " bytes of them";
+    if (why == NULL)
+        return 0;
+    if (req != NULL)
+        metrics_batch(status == MHD_HTTP_BAD_REQUEST ? OUT_BAD_REQUEST : OUT_TOO_LARGE, 0);
+    *ret = respond_error(conn, req, status, front_code(status), close_hdr, "%s", why);
+    return 1;
+}
+
+/* A body that a path other than POST /batch would have to read past
+ * FO_MAX_OTHER_BODY (or of a size not known in advance). */
+static int body_not_read(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        return 1;
+    /* libmicrohttpd has checked that a Content-Length is all digits. */
+    return cl != NULL && strtoull(cl, NULL, 10) > FO_MAX_OTHER_BODY;
+}
+
+/* ---- POST /batch: the header checks -------------------------------------- */
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte. */
 static int token_equal(const char *a, const char *b)
@@ -296,30 +638,55 @@ static int authorized(struct MHD_Connection *conn, const struct config *cfg)
     return token_equal(auth + 7, cfg->auth_token);
 }
 
+/* Whether a CDN-Loop value (RFC 8586: "cdn-id [; params], ...") names token
+ * as one of its elements; case-insensitive, parameters ignored. */
+static int cdn_loop_names(const char *value, const char *token)
+{
+    size_t tlen = strlen(token);
+
+    for (const char *p = value; *p != '\0';) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,;");
+        if (n == tlen && strncasecmp(p, token, n) == 0)
+            return 1;
+        p += strcspn(p, ",");   /* past any parameters to the next element */
+    }
+    return 0;
+}
+
+struct loop_check {
+    const char *token;           /* this deployment's CDN-Loop token */
+    int looped;                  /* a CDN-Loop header names it */
+};
+
+static enum MHD_Result find_cdn_loop(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct loop_check *loop = cls;
+    (void)kind;
+
+    if (strcasecmp(key, "CDN-Loop") == 0 && value != NULL && cdn_loop_names(value, loop->token))
+        loop->looped = 1;
+    return MHD_YES;
+}
+
 /* Checks done as soon as the headers are in; answers and returns 1 if the
  * request is refused. */
 static int refuse_early(struct MHD_Connection *conn, struct request *req, enum MHD_Result *ret)
 {
     const struct config *cfg = req->cfg;
-    struct header_count hc = { .loop_token = cfg->loop_token };
     const char *cl;
+    struct loop_check loop = { .token = cfg->loop_token };
 
-    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
-    if (hc.content_length > 1 || (hc.content_length && hc.transfer_encoding)) {
-        metrics_batch(OUT_BAD_REQUEST, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", close_hdr,
-                             hc.content_length > 1
-                                 ? "more than one Content-Length header"
-                                 : "both Content-Length and Transfer-Encoding are present");
-        return 1;
-    }
-    if (hc.looped) {
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, find_cdn_loop, &loop);
+    if (loop.looped) {
         metrics_batch(OUT_LOOP, 0);
         *ret = respond_error(conn, req, MHD_HTTP_LOOP_DETECTED, "loop_detected", NULL,
                              "this batch came back to fanoutd through its own fetches "
                              "(CDN-Loop names '%s')", cfg->loop_token);
         return 1;
     }
+
     if (atomic_load(&srv.draining)) {
         metrics_batch(OUT_DRAINING, 0);
         *ret = respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
@@ -608,8 +975,12 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
 {
     switch (req->state) {
     case REQ_BODY:
-        if (*upload_size == 0)
+        if (*upload_size == 0) {
+            request_arrived(conn);
             return start_batch(conn, req);
+        }
+        if (request_late(conn))
+            return MHD_NO;
         if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
             req->state = REQ_OVERSIZED;
             buf_free(&req->body);
@@ -618,6 +989,8 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
         return MHD_YES;
     case REQ_OVERSIZED:
         if (*upload_size > 0) {
+            if (request_late(conn))
+                return MHD_NO;
             req->discarded += *upload_size;
             *upload_size = 0;
             return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
@@ -688,25 +1061,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *req = *con_cls;
     enum MHD_Result ret;
     (void)cls;
-    (void)version;
 
     if (*con_cls == &answer_next_call) {
         if (*upload_size > 0) {
             *upload_size = 0;   /* a body sent to a GET endpoint is dropped */
-            return MHD_YES;
+            return request_late(conn) ? MHD_NO : MHD_YES;
         }
+        request_arrived(conn);
         return route(conn, url, method);
     }
     if (req != NULL)
         return handle_batch(conn, req, upload, upload_size);
+    if (request_late(conn))
+        return MHD_NO;
     if (strcmp(url, "/batch") != 0 || strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        if (refuse_malformed(conn, NULL, method, url, version, &ret))
+            return ret;
+        if (body_not_read(conn))
+            return route(conn, url, method);   /* answered now: the connection closes */
         *con_cls = &answer_next_call;
         return MHD_YES;
     }
     if ((req = request_new(conn)) == NULL)
         return MHD_NO;
     *con_cls = req;
-    if (refuse_early(conn, req, &ret)) {
+    if (refuse_malformed(conn, req, method, url, version, &ret) || refuse_early(conn, req, &ret)) {
         req->state = REQ_ANSWERED;
         return ret;
     }
@@ -743,9 +1122,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct request *req = *con_cls;
+    struct conn_ctx *cc = conn_ctx(conn);
     int orphan = 0;
     (void)cls;
-    (void)conn;
+
+    if (cc != NULL)
+        conn_deadline(cc, fo_now_us(), 2);  /* for the next request on the connection */
 
     if (req == NULL || *con_cls == &answer_next_call) {
         *con_cls = NULL;
@@ -788,21 +1170,57 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     return MHD_YES;
 }
 
-/* Counts connections and gives each the current client_timeout_ms. */
+/* Counts connections and gives each the current client_timeout_ms and its
+ * struct conn_ctx (without one, out of memory, its requests are refused). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
+    struct conn_ctx *cc;
     (void)cls;
-    (void)socket_ctx;
+
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if ((cc = *socket_ctx) != NULL) {
+            pthread_mutex_lock(&conns.lock);
+            if (cc->prev != NULL)
+                cc->prev->next = cc->next;
+            else
+                conns.head = cc->next;
+            if (cc->next != NULL)
+                cc->next->prev = cc->prev;
+            pthread_mutex_unlock(&conns.lock);
+            FO_FREE(*socket_ctx);
+        }
         atomic_fetch_sub(&srv.connections, 1);
         return;
     }
     atomic_fetch_add(&srv.connections, 1);
     struct config *cfg = server_config();
-    unsigned timeout_s = (unsigned)((cfg->client_timeout_ms + 999) / 1000);
+    int64_t timeout_us = (int64_t)cfg->client_timeout_ms * 1000;
     config_unref(cfg);
-    (void)MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, timeout_s);
+    set_idle_timeout(conn, timeout_us);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL || (cc = calloc(1, sizeof(*cc))) == NULL)
+        return;
+    cc->fd = ci->connect_fd;
+    cc->timeout_us = timeout_us;
+    conn_deadline(cc, fo_now_us(), 2);
+    pthread_mutex_lock(&conns.lock);
+    cc->next = conns.head;
+    if (conns.head != NULL)
+        conns.head->prev = cc;
+    conns.head = cc;
+    pthread_mutex_unlock(&conns.lock);
+    *socket_ctx = cc;
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: the target is routed as sent. libmicrohttpd
+ * would decode "%00" into a NUL that ends the path early. */
+static size_t no_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -879,6 +1297,8 @@ fo_err server_start(struct config *cfg, int listen_fd)
                                MHD_OPTION_CONNECTION_LIMIT, connection_ceiling(),
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+                               MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {

@@ -1,8 +1,9 @@
 """auth_token: POST /batch needs `Authorization: Bearer TOKEN`."""
 
+import os
 import unittest
 
-from harness import DaemonCase, new_tag
+from harness import DaemonCase, new_tag, tmpdir
 
 TOKEN = "s3cr3t-T0ken.with~chars"
 
@@ -44,6 +45,36 @@ class AuthTest(DaemonCase):
         resp = self.post([self.url("/json")], headers={"Authorization": f"Bearer {TOKEN}x"})
         self.assertEqual(resp.status, 401)
         self.assertNotIn(TOKEN.encode(), resp.body)
+
+
+def _token_file():
+    path = os.path.join(tmpdir(), "token")
+    with open(path, "w") as f:
+        f.write(FILE_TOKEN + "\n")
+    return path
+
+
+FILE_TOKEN = "from-a-file.0123"
+
+
+class AuthTokenFileTest(DaemonCase):
+    """auth_token = @/path: the token comes from the file, so it need not be on a command
+    line (ps) or in the configuration file."""
+    CONFIG = {"workers": 2, "auth_token": "@" + _token_file()}
+
+    def test_token_from_file(self):
+        key = new_tag()
+        self.assert_error(self.post([self.url("/count", key=key)]), 401, "unauthorized")
+        for wrong in ("@" + self.CONFIG["auth_token"], self.CONFIG["auth_token"][1:],
+                      self.CONFIG["auth_token"], FILE_TOKEN + "x"):
+            with self.subTest(token=wrong):
+                resp = self.post([self.url("/count", key=key)],
+                                 headers={"Authorization": f"Bearer {wrong}"})
+                self.assert_error(resp, 401, "unauthorized")
+        self.assertEqual(self.up.count(key), 0)
+        doc = self.batch([self.url("/json")], total=1,
+                         headers={"Authorization": f"Bearer {FILE_TOKEN}"})
+        self.assertTrue(doc["results"][0]["ok"], doc)
 
 
 if __name__ == "__main__":

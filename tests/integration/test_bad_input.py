@@ -68,6 +68,34 @@ class BadInputTest(DaemonCase):
             with self.subTest(payload=payload):
                 self.rejected(payload, key=key)
 
+    def test_messages_cut_on_a_character_boundary(self):
+        """Issue 10, input 16: quoted input is cut to a bound in messages; cut inside a
+        UTF-8 character, the message became the bare code and no longer named the item."""
+        key = new_tag()
+        u = self.url("/count", key=key)
+        for chars in ("\u20ac", "\u00e9", "\U0001f600", "a\u20ac"):  # 3, 2, 4 and mixed bytes
+            long_text = chars * 120
+            long_id = chars * (121 // len(chars.encode()))  # 120 bytes: under the id cap
+            cases = [
+                ([{"url": "ftp://x/", "id": long_id}], ["item 0 (id \"", "ftp://x/"]),
+                ([u, {"url": "ftp://x/", "id": long_id}, u], ["item 1 (id \"", "ftp://x/"]),
+                ([{"url": "http://x/" + long_text + " y"}], ["item 0", "white space"]),
+                ([{"url": u, "headers": {long_text: "v"}}], ["item 0", "not a valid header name"]),
+                ([{"url": u, "method": long_text}], ["item 0", "method"]),
+                ([{"url": u, long_text: 1}], ["item 0", "unknown field"]),
+                ({"requests": [u], long_text: 1}, ["unknown field"]),
+                ([{"url": u, "id": long_id}, {"url": u, "id": long_id}], ["duplicate id"]),
+            ]
+            for payload, words in cases:
+                with self.subTest(chars=chars, words=words):
+                    doc = self.assert_error(self.post(payload), 400, "bad_request")
+                    message = doc["error"]["message"]
+                    for word in words:
+                        self.assertIn(word, message)
+                    self.assertIn(chars * 3, message, "the quoted text is shown, cut")
+                    self.assertLess(len(message.encode()), 512)
+        self.assertEqual(self.up.count(key), 0)
+
     def test_own_default_id_is_not_a_duplicate(self):
         doc = self.batch([{"url": self.url("/json"), "id": "0"}, self.url("/json"),
                           {"url": self.url("/json"), "id": "x"}], total=3)

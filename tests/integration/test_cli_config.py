@@ -79,7 +79,7 @@ class CliConfigTest(unittest.TestCase):
                   "client_timeout_ms": "7700", "log_level": "debug"}
         path = write("\n".join(f"{k} = {v}" for k, v in values.items()) + "\n")
         got = self.dump("--config", path)
-        expected = dict(values)
+        expected = dict(values, auth_token="***")  # a literal token is never printed
         deny = expected.pop("deny")
         self.assert_values(got, expected)
         self.assertTrue(set(as_list(deny)) <= set(as_list(got["deny"])), got["deny"])
@@ -92,7 +92,7 @@ class CliConfigTest(unittest.TestCase):
         self.assertEqual(got["workers"], "5")
         self.assertEqual(got["log_level"], "warn")
         self.assertEqual(as_list(got["forward_headers"]), ["X-A", "X-B", "X-C"])
-        self.assertIn(got["auth_token"], ("abc", "abc#def"))
+        self.assertEqual(got["auth_token"], "***")
 
     def test_cli_overrides_every_kind(self):
         path = write("max_response_bytes = 100\nforward_headers = X-File\nlog_level = error\n"
@@ -105,8 +105,38 @@ class CliConfigTest(unittest.TestCase):
         self.assertEqual(got["log_level"], "debug")
         self.assertEqual(got["per_host_limit"], "0")
         self.assertEqual(got["client_timeout_ms"], "1234")
-        self.assertEqual(got["auth_token"], "cli-token")
+        self.assertEqual(got["auth_token"], "***")
         self.assertIn("10.1.0.0/16", as_list(got["deny"]))
+
+    def test_auth_token_from_file(self):
+        """auth_token = @/path: the token is read from the file (one trailing newline
+        dropped) and never printed; --check-config shows where it comes from."""
+        tok = write("file-token-42\n", name="token")
+        for args in (("--auth-token", "@" + tok), ("--config", write(f"auth_token = @{tok}\n"))):
+            with self.subTest(args=args):
+                done = run_cli(*args, "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 0, done.stderr)
+                self.assertIn(f"auth_token = @{tok}\n", done.stdout)
+                self.assertNotIn("file-token-42", done.stdout + done.stderr)
+        done = run_cli("--auth-token", "literal-token-7", "--check-config", timeout=10)
+        self.assertNotIn("literal-token-7", done.stdout + done.stderr)
+
+    def test_auth_token_file_errors(self):
+        missing = os.path.join(tmpdir(), "no-token")
+        empty = write("", name="empty-token")
+        newline = write("\n", name="newline-token")
+        spaced = write("two words\n", name="spaced-token")
+        big = write("x" * 5000, name="big-token")
+        for what, path in (("missing", missing), ("empty", empty), ("only a newline", newline),
+                           ("with a space", spaced), ("too long", big)):
+            for args in (("--auth-token", "@" + path),
+                         ("--config", write(f"workers = 4\nauth_token = @{path}\n"))):
+                with self.subTest(what=what, args=args[0]):
+                    done = run_cli(*args, "--check-config", timeout=10)
+                    self.assertEqual(done.returncode, 2, f"{what}: {done.stdout!r}")
+                    self.assertIn(path, done.stderr, f"{what}: the error must name the file")
+                    if args[0] == "--config":
+                        self.assertTrue(names_line(done.stderr, args[1], 2), done.stderr)
 
     def test_file_errors_name_file_and_line(self):
         bad = ["no_such_key = 1", "workers = abc", "workers = -1", "max_batch = 12abc",

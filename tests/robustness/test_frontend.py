@@ -1,6 +1,7 @@
 """Front-end abuse on 127.0.0.1: slow clients (slowhttptest), more connections than
 max_connections, idle connections, and ambiguous request framing."""
 
+import re
 import shutil
 import socket
 import subprocess
@@ -246,3 +247,352 @@ class AmbiguousFraming(RobustCase):
                               f"{name}: the connection was not closed after the 400")
                 self.assertEqual(self.up.requests(tag), [], f"{name}: the batch was fetched")
                 self.assert_healthy()
+
+
+STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/1\.[01] \d{3} ")
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def exchange(port, data, bound=6):
+    """Sends data on a fresh connection and reads until the daemon closes it (or bound
+    seconds pass): (bytes read, eof/reset/timeout, seconds taken)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    start = time.monotonic()
+    try:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        got, how = raw_read_all(s, bound)
+        return got, how, time.monotonic() - start
+    finally:
+        s.close()
+
+
+class StrictHttp(RobustCase):
+    """Shapes that request smuggling and desync are built on (issue 10, inputs 5, 11, 12):
+    each one is a JSON 400 (501 not_implemented for an unknown transfer coding), answered
+    at once, with nothing after it on the connection, which is closed."""
+
+    def refused(self, port, name, data, status=400, code="bad_request"):
+        got, how, took = exchange(port, data)
+        self.assertEqual(raw_status(got), status, f"{name}: {got[:300]!r}")
+        self.assertEqual(len(STATUS_LINE.findall(got)), 1,
+                         f"{name}: more than one answer on the connection: {got[:600]!r}")
+        doc = json_body(got)
+        self.assertIsInstance(doc, dict, f"{name}: the answer is not JSON: {got[:400]!r}")
+        self.assertEqual((doc.get("error") or {}).get("code"), code, f"{name}: {doc}")
+        self.assertIn(b"\r\nconnection: close\r\n", got.lower(), f"{name}: {got[:300]!r}")
+        self.assertIn(how, ("eof", "reset"), f"{name}: the connection was not closed")
+        self.assertLess(took, 3, f"{name}: answered after {took:.1f} s, not at once")
+
+    def test_malformed_requests_refused_at_once(self):
+        d = self.start_daemon(client_timeout_ms=30000)
+        tag = new_tag()
+        plain = self.up.url("/json", v="x", tag=tag).encode() + b"\n"
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain)
+        batch = (b"POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n")
+        get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        cases = [
+            ("space before the colon, with chunked",
+             batch + b"Content-Length : %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(plain)
+             + chunked + SMUGGLED),
+            ("tab before the colon", get + b"X-A\t: v\r\n\r\n" + SMUGGLED),
+            ("empty header name, last", get + b": v\r\n\r\n" + SMUGGLED),
+            ("empty header name, first",
+             b"GET /healthz HTTP/1.1\r\n: v\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
+            ("empty name and value", get + b":\r\n\r\n" + SMUGGLED),
+            ("empty name before a batch's headers",
+             batch + b": v\r\nContent-Length: %d\r\n\r\n" % len(plain) + plain),
+            ("folded header value", get + b"X-A: a\r\n b\r\n\r\n" + SMUGGLED),
+            ("line ends of two kinds", get + b"X-A: a\n\r\n" + SMUGGLED),
+            ("HTTP/1.1 without Host", b"GET /healthz HTTP/1.1\r\n\r\n" + SMUGGLED),
+            ("two Host headers", get + b"Host: other\r\n\r\n" + SMUGGLED),
+            ("NUL in the target", b"GET /healthz\x00x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+             + SMUGGLED),
+            ("NUL and a version in the target",
+             b"GET /healthz\x00HTTP/1.1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
+            ("NUL and a version of its own in the target",
+             b"GET /healthz\x00HTTP/1.1\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
+            ("control byte in the target",
+             b"GET /healthz\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + SMUGGLED),
+            ("DEL in the target", b"GET /heal\x7fthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+            ("space in the target", b"GET /healthz x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+            ("chunked, identity",
+             batch + b"Transfer-Encoding: chunked, identity\r\n\r\n" + chunked + SMUGGLED),
+            ("chunked twice", batch + b"Transfer-Encoding: chunked, chunked\r\n\r\n" + chunked),
+            ("two Transfer-Encoding headers",
+             batch + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked),
+            ("Transfer-Encoding with a parameter",
+             batch + b"Transfer-Encoding: chunked;x=1\r\n\r\n" + chunked),
+            ("empty Transfer-Encoding", batch + b"Transfer-Encoding: \r\n\r\n" + chunked),
+            ("white space after chunked", batch + b"Transfer-Encoding: chunked \r\n\r\n" + chunked),
+            ("a NUL in a header value", get + b"X-A: a\x00b\r\n\r\n" + SMUGGLED),
+            ("a NUL after chunked", batch + b"Transfer-Encoding: chunked\x00x\r\n\r\n" + chunked),
+            ("a header name not ASCII", get + b"X-\xc3\xa9: v\r\n\r\n" + SMUGGLED),
+            ("folding on the first header line", b"GET /healthz HTTP/1.1\r\n X: a\r\nHost: x\r\n\r\n"),
+            ("Transfer-Encoding on GET", get + b"Transfer-Encoding: chunked, identity\r\n\r\n"),
+        ]
+        for name, data in cases:
+            with self.subTest(name):
+                self.refused(d.port, name, data)
+        for name, te in (("gzip", b"gzip"), ("gzip, chunked", b"gzip, chunked"),
+                         ("identity", b"identity"), ("x-unknown", b"x-unknown")):
+            with self.subTest(name):
+                self.refused(d.port, f"Transfer-Encoding: {name}",
+                             batch + b"Transfer-Encoding: " + te + b"\r\n\r\n" + chunked,
+                             status=501, code="not_implemented")
+        self.assertEqual(self.up.requests(tag), [], "a refused batch was fetched")
+        self.assert_healthy()
+
+    def test_oversized_heads_refused_in_json(self):
+        """fanoutd's own bounds on the request head sit below libmicrohttpd's memory pool,
+        so a too long target or too many header bytes or lines get a JSON answer; only
+        beyond the pool (about 32 KiB, or some 450 lines) does the library's HTML remain."""
+        d = self.start_daemon(client_timeout_ms=30000)
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        self.refused(d.port, "target of 8193 bytes",
+                     b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long")
+        self.refused(d.port, "target of 20000 bytes",
+                     b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long")
+        self.refused(d.port, "101 header lines", get + b"X: a\r\n" * 100 + b"\r\n",
+                     431, "headers_too_large")
+        self.refused(d.port, "400 header lines", get + b"X: a\r\n" * 399 + b"\r\n",
+                     431, "headers_too_large")
+        self.refused(d.port, "17000 header bytes", get + b"X: " + b"a" * 17000 + b"\r\n\r\n",
+                     431, "headers_too_large")
+        for name, data in (("target of 8192 bytes",
+                            b"GET /" + b"a" * 8191 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+                           ("100 header lines", get + b"X: a\r\n" * 99 + b"\r\n")):
+            with self.subTest(name):
+                got, _, _ = exchange(d.port, data, bound=2)
+                self.assertIn(raw_status(got), (200, 404), f"{name}: {got[:200]!r}")
+        self.assert_healthy()
+
+    def test_lenient_but_valid_requests_still_served(self):
+        d = self.start_daemon(client_timeout_ms=30000)
+        for name, data in (
+            ("HTTP/1.0 without Host", b"GET /healthz HTTP/1.0\r\n\r\n"),
+            ("bare LF line ends", b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n"),
+            ("empty and blank values",
+             b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-E:\r\nX-F:   \r\nX-G: v  \r\n"
+             b"Connection: close\r\n\r\n"),
+            ("a query string", b"GET /healthz?a=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            ("white space before a value, any case",
+             b"GET /healthz HTTP/1.1\r\nhOsT:\t x\r\nConnection: close\r\n\r\n"),
+        ):
+            with self.subTest(name):
+                got, how, _ = exchange(d.port, data, bound=4)
+                self.assertEqual(raw_status(got), 200, f"{name}: {got[:300]!r}")
+                self.assertEqual(json_body(got), {"status": "ok"}, name)
+        # A chunked batch is still accepted (the coding's name in any case).
+        for te in (b"chunked", b"Chunked", b"\tCHUNKED"):
+            with self.subTest(te=te):
+                tag = new_tag()
+                plain = self.up.url("/json", v="c", tag=tag).encode()
+                got, _, _ = exchange(d.port, b"POST /batch HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Type: text/plain\r\nTransfer-Encoding: " + te
+                                     + b"\r\nConnection: close\r\n\r\n"
+                                     + b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain), bound=10)
+                self.assertEqual(raw_status(got), 200, got[:300])
+                self.assertEqual(json_body(got)["results"][0]["body"], {"v": "c"})
+
+    def test_target_routed_as_sent(self):
+        """%00 is not decoded into a NUL that ends the path: /healthz%00x is no /healthz."""
+        d = self.start_daemon()
+        got, _, _ = exchange(d.port, b"GET /healthz%00x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(raw_status(got), 404, got[:300])
+        self.assertEqual(json_body(got)["error"]["code"], "not_found")
+
+    def test_many_query_arguments_answered_at_once(self):
+        """800 `a=b&` pairs filled libmicrohttpd's per-connection pool: nothing came back
+        until the idle timeout. fanoutd reads no query argument and has none parsed."""
+        d = self.start_daemon(client_timeout_ms=30000)
+        for name, query in (("800 a=b&", b"a=b&" * 800), ("6000 &", b"&" * 6000),
+                            ("800 a=b& after a NUL", None)):
+            with self.subTest(name):
+                if query is None:
+                    data = b"GET /x\x00?" + b"a=b&" * 800 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                    expect = 400
+                else:
+                    data = b"GET /healthz?" + query + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    expect = 200
+                got, how, took = exchange(d.port, data, bound=8)
+                self.assertEqual(raw_status(got), expect, f"{name}: {got[:300]!r}")
+                self.assertIn(how, ("eof", "reset"), name)
+                self.assertLess(took, 3, f"{name}: answered after {took:.1f} s")
+        self.assert_healthy()
+
+    def test_many_query_arguments_behind_a_planted_version(self):
+        """The one shape on_uri cannot see through: a NUL and a version of the client's
+        own before the '?' hide the query from it, and libmicrohttpd's argument parser
+        overflows its pool and stalls. It gets no answer, but it is closed at
+        client_timeout_ms from the request line like any request that does not arrive."""
+        d = self.start_daemon(client_timeout_ms=2000)
+        got, how, took = exchange(d.port, b"GET /x\x00HTTP/1.1\x00?" + b"a=b&" * 800
+                                  + b" HTTP/1.1\r\nHost: x\r\n\r\n", bound=8)
+        self.assertNotIn(b"200 OK", got)
+        self.assertIn(how, ("eof", "reset"), "the stalled connection was not closed")
+        self.assertLess(took, 4, f"closed after {took:.1f} s with client_timeout_ms=2000")
+        self.assert_healthy()
+
+    def test_library_answers(self):
+        """What libmicrohttpd 0.9.75 answers itself, before fanoutd sees the request: a
+        request line or header block over its 32 KiB memory pool (414, 431), an HTTP version
+        other than 1.0/1.1 (505), a Content-Length that is not a number or is too large
+        (400, 413). These bodies are its HTML, and for a bad Content-Length it sends the
+        header block twice (its header parser queues the error, and its caller, not
+        seeing that, builds the header block again): the answer is the status, at once,
+        and the connection closed, with no second request served."""
+        d = self.start_daemon(client_timeout_ms=30000)
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        for name, data, status, blocks in (
+            ("long target", b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, 1),
+            ("long header", get + b"X-A: " + b"a" * 40000 + b"\r\n\r\n", 431, 1),
+            ("HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, 1),
+            ("Content-Length -1", get + b"Content-Length: -1\r\n\r\n" + SMUGGLED, 400, 2),
+            ("Content-Length 1x", get + b"Content-Length: 1x\r\n\r\n" + SMUGGLED, 400, 2),
+            ("Content-Length 10^30", get + b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n"
+             + SMUGGLED, 413, 2),
+        ):
+            with self.subTest(name):
+                got, how, took = exchange(d.port, data)
+                self.assertEqual(raw_status(got), status, f"{name}: {got[:300]!r}")
+                self.assertIn(how, ("eof", "reset"), name)
+                self.assertLess(took, 3, name)
+                lines = [m.strip() for m in STATUS_LINE.findall(got)]
+                self.assertEqual(lines, [lines[0]] * len(lines), f"{name}: {got[:600]!r}")
+                self.assertEqual(len(lines), blocks,
+                                     f"{name}: {len(lines)} status lines: {got[:600]!r}")
+                self.assertNotIn(b'{"status":"ok"}', got, f"{name}: a request after it was served")
+        self.assert_healthy()
+
+
+class BodyBounds(RobustCase):
+    """Issue 10, inputs 13 and 14: a body that trickles is cut at client_timeout_ms from
+    the request's first byte; a body on a path other than POST /batch is not read past
+    64 KiB."""
+
+    def test_body_on_other_paths_not_read(self):
+        d = self.start_daemon(client_timeout_ms=30000)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        sent = 0
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+            block = b"x" * 65536
+            end = time.monotonic() + 10
+            s.settimeout(0.5)
+            try:
+                while sent < 256 << 20 and time.monotonic() < end:  # at most 256 MiB, 10 s
+                    sent += s.send(block)
+            except OSError:
+                pass
+            got, how = raw_read_all(s, 5)
+        finally:
+            s.close()
+        self.assertLess(sent, 64 << 20, f"{sent} bytes of the body were taken")
+        self.assertEqual(raw_status(got), 200, got[:300])
+        self.assertIn(how, ("eof", "reset"))
+        for name, head in (
+            ("chunked", b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"10000\r\n" + b"y" * 65536 + b"\r\n"),
+            ("65537 bytes", b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n"),
+        ):
+            with self.subTest(name):
+                got, how, took = exchange(d.port, head)
+                self.assertIsNotNone(raw_status(got), f"{name}: no answer")
+                self.assertIn(how, ("eof", "reset"), name)
+                self.assertLess(took, 3, name)
+        # a small body is read and dropped, and the connection kept
+        got, how, _ = exchange(d.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+                               b"hello" + SMUGGLED, bound=2)
+        self.assertEqual(got.count(b'{"status":"ok"}'), 2, got)
+        self.assert_healthy()
+
+    def test_trickled_bodies_cut_at_client_timeout(self):
+        d = self.start_daemon(client_timeout_ms=2000, max_body_bytes=1 << 20)
+        conns = []
+        try:
+            for path in [b"/batch"] * 20 + [b"/healthz"] * 2:
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                length = (1 << 20) if path == b"/batch" else 60000
+                s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                          b"Content-Length: %d\r\n\r\n" % length + b"a" * (length - 1000))
+                conns.append([s, time.monotonic(), None])
+            end = time.monotonic() + 14
+            while time.monotonic() < end and any(c[2] is None for c in conns):
+                for c in conns:
+                    if c[2] is not None:
+                        continue
+                    try:
+                        c[0].send(b"a")  # a byte every 0.3 s: never idle for a second
+                        c[0].settimeout(0.01)
+                        if c[0].recv(4096) == b"":
+                            c[2] = time.monotonic() - c[1]
+                    except socket.timeout:
+                        pass
+                    except OSError:
+                        c[2] = time.monotonic() - c[1]
+                time.sleep(0.3)
+        finally:
+            for c in conns:
+                c[0].close()
+        took = [c[2] for c in conns]
+        self.assertTrue(all(t is not None for t in took),
+                        f"trickling connections still open after 14 s: {took}")
+        self.assertGreater(min(took), 1.5, f"closed before client_timeout_ms: {took}")
+        # 2 s, up to 1 s of libmicrohttpd's rounding, this loop's pace; slack for a busy CI
+        self.assertLess(max(took), 6, f"closed long after client_timeout_ms (2 s): {took}")
+        self.assert_healthy()
+
+    def test_trickled_headers_cut_at_client_timeout(self):
+        """The deadline also holds while the request line and headers trickle in (every
+        byte restarts libmicrohttpd's idle timeout); an honest client that waits, then
+        sends its request at once, is still served."""
+        d = self.start_daemon(client_timeout_ms=2000)
+        trickles = {
+            # sent at once, then one byte every 0.3 s: bound from the request line
+            "headers": (b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200, 5),
+            # the request line itself trickles: bound 2 * client_timeout_ms from accept
+            "request line": (b"", b"GET /" + b"b" * 200, 7),
+        }
+        conns = {}
+        try:
+            for name, (first, _, _) in trickles.items():
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                if first:
+                    s.sendall(first)
+                conns[name] = [s, time.monotonic(), None, 0]
+            waiting = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            t_wait = time.monotonic()
+            end = time.monotonic() + 14
+            while time.monotonic() < end and any(c[2] is None for c in conns.values()):
+                for name, c in conns.items():
+                    if c[2] is not None:
+                        continue
+                    rest = trickles[name][1]
+                    try:
+                        c[0].send(rest[c[3]:c[3] + 1])
+                        c[3] = (c[3] + 1) % len(rest)
+                        c[0].settimeout(0.01)
+                        if c[0].recv(4096) == b"":
+                            c[2] = time.monotonic() - c[1]
+                    except socket.timeout:
+                        pass
+                    except OSError:
+                        c[2] = time.monotonic() - c[1]
+                if waiting is not None and time.monotonic() - t_wait > 1.5:
+                    waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    got, _ = raw_read_all(waiting, 3)
+                    self.assertEqual(raw_status(got), 200, f"an honest slow starter: {got[:200]!r}")
+                    waiting.close()
+                    waiting = None
+                time.sleep(0.3)
+        finally:
+            for c in conns.values():
+                c[0].close()
+        for name, c in conns.items():
+            self.assertIsNotNone(c[2], f"trickled {name} still open after 14 s")
+            self.assertGreater(c[2], 1.5, f"trickled {name} closed early ({c[2]:.1f} s)")
+            self.assertLess(c[2], trickles[name][2], f"trickled {name} closed after {c[2]:.1f} s")
+        self.assert_healthy()

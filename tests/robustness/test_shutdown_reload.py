@@ -250,3 +250,71 @@ class Reload(RobustCase):
         self.assertEqual(self.reload_counts()[1], fail0)
         self.expect(6, self.TOKEN2, self.TOKEN1, "after the fixed file")
         self.assert_healthy()
+
+
+class ReloadHardening(RobustCase):
+    """Issue 10, inputs 10 and 20: a truncated (empty) file does not turn auth off; a
+    reload that changes who may use fanoutd or where it may fetch says so (never the
+    token); auth_token @FILE is read again on each reload."""
+    TOKEN1, TOKEN2 = Reload.TOKEN1, Reload.TOKEN2
+    call, expect, reload_counts = Reload.call, Reload.expect, Reload.reload_counts
+
+    def reload(self, d, ok):
+        ok0, fail0 = self.reload_counts()
+        log0 = len(d.log())
+        d.signal(signal.SIGHUP)
+        which = 0 if ok else 1
+        wait_for(lambda: self.reload_counts()[which] > (ok0, fail0)[which], 5,
+                 "the reload to be counted " + ("done" if ok else "failed"))
+        self.assertEqual(self.reload_counts()[1 - which], (ok0, fail0)[1 - which])
+        return d.log()[log0:]
+
+    def test_empty_file_refused(self):
+        d = self.start_daemon(auth_token=self.TOKEN1, max_batch=3, log_level="info")
+        self.expect(3, self.TOKEN1, self.TOKEN2, "at start")
+        d.write_raw("")
+        why = self.reload(d, ok=False)
+        self.assertRegex(why, re.escape(d.config_path) + r" is empty", why)
+        self.assert_alive()
+        self.expect(3, self.TOKEN1, self.TOKEN2, "after a SIGHUP with an empty file")
+        d.write_raw("# only a comment\n")  # not empty: parses to the defaults (auth off)
+        self.reload(d, ok=True)
+        self.assertEqual(self.call(1, None).status, 200)
+
+    def test_guarded_keys_logged_without_the_token(self):
+        base = {"shutdown_grace_ms": 1000, "log_level": "info", "max_batch": 3}
+        d = self.start_daemon(auth_token=self.TOKEN1, **base)
+        d.write_config(dict(base, auth_token=self.TOKEN1, max_batch=4))
+        log = self.reload(d, ok=True)
+        self.assertNotRegex(log, r"reload changes", "nothing guarded changed")
+        d.write_config(dict(base, auth_token=self.TOKEN2, allow="10.9.0.0/16", deny="10.8.0.0/16"))
+        log = self.reload(d, ok=True)
+        for key in ("auth_token", "allow", "deny"):
+            self.assertRegex(log, rf"(?m)^\S+ warn .*reload changes {key}\b", log)
+        d.write_config(base)
+        log = self.reload(d, ok=True)
+        self.assertRegex(log, r"(?m)^\S+ warn .*reload changes auth_token.*needs no token", log)
+        self.assertEqual(self.call(1, None).status, 200)
+        text = d.log()
+        for token in (self.TOKEN1, self.TOKEN2):
+            self.assertNotIn(token, text, "a token was written to the log")
+
+    def test_token_file_read_again_on_reload(self):
+        tok = os.path.join(harness.tmpdir(), "token")
+        with open(tok, "w") as f:
+            f.write(self.TOKEN1 + "\n")
+        d = self.start_daemon(auth_token="@" + tok, max_batch=3, log_level="info")
+        self.expect(3, self.TOKEN1, self.TOKEN2, "token from the file at start")
+        with open(tok, "w") as f:
+            f.write(self.TOKEN2)
+        log = self.reload(d, ok=True)
+        self.assertRegex(log, r"reload changes auth_token", log)
+        self.expect(3, self.TOKEN2, self.TOKEN1, "token file rewritten, then SIGHUP")
+        for what, action in (("emptied", lambda: open(tok, "w").close()),
+                             ("removed", lambda: os.unlink(tok))):
+            with self.subTest(token_file=what):
+                action()
+                why = self.reload(d, ok=False)
+                self.assertIn(tok, why, f"the log must name the token file ({what})")
+                self.expect(3, self.TOKEN2, self.TOKEN1, f"token file {what}, then SIGHUP")
+        self.assertNotIn(self.TOKEN2, d.log())
