@@ -33,6 +33,12 @@
 #define FO_FRONT_THREADS_MAX  4       /* libmicrohttpd thread pool, at most */
 #define FO_RETRY_AFTER        "1"     /* Retry-After (seconds) on 503 */
 #define FO_DRAIN_FLUSH_MS     2000    /* after grace: time to send answers */
+#define FO_TRIM_AFTER_BYTES   (16u << 20) /* a batch that held this many body bytes
+                                         gives free heap back to the kernel when it
+                                         is freed (malloc_trim): glibc keeps it */
+
+/* The message of an item refused by max_answer_bytes (%ld: the cap). */
+#define FO_ANSWER_CAP_MSG "the answer's bodies would be larger than max_answer_bytes (%ld)"
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)

@@ -64,6 +64,8 @@ struct job {
     int64_t *started_us;         /* when a worker took each item */
     struct fetcher **runner;     /* the fetcher running each item, or NULL */
     struct result *results;
+    size_t answer_bytes;         /* body bytes kept for the answer (max_answer_bytes) */
+    size_t bytes_seen;           /* body bytes handed in, kept or refused (memory release) */
 
     /* Written only by job_finish, read after it by the front end. */
     struct buf doc;
@@ -97,8 +99,15 @@ struct fetcher;
  * job_finish wakes), 0 if the job has already finished. */
 int job_begin_item(struct job *job, size_t i, struct fetcher *f);
 
-/* A worker's result for item i; takes ownership of *res (cleared after). */
+/* A worker's result for item i; takes ownership of *res (cleared after).
+ * A body that would take the answer's bodies past max_answer_bytes (as
+ * written in the answer: res->body_len) is dropped and the item fails
+ * too_large, its status kept. */
 void job_complete_item(struct job *job, size_t i, struct result *res);
+
+/* Bytes of body the answer may still take (max_answer_bytes less what the
+ * finished items hold), for a worker to refuse a body while encoding it. */
+size_t job_answer_left(struct job *job);
 
 /* Finishes the job if it is still running; returns 1 if this call did. */
 int job_finish(struct job *job, enum finish_reason reason);

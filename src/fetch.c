@@ -465,6 +465,36 @@ void fetch_prepare(struct fetcher *f, const struct config *cfg)
     }
 }
 
+/* The body as its JSON value, capped at what is left of the answer's
+ * max_answer_bytes: a body that cannot fit is refused as soon as its
+ * encoded form passes that, not after it has been written whole (text of
+ * control bytes is 6x its size as \u0001 escapes). */
+static void encode_result(struct fetcher *f, struct job *job, struct result *res)
+{
+    size_t left = f->body.len > 0 ? job_answer_left(job) : 0;
+    struct buf enc;
+    fo_err err;
+
+    if (f->body.len > 0 && left == 0) {
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+        return;
+    }
+    buf_init(&enc, left);
+    /* One allocation for the usual case: JSON copied, text quoted. */
+    if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
+        buf_free(&enc);   /* it will grow as it goes, or fail there */
+    err = body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc);
+    if (err == FO_OK) {
+        res->body = buf_steal(&enc, &res->body_len);
+        return;
+    }
+    buf_free(&enc);
+    if (err == FO_ETOOBIG)
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+    else
+        result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
+}
+
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
 {
     const struct item_req *it = &job->req.items[i];
@@ -512,17 +542,7 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     if (rc != CURLE_OK || f->nomem) {
         fail_from_curl(res, rc, f, cfg, deadline_bound, timeout_ms);
     } else {
-        struct buf enc;
-        buf_init(&enc, 0);
-        /* One allocation for the usual case: JSON copied, text quoted. */
-        if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
-            buf_free(&enc);   /* it will grow as it goes, or fail there */
-        if (body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc) != FO_OK) {
-            buf_free(&enc);
-            result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
-        } else {
-            res->body = buf_steal(&enc, &res->body_len);
-        }
+        encode_result(f, job, res);
     }
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
