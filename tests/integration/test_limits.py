@@ -51,7 +51,7 @@ class AnswerCapTest(DaemonCase):
         resp = self.post([self.fill(n, ord("1"), "application/json") for n in sizes])
         self.assertEqual(resp.status, 200)
         # Numbers this long are read as their digit counts (Python's int() is quadratic).
-        res = json.loads(resp.body, parse_int=len)["results"]
+        res = json.loads(resp.body, parse_int=lambda t: int(t) if len(t) < 100 else len(t))["results"]
         for r, n in zip(res[:3], sizes):
             self.assertEqual((r["ok"], r["body_encoding"], r["body"]), (True, "json", n), r.get("error"))
         self.assert_refused(res[3])
