@@ -76,7 +76,10 @@ struct job {
     uint32_t *pending;           /* item indices; the queued ones are */
     size_t phead, npending;      /* pending[phead .. phead + npending) */
     struct job *rr_prev, *rr_next;
-    int in_ring;
+    int in_ring;                 /* in the ring of jobs (npending > 0) */
+    int in_queue;                /* the queue holds a reference (items pending or parked) */
+    struct queue_lane *lanes;    /* items parked behind per_host_limit, one lane per host */
+    size_t nparked;
 };
 
 /*
