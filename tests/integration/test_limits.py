@@ -3,6 +3,8 @@ one answer, counted as written) and per_host_limit counted per destination, howe
 the host is spelled."""
 
 import json
+import os
+import socket
 import time
 import unittest
 
@@ -72,6 +74,90 @@ class AnswerCapTest(DaemonCase):
         self.assertEqual((res[1]["status"], res[1]["body"]), (204, None))
         self.assertEqual(res[2]["error"]["code"], "upstream_error")
         self.assertTrue(res[3]["ok"], "99,992 written bytes fit in the 99,998 left")
+
+
+# Spellings of 127.0.0.1, where the shared upstream listens.
+SPELLINGS = ["127.0.0.1", "127.1", "localhost", "LOCALHOST", "[::ffff:127.0.0.1]", "0x7f000001",
+             "2130706433", "0177.0.0.1", "127.0.1", "0x7f.1", "LocalHost", "a.localhost"]
+
+
+def cpu_seconds(pid):
+    """utime + stime of process pid, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_batch(port, payload):
+    """Sends a JSON batch on a raw socket and returns the socket (the reply is not read)."""
+    body = json.dumps(payload).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return s
+
+
+class PerHostSpellingTest(DaemonCase):
+    CONFIG = {"workers": 16, "per_host_limit": 2, "max_batch": 10000, "max_body_bytes": 4 << 20}
+
+    def test_spellings_of_one_address_are_one_host(self):
+        """12 items of 500 ms, each spelling 127.0.0.1 differently: 2 at a time, not 12."""
+        tag = new_tag()
+        items = [self.url("/delay", host=h, ms=500, tag=tag, i=i) for i, h in enumerate(SPELLINGS)]
+        start = time.monotonic()
+        doc = self.batch(items, total=len(items), timeout=30)
+        elapsed = time.monotonic() - start
+        failed = [(r["url"], r.get("error")) for r in doc["results"] if not r["ok"]]
+        self.assertEqual(failed, [], "every spelling reaches the upstream")
+        self.assertEqual(self.up.max_inflight(tag), 2, "one destination, per_host_limit 2")
+        self.assertGreater(elapsed, 2.9, "12 x 500 ms, 2 at a time: at least 3 s")
+
+    def test_batches_share_a_busy_host_round_robin(self):
+        """A batch of 40 x 200 ms holds the host's 2 slots for 4 s; a batch of 2 arriving
+        after it gets the next free slots, not the ones after all 40."""
+        big, small = new_tag(), new_tag()
+        sock = open_batch(self.daemon.port, [self.url("/delay", ms=200, tag=big, i=i)
+                                             for i in range(40)])
+        try:
+            wait_for(lambda: len(self.up.requests(big)) >= 2, 5, "the big batch never started")
+            start = time.monotonic()
+            doc = self.batch([self.url("/delay", host="127.1", ms=200, tag=small, i=i)
+                              for i in range(2)], total=2, timeout=20)
+            elapsed = time.monotonic() - start
+            self.assertEqual(doc["summary"]["ok"], 2)
+            self.assertLess(elapsed, 2.0, f"the small batch waited {elapsed:.2f} s behind 40 x 200 ms "
+                                          f"at 2 at a time (round-robin expected)")
+            self.assertLess(len(self.up.requests(big)), 30, "the small batch ran after most of the big one")
+            self.assertLessEqual(self.up.max_inflight(big) + self.up.max_inflight(small), 4)
+        finally:
+            sock.close()
+
+
+class ParkedCostTest(DaemonCase):
+    CONFIG = {"workers": 64, "per_host_limit": 2, "max_batch": 10000, "max_body_bytes": 4 << 20}
+
+    def test_parked_items_cost_nothing_to_skip(self):
+        """10,000 items parked behind per_host_limit 2 while fetches run at about 80 a second:
+        picking the next item does not scan them (the daemon's CPU stays small), and a client
+        that leaves drops them all."""
+        tag = new_tag()
+        sock = open_batch(self.daemon.port, [self.url("/delay", ms=25, tag=tag, i=i) for i in range(10000)])
+        try:
+            wait_for(lambda: len(self.up.requests(tag)) >= 20, 10, "the parked batch to make progress")
+            pid = self.daemon.proc.pid
+            c0, t0, n0 = cpu_seconds(pid), time.monotonic(), len(self.up.requests(tag))
+            wait_for(lambda: time.monotonic() - t0 >= 2, 5, "two seconds")
+            cpu, wall, n = cpu_seconds(pid) - c0, time.monotonic() - t0, len(self.up.requests(tag)) - n0
+            self.assertGreater(n, 10, "fetches went on")
+            if not os.environ.get("SANITIZER") and "valgrind" not in os.environ.get("FANOUTD", ""):
+                self.assertLess(cpu / wall, 0.05, f"{cpu:.2f} s of CPU in {wall:.1f} s for {n} fetches "
+                                                  f"with 10,000 items parked")
+        finally:
+            sock.close()
+        seen = len(self.up.requests(tag))
+        wait_for(lambda: "\nfanoutd_queue_depth 0\n" in self.get("/metrics").body.decode(), 10,
+                 "the parked items to be dropped")
+        self.assertLess(len(self.up.requests(tag)), seen + 10, "dropped items were fetched")
 
 
 if __name__ == "__main__":
