@@ -15,6 +15,8 @@ MIB = 1048576
 # The daemon's environment: as its systemd unit sets it, and glibc's defaults.
 UNIT_ENV = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.tcache_count=0")
 PLAIN_ENV = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+# Escaping hundreds of MiB takes a sanitizer build longer than the default deadline.
+SLOW_BUILDS = {"batch_timeout_ms": 180000, "max_timeout_ms": 180000, "default_timeout_ms": 180000}
 
 
 def rss_checked():
@@ -26,7 +28,7 @@ class MemoryTest(RobustCase):
     def big(self, n, byte, ct="text/plain"):
         return self.url("/big", bytes=n, byte=byte, ct=ct, tag=new_tag())
 
-    def answer(self, items, timeout=120):
+    def answer(self, items, timeout=200):
         resp = self.post(items, timeout=timeout)
         self.assertEqual(resp.status, 200, resp)
         return resp
@@ -37,7 +39,7 @@ class MemoryTest(RobustCase):
         README's bound is 2 x 16 + 4 x (8 + 2 x 16) = 192 MiB over idle."""
         workers, resp_cap, answer_cap = 4, 8 * MIB, 16 * MIB
         d = self.start_daemon(env=UNIT_ENV, workers=workers, max_response_bytes=resp_cap,
-                              max_answer_bytes=answer_cap)
+                              max_answer_bytes=answer_cap, **SLOW_BUILDS)
         self.answer([self.url("/json", v=i) for i in range(workers)])   # warm the workers up
         hwm0 = proc_status(d.pid, "VmHWM")
         self.assertIsNotNone(hwm0, "cannot read /proc/PID/status")
@@ -62,7 +64,7 @@ class MemoryTest(RobustCase):
         RSS is back under idle + 64 MiB, in the unit's environment and in glibc's default."""
         for name, env in (("unit", UNIT_ENV), ("plain", PLAIN_ENV)):
             with self.subTest(env=name):
-                d = self.start_daemon(env=env, workers=8, max_answer_bytes=1024 * MIB)
+                d = self.start_daemon(env=env, workers=8, max_answer_bytes=1024 * MIB, **SLOW_BUILDS)
                 self.answer([self.url("/json", v=i) for i in range(8)])
                 idle = proc_status(d.pid, "VmRSS")
                 items = [self.big(8 * MIB, 97) for _ in range(25)] + \
