@@ -37,6 +37,11 @@
                                          gives free heap back to the kernel when it
                                          is freed (malloc_trim): glibc keeps it */
 
+#define FO_NAME_TTL_MS        60000   /* a name's resolved address counts for
+                                         per_host_limit this long (libcurl's DNS
+                                         cache keeps its answers as long) */
+#define FO_NAME_CACHE_MAX     4096    /* resolved names kept at most */
+
 /* The message of an item refused by max_answer_bytes (%ld: the cap). */
 #define FO_ANSWER_CAP_MSG "the answer's bodies would be larger than max_answer_bytes (%ld)"
 

@@ -38,6 +38,7 @@ struct fetcher {
     char errbuf[CURL_ERROR_SIZE];
 
     /* Per fetch. */
+    char pin[FO_MAX_URL_LEN + 64]; /* CURLOPT_CONNECT_TO entry (fetch_pin), "" if none */
     struct job *job;              /* borrowed for the fetch */
     int blocked;                  /* POLICY_DENY or POLICY_SELF seen when connecting */
     char blocked_addr[INET6_ADDRSTRLEN];
@@ -495,11 +496,19 @@ static void encode_result(struct fetcher *f, struct job *job, struct result *res
         result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
 }
 
+void fetch_pin(struct fetcher *f, const char *hostport, const char *addrport)
+{
+    int n = snprintf(f->pin, sizeof(f->pin), "%s:%s", hostport, addrport);
+
+    if (n < 0 || (size_t)n >= sizeof(f->pin))
+        f->pin[0] = '\0';    /* cannot be written: libcurl resolves the host itself */
+}
+
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
 {
     const struct item_req *it = &job->req.items[i];
     const struct config *cfg = job->cfg;
-    struct curl_slist *headers;
+    struct curl_slist *headers, *pin = NULL;
     int64_t start = fo_now_us();
     int deadline_bound, ok;
     long timeout_ms = time_limit(job, it, start, &deadline_bound), status = 0;
@@ -507,12 +516,18 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     CURLcode rc;
 
     memset(res, 0, sizeof(*res));
+    if (f->pin[0] != '\0') {
+        pin = curl_slist_append(NULL, f->pin);   /* NULL: libcurl resolves the host itself */
+        f->pin[0] = '\0';
+    }
     if (timeout_ms <= 0) {
         result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        curl_slist_free_all(pin);
         return;
     }
     if (f->easy == NULL || f->multi == NULL) {
         result_fail(res, ERR_UPSTREAM, "out of memory");
+        curl_slist_free_all(pin);
         return;
     }
     f->job = job;
@@ -526,9 +541,11 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     headers = build_headers(job, it, &ok);
     if (!ok) {
         result_fail(res, ERR_UPSTREAM, "out of memory");
+        curl_slist_free_all(pin);
         return;
     }
     set_item_options(f, it, cfg, timeout_ms, headers);
+    curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
     rc = perform(f);
     /* A status counts only once its response's headers are all in: a reset
      * in the middle of them leaves the item without a response. */
@@ -546,7 +563,9 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     }
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(headers);
+    curl_slist_free_all(pin);
     if (f->body.alloc > FETCH_KEEP_BUFFER)
         buf_free(&f->body);
     f->job = NULL;

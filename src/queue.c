@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,16 @@
  * one from there. Picking work never scans parked items.
  */
 #define HOST_BUCKETS 1024
+#define NAME_BUCKETS 256
+
+/* A named destination's resolved key, kept for FO_NAME_TTL_MS so that only
+ * the first item of a name in that time is resolved by fanoutd itself. */
+struct name_entry {
+    struct name_entry *next;
+    int64_t expires_us;
+    char *addr;                       /* the destination key it resolved to, owned */
+    char key[];                       /* the name's key */
+};
 
 struct queue_lane {
     struct queue_lane *prev, *next;   /* ring of the host's lanes */
@@ -62,6 +73,8 @@ struct task {
     struct job *job;       /* a reference owned by the worker */
     size_t index;
     struct host_slot *host;  /* counted against per_host_limit there, or NULL */
+    int resolve;             /* a named host: the worker resolves it first */
+    int pin;                 /* connect to host->key (a resolved address) */
 };
 
 static struct queue_state {
@@ -73,6 +86,8 @@ static struct queue_state {
     int stopping;              /* workers exit */
     struct host_slot *hosts[HOST_BUCKETS];  /* destinations with running or parked items */
     struct host_slot *ready;   /* hosts with a free slot and parked items */
+    struct name_entry *names[NAME_BUCKETS];  /* resolved names (per_host_limit) */
+    long nnames;
     struct worker *workers;
     long nworkers;
     /* Liveness: since when work has waited with no worker coming for it
@@ -169,12 +184,15 @@ static size_t addr_key(const char *host, char *out, size_t size)
     return name_key(text, strlen(text), out, size);
 }
 
-size_t host_key(const char *hostport, char *out, size_t size)
+/* host_key(); *named says whether the host is a name that needs resolving
+ * to know its destination (not an address, not localhost). */
+static size_t key_of(const char *hostport, char *out, size_t size, int *named)
 {
     const char *colon = strrchr(hostport, ':');
     char host[FO_MAX_URL_LEN + 1];
     size_t hlen, n;
 
+    *named = 0;
     if (colon == NULL || (hlen = (size_t)(colon - hostport)) == 0 || hlen >= sizeof(host))
         return 0;
     if (hlen > 1 && hostport[hlen - 1] == '.')
@@ -189,6 +207,8 @@ size_t host_key(const char *hostport, char *out, size_t size)
         if (strcmp(out, "localhost") == 0 ||
             (n > 10 && strcmp(out + n - 10, ".localhost") == 0))
             n = name_key("127.0.0.1", 9, out, size);
+        else
+            *named = 1;
     }
     if (n == 0 || n + strlen(colon) + 1 > size)
         return 0;
@@ -196,29 +216,67 @@ size_t host_key(const char *hostport, char *out, size_t size)
     return n + strlen(colon);
 }
 
+size_t host_key(const char *hostport, char *out, size_t size)
+{
+    int named;
+
+    return key_of(hostport, out, size, &named);
+}
+
+/* The destination key of a resolved address and a port. 0 if it does not fit. */
+static size_t sockaddr_key(const struct sockaddr *sa, const char *port, char *out, size_t size)
+{
+    char text[INET6_ADDRSTRLEN + 2];
+    int n;
+
+    if (sa->sa_family == AF_INET) {
+        if (inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, text,
+                      sizeof(text)) == NULL)
+            return 0;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        text[0] = '[';
+        if (inet_ntop(AF_INET6, a6, text + 1, sizeof(text) - 2) == NULL)
+            return 0;
+        size_t w = strlen(text);
+        text[w] = ']';
+        text[w + 1] = '\0';
+        if (IN6_IS_ADDR_V4MAPPED(a6) && addr_key(text, text, sizeof(text)) == 0)
+            return 0;
+    } else {
+        return 0;
+    }
+    n = snprintf(out, size, "%s:%s", text, port);
+    return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
+}
+
 /* ---- destinations and their wait lists (queue lock held) ----------------- */
+
+static uint32_t fnv(const char *key);
 
 static struct host_slot **host_bucket(const char *key)
 {
-    uint32_t h = 2166136261u;   /* FNV-1a */
-
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return &q.hosts[h % HOST_BUCKETS];
+    return &q.hosts[fnv(key) % HOST_BUCKETS];
 }
 
-/* The slot of item i's destination, made if needed; NULL on allocation
- * failure (the item then runs uncounted). */
-static struct host_slot *host_get(const struct job *job, size_t i)
+/* The destination key of item i (KEY_SIZE bytes); *named as in key_of. */
+#define KEY_SIZE (FO_MAX_URL_LEN + 16)
+static void item_key(const struct job *job, size_t i, char *key, int *named)
 {
-    char key[FO_MAX_URL_LEN + 16];
-    struct host_slot **b, *h;
-    size_t n = host_key(job->req.items[i].hostkey, key, sizeof(key));
-
-    if (n == 0) {   /* no "host:port" shape: the spelling is the key */
-        int w = snprintf(key, sizeof(key), "%s", job->req.items[i].hostkey);
-        n = w < 0 ? 0 : (size_t)w < sizeof(key) ? (size_t)w : sizeof(key) - 1;
+    if (key_of(job->req.items[i].hostkey, key, KEY_SIZE, named) == 0) {
+        /* no "host:port" shape: the spelling is the key */
+        (void)snprintf(key, KEY_SIZE, "%s", job->req.items[i].hostkey);
+        *named = 0;
     }
+}
+
+/* The slot of a destination, made if needed; NULL on allocation failure
+ * (the item then runs uncounted). */
+static struct host_slot *host_get(const char *key)
+{
+    struct host_slot **b, *h;
+    size_t n = strlen(key);
+
     b = host_bucket(key);
     for (h = *b; h != NULL; h = h->hnext) {
         if (strcmp(h->key, key) == 0)
@@ -244,6 +302,73 @@ static void host_release(struct host_slot *h)
         }
     }
     free(h);
+}
+
+static uint32_t fnv(const char *key)
+{
+    uint32_t h = 2166136261u;
+
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* The fresh destination key a name resolved to, or NULL. */
+static const char *name_lookup(const char *key, int64_t now_us)
+{
+    for (struct name_entry *e = q.names[fnv(key) % NAME_BUCKETS]; e != NULL; e = e->next) {
+        if (strcmp(e->key, key) == 0)
+            return e->expires_us > now_us ? e->addr : NULL;
+    }
+    return NULL;
+}
+
+/* Drops expired names, or every name with all. */
+static void names_purge(int64_t now_us, int all)
+{
+    for (size_t b = 0; b < NAME_BUCKETS; b++) {
+        for (struct name_entry **p = &q.names[b]; *p != NULL;) {
+            struct name_entry *e = *p;
+            if (!all && e->expires_us > now_us) {
+                p = &e->next;
+                continue;
+            }
+            *p = e->next;
+            free(e->addr);
+            free(e);
+            q.nnames--;
+        }
+    }
+}
+
+/* Remembers that name key resolved to addr (best effort: nothing on
+ * allocation failure or when the cache is full of fresh names). */
+static void name_store(const char *key, const char *addr, int64_t now_us)
+{
+    struct name_entry **b = &q.names[fnv(key) % NAME_BUCKETS], *e;
+    char *copy = strdup(addr);
+
+    if (copy == NULL)
+        return;
+    for (e = *b; e != NULL; e = e->next) {
+        if (strcmp(e->key, key) == 0)
+            break;
+    }
+    if (e == NULL) {
+        if (q.nnames >= FO_NAME_CACHE_MAX)
+            names_purge(now_us, 0);
+        if (q.nnames >= FO_NAME_CACHE_MAX || (e = calloc(1, sizeof(*e) + strlen(key) + 1)) == NULL) {
+            free(copy);
+            return;
+        }
+        memcpy(e->key, key, strlen(key) + 1);
+        e->next = *b;
+        *b = e;
+        q.nnames++;
+    }
+    free(e->addr);
+    e->addr = copy;
+    e->expires_us = now_us + (int64_t)FO_NAME_TTL_MS * 1000;
 }
 
 static long limit_of(const struct job *job)
@@ -320,6 +445,17 @@ static int park(struct job *job, size_t i, struct host_slot *h)
 
 /* ---- taking work ----------------------------------------------------------- */
 
+/* 1 if item i's host is a name and h, where it waited, is the address it
+ * resolved to: the fetch must then go to that address. */
+static int pin_to(const struct job *job, size_t i, const struct host_slot *h)
+{
+    char key[KEY_SIZE];
+    int named, addr_named;
+
+    item_key(job, i, key, &named);
+    return named && key_of(h->key, key, sizeof(key), &addr_named) > 0 && !addr_named;
+}
+
 /* The task for item i of job, taken out of the queue: the queue's
  * reference passes to the worker when nothing of the job waits any more. */
 static void hand_out(struct task *t, struct job *job, size_t i, struct host_slot *h)
@@ -339,6 +475,8 @@ static void hand_out(struct task *t, struct job *job, size_t i, struct host_slot
     t->job = job;
     t->index = i;
     t->host = h;
+    t->resolve = 0;
+    t->pin = 0;
     METRIC_SET(queue_depth, q.depth);
 }
 
@@ -366,6 +504,7 @@ static int take_parked(struct task *t)
             h->in_ready = 0;
         }
         hand_out(t, job, i, h);
+        t->pin = pin_to(job, i, h);
         return 1;
     }
     return 0;
@@ -379,16 +518,28 @@ static int take_fresh(struct task *t)
         struct job *job = q.head;
         size_t i = job->pending[job->phead];
         struct host_slot *h = NULL;
+        const char *addr = NULL;
+        char key[KEY_SIZE];
+        int named = 0;
 
         job->phead++;
         job->npending--;
-        if (limit_of(job) > 0 && (h = host_get(job, i)) != NULL && h->running >= limit_of(job) &&
-            park(job, i, h) == 0) {
+        if (limit_of(job) > 0) {
+            item_key(job, i, key, &named);
+            if (named && (addr = name_lookup(key, fo_now_us())) == NULL) {
+                hand_out(t, job, i, NULL);   /* the worker resolves the name first */
+                t->resolve = 1;
+                return 1;
+            }
+            h = host_get(addr != NULL ? addr : key);
+        }
+        if (h != NULL && h->running >= limit_of(job) && park(job, i, h) == 0) {
             if (job->npending == 0)
                 ring_unlink(job);     /* its queue reference stays: items are parked */
             continue;
         }
         hand_out(t, job, i, h);
+        t->pin = addr != NULL && h != NULL;
         return 1;
     }
     return 0;
@@ -408,6 +559,56 @@ static int take(struct task *t)
             return 1;
         pthread_cond_wait(&q.work, &q.lock);
     }
+}
+
+/*
+ * A named item's destination, found by the worker that took it: resolves
+ * the host (blocking, without the lock), remembers the address for
+ * FO_NAME_TTL_MS, and counts the item against that address. Returns 1 if
+ * the worker should run it (t->host and t->pin set), 0 if it was parked
+ * behind its destination's limit (then the worker's reference on the job
+ * has gone to the queue or been dropped).
+ */
+static int resolve_task(struct task *t)
+{
+    const struct job *job = t->job;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    char name[KEY_SIZE], key[KEY_SIZE], addr[INET6_ADDRSTRLEN + 16];
+    const char *port;
+    int named, found = 0, run = 1, keep_ref = 0;
+    struct host_slot *h;
+
+    item_key(job, t->index, key, &named);
+    port = strrchr(key, ':') + 1;    /* item_key of a named host always has ":port" */
+    (void)snprintf(name, sizeof(name), "%.*s", (int)(port - 1 - key), key);
+    if (getaddrinfo(name, port, &hints, &ai) == 0 && ai != NULL)
+        found = sockaddr_key(ai->ai_addr, port, addr, sizeof(addr)) > 0;
+    if (ai != NULL)
+        freeaddrinfo(ai);
+
+    pthread_mutex_lock(&q.lock);
+    if (found)
+        name_store(key, addr, fo_now_us());
+    /* Not found: counted by name; the fetch then reports the DNS failure. */
+    h = host_get(found ? addr : key);
+    if (h != NULL && h->running >= limit_of(job) && !atomic_load(&job->stop) &&
+        park(t->job, t->index, h) == 0) {
+        /* Waiting again. A finished job's queue_drop has not run yet (stop
+         * is set before it, and it takes this lock), so it will drop it. */
+        q.depth++;
+        METRIC_SET(queue_depth, q.depth);
+        if (!t->job->in_queue)
+            t->job->in_queue = keep_ref = 1;   /* the worker's reference goes to the queue */
+        run = 0;
+    } else if (h != NULL) {
+        h->running++;
+        t->host = h;
+        t->pin = found;
+    }
+    pthread_mutex_unlock(&q.lock);
+    if (!run && !keep_ref)
+        job_unref(t->job);
+    return run;
 }
 
 static void task_done(struct task *t)
@@ -446,9 +647,13 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&q.lock);
         if (!got)
             break;
+        if (t.resolve && !resolve_task(&t))
+            continue;                 /* parked behind its destination's limit */
         fetch_prepare(w->fetcher, t.job->cfg);
         if (job_begin_item(t.job, t.index, w->fetcher)) {
             struct result res = { 0 };
+            if (t.pin)
+                fetch_pin(w->fetcher, t.job->req.items[t.index].hostkey, t.host->key);
             METRIC_ADD(workers_busy, 1);
             fetch_run(w->fetcher, t.job, t.index, &res);
             METRIC_ADD(workers_busy, -1);
@@ -577,6 +782,7 @@ void queue_stop(void)
         }
     }
     q.ready = NULL;
+    names_purge(0, 1);
 }
 
 long queue_depth(void)

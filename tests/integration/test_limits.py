@@ -81,6 +81,31 @@ SPELLINGS = ["127.0.0.1", "127.1", "localhost", "LOCALHOST", "[::ffff:127.0.0.1]
              "2130706433", "0177.0.0.1", "127.0.1", "0x7f.1", "LocalHost", "a.localhost"]
 
 
+def loopback_names():
+    """Names (besides localhost) whose first address is 127.0.0.1 here: the machine's own
+    name and /etc/hosts entries, each also in upper case."""
+    names = {socket.gethostname()}
+    try:
+        with open("/etc/hosts") as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if fields and fields[0] == "127.0.0.1":
+                    names.update(fields[1:])
+    except OSError:
+        pass
+    out = []
+    for n in sorted(names):
+        if not n or "localhost" in n.lower():
+            continue
+        try:
+            first = socket.getaddrinfo(n, 80, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError:
+            continue
+        if first == "127.0.0.1":
+            out += [n, n.upper()]
+    return out
+
+
 def cpu_seconds(pid):
     """utime + stime of process pid, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
@@ -111,6 +136,26 @@ class PerHostSpellingTest(DaemonCase):
         self.assertEqual(failed, [], "every spelling reaches the upstream")
         self.assertEqual(self.up.max_inflight(tag), 2, "one destination, per_host_limit 2")
         self.assertGreater(elapsed, 2.9, "12 x 500 ms, 2 at a time: at least 3 s")
+
+    def test_names_count_as_the_address_they_resolve_to(self):
+        """Names that resolve to 127.0.0.1 (the machine's name, /etc/hosts) and numeric
+        spellings of it share per_host_limit's 2 slots; the fetches go to that address."""
+        names = loopback_names()
+        if not names:
+            self.skipTest("no name other than localhost resolves to 127.0.0.1 here")
+        tag = new_tag()
+        hosts = (names * 4)[:8] + ["127.1", "0x7f000001", "localhost", "127.0.0.1"]
+        items = [self.url("/delay", host=h, ms=500, tag=tag, i=i) for i, h in enumerate(hosts)]
+        doc = self.batch(items, total=len(items), timeout=30)
+        failed = [(r["url"], r.get("error")) for r in doc["results"] if not r["ok"]]
+        self.assertEqual(failed, [], "every name reaches the upstream")
+        self.assertEqual(self.up.max_inflight(tag), 2, f"one destination for {sorted(set(hosts))}")
+        # a second batch finds the names' addresses remembered: the same holds
+        tag = new_tag()
+        doc = self.batch([self.url("/delay", host=h, ms=300, tag=tag, i=i) for i, h in enumerate(hosts)],
+                         total=len(hosts), timeout=30)
+        self.assertEqual(doc["summary"]["ok"], len(hosts))
+        self.assertEqual(self.up.max_inflight(tag), 2)
 
     def test_batches_share_a_busy_host_round_robin(self):
         """A batch of 40 x 200 ms holds the host's 2 slots for 4 s; a batch of 2 arriving
