@@ -2,12 +2,18 @@
  * queue.c - the work queue and the worker threads (see queue.h).
  *
  *   front end --queue_push--> [ring of jobs with waiting items] --take--> worker
- *                                                                  |
- *                       job_complete_item(job, i, result) <--fetch-+
+ *                                 | destination at its limit       ^      |
+ *                                 v                                |      |
+ *                      [that destination's wait list] --a slot frees      |
+ *                       job_complete_item(job, i, result) <--fetch--------+
+ *
+ * With per_host_limit, an item's destination is its host_key(); for a
+ * named host, the address the name resolved to (the worker that takes the
+ * first item of a name resolves it, and the fetch is pinned there).
  *
  * Locking: q.lock guards everything in struct queue_state and the queue
- * fields of every job (pending, npending, ring links). It is never held
- * while a job's own lock is taken, nor during a fetch.
+ * fields of every job (pending, npending, ring links, lanes). It is never
+ * held while a job's own lock is taken, during a fetch or while resolving.
  */
 #include "queue.h"
 
