@@ -6,10 +6,10 @@
  * that names the offending item. It is pure: no I/O, no global state; it
  * reads only the limits in the configuration it is given.
  *
- * Body forms (CONTRACT.md): with a JSON Content-Type, an array of URL
- * strings and/or item objects, or {"requests": [...], "timeout_ms": N,
- * "merge": M}; with any other Content-Type a plain list of URLs separated
- * by white space, lines starting with '#' ignored.
+ * Body forms (docs/API.md, "Request forms"): with a JSON Content-Type, an
+ * array of URL strings and/or item objects, or {"requests": [...],
+ * "timeout_ms": N, "merge": M}; with any other Content-Type a plain list of
+ * URLs separated by white space, lines starting with '#' ignored.
  */
 #ifndef FO_BATCH_H
 #define FO_BATCH_H
@@ -66,7 +66,18 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
 void batch_req_free(struct batch_req *b);
 
 /* Checks that url is an absolute http(s) URL with a host; fills *hostkey
- * (owned by the caller) when hostkey is not NULL. */
+ * (owned by the caller; an internationalised host as its A-label) when
+ * hostkey is not NULL. */
 fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CHECK;
+
+/*
+ * A URL's host as DNS is asked for it: a name with any byte >= 0x80 (read as
+ * UTF-8) becomes its IDNA A-label ("bücher.example" -> "xn--bcher-kva.example"),
+ * by libidn2 directly: libcurl would convert it through the process locale,
+ * which fanoutd never sets. *ace is NULL when host is plain ASCII (use it as
+ * written), else a new string the caller frees. FO_EINVAL: not a valid
+ * internationalised name; FO_ENOMEM.
+ */
+fo_err url_host_to_ascii(const char *host, char **ace) FO_MUST_CHECK;
 
 #endif

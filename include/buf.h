@@ -18,7 +18,9 @@
 #include "fanoutd.h"
 
 struct buf {
-    char *data;     /* owned; NUL-terminated when len > 0 or after buf_cstr */
+    char *data;     /* owned; NULL while nothing is allocated (after buf_init,
+                       buf_free, buf_steal), else data[len] == '\0' after every
+                       call, failed ones included (the NUL is not in len) */
     size_t len;
     size_t alloc;
     size_t cap;     /* most bytes ever held; 0: no cap */
@@ -35,7 +37,8 @@ fo_err buf_putc(struct buf *b, char c) FO_MUST_CHECK;
 fo_err buf_printf(struct buf *b, const char *fmt, ...) FO_MUST_CHECK
     __attribute__((format(printf, 2, 3)));
 
-/* The contents as a NUL-terminated string (borrowed; "" when empty). */
+/* The contents as a NUL-terminated string (borrowed; "" when nothing was
+ * ever allocated). Contents holding a NUL byte read as shorter: use len. */
 const char *buf_cstr(struct buf *b);
 /* Takes the data out; the caller owns it (free()); the buffer is empty after. */
 char *buf_steal(struct buf *b, size_t *len);

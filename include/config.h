@@ -52,6 +52,7 @@ struct config {
     long max_connections;
     long client_timeout_ms;
     long log_level;                     /* enum log_level */
+    char *loop_token;                   /* this deployment's CDN-Loop token */
 };
 
 /* One command-line override: --key-name VALUE (key already in file form). */

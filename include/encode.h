@@ -2,10 +2,14 @@
  * encode.h - turning upstream bytes into a JSON value (body encoding).
  *
  * Pure functions, no state. The contract's rule for a response body:
- *   JSON media type and the body is one strict JSON value -> "json", embedded
- *   as the upstream sent it (no parse and re-serialise: big integers and
- *   number spellings survive); valid UTF-8 -> "text", a JSON string;
- *   anything else -> "base64". Empty bodies and HEAD -> null.
+ *   a Content-Type charset other than UTF-8/US-ASCII -> converted to UTF-8
+ *   first (glibc iconv); a charset iconv does not know, or bytes that do
+ *   not convert -> "base64". Then a leading UTF-8 byte order mark is
+ *   dropped, and: JSON media type and the text is one strict JSON value
+ *   -> "json", embedded as written (no parse and re-serialise: big
+ *   integers and number spellings survive); valid UTF-8 -> "text", a JSON
+ *   string; anything else -> "base64" of the upstream's bytes as they
+ *   came. Empty bodies and HEAD -> null.
  */
 #ifndef FO_ENCODE_H
 #define FO_ENCODE_H
@@ -42,6 +46,27 @@ int media_type_is(const char *ctype, const char *type);
 /* 1 if the media type of a Content-Type value is application/json, or
  * ends in "+json" (parameters ignored, case-insensitive). NULL: 0. */
 int content_type_is_json(const char *ctype);
+
+/* Longest charset name kept from a Content-Type (with its NUL). */
+#define CHARSET_NAME_MAX 64
+
+/*
+ * The charset parameter of a Content-Type value (names case-insensitive,
+ * quoted values allowed). Returns 0 when there is none or it is UTF-8 or
+ * US-ASCII (nothing to convert); else 1 with its name in name[0..size)
+ * ("" when it is too long or holds characters no charset name has).
+ */
+int content_charset(const char *ctype, char *name, size_t size);
+
+/*
+ * Converts in[0..len) from charset to UTF-8 into *out (initialised here;
+ * the caller frees it with buf_free). The output is capped at 3 bytes
+ * per input byte (UTF-16 grows at most 1.5x, ISO-8859-1 2x, any
+ * single-byte charset 3x): past that, as for an unknown charset or a
+ * byte that is no character there, FO_EINVAL (then out is empty).
+ * FO_ENOMEM when memory runs out.
+ */
+fo_err charset_to_utf8(const char *charset, const char *in, size_t len, struct buf *out) FO_MUST_CHECK;
 
 /* Appends standard base64 (with padding) of data to out. */
 fo_err base64_put(struct buf *out, const void *data, size_t len) FO_MUST_CHECK;

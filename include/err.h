@@ -18,9 +18,9 @@ typedef enum {
     FO_EINVAL,      /* bad input (the message says what) */
     FO_ETOOBIG,     /* input over a configured or built-in bound */
     FO_ESYS,        /* a system call failed (errno kept in the message) */
-    FO_ENOTFOUND,   /* the thing asked for does not exist */
     FO_EFULL,       /* no room (queue capacity) */
     FO_ESTOPPED,    /* the component is shutting down */
+    FO_ENOTFOUND,   /* the thing asked for does not exist (a JSON Pointer names nothing) */
 } fo_err;
 
 const char *fo_strerror(fo_err err);

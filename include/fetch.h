@@ -12,6 +12,13 @@
  * http and https are ever spoken; the body is capped while it streams in;
  * a fetch aborts as soon as its job stops (deadline, client gone,
  * shutdown): job_finish() calls fetch_wake() on the item's fetcher.
+ *
+ * What goes upstream is fanoutd's choice, hop by hop: redirects are
+ * followed by the fetcher itself (method and body by RFC 9110's rules,
+ * credentials kept to the item's origin, one time limit for all hops), a
+ * POST or PATCH is never sent twice, an internationalised host is asked
+ * for by its A-label, and every request carries CDN-Loop with the
+ * configured loop_token. The result describes the final response only.
  */
 #ifndef FO_FETCH_H
 #define FO_FETCH_H

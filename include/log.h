@@ -1,8 +1,9 @@
 /*
  * log.h - the log family: log_error/warn/info/debug to stderr.
  *
- * One line per message: "LEVEL function: text". stderr, so journald keeps
- * it under systemd. The level is one atomic, set at start and on reload.
+ * One line per message: "TIME LEVEL function: text" (TIME in UTC, ISO 8601
+ * with milliseconds). stderr, so journald keeps it under systemd. The level
+ * is one atomic, set at start and on reload.
  */
 #ifndef FO_LOG_H
 #define FO_LOG_H
@@ -10,7 +11,6 @@
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* Parses "error", "warn", "info", "debug"; returns -1 on anything else. */
 int log_level_parse(const char *name);
 const char *log_level_name(enum log_level level);

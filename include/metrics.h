@@ -39,6 +39,7 @@
     ACTION(OUT_SHUTDOWN, "shutdown")        \
     ACTION(OUT_BAD_REQUEST, "bad_request")  \
     ACTION(OUT_UNAUTHORIZED, "unauthorized") \
+    ACTION(OUT_LOOP, "loop_detected")       \
     ACTION(OUT_TOO_LARGE, "too_large")      \
     ACTION(OUT_OVERLOADED, "overloaded")    \
     ACTION(OUT_DRAINING, "draining")
@@ -46,8 +47,6 @@
 #define METRIC_ENUM(e, s) e,
 enum batch_outcome { BATCH_OUTCOMES(METRIC_ENUM) OUT_COUNT };
 #undef METRIC_ENUM
-
-enum gauge_op { GAUGE_INC, GAUGE_DEC };
 
 #define METRIC_FIELD(field, name, type, help) _Atomic int64_t field;
 struct metrics {

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <idn2.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -77,10 +78,35 @@ void batch_req_free(struct batch_req *b)
     b->n = 0;
 }
 
+fo_err url_host_to_ascii(const char *host, char **ace)
+{
+    char *out = NULL;
+    int rc;
+
+    *ace = NULL;
+    for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
+        if (*p == '\0')
+            return FO_OK;   /* plain ASCII: used as written */
+    }
+    /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
+     * with TR46 mapping (which also lowercases), falling back to the
+     * transitional mapping for names only IDNA2003 accepted. */
+    rc = idn2_to_ascii_8z(host, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK && rc != IDN2_MALLOC)
+        rc = idn2_to_ascii_8z(host, &out, IDN2_TRANSITIONAL);
+    if (rc == IDN2_MALLOC)
+        return FO_ENOMEM;
+    if (rc != IDN2_OK)
+        return FO_EINVAL;
+    *ace = strdup(out);   /* the caller frees with free(), not idn2_free() */
+    idn2_free(out);
+    return *ace != NULL ? FO_OK : FO_ENOMEM;
+}
+
 fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
 {
     CURLU *h = NULL;
-    char *scheme = NULL, *host = NULL, *port = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL, *ace = NULL;
     size_t len = strlen(url);
     fo_err err = FO_EINVAL;
 
@@ -127,13 +153,21 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
     }
     err = FO_OK;
     if (hostkey != NULL) {
-        size_t n = strlen(host) + strlen(port) + 2;
+        /* An internationalised name counts as its A-label, the host it is
+         * fetched from; one that does not convert fails when fetched. */
+        if (url_host_to_ascii(host, &ace) == FO_ENOMEM) {
+            err = FO_ENOMEM;
+            goto out;
+        }
+        const char *name = ace != NULL ? ace : host;
+        size_t n = strlen(name) + strlen(port) + 2;
         if ((*hostkey = malloc(n)) == NULL)
             err = FO_ENOMEM;
         else
-            (void)snprintf(*hostkey, n, "%s:%s", host, port);
+            (void)snprintf(*hostkey, n, "%s:%s", name, port);
     }
 out:
+    free(ace);
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
@@ -578,6 +612,11 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
 
     memset(out, 0, sizeof(*out));
     jansson_out_of_memory = 0;
+    /* A UTF-8 byte order mark is no part of the batch (CONTRACT.md, Faithful fetching). */
+    if (len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0) {
+        body += 3;
+        len -= 3;
+    }
     if (is_json)
         err = parse_json(out, body, len, cfg, msg);
     else

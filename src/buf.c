@@ -47,6 +47,7 @@ fo_err buf_reserve(struct buf *b, size_t more)
     p = realloc(b->data, alloc);
     if (p == NULL)
         return FO_ENOMEM;
+    p[b->len] = '\0';   /* a fresh allocation is terminated too (see buf.h) */
     b->data = p;
     b->alloc = alloc;
     return FO_OK;
@@ -116,31 +117,26 @@ char *buf_steal(struct buf *b, size_t *len)
     return p;
 }
 
+/* The escape of each control byte (RFC 8259 section 7): the short forms
+ * where JSON has one, else \u00XX. A constant table, so that any thread may
+ * read it without a lock. */
+static const char ctrl_escapes[0x20][7] = {
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+    "\\b",     "\\t",     "\\n",     "\\u000b", "\\f",     "\\r",     "\\u000e", "\\u000f",
+    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+};
+
 /* Escape for bytes that need one; NULL for bytes copied as they are. */
 static const char *json_escape(unsigned char c)
 {
-    static char hex[0x20][7];
-    static int ready;
-
-    switch (c) {
-    case '"':  return "\\\"";
-    case '\\': return "\\\\";
-    case '\n': return "\\n";
-    case '\r': return "\\r";
-    case '\t': return "\\t";
-    case '\b': return "\\b";
-    case '\f': return "\\f";
-    default: break;
-    }
-    if (c >= 0x20)
-        return NULL;
-    if (!ready) {
-        /* Benign race: every thread writes the same bytes. */
-        for (int i = 0; i < 0x20; i++)
-            (void)snprintf(hex[i], sizeof(hex[i]), "\\u%04x", i);
-        ready = 1;
-    }
-    return hex[c];
+    if (c < 0x20)
+        return ctrl_escapes[c];
+    if (c == '"')
+        return "\\\"";
+    if (c == '\\')
+        return "\\\\";
+    return NULL;
 }
 
 fo_err json_put_str(struct buf *b, const char *s, size_t len)
@@ -154,6 +150,7 @@ fo_err json_put_str(struct buf *b, const char *s, size_t len)
     if (err != FO_OK)
         return err;
     b->data[b->len++] = '"';
+    b->data[b->len] = '\0';
     for (i = 0; i < len; i++) {
         const char *esc = json_escape(p[i]);
         int sep = p[i] == 0xe2 && i + 2 < len && p[i + 1] == 0x80 &&

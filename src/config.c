@@ -20,7 +20,7 @@
 
 #include "log.h"
 
-enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_LOGLEVEL };
+enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_LOGLEVEL, CT_TOKEN };
 
 struct config_key {
     const char *name;
@@ -58,7 +58,7 @@ static const struct config_key keys[] = {
     { "batch_timeout_ms", CT_NUM, OFF(batch_timeout_ms), "30000", 1, DAY_MS,
       "batch deadline when the batch gives none" },
     { "max_redirects", CT_NUM, OFF(max_redirects), "5", 0, 50,
-      "redirects followed per item (0: none; a redirect then fails too_many_redirects)" },
+      "redirects followed per item (0: none; the 3xx is then the item's response)" },
     { "allow", CT_CIDRS, OFF(allow), "", 0, 0,
       "CIDRs always allowed, overriding deny" },
     { "deny", CT_DENY, OFF(deny), POLICY_DEFAULT_DENY, 0, 0,
@@ -77,6 +77,8 @@ static const struct config_key keys[] = {
       "an idle client connection is closed after this, in whole seconds rounded up (0: never)" },
     { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0,
       "error, warn, info or debug" },
+    { "loop_token", CT_TOKEN, OFF(loop_token), "fanoutd", 0, 0,
+      "this deployment's token in CDN-Loop (RFC 8586); a batch naming it is refused 508" },
 };
 
 #define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))
@@ -341,6 +343,26 @@ static fo_err config_set(struct config *cfg, const struct config_key *k, const c
         *FIELD(cfg, k, char *) = copy;
         return FO_OK;
     }
+    case CT_TOKEN: {
+        /* RFC 8586 cdn-id: a token, or host[:port] (token characters and ':') */
+        char *copy;
+        for (const char *p = value; *p; p++) {
+            if (!is_token_char((unsigned char)*p) && *p != ':') {
+                fo_msg_set(msg, "'%s' is not a CDN-Loop token (letters, digits, -._~:... only)",
+                           value);
+                return FO_EINVAL;
+            }
+        }
+        if (value[0] == '\0') {
+            fo_msg_set(msg, "the token must not be empty");
+            return FO_EINVAL;
+        }
+        if ((copy = strdup(value)) == NULL)
+            return FO_ENOMEM;
+        free(*FIELD(cfg, k, char *));
+        *FIELD(cfg, k, char *) = copy;
+        return FO_OK;
+    }
     case CT_LOGLEVEL: {
         int lvl = log_level_parse(value);
         if (lvl < 0) {
@@ -365,6 +387,7 @@ static void config_free(struct config *cfg)
     cidr_list_free(&cfg->deny);
     str_list_free(&cfg->forward_headers);
     free(cfg->auth_token);
+    free(cfg->loop_token);
     free(cfg);
 }
 
@@ -530,6 +553,7 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         break;
     }
     case CT_STRING:
+    case CT_TOKEN:
         fputs(*FIELD(cfg, k, char *const), out);
         break;
     case CT_LOGLEVEL:

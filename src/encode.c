@@ -9,7 +9,10 @@
  */
 #include "encode.h"
 
+#include <errno.h>
+#include <iconv.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -541,28 +544,207 @@ fo_err base64_put(struct buf *out, const void *data, size_t len)
     return FO_OK;
 }
 
+/* ---- charsets ------------------------------------------------------------ */
+
+/* Reads one parameter value at *p (a token, or a quoted string with
+ * backslash escapes) into v (size bytes, NUL-terminated; too long: ""). */
+static void param_value(const char **p, char *v, size_t size)
+{
+    const char *s = *p;
+    size_t n = 0;
+    int over = 0;
+
+    if (*s == '"') {
+        for (s++; *s != '\0' && *s != '"'; s++) {
+            if (*s == '\\' && s[1] != '\0')
+                s++;
+            if (n + 1 < size)
+                v[n++] = *s;
+            else
+                over = 1;
+        }
+        if (*s == '"')
+            s++;
+    } else {
+        for (; *s != '\0' && *s != ';'; s++) {
+            if (n + 1 < size)
+                v[n++] = *s;
+            else
+                over = 1;
+        }
+        while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+    }
+    v[over ? 0 : n] = '\0';
+    *p = s;
+}
+
+/* 1 if name is safe to hand to iconv_open: letters, digits and ._:+()-
+ * only (no "//" suffixes such as //IGNORE, no "," error handlers). */
+static int charset_name_ok(const char *name)
+{
+    if (*name == '\0')
+        return 0;
+    for (const char *c = name; *c != '\0'; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              strchr("._:+()-", *c) != NULL))
+            return 0;
+    }
+    return 1;
+}
+
+int content_charset(const char *ctype, char *name, size_t size)
+{
+    const char *p;
+    char key[16];
+
+    if (size == 0)
+        return 0;
+    name[0] = '\0';
+    if (ctype == NULL || (p = strchr(ctype, ';')) == NULL)
+        return 0;
+    while (*p == ';') {
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t k = strcspn(p, "=;");
+        if (p[k] != '=') {          /* a parameter without a value */
+            p += k;
+            continue;
+        }
+        size_t kn = k;
+        while (kn > 0 && (p[kn - 1] == ' ' || p[kn - 1] == '\t'))
+            kn--;
+        (void)snprintf(key, sizeof(key), "%.*s", (int)(kn < sizeof(key) ? kn : 0), p);
+        p += k + 1;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strcasecmp(key, "charset") == 0) {
+            param_value(&p, name, size);
+            if (strcasecmp(name, "utf-8") == 0 || strcasecmp(name, "utf8") == 0 ||
+                strcasecmp(name, "us-ascii") == 0 || strcasecmp(name, "ascii") == 0) {
+                name[0] = '\0';
+                return 0;
+            }
+            if (!charset_name_ok(name))
+                name[0] = '\0';
+            return 1;
+        }
+        char skip[2];
+        param_value(&p, skip, sizeof(skip));
+        p += strcspn(p, ";");
+    }
+    return 0;
+}
+
+/* More output than this many bytes per input byte is not a text conversion
+ * we trust (see encode.h): the conversion fails and the body is base64. */
+#define CHARSET_GROWTH_MAX 3
+
+fo_err charset_to_utf8(const char *charset, const char *in, size_t len, struct buf *out)
+{
+    char *ip = (char *)in, *op;
+    size_t il = len, ol;
+    iconv_t cd;
+    fo_err err = FO_OK;
+
+    buf_init(out, 0);
+    if (!charset_name_ok(charset) || len > (SIZE_MAX - 64) / CHARSET_GROWTH_MAX)
+        return FO_EINVAL;
+    /* Without a byte order mark UTF-16 and UTF-32 are big-endian (RFC 2781 4.3);
+     * glibc would read them in the machine's order. */
+    if (strcasecmp(charset, "UTF-16") == 0 &&
+        !(len >= 2 && (memcmp(in, "\xff\xfe", 2) == 0 || memcmp(in, "\xfe\xff", 2) == 0)))
+        charset = "UTF-16BE";
+    else if (strcasecmp(charset, "UTF-32") == 0 &&
+             !(len >= 4 && (memcmp(in, "\xff\xfe\0\0", 4) == 0 ||
+                            memcmp(in, "\0\0\xfe\xff", 4) == 0)))
+        charset = "UTF-32BE";
+    cd = iconv_open("UTF-8", charset);
+    if (cd == (iconv_t)-1)
+        return FO_EINVAL;
+    buf_init(out, len * CHARSET_GROWTH_MAX + 16);
+    /* UTF-16 and mostly ASCII texts fit at once; others grow as needed. */
+    if ((err = buf_reserve(out, len + len / 2 + 16)) != FO_OK)
+        goto out;
+    /* The input, then a flush (a stateful charset may hold a character back). */
+    for (int input_done = 0;;) {
+        op = out->data + out->len;
+        ol = out->alloc - out->len - 1;
+        size_t r = input_done ? iconv(cd, NULL, NULL, &op, &ol) : iconv(cd, &ip, &il, &op, &ol);
+        out->len = (size_t)(op - out->data);
+        if (r != (size_t)-1) {
+            if (input_done)
+                break;
+            input_done = 1;
+            continue;
+        }
+        if (errno != E2BIG) {
+            err = FO_EINVAL;    /* EILSEQ: a byte that is no character; EINVAL: cut short */
+            goto out;
+        }
+        size_t room = out->cap - out->len;
+        if (room == 0) {
+            err = FO_EINVAL;    /* past CHARSET_GROWTH_MAX */
+            goto out;
+        }
+        if ((err = buf_reserve(out, out->alloc < room ? out->alloc : room)) != FO_OK) {
+            err = err == FO_ETOOBIG ? FO_EINVAL : err;
+            goto out;
+        }
+    }
+    out->data[out->len] = '\0';
+out:
+    iconv_close(cd);
+    if (err != FO_OK)
+        buf_free(out);
+    return err;
+}
+
 fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t len,
                    enum body_encoding *enc)
 {
-    size_t vs, ve;
+    char charset[CHARSET_NAME_MAX];
+    struct buf conv;
+    const char *text = body;
+    size_t tlen = len, vs, ve;
     fo_err err;
 
     if (len == 0) {
         *enc = BODY_NONE;
         return buf_puts(out, "null");
     }
-    if (content_type_is_json(ctype) && json_valid(body, len, FO_MAX_JSON_DEPTH, &vs, &ve)) {
+    buf_init(&conv, 0);
+    if (content_charset(ctype, charset, sizeof(charset))) {
+        err = charset_to_utf8(charset, body, len, &conv);
+        if (err == FO_ENOMEM)
+            return err;
+        if (err != FO_OK)
+            goto base64;        /* unknown charset, or bytes that do not convert */
+        text = conv.data;
+        tlen = conv.len;
+    }
+    /* A UTF-8 byte order mark is no part of the text. */
+    if (tlen >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        text += 3;
+        tlen -= 3;
+    }
+    if (content_type_is_json(ctype) && json_valid(text, tlen, FO_MAX_JSON_DEPTH, &vs, &ve)) {
         *enc = BODY_JSON;
-        return buf_append(out, body + vs, ve - vs);
+        err = buf_append(out, text + vs, ve - vs);
+        goto out;
     }
-    if (utf8_valid(body, len)) {
+    if (utf8_valid(text, tlen)) {
         *enc = BODY_TEXT;
-        return json_put_str(out, body, len);
+        err = json_put_str(out, text, tlen);
+        goto out;
     }
+base64:
+    /* The upstream's bytes as they came (byte order mark and all). */
     *enc = BODY_BASE64;
-    if ((err = buf_putc(out, '"')) != FO_OK)
-        return err;
-    if ((err = base64_put(out, body, len)) != FO_OK)
-        return err;
-    return buf_putc(out, '"');
+    if ((err = buf_putc(out, '"')) == FO_OK && (err = base64_put(out, body, len)) == FO_OK)
+        err = buf_putc(out, '"');
+out:
+    buf_free(&conv);
+    return err;
 }

@@ -11,9 +11,9 @@ const char *fo_strerror(fo_err err)
     case FO_EINVAL:    return "invalid input";
     case FO_ETOOBIG:   return "input too large";
     case FO_ESYS:      return "system call failed";
-    case FO_ENOTFOUND: return "not found";
     case FO_EFULL:     return "no room left";
     case FO_ESTOPPED:  return "shutting down";
+    case FO_ENOTFOUND: return "not found";
     }
     return "unknown error";
 }

@@ -1,11 +1,32 @@
 /*
  * fetch.c - upstream fetches with libcurl (see fetch.h).
  *
- * fetch_run():  reset the worker's easy handle -> set the options for this
- *               item -> run it on the worker's private multi handle (whose
- *               connection cache keeps keep-alive connections between
- *               fetches) -> map the outcome to the contract's result:
- *               status, content type, encoded body, or an error code.
+ * fetch_run():  for each hop of the item (its URL, then each redirect it
+ *               follows): choose the hop's method, body and headers
+ *               (hop_headers, the one place that decides what goes
+ *               upstream) -> set the options -> run the transfer on the
+ *               worker's private multi handle (whose connection cache keeps
+ *               keep-alive connections between fetches) -> read the final
+ *               response's status, Content-Type and Location from the
+ *               header callback. Then map the outcome to the contract's
+ *               result: status, content type, encoded body, or an error.
+ *
+ * Redirects are followed here, not by libcurl (CURLOPT_FOLLOWLOCATION is
+ * off): libcurl keeps a custom verb while it drops the body, and keeps the
+ * first response's Content-Type. Each hop is a transfer of its own, with
+ * its Location resolved by libcurl's URL API against the current URL, the
+ * method and body chosen by the rules of RFC 9110 15.4 as the contract
+ * states them, and every connection still opened through the destination
+ * policy. The item's timeout covers all hops together.
+ *
+ * At most once: libcurl re-sends a request on a fresh connection when a
+ * reused keep-alive connection turns out dead, even after the request went
+ * out (lib/transfer.c Curl_retry_request, rewinding the body). There is no
+ * option to stop that retry before libcurl 8.16 (CURLOPT_FORBID_RETRY_ON_REUSE),
+ * but it only happens on a reused connection (bits.reuse; the HTTP/2
+ * REFUSED_STREAM retry is safe by definition): a POST or PATCH is sent on a
+ * fresh one (CURLOPT_FRESH_CONNECT), so it is never sent twice; other
+ * methods may be retried, as HTTP allows.
  *
  * The transfer waits in curl_multi_poll, so fetch_wake() (curl_multi_wakeup,
  * thread-safe) stops it at once when its job finishes; curl_easy_perform
@@ -14,6 +35,7 @@
 #include "fetch.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -44,8 +66,38 @@ struct fetcher {
     char blocked_addr[INET6_ADDRSTRLEN];
     int too_large;
     int nomem;
-    int headers_done;             /* the last response's header block is complete */
+
+    /* Per hop: the response as the header callback reads it. Only a final
+     * (non-1xx) response counts; each status line starts afresh, so
+     * nothing of an earlier response (1xx, or a redirect) leaks into it. */
+    int in_headers;               /* between a status line and its empty line */
+    int cur_status;               /* of the header block being read */
+    int status;                   /* final response whose header block is complete, 0: none */
+    int follow;                   /* a redirect may be followed on this hop */
+    int discard;                  /* the body is a followed redirect's: dropped */
+    size_t discarded;
+    char *location;               /* the 3xx's Location (first one), owned */
+    int location_too_long;
+    int has_ctype;
+    char ctype[FO_MAX_CONTENT_TYPE + 1];
 };
+
+/* One item's fetch across its hops: what fanoutd sends next. */
+struct hop {
+    CURLU *url;                   /* the current URL; owned */
+    char *origin;                 /* the item's own "scheme://host:port"; owned */
+    enum http_method method;      /* this hop's method */
+    int send_body;                /* the item's body goes with this hop */
+    int body_dropped;             /* a redirect turned the request into a bodiless GET */
+    int cross_origin;             /* a redirect has left the item's origin (stays set) */
+};
+
+/* Redirect statuses followed (the Fetch standard's list): any other 3xx,
+ * or one without a Location, is a final response. */
+static int is_redirect(int status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)
 {
@@ -114,6 +166,7 @@ void fetcher_free(struct fetcher *f)
     if (f == NULL)
         return;
     curl_easy_cleanup(f->easy);
+    free(f->location);
     if (f->multi != NULL)
         curl_multi_cleanup(f->multi);
     buf_free(&f->body);
@@ -132,8 +185,15 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct fetcher *f = ud;
     size_t len = size * nmemb;
-    fo_err err = buf_append(&f->body, data, len);
+    fo_err err;
 
+    if (f->discard) {
+        /* A redirect's body: read (so the connection stays usable) and
+         * dropped; past the response cap the hop just stops reading. */
+        f->discarded += len;
+        return f->discarded > f->body.cap ? 0 : len;
+    }
+    err = buf_append(&f->body, data, len);
     if (err == FO_OK)
         return len;
     if (err == FO_ETOOBIG)
@@ -143,17 +203,94 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return 0;   /* stops the transfer */
 }
 
-/* Tracks whether the current response's headers are complete: a status
- * line starts a block, the empty line ends it (1xx and redirects repeat). */
+/* A header field's value without surrounding white space and line end. */
+static const char *field_value(const char *line, size_t len, size_t name_len, size_t *vlen)
+{
+    const char *v = line + name_len + 1, *end = line + len;
+
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *vlen = (size_t)(end - v);
+    return v;
+}
+
+static int field_is(const char *line, size_t len, const char *name, size_t *name_len)
+{
+    size_t n = strlen(name);
+
+    *name_len = n;
+    return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
+}
+
+/* "HTTP/1.1 200 OK": a new response starts; nothing of the last one stays. */
+static void response_begin(struct fetcher *f, const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    int code = 0;
+
+    if (sp != NULL && (size_t)(sp - line) + 4 <= len) {
+        for (int i = 1; i <= 3 && sp[i] >= '0' && sp[i] <= '9'; i++)
+            code = code * 10 + (sp[i] - '0');
+    }
+    f->in_headers = 1;
+    f->cur_status = code >= 100 ? code : 0;
+    f->status = 0;
+    f->has_ctype = 0;
+    f->location_too_long = 0;
+    FO_FREE(f->location);
+}
+
+/* The empty line: a final response's headers are complete (a 1xx is not
+ * a response to report: its block is forgotten at the next status line). */
+static void response_end(struct fetcher *f)
+{
+    if (!f->in_headers)
+        return;   /* the end of trailers */
+    f->in_headers = 0;
+    if (f->cur_status < 200)
+        return;
+    f->status = f->cur_status;
+    f->discard = f->follow && is_redirect(f->status) &&
+                 (f->location != NULL || f->location_too_long);
+}
+
+static void response_field(struct fetcher *f, const char *line, size_t len)
+{
+    size_t n, vlen;
+    const char *v;
+
+    if (field_is(line, len, "Content-Type", &n)) {
+        v = field_value(line, len, n, &vlen);
+        if (vlen == 0)
+            return;   /* as libcurl: an empty value is no Content-Type */
+        if (vlen > FO_MAX_CONTENT_TYPE)
+            vlen = FO_MAX_CONTENT_TYPE;
+        memcpy(f->ctype, v, vlen);
+        f->ctype[vlen] = '\0';
+        f->has_ctype = 1;   /* the last one wins, as in libcurl */
+    } else if (field_is(line, len, "Location", &n) && f->cur_status >= 300 &&
+               f->cur_status < 400 && f->location == NULL && !f->location_too_long) {
+        v = field_value(line, len, n, &vlen);
+        if (vlen > FO_MAX_URL_LEN)
+            f->location_too_long = 1;
+        else if (vlen > 0 && (f->location = strndup(v, vlen)) == NULL)
+            f->nomem = 1;
+    }
+}
+
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 {
     struct fetcher *f = ud;
     size_t len = size * nitems;
 
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
-        f->headers_done = 0;
+        response_begin(f, line, len);
     else if ((len == 2 && line[0] == '\r' && line[1] == '\n') || (len == 1 && line[0] == '\n'))
-        f->headers_done = 1;
+        response_end(f);
+    else if (f->in_headers)
+        response_field(f, line, len);   /* not trailers: they come after the block */
     return len;
 }
 
@@ -178,7 +315,36 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
     return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
 }
 
-/* ---- setting up one request -------------------------------------------- */
+/* ---- one hop's request ---------------------------------------------------- */
+
+/* Headers that belong to the item's origin: once a redirect has left it
+ * (scheme, host or port differ), they are not sent on that hop or any
+ * later one. Credentials (CONTRACT "Credentials injected by the gateway"),
+ * and Host, which would name the wrong server. */
+static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-Authorization",
+                                              "Host" };
+
+/* Headers that describe the body: dropped with it when a redirect turns the
+ * request into a GET (the Fetch standard's request-body-header names). */
+static const char *const body_headers[] = { "Content-Type", "Content-Encoding",
+                                            "Content-Language", "Content-Location" };
+
+/* Whether a "Name: value" (or "Name;") line is a header called name. */
+static int header_is(const char *line, const char *name)
+{
+    size_t n = strlen(name);
+
+    return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
+}
+
+static int header_in(const char *line, const char *const *names, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (header_is(line, names[i]))
+            return 1;
+    }
+    return 0;
+}
 
 static int item_has_header(const struct item_req *it, const char *line)
 {
@@ -192,48 +358,116 @@ static int item_has_header(const struct item_req *it, const char *line)
     return 0;
 }
 
-/* Client headers named in forward_headers, then the item's own, then
- * what fanoutd sets about the body. NULL on allocation failure. */
-static struct curl_slist *build_headers(const struct job *job, const struct item_req *it, int *ok)
+/* Whether a client or item header line is sent on this hop as it is. */
+static int hop_keeps(const struct hop *h, const char *line)
 {
-    struct curl_slist *list = NULL, *next;
-    const char *extra[3];
-    size_t nextra = 0;
+    if (header_is(line, "CDN-Loop"))
+        return 0;   /* folded into fanoutd's own (append_cdn_loop) */
+    if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
+        return 0;
+    if (h->body_dropped && header_in(line, body_headers, FO_ARRAY_LEN(body_headers)))
+        return 0;
+    return 1;
+}
 
-    *ok = 1;
+static fo_err append(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *next = curl_slist_append(*list, line);
+
+    if (next == NULL)
+        return FO_ENOMEM;
+    *list = next;
+    return FO_OK;
+}
+
+/* "CDN-Loop: <client's value>, <item's value>, <loop_token>" (RFC 8586): the
+ * client's and the item's CDN-Loop, if any, then this deployment's token,
+ * so that a batch that comes back to fanoutd is recognised (server.c). */
+static fo_err append_cdn_loop(struct curl_slist **list, const struct job *job,
+                              const struct item_req *it)
+{
+    struct buf b;
+    fo_err err = FO_OK;
+    size_t n = strlen("CDN-Loop");
+
+    buf_init(&b, 0);
+    err = buf_puts(&b, "CDN-Loop: ");
+    for (size_t i = 0; i < job->nforward + it->nheaders && err == FO_OK; i++) {
+        const char *line = i < job->nforward ? job->forward[i] : it->headers[i - job->nforward];
+        if (!header_is(line, "CDN-Loop") || line[n] != ':')
+            continue;   /* "CDN-Loop;" is an empty value */
+        const char *v = line + n + 1;
+        v += strspn(v, " \t");
+        if (*v == '\0')
+            continue;
+        err = buf_puts(&b, v);
+        if (err == FO_OK)
+            err = buf_puts(&b, ", ");
+    }
+    if (err == FO_OK)
+        err = buf_puts(&b, job->cfg->loop_token);
+    if (err == FO_OK)
+        err = buf_append(&b, "", 1);   /* the terminating NUL */
+    if (err == FO_OK)
+        err = append(list, b.data);
+    buf_free(&b);
+    return err;
+}
+
+/*
+ * The one place that decides a hop's request headers: client headers named
+ * in forward_headers (unless the item gives the same header), the item's
+ * own, then what fanoutd sets itself: no Expect, the body's Content-Type,
+ * CDN-Loop. A redirect changes what is kept (hop_keeps). NULL with *ok = 0
+ * when out of memory.
+ */
+static struct curl_slist *hop_headers(const struct job *job, const struct item_req *it,
+                                      const struct hop *h, int *ok)
+{
+    struct curl_slist *list = NULL;
+    int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
+
+    *ok = 0;
     for (size_t i = 0; i < job->nforward; i++) {
-        if (item_has_header(it, job->forward[i]))
+        if (item_has_header(it, job->forward[i]) || !hop_keeps(h, job->forward[i]))
             continue;   /* the item's own value wins */
-        if ((next = curl_slist_append(list, job->forward[i])) == NULL)
+        if (append(&list, job->forward[i]) != FO_OK)
             goto fail;
-        list = next;
     }
     for (size_t i = 0; i < it->nheaders; i++) {
-        if ((next = curl_slist_append(list, it->headers[i])) == NULL)
+        if (hop_keeps(h, it->headers[i]) && append(&list, it->headers[i]) != FO_OK)
             goto fail;
-        list = next;
     }
-    extra[nextra++] = "Expect:";     /* no 100-continue round trip */
-    if (it->body != NULL && !it->has_content_type)
-        extra[nextra++] = it->body_is_json ? "Content-Type: application/json"
-                                           : "Content-Type:"; /* a string is sent as is */
-    for (size_t i = 0; i < nextra; i++) {
-        if ((next = curl_slist_append(list, extra[i])) == NULL)
-            goto fail;
-        list = next;
-    }
+    if (append(&list, "Expect:") != FO_OK)   /* no 100-continue round trip */
+        goto fail;
+    /* A body (or the empty one of a bodiless POST or PUT) gets no form
+     * Content-Type from libcurl: the item's, JSON's, or none. */
+    if (fields && !(it->has_content_type && !h->body_dropped) &&
+        append(&list, h->send_body && it->body_is_json ? "Content-Type: application/json"
+                                                       : "Content-Type:") != FO_OK)
+        goto fail;
+    if (append_cdn_loop(&list, job, it) != FO_OK)
+        goto fail;
+    *ok = 1;
     return list;
 fail:
     curl_slist_free_all(list);
-    *ok = 0;
     return NULL;
 }
 
-static void set_method(CURL *e, const struct item_req *it)
+/* A body travels as POSTFIELDS (sent with its Content-Length); a POST or PUT
+ * without one still says Content-Length: 0, as HTTP asks of methods that
+ * define a body (RFC 9110 8.6); other methods without a body send none. */
+static void set_method(CURL *e, const struct item_req *it, const struct hop *h)
 {
-    switch (it->method) {
+    int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
+
+    /* Back to a plain GET: clears NOBODY, POST and a custom method. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    switch (h->method) {
     case M_GET:
-        if (it->body != NULL)
+        if (fields)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
         break;
     case M_HEAD:
@@ -243,12 +477,13 @@ static void set_method(CURL *e, const struct item_req *it)
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         break;
     default:
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, http_method_name(it->method));
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, http_method_name(h->method));
         break;
     }
-    if (it->body != NULL || it->method == M_POST) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)it->body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, it->body ? it->body : "");
+    if (fields) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(h->send_body ? it->body_len : 0));
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->send_body ? it->body : "");
     }
 }
 
@@ -260,8 +495,7 @@ static void set_constant_options(struct fetcher *f)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_SHARE, f->env->share);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);  /* fetch_run follows redirects */
     curl_easy_setopt(e, CURLOPT_PROXY, "");            /* proxy variables are ignored */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* decoded bytes count against the cap */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -277,22 +511,121 @@ static void set_constant_options(struct fetcher *f)
      * headers are complete (no status then) and misjudge HEAD answers. */
 }
 
-/* The item's own options. Everything the previous fetch may have set is
- * set again here, so the handle needs no curl_easy_reset between fetches. */
-static void set_item_options(struct fetcher *f, const struct item_req *it,
-                             const struct config *cfg, long timeout_ms,
-                             struct curl_slist *headers)
-{
-    CURL *e = f->easy;
+/* ---- the hops ------------------------------------------------------------ */
 
-    curl_easy_setopt(e, CURLOPT_URL, it->url);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, cfg->max_redirects);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    /* Back to a plain GET: clears NOBODY, POST and a custom method. */
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-    set_method(e, it);
+/* "scheme://host:port" of u (host lowercased, default port filled in). */
+static fo_err url_origin(CURLU *u, char **out)
+{
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    fo_err err = FO_ENOMEM;
+
+    *out = NULL;
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+        goto out;
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
+    if ((*out = malloc(n)) == NULL)
+        goto out;
+    (void)snprintf(*out, n, "%s://%s:%s", scheme, host, port);
+    for (char *p = *out; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    err = FO_OK;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    return err;
+}
+
+/*
+ * Points h->url at ref, resolved against the current URL (or absolute for
+ * the first hop), as the request will be sent: non-ASCII bytes of path and
+ * query percent-encoded as UTF-8, an internationalised host as its A-label.
+ * FO_EINVAL with why set: not an http(s) URL that can be fetched.
+ */
+static fo_err hop_set_url(struct hop *h, const char *ref, struct fo_msg *why)
+{
+    char *scheme = NULL, *host = NULL, *ace = NULL;
+    fo_err err = FO_EINVAL;
+    CURLUcode uc;
+
+    uc = curl_url_set(h->url, CURLUPART_URL, ref, CURLU_URLENCODE | CURLU_ALLOW_SPACE);
+    if (uc == CURLUE_OUT_OF_MEMORY) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    if (uc != CURLUE_OK || curl_url_get(h->url, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+        fo_msg_set(why, "'%.200s' is not an http or https URL (only http and https are allowed)",
+                   ref);
+        goto out;
+    }
+    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        fo_msg_set(why, "'%.200s' has no host", ref);
+        goto out;
+    }
+    err = url_host_to_ascii(host, &ace);
+    if (err == FO_EINVAL)
+        fo_msg_set(why, "'%.200s' is not a valid internationalised domain name", host);
+    if (err == FO_OK && ace != NULL &&
+        curl_url_set(h->url, CURLUPART_HOST, ace, 0) != CURLUE_OK) {
+        fo_msg_set(why, "'%.200s' is not a usable host name", ace);
+        err = FO_EINVAL;
+    }
+out:
+    curl_free(scheme);
+    curl_free(host);
+    free(ace);
+    return err;
+}
+
+static fo_err hop_init(struct hop *h, const struct item_req *it, struct fo_msg *why)
+{
+    fo_err err;
+
+    memset(h, 0, sizeof(*h));
+    h->method = it->method;
+    h->send_body = it->body != NULL && it->method != M_HEAD;
+    if ((h->url = curl_url()) == NULL)
+        return FO_ENOMEM;
+    if ((err = hop_set_url(h, it->url, why)) != FO_OK)
+        return err;
+    return url_origin(h->url, &h->origin);
+}
+
+static void hop_free(struct hop *h)
+{
+    curl_url_cleanup(h->url);
+    free(h->origin);
+    memset(h, 0, sizeof(*h));
+}
+
+/*
+ * The next hop after a redirect with this status to location: 303 makes
+ * it a GET without a body (HEAD stays HEAD); 301 and 302 make a POST a GET
+ * without a body and keep every other method with its body; 307 and 308
+ * keep method and body (CONTRACT "Faithful fetching"; RFC 9110 15.4).
+ */
+static fo_err hop_next(struct hop *h, int status, const char *location, struct fo_msg *why)
+{
+    char *origin = NULL;
+    fo_err err;
+
+    if ((err = hop_set_url(h, location, why)) != FO_OK)
+        return err;
+    if ((err = url_origin(h->url, &origin)) != FO_OK)
+        return err;
+    if (strcmp(origin, h->origin) != 0)
+        h->cross_origin = 1;
+    free(origin);
+    if ((status == 303 && h->method != M_HEAD) || ((status == 301 || status == 302) &&
+                                                   h->method == M_POST)) {
+        h->method = M_GET;
+        h->body_dropped = 1;
+        h->send_body = 0;
+    }
+    return FO_OK;
 }
 
 /* ---- the outcome -------------------------------------------------------- */
@@ -466,6 +799,51 @@ void fetch_prepare(struct fetcher *f, const struct config *cfg)
     }
 }
 
+/* Runs one hop: its options, then the transfer. A redirect body that the
+ * hop stopped reading (over the response cap) is no failure. */
+static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct item_req *it,
+                        const struct hop *h, long left_ms, int follow)
+{
+    struct curl_slist *headers;
+    char *url = NULL;
+    CURLcode rc;
+    int ok;
+
+    f->blocked = 0;
+    f->too_large = 0;
+    f->nomem = 0;
+    f->in_headers = 0;
+    f->cur_status = 0;
+    f->status = 0;
+    f->follow = follow;
+    f->discard = 0;
+    f->discarded = 0;
+    f->has_ctype = 0;
+    f->location_too_long = 0;
+    FO_FREE(f->location);
+    f->errbuf[0] = '\0';
+    buf_reset(&f->body);
+    headers = hop_headers(job, it, h, &ok);
+    if (!ok || curl_url_get(h->url, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+        curl_slist_free_all(headers);
+        f->nomem = 1;
+        return CURLE_OUT_OF_MEMORY;
+    }
+    curl_easy_setopt(f->easy, CURLOPT_URL, url);
+    curl_easy_setopt(f->easy, CURLOPT_TIMEOUT_MS, left_ms);
+    curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
+                     h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
+    set_method(f->easy, it, h);
+    rc = perform(f);
+    if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
+        rc = CURLE_OK;
+    curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    curl_free(url);
+    return rc;
+}
+
 /* The body as its JSON value, capped at what is left of the answer's
  * max_answer_bytes: a body that cannot fit is refused as soon as its
  * encoded form passes that, not after it has been written whole (text of
@@ -496,6 +874,71 @@ static void encode_result(struct fetcher *f, struct job *job, struct result *res
         result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
 }
 
+/* Fetches the item, following redirects, into res (status, content type
+ * and body of the final response, or an error). */
+static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req *it,
+                       struct result *res, long timeout_ms, int deadline_bound, int64_t start)
+{
+    const struct config *cfg = job->cfg;
+    struct fo_msg why;
+    struct hop h;
+    CURLcode rc = CURLE_OK;
+    fo_err err;
+
+    if ((err = hop_init(&h, it, &why)) != FO_OK)
+        goto url_failed;
+    for (long hops = 0;; hops++) {
+        long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
+        if (left_ms <= 0) {
+            f->status = 0;   /* the next hop's response never came */
+            rc = CURLE_OPERATION_TIMEDOUT;
+            break;
+        }
+        rc = run_hop(f, job, it, &h, left_ms, cfg->max_redirects > 0);
+        if (rc != CURLE_OK || f->nomem || !f->discard)
+            break;   /* a failure, or the final response */
+        if (hops >= cfg->max_redirects) {
+            res->status = f->status;
+            result_fail(res, ERR_REDIRECTS, "more than %ld redirects", cfg->max_redirects);
+            goto out;
+        }
+        if (f->location_too_long) {
+            fo_msg_set(&why, "the redirect's Location is longer than %d bytes", FO_MAX_URL_LEN);
+            err = FO_EINVAL;
+        } else {
+            err = hop_next(&h, f->status, f->location, &why);
+        }
+        if (err != FO_OK) {
+            res->status = f->status;
+            goto url_failed;
+        }
+    }
+    /* A status counts only once its final response's headers are all in: a
+     * reset in the middle of them, or after a 1xx, leaves no response. */
+    res->status = f->status;
+    if (res->status > 0 && f->has_ctype && (res->content_type = clean_content_type(f->ctype)) == NULL)
+        f->nomem = 1;
+    if (rc != CURLE_OK || f->nomem) {
+        fail_from_curl(res, f->nomem && rc == CURLE_OK ? CURLE_OUT_OF_MEMORY : rc, f, cfg,
+                       deadline_bound, timeout_ms);
+    } else if (res->status == 0) {
+        result_fail(res, ERR_UPSTREAM, "no final response (only informational 1xx ones)");
+    } else {
+        encode_result(f, job, res);
+    }
+    goto out;
+url_failed:
+    if (err == FO_ENOMEM)
+        result_fail(res, ERR_UPSTREAM, "out of memory");
+    else if (!utf8_valid(why.text, strlen(why.text)))   /* bytes from an upstream's Location */
+        result_fail(res, ERR_INVALID_URL, "not fetched: the redirect's Location is not a usable "
+                                          "http or https URL");
+    else
+        result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
+out:
+    hop_free(&h);
+}
+
 void fetch_pin(struct fetcher *f, const char *hostport, const char *addrport)
 {
     int n = snprintf(f->pin, sizeof(f->pin), "%s:%s", hostport, addrport);
@@ -508,12 +951,10 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
 {
     const struct item_req *it = &job->req.items[i];
     const struct config *cfg = job->cfg;
-    struct curl_slist *headers, *pin = NULL;
     int64_t start = fo_now_us();
-    int deadline_bound, ok;
-    long timeout_ms = time_limit(job, it, start, &deadline_bound), status = 0;
-    char *ct = NULL;
-    CURLcode rc;
+    int deadline_bound;
+    long timeout_ms = time_limit(job, it, start, &deadline_bound);
+    struct curl_slist *pin = NULL;
 
     memset(res, 0, sizeof(*res));
     if (f->pin[0] != '\0') {
@@ -531,41 +972,16 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
         return;
     }
     f->job = job;
-    f->blocked = 0;
-    f->too_large = 0;
-    f->nomem = 0;
-    f->headers_done = 0;
-    f->errbuf[0] = '\0';
-    buf_reset(&f->body);
     f->body.cap = (size_t)cfg->max_response_bytes;
-    headers = build_headers(job, it, &ok);
-    if (!ok) {
-        result_fail(res, ERR_UPSTREAM, "out of memory");
-        curl_slist_free_all(pin);
-        return;
-    }
-    set_item_options(f, it, cfg, timeout_ms, headers);
+    /* Every hop to the item's own host:port goes to the pinned address. */
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
-    rc = perform(f);
-    /* A status counts only once its response's headers are all in: a reset
-     * in the middle of them leaves the item without a response. */
-    if (f->headers_done && curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
-        status > 0 && status < 1000)
-        res->status = (int)status;
-    if (res->status > 0 && curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK &&
-        ct != NULL)
-        res->content_type = clean_content_type(ct);
-    METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
-    if (rc != CURLE_OK || f->nomem) {
-        fail_from_curl(res, rc, f, cfg, deadline_bound, timeout_ms);
-    } else {
-        encode_result(f, job, res);
-    }
-    res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
-    curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
+    fetch_hops(f, job, it, res, timeout_ms, deadline_bound, start);
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
-    curl_slist_free_all(headers);
     curl_slist_free_all(pin);
+    METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
+    res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
+    FO_FREE(f->location);
+    buf_reset(&f->body);
     if (f->body.alloc > FETCH_KEEP_BUFFER)
         buf_free(&f->body);
     f->job = NULL;

@@ -25,11 +25,6 @@ void log_set_level(enum log_level level)
     atomic_store(&current_level, (int)level);
 }
 
-enum log_level log_get_level(void)
-{
-    return (enum log_level)atomic_load(&current_level);
-}
-
 int log_level_parse(const char *name)
 {
     for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {

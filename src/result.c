@@ -3,15 +3,17 @@
  *
  * "none" and "bodies" only concatenate: every body is already a JSON value
  * (encoded by the worker), so no upstream body is parsed here. "deep" has
- * to look inside the bodies: it parses the JSON objects with jansson,
- * merges them in request order and serialises the merged tree.
+ * to look inside the bodies: it parses the JSON objects with jtree (which
+ * keeps every value's own text), merges them in request order and writes
+ * the merged tree, copying the untouched values byte for byte.
  */
 #include "result.h"
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "jtree.h"
 
 #define ITEM_ERROR_NAME(e, s) [e] = s,
 static const char *const error_codes[ERR_COUNT] = { [ERR_NONE] = NULL, ITEM_ERRORS(ITEM_ERROR_NAME) };
@@ -115,56 +117,35 @@ static fo_err put_errors(struct buf *out, const struct batch_req *req, const str
     return err != FO_OK ? err : buf_puts(out, "},");
 }
 
-/* Merges src into dst: objects recursively, everything else replaced. */
-static int deep_merge(json_t *dst, json_t *src)
-{
-    const char *key;
-    json_t *val;
-
-    json_object_foreach(src, key, val) {
-        json_t *old = json_object_get(dst, key);
-        if (json_is_object(old) && json_is_object(val)) {
-            if (deep_merge(old, val) != 0)
-                return -1;
-        } else if (json_object_set(dst, key, val) != 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int dump_cb(const char *buffer, size_t size, void *data)
-{
-    return buf_append(data, buffer, size) == FO_OK ? 0 : -1;
-}
-
+/*
+ * The deep merge, over jtree (no re-serialising: every number, string and
+ * array keeps its upstream spelling). Each JSON-object body is parsed into
+ * one arena and merged into an empty object in request order; the trees
+ * borrow the bodies' text, which lives until the document is written.
+ */
 static fo_err put_deep_data(struct buf *out, const struct batch_req *req, const struct result *res)
 {
-    json_t *acc = json_object();
-    fo_err err = FO_OK;
+    struct jt_arena arena;
+    struct jt_value acc, doc;
+    fo_err err;
 
-    if (acc == NULL)
-        return FO_ENOMEM;
+    jt_arena_init(&arena);
+    if ((err = jt_new_object(&arena, &acc)) != FO_OK)
+        goto out;
     for (size_t i = 0; i < req->n; i++) {
         const struct result *r = &res[i];
         if (!result_ok(r) || r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
             continue;
-        /* Integers beyond 64 bits cannot be held by jansson: read them as reals. */
-        json_t *doc = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, NULL);
-        if (doc == NULL)
-            doc = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
-        if (doc == NULL)
+        /* encode.c checked the body; should the tree still refuse it, it is left out. */
+        err = jt_parse(&arena, r->body, r->body_len, FO_MAX_JSON_DEPTH, &doc);
+        if (err == FO_EINVAL)
             continue;
-        int rc = deep_merge(acc, doc);
-        json_decref(doc);
-        if (rc != 0) {
-            err = FO_ENOMEM;
-            break;
-        }
+        if (err != FO_OK || (err = jt_merge(&arena, &acc, &doc)) != FO_OK)
+            goto out;
     }
-    if (err == FO_OK && json_dump_callback(acc, dump_cb, out, JSON_COMPACT | JSON_REAL_PRECISION(17)) != 0)
-        err = FO_ENOMEM;
-    json_decref(acc);
+    err = jt_write(out, &acc);
+out:
+    jt_arena_free(&arena);
     return err;
 }
 
@@ -183,7 +164,7 @@ fo_err merge_build(const struct batch_req *req, const struct result *res, enum m
     }
     *complete = ok == req->n;
     /* One allocation; should it fail, the buffer grows (or fails) as it goes. */
-    if (mode != MERGE_DEEP && buf_reserve(out, need) != FO_OK)
+    if (buf_reserve(out, need) != FO_OK)
         need = 0;
     if (mode == MERGE_NONE) {
         err = buf_puts(out, "{\"results\":[");

@@ -219,18 +219,38 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
 struct header_count {
     int content_length;
     int transfer_encoding;
+    const char *loop_token;      /* this deployment's CDN-Loop token */
+    int looped;                  /* a CDN-Loop header names it */
 };
+
+/* Whether a CDN-Loop value (RFC 8586: "cdn-id [; params], ...") names token
+ * as one of its elements; case-insensitive, parameters ignored. */
+static int cdn_loop_names(const char *value, const char *token)
+{
+    size_t tlen = strlen(token);
+
+    for (const char *p = value; *p != '\0';) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,;");
+        if (n == tlen && strncasecmp(p, token, n) == 0)
+            return 1;
+        p += strcspn(p, ",");   /* past any parameters to the next element */
+    }
+    return 0;
+}
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                     const char *value)
 {
     struct header_count *hc = cls;
     (void)kind;
-    (void)value;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
         hc->content_length++;
     else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
         hc->transfer_encoding++;
+    else if (strcasecmp(key, "CDN-Loop") == 0 && value != NULL &&
+             cdn_loop_names(value, hc->loop_token))
+        hc->looped = 1;
     return MHD_YES;
 }
 
@@ -262,7 +282,7 @@ static int authorized(struct MHD_Connection *conn, const struct config *cfg)
 static int refuse_early(struct MHD_Connection *conn, struct request *req, enum MHD_Result *ret)
 {
     const struct config *cfg = req->cfg;
-    struct header_count hc = { 0 };
+    struct header_count hc = { .loop_token = cfg->loop_token };
     const char *cl;
 
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
@@ -272,6 +292,13 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
                              hc.content_length > 1
                                  ? "more than one Content-Length header"
                                  : "both Content-Length and Transfer-Encoding are present");
+        return 1;
+    }
+    if (hc.looped) {
+        metrics_batch(OUT_LOOP, 0);
+        *ret = respond_error(conn, req, MHD_HTTP_LOOP_DETECTED, "loop_detected", NULL,
+                             "this batch came back to fanoutd through its own fetches "
+                             "(CDN-Loop names '%s')", cfg->loop_token);
         return 1;
     }
     if (atomic_load(&srv.draining)) {
@@ -323,22 +350,53 @@ static void on_job_finish(struct job *job, void *ctx)
     MHD_resume_connection(req->conn);
 }
 
-/* The client headers named in forward_headers, as "Name: value" lines. */
+struct cdn_loop {
+    struct buf line;             /* "CDN-Loop: a, b", capped */
+    int failed;                  /* over the cap or out of memory */
+};
+
+/* Joins the client's CDN-Loop headers into one "CDN-Loop: a, b" line. */
+static enum MHD_Result join_cdn_loop(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct cdn_loop *cl = cls;
+    (void)kind;
+    if (strcasecmp(key, "CDN-Loop") != 0 || value == NULL || value[0] == '\0' ||
+        strpbrk(value, "\r\n") != NULL)
+        return MHD_YES;
+    if (buf_puts(&cl->line, cl->line.len ? ", " : "CDN-Loop: ") != FO_OK ||
+        buf_puts(&cl->line, value) != FO_OK) {
+        cl->failed = 1;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* The client headers named in forward_headers, as "Name: value" lines, and
+ * always the client's CDN-Loop, which every fetch carries on with fanoutd's
+ * token appended (fetch.c). */
 static fo_err collect_forward(struct MHD_Connection *conn, const struct request *req,
                               char ***out, size_t *nout)
 {
     const struct config *cfg = req->cfg;
     char **v = NULL;
     size_t n = 0;
+    struct cdn_loop loop = { .failed = 0 };
 
     *out = NULL;
     *nout = 0;
-    if (cfg->forward_headers.n == 0)
-        return FO_OK;
-    if ((v = calloc(cfg->forward_headers.n, sizeof(*v))) == NULL)
+    if ((v = calloc(cfg->forward_headers.n + 1, sizeof(*v))) == NULL)
         return FO_ENOMEM;
+    buf_init(&loop.line, FO_MAX_FORWARD_VALUE);
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, join_cdn_loop, &loop);
+    /* Longer than the cap: left out (fanoutd's own token still goes). */
+    if (!loop.failed && loop.line.len > 0 && buf_append(&loop.line, "", 1) == FO_OK)
+        v[n++] = buf_steal(&loop.line, NULL);
+    buf_free(&loop.line);
     for (size_t i = 0; i < cfg->forward_headers.n; i++) {
         const char *name = cfg->forward_headers.v[i];
+        if (strcasecmp(name, "CDN-Loop") == 0)
+            continue;   /* taken above */
         /* The request id goes upstream as fanoutd knows it (maybe generated). */
         const char *val = strcasecmp(name, "X-Request-Id") == 0
                               ? req->request_id
@@ -353,6 +411,8 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct request 
         (void)snprintf(v[n], len, val[0] ? "%s: %s" : "%s;", name, val);
         n++;
     }
+    if (n == 0)
+        FO_FREE(v);
     *out = v;
     *nout = n;
     return FO_OK;

@@ -7,10 +7,12 @@
  *
  * Checks (CONTRACT.md, encode.h): the output is valid UTF-8 and exactly one
  * valid JSON value (json_valid, and jansson loads it); an empty body is
- * null; "text" decodes to the body bytes exactly; "base64" decodes back to
- * the body and is used only for bytes that are not UTF-8; "json" only for a
- * JSON Content-Type, and it is the body without its surrounding white
- * space. Also json_valid against jansson on the body itself: a document
+ * null. The text is the body converted from a declared charset
+ * (charset_to_utf8) without a leading UTF-8 byte order mark: "text" decodes
+ * to it exactly; "base64" decodes back to the body's own bytes and is used
+ * only when the charset did not convert or the text is not UTF-8; "json"
+ * only for a JSON Content-Type, and it is the text without its surrounding
+ * white space. Also json_valid against jansson on the body itself: a document
  * jansson accepts strictly (duplicates refused) is valid for fanoutd too.
  */
 #include <string.h>
@@ -86,6 +88,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len = avail - n - skip;
     }
 
+    /* The text the rules apply to: converted, byte order mark dropped. */
+    char charset[CHARSET_NAME_MAX];
+    struct buf conv;
+    const char *text = body;
+    size_t tlen = len;
+    int unconverted = 0;
+    buf_init(&conv, 0);
+    if (len > 0 && content_charset(ctype, charset, sizeof(charset))) {
+        fo_err cerr = charset_to_utf8(charset, body, len, &conv);
+        FUZZ_ASSERT(cerr == FO_OK || cerr == FO_EINVAL);
+        if (cerr == FO_OK) {
+            FUZZ_ASSERT(conv.len <= 3 * len + 16);
+            text = conv.data;
+            tlen = conv.len;
+        } else {
+            FUZZ_ASSERT(conv.data == NULL && conv.len == 0);
+            unconverted = 1;
+        }
+    }
+    if (!unconverted && tlen >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        text += 3;
+        tlen -= 3;
+    }
+
     buf_init(&out, 0);
     FUZZ_ASSERT(body_encode(&out, ctype, body, len, &enc) == FO_OK);
     FUZZ_ASSERT(out.len > 0 && out.data != NULL && out.data[out.len] == '\0');
@@ -101,27 +127,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(out.len == 4 && memcmp(out.data, "null", 4) == 0);
         break;
     case BODY_JSON:
-        FUZZ_ASSERT(len > 0 && content_type_is_json(ctype));
-        FUZZ_ASSERT(json_valid(body, len, FO_MAX_JSON_DEPTH, NULL, NULL));
+        FUZZ_ASSERT(len > 0 && !unconverted && content_type_is_json(ctype));
+        FUZZ_ASSERT(json_valid(text, tlen, FO_MAX_JSON_DEPTH, NULL, NULL));
         {
-            /* The value as the upstream sent it, white space around it cut. */
-            size_t s = 0, e = len;
-            while (s < e && is_ws(body[s]))
+            /* The value as written, white space around it cut. */
+            size_t s = 0, e = tlen;
+            while (s < e && is_ws(text[s]))
                 s++;
-            while (e > s && is_ws(body[e - 1]))
+            while (e > s && is_ws(text[e - 1]))
                 e--;
-            FUZZ_ASSERT(out.len == e - s && memcmp(out.data, body + s, e - s) == 0);
+            FUZZ_ASSERT(out.len == e - s && memcmp(out.data, text + s, e - s) == 0);
         }
         FUZZ_ASSERT(limit || v != NULL);
         break;
     case BODY_TEXT:
-        FUZZ_ASSERT(len > 0 && utf8_valid(body, len));
+        FUZZ_ASSERT(len > 0 && !unconverted && utf8_valid(text, tlen));
         FUZZ_ASSERT(!content_type_is_json(ctype) ||
-                    !json_valid(body, len, FO_MAX_JSON_DEPTH, NULL, NULL));
+                    !json_valid(text, tlen, FO_MAX_JSON_DEPTH, NULL, NULL));
         FUZZ_ASSERT(json_is_string(v));
-        FUZZ_ASSERTF(json_string_length(v) == len && memcmp(json_string_value(v), body, len) == 0,
+        FUZZ_ASSERTF(json_string_length(v) == tlen &&
+                         memcmp(json_string_value(v), text, tlen) == 0,
                      "text does not decode to the body (%zu vs %zu bytes)",
-                     json_string_length(v), len);
+                     json_string_length(v), tlen);
         /* U+2028/U+2029 travel escaped (JavaScript consumers). */
         FUZZ_ASSERT(memmem(out.data, out.len, "\xe2\x80\xa8", 3) == NULL &&
                     memmem(out.data, out.len, "\xe2\x80\xa9", 3) == NULL);
@@ -129,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case BODY_BASE64: {
         size_t n = 0;
         unsigned char *raw;
-        FUZZ_ASSERT(len > 0 && !utf8_valid(body, len));
+        FUZZ_ASSERT(len > 0 && (unconverted || !utf8_valid(text, tlen)));
         FUZZ_ASSERT(json_is_string(v));
         raw = b64_decode(json_string_value(v), json_string_length(v), &n);
         FUZZ_ASSERT(raw != NULL);
@@ -143,6 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT((enc == BODY_NONE) == (body_encoding_name(enc) == NULL));
     json_decref(v);
     buf_free(&out);
+    buf_free(&conv);
 
     differential(body, len);
     return 0;

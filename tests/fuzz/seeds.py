@@ -131,6 +131,23 @@ write(E, "json_type_but_text", JSON + b"not json at all")
 write(E, "custom_type_plus_json", b"\x04application/vnd.api+json; charset=utf-8\n{\"data\": []}")
 write(E, "custom_type_params", b"\x04 Application/JSON ; q=1\n42")
 write(E, "empty_body", JSON)
+write(E, "json_bom", JSON + b'\xef\xbb\xbf{"a": 1}')
+write(E, "text_bom", TEXT + b"\xef\xbb\xbfhello")
+write(E, "latin1_text", b"\x04text/plain; charset=iso-8859-1\ncaf\xe9 cr\xe8me")
+write(E, "latin1_json_quoted", b'\x04application/json; charset="ISO-8859-1"\n{"caf\xe9": 1e400}')
+write(E, "utf16_bom", b"\x04text/plain; charset=utf-16\n\xff\xfeh\x00\xe9\x00")
+write(E, "utf16be_no_bom", b"\x04application/json;charset=UTF-16\n\x00[\x001\x00]")
+write(E, "cp1252_undefined", b"\x04text/plain; charset=windows-1252\n\x80\x81")
+write(E, "unknown_charset", b"\x04text/plain; charset=x-unknown\nabc")
+
+# ---- fuzz_jtree: byte 0 = max depth, then a pointer up to '\n', then the text --
+T = "fuzz_jtree"
+write(T, "rfc6901", b"\x20/foo/1\n" + b'{"foo": ["bar", "baz"], "": 0, "a/b": 1, "m~n": 8}')
+write(T, "escaped_key", b"\x20/a~1b/0\n" + b'{"a\\/b": [{"x": 1}], "\\u0061": 2, "a": 3}')
+write(T, "numbers", b"\x20/big\n" + b'{"big": 123456789012345678901234567890, "f": 1e400, "z": -0, "r": 1.0}')
+write(T, "duplicates", b"\x20/d/y\n" + b'{"d": {"x": 1}, "d": {"y": 2}, "o": {"k": 1, "k": [2]}}')
+write(T, "array_walk", b"\x20/2/k\n" + b'[0, [1, {"k": 5}], {"k": "\\ud83d\\ude00"}]')
+write(T, "deep", b"\x08\n" + b"[" * 9 + b"]" * 9)
 
 # ---- fuzz_merge: count byte, then per item fields -------------------------
 

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import math
+import time
 import unittest
 
 from harness import DaemonCase, new_tag
@@ -111,6 +113,87 @@ class MergeTest(DaemonCase):
                 else:
                     self.assertEqual(doc["data"], {"fine": True},
                                      "non-JSON (text/base64) bodies are left out of a deep merge")
+
+    # -- numbers keep their spelling in a deep merge (CONTRACT.md "Faithful fetching") --------
+
+    def raw_url(self, data, ct="application/json"):
+        return self.url("/raw", b64=base64.b64encode(data).decode(), ct=ct)
+
+    def test_deep_merge_keeps_integers_exact(self):
+        # issue 9, input 4: big integers became doubles, 1 became 1.0
+        body = b'{"big":123456789012345678901234567890,"n":1,"id":9007199254740993}'
+        doc = self.batch({"requests": [self.raw_url(body)], "merge": "deep"}, total=1)
+        raw = doc["_resp"].body
+        self.assertEqual(doc["data"], {"big": 123456789012345678901234567890, "n": 1,
+                                       "id": 9007199254740993})
+        self.assertIs(type(doc["data"]["n"]), int, raw[:200])
+        self.assertIn(body[1:-1], raw, "the members are copied as the upstream wrote them")
+
+    def test_deep_merge_keeps_out_of_range_numbers(self):
+        # issue 9, input 5: 1e400 made jansson refuse the body, which then vanished from data
+        reqs = [self.raw_url(b'{"keep":1,"f":1e400}'),
+                self.raw_url(b'{"later":{"tiny":1E-400,"neg":-0,"one":1.0,"e":2e+3}}')]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=2)
+        raw = doc["_resp"].body
+        self.assertEqual(doc["data"]["keep"], 1)
+        self.assertTrue(math.isinf(doc["data"]["f"]))
+        self.assertIn(b'"keep":1,"f":1e400', raw)
+        self.assertIn(b'"later":{"tiny":1E-400,"neg":-0,"one":1.0,"e":2e+3}', raw)
+        self.assertEqual(doc["summary"]["ok"], 2)
+
+    def test_deep_merge_numbers_across_bodies(self):
+        reqs = [self.raw_url(b'{"a":{"x":1.0,"y":[1.50, 2]},"k":-98765432109876543210}'),
+                self.raw_url(b'{"a":{"y":1e999,"z":{"w":0.000}},"k":{"now":"object"}}'),
+                self.raw_url(b'{"a":{"x":12345678901234567890123}}')]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=3)
+        raw = doc["_resp"].body
+        self.assertIn(b'{"data":{"a":{"x":12345678901234567890123,"y":1e999,"z":{"w":0.000}},'
+                      b'"k":{"now":"object"}},', raw)
+
+    def test_deep_merge_escaped_keys_are_one_key(self):
+        reqs = [self.raw_url(b'{"\\u0061":{"x":1},"caf\xc3\xa9":1}'),
+                self.raw_url(b'{"a":{"y":2},"caf\\u00e9":2}')]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=2)
+        self.assertEqual(doc["data"], {"a": {"x": 1, "y": 2}, "caf\u00e9": 2})
+
+    def test_deep_merge_takes_bom_and_charset_bodies(self):
+        reqs = [self.raw_url(b'\xef\xbb\xbf{"bom":1}'),
+                self.raw_url(b'{"caf\xe9":123456789012345678901234567890}',
+                             ct="application/json; charset=iso-8859-1"),
+                self.raw_url('{"u16":[1.0]}'.encode("utf-16"), ct="application/json; charset=UTF-16")]
+        doc = self.batch({"requests": reqs, "merge": "deep"}, total=3)
+        self.assertEqual(doc["data"], {"bom": 1, "caf\u00e9": 123456789012345678901234567890,
+                                       "u16": [1.0]})
+        self.assertIn(b'"u16":[1.0]', doc["_resp"].body)
+
+    def test_deep_merge_at_the_nesting_limit(self):
+        # 512 levels (the cap on embedded bodies), merged level by level
+        depth = 512
+        a = '{"k":' * (depth - 1) + '{"a":1.0}' + "}" * (depth - 1)
+        b = '{"k":' * (depth - 1) + '{"b":1e400}' + "}" * (depth - 1)
+        doc = self.batch({"requests": [self.raw_url(a.encode()), self.raw_url(b.encode())],
+                          "merge": "deep"}, total=2)
+        want = '{"k":' * (depth - 1) + '{"a":1.0,"b":1e400}' + "}" * (depth - 1)
+        self.assertIn(b'{"data":' + want.encode() + b',"errors":{}', doc["_resp"].body)
+
+    def test_deep_merge_of_a_big_body_is_quick(self):
+        # issue 9, input 6: an 8,000,000-byte {"a":[1,1,...]} took 1.3 s to merge with jansson
+        n = 8_000_000
+        url = self.url("/numarray", bytes=n)
+        self.batch({"requests": [url], "merge": "bodies"}, total=1)   # upstream makes it once
+        best = None
+        for _ in range(2):
+            t0 = time.monotonic()
+            doc = self.batch({"requests": [url], "merge": "deep"}, total=1, timeout=60)
+            elapsed = time.monotonic() - t0
+            best = elapsed if best is None else min(best, elapsed)
+        raw = doc["_resp"].body
+        self.assertEqual(doc["summary"]["ok"], 1)
+        self.assertEqual(len(doc["data"]["a"]), (n - 8) // 2)
+        self.assertTrue(raw.startswith(b'{"data":{"a":[1,1,1,'), raw[:40])
+        print(f"\n    deep merge of an {n}-byte body: {best * 1000:.0f} ms round trip "
+              f"(summary.duration_ms {doc['summary']['duration_ms']:.0f})", end=" ")
+        self.assertLess(best, 5.0, "deep merge of one 8 MB body should take well under a second")
 
 
 if __name__ == "__main__":

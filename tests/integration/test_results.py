@@ -207,6 +207,102 @@ class ResultFieldsTest(DaemonCase):
                 self.assertEqual(r["body"].encode(), data)
 
 
+class ByteOrderMarkAndCharsetTest(DaemonCase):
+    """CONTRACT.md "Faithful fetching": a UTF-8 byte order mark is ignored (upstream bodies and
+    request bodies); a declared charset other than UTF-8/US-ASCII is converted to UTF-8; what
+    does not convert is base64 of the bytes as they came."""
+    CONFIG = {"workers": 8}
+
+    def raw(self, data, ct=None):
+        q = {"b64": b64(data)}
+        if ct is not None:
+            q["ct"] = ct
+        return self.url("/raw", **q)
+
+    def one(self, data, ct):
+        return self.batch([self.raw(data, ct)], total=1)["results"][0]
+
+    def check(self, data, ct, encoding, body):
+        r = self.one(data, ct)
+        self.assertEqual((r["body_encoding"], r["body"]), (encoding, body), f"{ct}: {data!r}")
+        self.assertEqual(r["content_type"], ct, "content_type stays as the upstream sent it")
+        return r
+
+    def test_bom_json_is_json(self):
+        # issue 9, input 8
+        self.check(b'\xef\xbb\xbf{"a":1}', "application/json", "json", {"a": 1})
+        self.check(b'\xef\xbb\xbf [123456789012345678901234567890]', "application/json; charset=utf-8",
+                   "json", [123456789012345678901234567890])
+
+    def test_bom_text_is_text_without_it(self):
+        self.check(b"\xef\xbb\xbfhello", "text/plain", "text", "hello")
+        self.check(b"\xef\xbb\xbf", "text/plain", "text", "")
+        self.check(b"\xef\xbb\xbf\xef\xbb\xbfx", "text/plain", "text", "\ufeffx")  # only one is a mark
+        self.check(b"\xef\xbb\xbfbad \xff", "text/plain", "base64",
+                   b64(b"\xef\xbb\xbfbad \xff"))
+
+    def test_latin1_text(self):
+        # issue 9, input 9
+        data = "caf\u00e9 cr\u00e8me".encode("iso-8859-1")
+        for ct in ("text/plain; charset=iso-8859-1", "text/plain;charset=ISO-8859-1",
+                   'text/plain; charset="latin1"', "text/html; format=x; Charset=Latin1"):
+            with self.subTest(ct=ct):
+                self.check(data, ct, "text", "caf\u00e9 cr\u00e8me")
+
+    def test_other_charsets(self):
+        text = "\u20ac 5 caf\u00e9 \U0001F600"
+        cases = [
+            ("text/plain; charset=windows-1252", "\u20ac 5 caf\u00e9".encode("cp1252"), "\u20ac 5 caf\u00e9"),
+            ("text/plain; charset=utf-16", b"\xff\xfe" + text.encode("utf-16-le"), text),
+            ("text/plain; charset=UTF-16", b"\xfe\xff" + text.encode("utf-16-be"), text),
+            ("text/plain; charset=utf-16", text.encode("utf-16-be"), text),       # no BOM: big-endian
+            ("text/plain; charset=utf-16le", text.encode("utf-16-le"), text),
+            ("text/plain; charset=utf-16be", text.encode("utf-16-be"), text),
+            ("text/plain; charset=koi8-r", "\u043f\u0440\u0438\u0432\u0435\u0442".encode("koi8-r"),
+             "\u043f\u0440\u0438\u0432\u0435\u0442"),
+            ("text/plain; charset=shift_jis", "\u65e5\u672c".encode("shift_jis"), "\u65e5\u672c"),
+            ("text/plain; charset=us-ascii", b"plain", "plain"),
+        ]
+        for ct, data, want in cases:
+            with self.subTest(ct=ct, data=data):
+                self.check(data, ct, "text", want)
+
+    def test_json_in_a_declared_charset(self):
+        self.check('{"caf\u00e9": 123456789012345678901234567890}'.encode("iso-8859-1"),
+                   "application/json; charset=iso-8859-1", "json",
+                   {"caf\u00e9": 123456789012345678901234567890})
+        self.check('{"u": [1.0, "\u20ac"]}'.encode("utf-16"), "application/json; charset=utf-16",
+                   "json", {"u": [1.0, "\u20ac"]})
+        r = self.one('{"n": 1e400}'.encode("utf-16-le"), "application/json; charset=utf-16le")
+        self.assertEqual(r["body_encoding"], "json")
+        self.check("not json \u00e9".encode("latin1"), "application/json; charset=latin1", "text",
+                   "not json \u00e9")
+
+    def test_what_does_not_convert_is_base64(self):
+        for ct, data in (("text/plain; charset=x-no-such-charset", b"abc"),
+                         ("text/plain; charset=windows-1252", b"\x81\x8d"),     # undefined bytes
+                         ("text/plain; charset=utf-16le", b"h\x00i"),            # odd length
+                         ("text/plain; charset=utf-16le", b"\x00\xd8"),          # lone surrogate
+                         ("text/plain; charset=latin1//IGNORE", b"abc"),         # no iconv options
+                         ("application/json; charset=bogus", b'{"a":1}')):
+            with self.subTest(ct=ct, data=data):
+                self.check(data, ct, "base64", b64(data))
+
+    def test_request_body_bom(self):
+        url = self.url("/json", v="bom")
+        doc = self.batch(b"\xef\xbb\xbf" + json.dumps([url]).encode(), total=1)
+        self.assertEqual(doc["results"][0]["body"], {"v": "bom"})
+        doc = self.batch(b'\xef\xbb\xbf{"merge":"bodies","requests":["' + url.encode() + b'"]}',
+                         total=1, merge="bodies")
+        self.assertEqual(doc["data"], {"0": {"v": "bom"}})
+        doc = self.batch(b"\xef\xbb\xbf" + url.encode() + b"\n" + url.encode() + b"\n",
+                         ctype="text/plain", total=2)
+        self.assertEqual([r["body"] for r in doc["results"]], [{"v": "bom"}] * 2)
+        self.assertEqual([r["url"] for r in doc["results"]], [url, url])
+        # only one mark is ignored: a second one is not JSON
+        self.assert_error(self.post(b"\xef\xbb\xbf\xef\xbb\xbf[]"), 400, "bad_request")
+
+
 class LargeBodyResultTest(DaemonCase):
     CONFIG = {"workers": 4, "max_response_bytes": 3 * 1024 * 1024}
 

@@ -20,14 +20,24 @@ Endpoints (query parameters):
                                 abort when the client goes away before the end
   /short     bytes, send        announces `bytes`, sends `send` bytes, closes
   /reset                        closes the connection without any response
-  /redirect  n, to, code        a chain of n redirects ending at `to`
+  /redirect  n, to, code, ms    a chain of n redirects ending at `to`
                                 (default /json?v=end); `to` may be any URL;
-                                loop=1 redirects to itself
+                                loop=1 redirects to itself; each after ms ms;
+                                Location in UTF-8 (latin1=1: ISO-8859-1 bytes)
+  /info      code, then, ct     a 1xx status line (default 100) with its empty
+                                line, then: close (default), reset, or final (a
+                                200 {"final": true} with Content-Type ct)
+  /flaky     key                the first request for key is read whole and the
+                                connection closed without an answer; later ones
+                                get {"count": n}
   /echo                         {"method", "path", "headers", "body_b64"}
   /count     key                {"count": hits of key so far}
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
                                 JSON `doc`, or of `pad` zero bytes when pad is given
+  /numarray  bytes, key         application/json {"KEY":[1,1,...,1]} (and a newline when
+                                that evens the count) of exactly `bytes` bytes (key
+                                default "a"; bytes at least the length of {"KEY":[1]})
 
 Bookkeeping: requests(tag), max_inflight(tag), connections(tag) (distinct client
 connections that carried requests with that tag), aborted(tag), count(key),
@@ -396,18 +406,52 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def ep_redirect(self, q, seen):
+        self._wait(q)
         n, code = int(q.get("n") or 1), int(q.get("code") or 302)
         to = q.get("to", "/json?v=end")
         if q.get("loop") == "1":
             location = self.path  # redirects to itself forever
         elif n > 1:
             rest = {"n": n - 1, "to": to, "code": code}
+            if q.get("ms"):
+                rest["ms"] = q["ms"]
             if seen.tag:
                 rest["tag"] = seen.tag
             location = "/redirect?" + urlencode(rest)
         else:
             location = to
-        self._reply(code, {"location": location}, extra=[("Location", location)])
+        # Sent as UTF-8 bytes, as servers do (latin1=1: as ISO-8859-1 bytes).
+        raw = location.encode("latin-1" if q.get("latin1") == "1" else "utf-8", "replace")
+        self._reply(code, {"location": location}, extra=[("Location", raw.decode("latin-1"))])
+
+    def ep_info(self, q, seen):
+        code = int(q.get("code") or 100)
+        self.server.upstream._done(seen)
+        hint = b"Content-Type: text/html\r\nLink: </x.css>; rel=preload\r\n" if code == 103 else b""
+        self.wfile.write(b"HTTP/1.1 %d Info\r\n%s\r\n" % (code, hint))
+        self.wfile.flush()
+        then = q.get("then", "close")
+        if then == "final":
+            self._reply(200, {"final": True}, q.get("ct"))
+            return
+        self.close_connection = True
+        if then == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def ep_flaky(self, q, seen):
+        n = self.server.upstream._hit("flaky:" + q.get("key", ""))
+        if n > 1:
+            self._reply(200, {"count": n})
+            return
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def ep_echo(self, q, seen):
         self._reply(200, {"method": self.command, "path": self.path,
@@ -428,5 +472,18 @@ class _Handler(BaseHTTPRequestHandler):
             plain, ctype = q.get("doc", '{"gz": true}').encode(), "application/json"
         self._reply(200, gzip.compress(plain, mtime=0), ctype, extra=[("Content-Encoding", "gzip")])
 
+    def ep_numarray(self, q, seen):
+        key, n = q.get("key", "a"), int(q.get("bytes") or 9)
+        head = ('{"%s":[1' % key).encode()
+        tail = b"]}" if (n - len(head)) % 2 == 0 else b"]}\n"   # parity: exact length
+        count = max(1, (n - len(head) - len(tail)) // 2 + 1)      # "1" then ",1" each
+        body = _NUMARRAYS.get((key, n))
+        if body is None:
+            body = head + b",1" * (count - 1) + tail
+            _NUMARRAYS[(key, n)] = body
+        self._reply(200, body, "application/json")
+
+
+_NUMARRAYS = {}   # (key, bytes) -> body: made once, the tests ask for the same big bodies
 
 ROUTES = {"/" + name[3:]: fn for name, fn in vars(_Handler).items() if name.startswith("ep_")}

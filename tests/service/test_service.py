@@ -35,7 +35,7 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
         "batch_timeout_ms",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
-        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level")
+        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token")
 
 
 def daemon_cmd():
@@ -169,7 +169,7 @@ class InstallTest(unittest.TestCase):
         for rel in ("/usr/bin/fanoutd", "/lib/systemd/system/fanoutd.service",
                     "/lib/systemd/system/fanoutd.socket", "/etc/fanoutd/fanoutd.conf",
                     "/usr/share/man/man8/fanoutd.8", "/usr/share/man/man5/fanoutd.conf.5",
-                    "/usr/share/doc/fanoutd/README.md"):
+                    "/usr/share/doc/fanoutd/README.md", "/usr/share/doc/fanoutd/API.md"):
             self.assertTrue(os.path.isfile(self.path(rel)), rel)
         self.assertTrue(os.access(self.path("/usr/bin/fanoutd"), os.X_OK))
         with open(self.path("/lib/systemd/system/fanoutd.service")) as f:
@@ -282,6 +282,29 @@ class DocsTest(unittest.TestCase):
             self.assertIn("--" + key.replace("_", "-"), man8, f"--{key} missing from fanoutd(8)")
         for flag in ("--config", "--check-config", "--help", "--version"):
             self.assertIn(flag, man8)
+
+    # The batch error codes of the v1 contract; codes written as literals in
+    # the sources' answers are added to these, so a new one cannot go undocumented.
+    BATCH_CODES = ("bad_request", "unauthorized", "not_found", "method_not_allowed",
+                   "too_large", "overloaded", "draining")
+
+    def test_api_reference_names_every_error_code(self):
+        with open(os.path.join(ROOT, "docs/API.md")) as f:
+            api = f.read()
+        with open(os.path.join(ROOT, "include/result.h")) as f:
+            item_codes = re.findall(r'ACTION\(ERR_\w+,\s*"([a-z_]+)"\)', f.read())
+        self.assertGreaterEqual(len(item_codes), 11, "ITEM_ERRORS not found in include/result.h")
+        batch_codes = set(self.BATCH_CODES)
+        for name in os.listdir(os.path.join(ROOT, "src")):
+            if name.endswith(".c"):
+                with open(os.path.join(ROOT, "src", name)) as f:
+                    batch_codes.update(re.findall(r'MHD_HTTP_(?!HEADER_)[A-Z_]+,\s*"([a-z_]+)"',
+                                                  f.read()))
+        for code in item_codes + sorted(batch_codes):
+            self.assertTrue(f"`{code}`" in api, f"error code {code} missing from docs/API.md")
+        for doc in ("README.md", "man/fanoutd.8", "man/fanoutd.conf.5"):
+            with open(os.path.join(ROOT, doc)) as f:
+                self.assertTrue("API.md" in f.read(), f"{doc} does not point to docs/API.md")
 
 
 # --------------------------------------------------------------------------

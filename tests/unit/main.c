@@ -14,7 +14,7 @@ int unit_check_failures;          /* see harness.h */
 const char *unit_current_test = "";
 
 static const struct unit_suite *const suites[] = {
-    &encode_suite, &policy_suite, &config_suite, &batch_suite, &result_suite,
+    &encode_suite, &policy_suite, &config_suite, &batch_suite, &result_suite, &jtree_suite,
     &queue_suite,
 };
 

@@ -471,6 +471,7 @@ static void test_url_check(void)
         { "http://user:pw@h.example:81/p", 1, "h.example:81" },
         { "http://127.0.0.1:9/", 1, "127.0.0.1:9" },
         { "http://[::1]:8080/", 1, NULL },
+        { "http://b\xc3\xbc" "cher.test:81/\xc3\xa4?q=\xc3\xa9", 1, "xn--bcher-kva.test:81" },
         { "file:///etc/passwd", 0, NULL },
         { "ftp://a/", 0, NULL },
         { "mailto:x@y", 0, NULL },
@@ -494,6 +495,43 @@ static void test_url_check(void)
     }
 }
 
+/* Internationalised host names become their IDNA A-label without the
+ * process locale (libcurl's own conversion needs a UTF-8 locale). */
+static void test_host_to_ascii(void)
+{
+    static const struct {
+        const char *host;
+        fo_err err;
+        const char *ace;        /* NULL: the host is used as written */
+    } cases[] = {
+        { "b\xc3\xbc" "cher.test", FO_OK, "xn--bcher-kva.test" },
+        { "B\xc3\x9c" "CHER.Test", FO_OK, "xn--bcher-kva.test" },   /* mapped to lower case */
+        { "fa\xc3\x9f.de", FO_OK, "xn--fa-hia.de" },                 /* IDNA2008: sharp s kept */
+        { "\xe2\x98\x83.net", FO_OK, "xn--n3h.net" },                /* IDNA2003 fallback */
+        { "\xe4\xb8\xad\xe6\x96\x87.example", FO_OK, "xn--fiq228c.example" },
+        { "example.com", FO_OK, NULL },
+        { "Example.COM", FO_OK, NULL },                               /* ASCII: untouched */
+        { "xn--bcher-kva.test", FO_OK, NULL },
+        { "127.0.0.1", FO_OK, NULL },
+        { "[::1]", FO_OK, NULL },
+        { "b\xfc" "cher.test", FO_EINVAL, NULL },                     /* Latin-1, not UTF-8 */
+        { "a\xe2\x92\x88" "b.test", FO_EINVAL, NULL },               /* U+2488 disallowed */
+    };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
+        char *ace = (char *)"unset";
+        fo_err err = url_host_to_ascii(cases[i].host, &ace);
+
+        CHECK_CASE(err == cases[i].err, cases[i].host);
+        if (err == FO_OK && cases[i].ace != NULL)
+            CHECK_STR(ace, cases[i].ace);
+        else
+            CHECK_CASE(ace == NULL, cases[i].host);
+        if (err == FO_OK)
+            free(ace);
+    }
+}
+
 static const struct unit_test tests[] = {
     { "array_of_strings", test_array_of_strings },
     { "mixed_array", test_mixed_array },
@@ -508,6 +546,7 @@ static const struct unit_test tests[] = {
     { "plain_bad", test_plain_bad },
     { "is_json_type", test_is_json_type },
     { "url_check", test_url_check },
+    { "host_to_ascii", test_host_to_ascii },
 };
 
 UNIT_SUITE(batch_suite, "batch", tests);

@@ -38,6 +38,7 @@ static const char *const default_lines[] = {
     "max_connections = 1024",
     "client_timeout_ms = 30000",
     "log_level = info",
+    "loop_token = fanoutd",
 };
 
 /* Writes text to a new temporary file; path gets its name. */
@@ -281,6 +282,7 @@ static void test_overrides(void)
         { "deny", "10.0.0.0/8" },
         { "log_level", "warn" },
         { "workers", "17" },                        /* later overrides win */
+        { "loop_token", "edge-1.example:8080" },
     };
     static const struct config_override bad[][1] = {
         { { "workers", "zero" } },
@@ -289,6 +291,10 @@ static void test_overrides(void)
         { { "deny", "10.0.0.1/8" } },
         { { "listen", "localhost" } },
         { { "log_level", "loud" } },
+        { { "loop_token", "" } },
+        { { "loop_token", "a,b" } },
+        { { "loop_token", "a;b" } },
+        { { "loop_token", "caf\xc3\xa9" } },
     };
     char path[64];
     struct fo_msg msg = { "" };
@@ -299,6 +305,7 @@ static void test_overrides(void)
         CHECK_FAIL_("config_build failed: %s", msg.text);
     } else {
         CHECK_EQ_INT(cfg->workers, 17);
+        CHECK_STR(cfg->loop_token, "edge-1.example:8080");
         CHECK_EQ_INT(cfg->max_batch, 5);            /* from the file */
         CHECK_EQ_INT(cfg->deny.n, 7);
         char *text = dump_text(cfg);

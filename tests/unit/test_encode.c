@@ -475,6 +475,118 @@ static void test_buf_cap(void)
     buf_free(&b);
 }
 
+/* Byte order marks and declared charsets (issue 9, inputs 8 and 9): exact output. */
+static void test_body_encode_bom_and_charsets(void)
+{
+    static const struct {
+        const char *name;
+        const char *ctype;
+        const char *body;
+        size_t len;
+        enum body_encoding enc;
+        const char *out;
+    } cases[] = {
+        { "bom json", "application/json", B("\xef\xbb\xbf{\"a\":1}"), BODY_JSON, "{\"a\":1}" },
+        { "bom json ws", "application/json", B("\xef\xbb\xbf \n[1e400]"), BODY_JSON, "[1e400]" },
+        { "bom text", "text/plain", B("\xef\xbb\xbfhi"), BODY_TEXT, "\"hi\"" },
+        { "bom only", "text/plain", B("\xef\xbb\xbf"), BODY_TEXT, "\"\"" },
+        { "bom no type", NULL, B("\xef\xbb\xbf{\"a\":1}"), BODY_TEXT, "\"{\\\"a\\\":1}\"" },
+        { "second bom kept", "text/plain", B("\xef\xbb\xbf\xef\xbb\xbfx"), BODY_TEXT,
+          "\"\xef\xbb\xbfx\"" },
+        { "bom then bad utf-8: base64 of all the bytes", "text/plain", B("\xef\xbb\xbf\xff"),
+          BODY_BASE64, "\"77u//w==\"" },
+        { "latin-1", "text/plain; charset=iso-8859-1", B("caf\xe9 cr\xe8me"), BODY_TEXT,
+          "\"caf\xc3\xa9 cr\xc3\xa8me\"" },
+        { "latin-1 upper case, quoted", "text/plain;CHARSET=\"ISO-8859-1\"", B("\xe9"), BODY_TEXT,
+          "\"\xc3\xa9\"" },
+        { "latin-1 after another parameter", "text/plain; format=flowed; charset=latin1",
+          B("\xe9"), BODY_TEXT, "\"\xc3\xa9\"" },
+        { "quoted parameter holding ;charset=", "text/plain; x=\";charset=latin1\"",
+          B("\xe9"), BODY_BASE64, "\"6Q==\"" },
+        { "windows-1252 euro", "text/plain; charset=windows-1252", B("\x80 5"), BODY_TEXT,
+          "\"\xe2\x82\xac 5\"" },
+        { "windows-1252 undefined byte", "text/plain; charset=windows-1252", B("\x81"),
+          BODY_BASE64, "\"gQ==\"" },
+        { "utf-16 with LE bom", "text/plain; charset=utf-16", B("\xff\xfeh\0\xe9\0"), BODY_TEXT,
+          "\"h\xc3\xa9\"" },
+        { "utf-16 with BE bom", "text/plain; charset=UTF-16", B("\xfe\xff\0h\0\xe9"), BODY_TEXT,
+          "\"h\xc3\xa9\"" },
+        { "utf-16 without bom is big-endian", "text/plain; charset=utf-16", B("\0h\0i"),
+          BODY_TEXT, "\"hi\"" },
+        { "utf-16le without bom", "text/plain; charset=utf-16le", B("h\0i\0"), BODY_TEXT,
+          "\"hi\"" },
+        { "utf-16le with bom: bom dropped", "text/plain; charset=utf-16le", B("\xff\xfeh\0"),
+          BODY_TEXT, "\"h\"" },
+        { "utf-16 odd length", "text/plain; charset=utf-16le", B("h\0i"), BODY_BASE64,
+          "\"aABp\"" },
+        { "utf-16 lone surrogate", "text/plain; charset=utf-16le", B("\x00\xd8"), BODY_BASE64,
+          "\"ANg=\"" },
+        { "json in latin-1", "application/json; charset=iso-8859-1",
+          B("{\"caf\xe9\":123456789012345678901234567890}"), BODY_JSON,
+          "{\"caf\xc3\xa9\":123456789012345678901234567890}" },
+        { "json in utf-16", "application/json; charset=utf-16", B("\xff\xfe[\0" "1\0]\0"),
+          BODY_JSON, "[1]" },
+        { "bad json in latin-1 is text", "application/json; charset=latin1", B("{\xe9"),
+          BODY_TEXT, "\"{\xc3\xa9\"" },
+        { "unknown charset", "text/plain; charset=x-no-such-set", B("abc"), BODY_BASE64,
+          "\"YWJj\"" },
+        { "iconv suffix refused", "text/plain; charset=latin1//IGNORE", B("abc"), BODY_BASE64,
+          "\"YWJj\"" },
+        { "empty charset", "text/plain; charset=", B("abc"), BODY_BASE64, "\"YWJj\"" },
+        { "utf-8 declared", "text/plain; charset=\"UTF-8\"", B("\xc3\xa9"), BODY_TEXT,
+          "\"\xc3\xa9\"" },
+        { "us-ascii declared", "text/plain; charset=us-ascii", B("abc"), BODY_TEXT, "\"abc\"" },
+        { "empty body with charset", "text/plain; charset=utf-16", B(""), BODY_NONE, "null" },
+    };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
+        enum body_encoding enc = BODY_NONE;
+        struct buf out;
+        buf_init(&out, 0);
+        CHECK_CASE(body_encode(&out, cases[i].ctype, cases[i].body, cases[i].len, &enc) == FO_OK,
+                   cases[i].name);
+        CHECK_CASE(enc == cases[i].enc, cases[i].name);
+        CHECK_CASE(strcmp(buf_cstr(&out), cases[i].out) == 0, cases[i].name);
+        if (strcmp(buf_cstr(&out), cases[i].out) != 0)
+            printf("    got %s\n", buf_cstr(&out));
+        buf_free(&out);
+    }
+}
+
+static void test_charset_bounds(void)
+{
+    char name[CHARSET_NAME_MAX], big[3000];
+    struct buf out;
+
+    CHECK_EQ_INT(content_charset(NULL, name, sizeof(name)), 0);
+    CHECK_EQ_INT(content_charset("text/plain", name, sizeof(name)), 0);
+    CHECK_EQ_INT(content_charset("text/plain; charset=utf8", name, sizeof(name)), 0);
+    CHECK_EQ_INT(content_charset("text/plain ; Charset = \"Latin1\" ", name, sizeof(name)), 1);
+    CHECK_STR(name, "Latin1");
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    memcpy(big, "text/plain;charset=", 19);
+    CHECK_EQ_INT(content_charset(big, name, sizeof(name)), 1);
+    CHECK_STR(name, "");                       /* too long: no charset name */
+    /* Growth: ISO-8859-1 at most 2x, UTF-16 1.5x; both inside the 3x cap. */
+    memset(big, '\xe9', sizeof(big));
+    CHECK_EQ_INT(charset_to_utf8("ISO-8859-1", big, sizeof(big), &out), FO_OK);
+    CHECK_EQ_INT(out.len, 2 * sizeof(big));
+    CHECK(out.cap <= 3 * sizeof(big) + 16);
+    buf_free(&out);
+    for (size_t i = 0; i < sizeof(big); i += 2) {
+        big[i] = '\x20';                        /* U+20AC, 3 bytes in UTF-8 */
+        big[i + 1] = '\xac';
+    }
+    CHECK_EQ_INT(charset_to_utf8("UTF-16BE", big, sizeof(big), &out), FO_OK);
+    CHECK_EQ_INT(out.len, 3 * sizeof(big) / 2);
+    buf_free(&out);
+    CHECK_EQ_INT(charset_to_utf8("UTF-16BE", big, 1, &out), FO_EINVAL);
+    CHECK(out.data == NULL && out.len == 0);
+    CHECK_EQ_INT(charset_to_utf8("NO-SUCH-CHARSET", "a", 1, &out), FO_EINVAL);
+    CHECK_EQ_INT(charset_to_utf8("UTF-8//IGNORE", "a", 1, &out), FO_EINVAL);
+}
+
 static const struct unit_test tests[] = {
     { "utf8_valid", test_utf8_valid },
     { "json_valid_accepts", test_json_valid_accepts },
@@ -485,6 +597,8 @@ static const struct unit_test tests[] = {
     { "body_encode", test_body_encode },
     { "body_encode_base64_round_trip", test_body_encode_base64_round_trip },
     { "body_encode_output_parses", test_body_encode_output_parses },
+    { "body_encode_bom_and_charsets", test_body_encode_bom_and_charsets },
+    { "charset_bounds", test_charset_bounds },
     { "json_put_str", test_json_put_str },
     { "json_put_str_all_ascii", test_json_put_str_all_ascii },
     { "buf_cap", test_buf_cap },

@@ -359,6 +359,69 @@ static void test_merge_deep_nothing_to_merge(void)
     json_decref(doc);
 }
 
+/* merge_build's raw document (owned by the caller), for what jansson cannot hold. */
+static char *build_raw(const struct row *rows, size_t n, enum merge_mode mode)
+{
+    struct batch_req req;
+    struct result res[16];
+    struct buf out;
+    int complete;
+
+    if (n > FO_ARRAY_LEN(res))
+        return NULL;
+    make_batch(rows, n, &req, res);
+    buf_init(&out, 0);
+    CHECK_EQ_INT(merge_build(&req, res, mode, 1.0, &out, &complete), FO_OK);
+    free_batch(&req, res);
+    return buf_steal(&out, &n);
+}
+
+/* Deep merge keeps every number as the upstream wrote it (issue 9, inputs 4 and 5). */
+static void test_merge_deep_numbers(void)
+{
+    static const struct row rows[] = {
+        { "0", "http://a/", 200, "application/json",
+          "{\"big\":123456789012345678901234567890,\"n\":1,\"id\":9007199254740993}", BODY_JSON,
+          ERR_NONE, NULL, 1 },
+        { "1", "http://b/", 200, "application/json", "{\"keep\":1,\"f\":1e400}", BODY_JSON,
+          ERR_NONE, NULL, 1 },
+        { "2", "http://c/", 200, "application/json",
+          "{\"z\":-0,\"r\":1.0,\"neg\":-98765432109876543210,\"e\":1E-400,\"n\":2}", BODY_JSON,
+          ERR_NONE, NULL, 1 },
+    };
+    char *doc = build_raw(rows, FO_ARRAY_LEN(rows), MERGE_DEEP);
+    const char *want = "{\"data\":{\"big\":123456789012345678901234567890,\"n\":2,"
+                       "\"id\":9007199254740993,\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0,"
+                       "\"neg\":-98765432109876543210,\"e\":1E-400},\"errors\":{},";
+
+    CHECK(doc != NULL && strncmp(doc, want, strlen(want)) == 0);
+    if (doc != NULL && strncmp(doc, want, strlen(want)) != 0)
+        CHECK_FAIL_("got %s", doc);
+    free(doc);
+}
+
+/* Nested objects, a key changing type, escaped keys, first-appearance order. */
+static void test_merge_deep_keys(void)
+{
+    static const struct row rows[] = {
+        { "0", "http://a/", 200, "application/json",
+          "{\"\\u0061\":{\"x\":1},\"t\":{\"o\":1},\"l\":[1,2]}", BODY_JSON, ERR_NONE, NULL, 1 },
+        { "1", "http://b/", 200, "application/json",
+          "{\"t\":7,\"a\":{\"y\":{\"deep\":[]}},\"l\":{\"now\":\"object\"}}", BODY_JSON,
+          ERR_NONE, NULL, 1 },
+        { "2", "http://c/", 200, "application/json", "{\"t\":{\"again\":true},\"a\":{\"x\":1.50}}",
+          BODY_JSON, ERR_NONE, NULL, 1 },
+    };
+    char *doc = build_raw(rows, FO_ARRAY_LEN(rows), MERGE_DEEP);
+    const char *want = "{\"data\":{\"\\u0061\":{\"x\":1.50,\"y\":{\"deep\":[]}},"
+                       "\"t\":{\"again\":true},\"l\":{\"now\":\"object\"}},";
+
+    CHECK(doc != NULL && strncmp(doc, want, strlen(want)) == 0);
+    if (doc != NULL && strncmp(doc, want, strlen(want)) != 0)
+        CHECK_FAIL_("got %s", doc);
+    free(doc);
+}
+
 static const struct unit_test tests[] = {
     { "result_ok", test_result_ok },
     { "error_codes", test_error_codes },
@@ -367,6 +430,8 @@ static const struct unit_test tests[] = {
     { "merge_bodies", test_merge_bodies },
     { "merge_deep", test_merge_deep },
     { "merge_deep_nothing_to_merge", test_merge_deep_nothing_to_merge },
+    { "merge_deep_numbers", test_merge_deep_numbers },
+    { "merge_deep_keys", test_merge_deep_keys },
 };
 
 UNIT_SUITE(result_suite, "result", tests);
