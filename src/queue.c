@@ -47,26 +47,26 @@
 struct name_entry {
     struct name_entry *next;
     int64_t expires_us;
-    char *addr;                       /* the destination key it resolved to, owned */
-    char key[];                       /* the name's key */
+    char *addr; /* the destination key it resolved to, owned */
+    char key[]; /* the name's key */
 };
 
 struct queue_lane {
-    struct queue_lane *prev, *next;   /* ring of the host's lanes */
-    struct queue_lane *jnext;         /* the job's lanes */
-    struct job *job;                  /* borrowed: the job's queue reference covers it */
+    struct queue_lane *prev, *next; /* ring of the host's lanes */
+    struct queue_lane *jnext;       /* the job's lanes */
+    struct job *job;                /* borrowed: the job's queue reference covers it */
     struct host_slot *host;
-    uint32_t *items;                  /* parked item indices, items[head .. head + n) */
+    uint32_t *items; /* parked item indices, items[head .. head + n) */
     size_t head, n, alloc;
 };
 
 struct host_slot {
-    struct host_slot *hnext;          /* hash chain */
-    struct host_slot *rnext;          /* ready list */
+    struct host_slot *hnext; /* hash chain */
+    struct host_slot *rnext; /* ready list */
     int in_ready;
-    long running;                     /* fetches running now */
-    struct queue_lane *lanes;         /* ring of lanes with parked items; next served first */
-    char key[];                       /* host_key() */
+    long running;             /* fetches running now */
+    struct queue_lane *lanes; /* ring of lanes with parked items; next served first */
+    char key[];               /* host_key() */
 };
 
 struct worker {
@@ -76,23 +76,23 @@ struct worker {
 
 /* One task handed to a worker. */
 struct task {
-    struct job *job;       /* a reference owned by the worker */
+    struct job *job; /* a reference owned by the worker */
     size_t index;
-    struct host_slot *host;  /* counted against per_host_limit there, or NULL */
-    int resolve;             /* a named host: the worker resolves it first */
-    int pin;                 /* connect to host->key (a resolved address) */
+    struct host_slot *host; /* counted against per_host_limit there, or NULL */
+    int resolve;            /* a named host: the worker resolves it first */
+    int pin;                /* connect to host->key (a resolved address) */
 };
 
 static struct queue_state {
-    pthread_mutex_t lock;      /* guards every field below */
-    pthread_cond_t work;       /* signalled when an item may be taken */
-    struct job *head;          /* the ring; head is served next */
-    long depth;                /* items waiting, over all jobs */
-    int closed;                /* no new jobs (draining) */
-    int stopping;              /* workers exit */
+    pthread_mutex_t lock;                   /* guards every field below */
+    pthread_cond_t work;                    /* signalled when an item may be taken */
+    struct job *head;                       /* the ring; head is served next */
+    long depth;                             /* items waiting, over all jobs */
+    int closed;                             /* no new jobs (draining) */
+    int stopping;                           /* workers exit */
     struct host_slot *hosts[HOST_BUCKETS];  /* destinations with running or parked items */
-    struct host_slot *ready;   /* hosts with a free slot and parked items */
-    struct name_entry *names[NAME_BUCKETS];  /* resolved names (per_host_limit) */
+    struct host_slot *ready;                /* hosts with a free slot and parked items */
+    struct name_entry *names[NAME_BUCKETS]; /* resolved names (per_host_limit) */
     long nnames;
     struct worker *workers;
     long nworkers;
@@ -202,7 +202,7 @@ static size_t key_of(const char *hostport, char *out, size_t size, int *named)
     if (colon == NULL || (hlen = (size_t)(colon - hostport)) == 0 || hlen >= sizeof(host))
         return 0;
     if (hlen > 1 && hostport[hlen - 1] == '.')
-        hlen--;               /* "127.1." and "name." are "127.1" and "name" */
+        hlen--; /* "127.1." and "name." are "127.1" and "name" */
     memcpy(host, hostport, hlen);
     host[hlen] = '\0';
     if ((n = addr_key(host, out, size)) == 0) {
@@ -210,8 +210,7 @@ static size_t key_of(const char *hostport, char *out, size_t size, int *named)
             return 0;
         /* localhost and names under it are loopback (RFC 6761); libcurl
          * answers them itself, without asking DNS. */
-        if (strcmp(out, "localhost") == 0 ||
-            (n > 10 && strcmp(out + n - 10, ".localhost") == 0))
+        if (strcmp(out, "localhost") == 0 || (n > 10 && strcmp(out + n - 10, ".localhost") == 0))
             n = name_key("127.0.0.1", 9, out, size);
         else
             *named = 1;
@@ -363,7 +362,8 @@ static void name_store(const char *key, const char *addr, int64_t now_us)
     if (e == NULL) {
         if (q.nnames >= FO_NAME_CACHE_MAX)
             names_purge(now_us, 0);
-        if (q.nnames >= FO_NAME_CACHE_MAX || (e = calloc(1, sizeof(*e) + strlen(key) + 1)) == NULL) {
+        if (q.nnames >= FO_NAME_CACHE_MAX ||
+            (e = calloc(1, sizeof(*e) + strlen(key) + 1)) == NULL) {
             free(copy);
             return;
         }
@@ -421,7 +421,7 @@ static int park(struct job *job, size_t i, struct host_slot *h)
         if (h->lanes == NULL) {
             l->prev = l->next = l;
             h->lanes = l;
-        } else {               /* at the back of the host's round */
+        } else { /* at the back of the host's round */
             l->next = h->lanes;
             l->prev = h->lanes->prev;
             h->lanes->prev->next = l;
@@ -474,7 +474,7 @@ static void hand_out(struct task *t, struct job *job, size_t i, struct host_slot
     } else {
         job_ref(job);
         if (job->in_ring && q.head == job)
-            q.head = job->rr_next;    /* round-robin: this job goes to the back */
+            q.head = job->rr_next; /* round-robin: this job goes to the back */
     }
     if (h != NULL)
         h->running++;
@@ -502,7 +502,7 @@ static int take_parked(struct task *t)
         size_t i = l->items[l->head++];
         l->n--;
         job->nparked--;
-        h->lanes = l->next;           /* round-robin between the batches waiting here */
+        h->lanes = l->next; /* round-robin between the batches waiting here */
         if (l->n == 0)
             lane_free(l);
         if (h->lanes == NULL || h->running + 1 >= limit_of(h->lanes->job)) {
@@ -533,7 +533,7 @@ static int take_fresh(struct task *t)
         if (limit_of(job) > 0) {
             item_key(job, i, key, &named);
             if (named && (addr = name_lookup(key, fo_now_us())) == NULL) {
-                hand_out(t, job, i, NULL);   /* the worker resolves the name first */
+                hand_out(t, job, i, NULL); /* the worker resolves the name first */
                 t->resolve = 1;
                 return 1;
             }
@@ -541,7 +541,7 @@ static int take_fresh(struct task *t)
         }
         if (h != NULL && h->running >= limit_of(job) && park(job, i, h) == 0) {
             if (job->npending == 0)
-                ring_unlink(job);     /* its queue reference stays: items are parked */
+                ring_unlink(job); /* its queue reference stays: items are parked */
             continue;
         }
         hand_out(t, job, i, h);
@@ -585,7 +585,7 @@ static int resolve_task(struct task *t)
     struct host_slot *h;
 
     item_key(job, t->index, key, &named);
-    port = strrchr(key, ':') + 1;    /* item_key of a named host always has ":port" */
+    port = strrchr(key, ':') + 1; /* item_key of a named host always has ":port" */
     (void)snprintf(name, sizeof(name), "%.*s", (int)(port - 1 - key), key);
     if (getaddrinfo(name, port, &hints, &ai) == 0 && ai != NULL)
         found = sockaddr_key(ai->ai_addr, port, addr, sizeof(addr)) > 0;
@@ -604,7 +604,7 @@ static int resolve_task(struct task *t)
         q.depth++;
         METRIC_SET(queue_depth, q.depth);
         if (!t->job->in_queue)
-            t->job->in_queue = keep_ref = 1;   /* the worker's reference goes to the queue */
+            t->job->in_queue = keep_ref = 1; /* the worker's reference goes to the queue */
         run = 0;
     } else if (h != NULL) {
         h->running++;
@@ -654,7 +654,7 @@ static void *worker_main(void *arg)
         if (!got)
             break;
         if (t.resolve && !resolve_task(&t))
-            continue;                 /* parked behind its destination's limit */
+            continue; /* parked behind its destination's limit */
         fetch_prepare(w->fetcher, t.job->cfg);
         if (job_begin_item(t.job, t.index, w->fetcher)) {
             struct result res = { 0 };
@@ -757,7 +757,7 @@ void queue_drop(struct job *job)
     METRIC_SET(queue_depth, q.depth);
     pthread_mutex_unlock(&q.lock);
     if (unref)
-        job_unref(job);   /* the caller holds its own reference */
+        job_unref(job); /* the caller holds its own reference */
 }
 
 void queue_close(void)

@@ -9,7 +9,7 @@
 static void test_host_key_spellings(void)
 {
     static const struct {
-        const char *in, *want;   /* want NULL: refused (0) */
+        const char *in, *want; /* want NULL: refused (0) */
     } cases[] = {
         /* IPv4 in every inet_aton form */
         { "127.0.0.1:80", "127.0.0.1:80" },
@@ -37,8 +37,8 @@ static void test_host_key_spellings(void)
         { "localhost.:80", "127.0.0.1:80" },
         { "a.LocalHost:80", "127.0.0.1:80" },
         { "notlocalhost:80", "notlocalhost:80" },
-        { "dead.beef:80", "dead.beef:80" },        /* hex letters, but a name */
-        { "1.2.3.4.5:80", "1.2.3.4.5:80" },        /* not an address: a name */
+        { "dead.beef:80", "dead.beef:80" }, /* hex letters, but a name */
+        { "1.2.3.4.5:80", "1.2.3.4.5:80" }, /* not an address: a name */
         { "256.0.0.1:80", "256.0.0.1:80" },
         /* the port stays apart */
         { "127.1:8080", "127.0.0.1:8080" },
@@ -56,8 +56,8 @@ static void test_host_key_spellings(void)
             continue;
         }
         if (n == 0 || strcmp(out, cases[i].want) != 0 || n != strlen(out))
-            CHECK_FAIL_("host_key(\"%s\") = \"%s\" (%zu), want \"%s\"", cases[i].in,
-                        n ? out : "", n, cases[i].want);
+            CHECK_FAIL_("host_key(\"%s\") = \"%s\" (%zu), want \"%s\"", cases[i].in, n ? out : "",
+                        n, cases[i].want);
     }
 }
 
@@ -68,7 +68,7 @@ static void test_host_key_fits(void)
     CHECK_EQ_INT(host_key("127.1:80", out, sizeof(out)), 12);
     CHECK_STR(out, "127.0.0.1:80");
     CHECK_EQ_INT(host_key("a-long-host-name.example:80", out, sizeof(out)), 0);
-    CHECK_EQ_INT(host_key("127.0.0.1:65535", out, 15), 0);   /* NUL does not fit */
+    CHECK_EQ_INT(host_key("127.0.0.1:65535", out, 15), 0); /* NUL does not fit */
     CHECK_EQ_INT(host_key("127.0.0.1:65535", out, 16), 15);
 }
 
