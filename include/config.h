@@ -38,6 +38,7 @@ struct config {
     long max_batch;
     long max_body_bytes;
     long max_response_bytes;
+    long max_answer_bytes;              /* bodies held for one answer, as written */
     long default_timeout_ms;
     long max_timeout_ms;
     long batch_timeout_ms;

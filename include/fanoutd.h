@@ -41,6 +41,17 @@
 #define FO_FINISHERS_MAX      16      /* threads building deadline/shutdown answers */
 #define FO_STOP_POLL_MS       100     /* shutdown: how often a further stop signal is looked for */
 #define FO_ANSWER_BLOCK       (256u << 10) /* bytes of an answer handed to the socket at once */
+#define FO_TRIM_AFTER_BYTES   (16u << 20) /* a batch that held this many body bytes
+                                         gives free heap back to the kernel when it
+                                         is freed (malloc_trim): glibc keeps it */
+
+#define FO_NAME_TTL_MS        60000   /* a name's resolved address counts for
+                                         per_host_limit this long (libcurl's DNS
+                                         cache keeps its answers as long) */
+#define FO_NAME_CACHE_MAX     4096    /* resolved names kept at most */
+
+/* The message of an item refused by max_answer_bytes (%ld: the cap). */
+#define FO_ANSWER_CAP_MSG "the answer's bodies would be larger than max_answer_bytes (%ld)"
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)

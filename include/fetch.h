@@ -56,6 +56,13 @@ void fetch_wake(struct fetcher *f);
  * (fetch_wake may then be called on it from other threads). */
 void fetch_prepare(struct fetcher *f, const struct config *cfg);
 
+/* Makes f's next fetch connect to addrport ("1.2.3.4:80", "[::1]:80")
+ * whenever it connects to hostport (the item's "host:port"), as
+ * CURLOPT_CONNECT_TO: per_host_limit keys a named host by the address it
+ * resolved to, and this makes the fetch go there. Redirects elsewhere are
+ * not affected; the destination policy still judges the address. */
+void fetch_pin(struct fetcher *f, const char *hostport, const char *addrport);
+
 /* Fetches item i of job into *res (which the caller then owns). */
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res);
 

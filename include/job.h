@@ -80,6 +80,8 @@ struct job {
     int64_t *started_us;         /* when a worker took each item */
     struct fetcher **runner;     /* the fetcher running each item, or NULL */
     struct result *results;
+    size_t answer_bytes;         /* body bytes kept for the answer (max_answer_bytes) */
+    size_t bytes_seen;           /* body bytes handed in, kept or refused (memory release) */
 
     /* Written only by whoever builds the document, read by the front end
      * after on_finish. */
@@ -93,7 +95,10 @@ struct job {
     uint32_t *pending;           /* item indices; the queued ones are */
     size_t phead, npending;      /* pending[phead .. phead + npending) */
     struct job *rr_prev, *rr_next;
-    int in_ring;
+    int in_ring;                 /* in the ring of jobs (npending > 0) */
+    int in_queue;                /* the queue holds a reference (items pending or parked) */
+    struct queue_lane *lanes;    /* items parked behind per_host_limit, one lane per host */
+    size_t nparked;
 };
 
 /*
@@ -119,8 +124,15 @@ struct fetcher;
  * meantime). */
 int job_begin_item(struct job *job, size_t i, struct fetcher *f);
 
-/* A worker's result for item i; takes ownership of *res (cleared after). */
+/* A worker's result for item i; takes ownership of *res (cleared after).
+ * A body that would take the answer's bodies past max_answer_bytes (as
+ * written in the answer: res->body_len) is dropped and the item fails
+ * too_large, its status kept. */
 void job_complete_item(struct job *job, size_t i, struct result *res);
+
+/* Bytes of body the answer may still take (max_answer_bytes less what the
+ * finished items hold), for a worker to refuse a body while encoding it. */
+size_t job_answer_left(struct job *job);
 
 /* Finishes the job if it is still running; returns 1 if this call did.
  * The document may still be in the making when it returns (deadline,

@@ -48,6 +48,9 @@ static const struct config_key keys[] = {
       "request body cap in bytes; beyond: 413" },
     { "max_response_bytes", CT_NUM, OFF(max_response_bytes), "8388608", 1, GIB,
       "per item upstream body cap in bytes (decoded); beyond: item error too_large" },
+    { "max_answer_bytes", CT_NUM, OFF(max_answer_bytes), "67108864", 1, 64 * GIB,
+      "bodies held for one answer, all items together, counted as written in the answer "
+      "(after JSON escaping or base64); an item that would pass it: too_large" },
     { "default_timeout_ms", CT_NUM, OFF(default_timeout_ms), "10000", 1, DAY_MS,
       "per item timeout when the item gives none" },
     { "max_timeout_ms", CT_NUM, OFF(max_timeout_ms), "60000", 1, DAY_MS,

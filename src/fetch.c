@@ -60,6 +60,7 @@ struct fetcher {
     char errbuf[CURL_ERROR_SIZE];
 
     /* Per fetch. */
+    char pin[FO_MAX_URL_LEN + 64]; /* CURLOPT_CONNECT_TO entry (fetch_pin), "" if none */
     struct job *job;              /* borrowed for the fetch */
     int blocked;                  /* POLICY_DENY or POLICY_SELF seen when connecting */
     char blocked_addr[INET6_ADDRSTRLEN];
@@ -843,6 +844,36 @@ static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct i
     return rc;
 }
 
+/* The body as its JSON value, capped at what is left of the answer's
+ * max_answer_bytes: a body that cannot fit is refused as soon as its
+ * encoded form passes that, not after it has been written whole (text of
+ * control bytes is 6x its size as \u0001 escapes). */
+static void encode_result(struct fetcher *f, struct job *job, struct result *res)
+{
+    size_t left = f->body.len > 0 ? job_answer_left(job) : 0;
+    struct buf enc;
+    fo_err err;
+
+    if (f->body.len > 0 && left == 0) {
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+        return;
+    }
+    buf_init(&enc, left);
+    /* One allocation for the usual case: JSON copied, text quoted. */
+    if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
+        buf_free(&enc);   /* it will grow as it goes, or fail there */
+    err = body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc);
+    if (err == FO_OK) {
+        res->body = buf_steal(&enc, &res->body_len);
+        return;
+    }
+    buf_free(&enc);
+    if (err == FO_ETOOBIG)
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+    else
+        result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req *it,
@@ -893,17 +924,7 @@ static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req
     } else if (res->status == 0) {
         result_fail(res, ERR_UPSTREAM, "no final response (only informational 1xx ones)");
     } else {
-        struct buf enc;
-        buf_init(&enc, 0);
-        /* One allocation for the usual case: JSON copied, text quoted. */
-        if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
-            buf_free(&enc);   /* it will grow as it goes, or fail there */
-        if (body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc) != FO_OK) {
-            buf_free(&enc);
-            result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
-        } else {
-            res->body = buf_steal(&enc, &res->body_len);
-        }
+        encode_result(f, job, res);
     }
     goto out;
 url_failed:
@@ -918,6 +939,14 @@ out:
     hop_free(&h);
 }
 
+void fetch_pin(struct fetcher *f, const char *hostport, const char *addrport)
+{
+    int n = snprintf(f->pin, sizeof(f->pin), "%s:%s", hostport, addrport);
+
+    if (n < 0 || (size_t)n >= sizeof(f->pin))
+        f->pin[0] = '\0';    /* cannot be written: libcurl resolves the host itself */
+}
+
 void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
 {
     const struct item_req *it = &job->req.items[i];
@@ -925,19 +954,30 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     int64_t start = fo_now_us();
     int deadline_bound;
     long timeout_ms = time_limit(job, it, start, &deadline_bound);
+    struct curl_slist *pin = NULL;
 
     memset(res, 0, sizeof(*res));
+    if (f->pin[0] != '\0') {
+        pin = curl_slist_append(NULL, f->pin);   /* NULL: libcurl resolves the host itself */
+        f->pin[0] = '\0';
+    }
     if (timeout_ms <= 0) {
         result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        curl_slist_free_all(pin);
         return;
     }
     if (f->easy == NULL || f->multi == NULL) {
         result_fail(res, ERR_UPSTREAM, "out of memory");
+        curl_slist_free_all(pin);
         return;
     }
     f->job = job;
     f->body.cap = (size_t)cfg->max_response_bytes;
+    /* Every hop to the item's own host:port goes to the pinned address. */
+    curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
     fetch_hops(f, job, it, res, timeout_ms, deadline_bound, start);
+    curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
+    curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     FO_FREE(f->location);

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,8 @@ void job_forward_free(char **forward, size_t n)
  * job_new could not finish it. */
 static void job_free(struct job *job)
 {
+    int trim = job->bytes_seen >= FO_TRIM_AFTER_BYTES;
+
     for (size_t i = 0; job->results != NULL && i < job->req.n; i++)
         result_clear(&job->results[i]);
     batch_req_free(&job->req);
@@ -47,6 +50,11 @@ static void job_free(struct job *job)
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
+    /* glibc keeps freed heap in its arenas (and after the first big free
+     * it serves big blocks from them rather than mmap): after a large
+     * answer, give the free pages of every arena back to the kernel. */
+    if (trim)
+        malloc_trim(0);
 }
 
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
@@ -149,13 +157,46 @@ static int deadline_hit(const struct job *job)
     return 0;
 }
 
+/* Keeps res's body in the answer if it fits in what is left of
+ * max_answer_bytes, else fails the item too_large (status kept) and
+ * returns the body for the caller to free after unlocking. Job lock held. */
+static char *answer_admit(struct job *job, struct result *res)
+{
+    size_t cap = (size_t)job->cfg->max_answer_bytes;
+    char *drop;
+
+    if (res->error != ERR_NONE || res->body == NULL || res->enc == BODY_NONE)
+        return NULL;
+    job->bytes_seen += res->body_len;
+    if (job->answer_bytes <= cap && res->body_len <= cap - job->answer_bytes) {
+        job->answer_bytes += res->body_len;
+        return NULL;
+    }
+    drop = res->body;
+    res->body = NULL;
+    result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+    return drop;
+}
+
+size_t job_answer_left(struct job *job)
+{
+    size_t cap = (size_t)job->cfg->max_answer_bytes, left;
+
+    pthread_mutex_lock(&job->lock);
+    left = job->answer_bytes < cap ? cap - job->answer_bytes : 0;
+    pthread_mutex_unlock(&job->lock);
+    return left;
+}
+
 void job_complete_item(struct job *job, size_t i, struct result *res)
 {
     enum finish_reason reason = FINISH_NONE;
+    char *drop = NULL;
 
     pthread_mutex_lock(&job->lock);
     job->runner[i] = NULL;
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
+        drop = answer_admit(job, res);
         result_clear(&job->results[i]);
         job->results[i] = *res;
         memset(res, 0, sizeof(*res));
@@ -164,6 +205,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
             reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
     }
     pthread_mutex_unlock(&job->lock);
+    free(drop);          /* a body refused by max_answer_bytes */
     result_clear(res);   /* a late result (the job had finished) is dropped */
     if (reason != FINISH_NONE)
         job_finish(job, reason);

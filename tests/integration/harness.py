@@ -36,7 +36,8 @@ ERROR_CODES = {"invalid_url", "blocked_destination", "dns_failure", "connect_fai
                "deadline_exceeded", "too_large", "too_many_redirects", "tls_error",
                "upstream_error", "cancelled"}
 CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
-               "max_response_bytes", "default_timeout_ms", "max_timeout_ms", "batch_timeout_ms",
+               "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
+               "batch_timeout_ms",
                "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
                "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level",
                "loop_token"]

@@ -10,7 +10,8 @@ from harness import CONFIG_KEYS, DaemonCase, daemon_argv, free_port, new_tag, ru
 
 DEFAULTS = {
     "listen": "127.0.0.1:8080", "workers": "64", "queue_capacity": "10000", "max_batch": "1000",
-    "max_body_bytes": "1048576", "max_response_bytes": "8388608", "default_timeout_ms": "10000",
+    "max_body_bytes": "1048576", "max_response_bytes": "8388608", "max_answer_bytes": "67108864",
+    "default_timeout_ms": "10000",
     "max_timeout_ms": "60000", "batch_timeout_ms": "30000", "max_redirects": "5", "allow": "",
     "deny": "169.254.0.0/16, fe80::/10, 0.0.0.0/8, 224.0.0.0/4, ff00::/8, 255.255.255.255/32",
     "forward_headers": "", "auth_token": "", "per_host_limit": "0", "shutdown_grace_ms": "10000",
@@ -71,7 +72,8 @@ class CliConfigTest(unittest.TestCase):
 
     def test_every_key_from_file(self):
         values = {"listen": "127.0.0.1:18081", "workers": "7", "queue_capacity": "77", "max_batch": "70",
-                  "max_body_bytes": "70000", "max_response_bytes": "700000", "default_timeout_ms": "1700",
+                  "max_body_bytes": "70000", "max_response_bytes": "700000", "max_answer_bytes": "7000000",
+                  "default_timeout_ms": "1700",
                   "max_timeout_ms": "17000", "batch_timeout_ms": "7000", "max_redirects": "0",
                   "allow": "127.0.0.5/32, ::1/128", "deny": "10.0.0.0/8, fd00::/8",
                   "forward_headers": "X-Request-Id, Accept-Language", "auth_token": "tok-7",

@@ -12,6 +12,8 @@ Endpoints (query parameters):
   /delay     ms                 {"delayed_ms": ms} after ms milliseconds
   /status    code               status `code` with {"status": code} (no body on 204/304)
   /big       bytes, chunked=1, status   `bytes` x "a", Content-Length or chunked
+                                (byte=B, ct: `bytes` copies of byte value B instead,
+                                Content-Type ct, default text/plain)
                                 framing (framing=close: neither, the body ends at
                                 close), status `status` (default 200)
   /drip      ms, chunks, cl=0   headers at once, then one byte every ms ms; notes an
@@ -337,6 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_big(self, q, seen):
         n, status = int(q.get("bytes") or 0), int(q.get("status") or 200)
+        if q.get("byte") is not None:  # a body of n copies of one byte, Content-Type ct
+            fill = bytes([int(q["byte"])]) * n
+            self._reply(status, fill, q.get("ct", "text/plain"))
+            return
         if q.get("framing") == "close":  # no Content-Length, no chunking: the body ends at close
             self.send_response(status)
             self.send_header("Content-Type", "text/plain")

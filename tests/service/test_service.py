@@ -32,7 +32,8 @@ from harness import BIND_ATTEMPTS, free_port, lost_port  # noqa: E402 (ports pic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
-        "max_response_bytes", "default_timeout_ms", "max_timeout_ms", "batch_timeout_ms",
+        "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
+        "batch_timeout_ms",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
         "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token")
 

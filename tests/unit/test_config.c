@@ -24,6 +24,7 @@ static const char *const default_lines[] = {
     "max_batch = 1000",
     "max_body_bytes = 1048576",
     "max_response_bytes = 8388608",
+    "max_answer_bytes = 67108864",
     "default_timeout_ms = 10000",
     "max_timeout_ms = 60000",
     "batch_timeout_ms = 30000",
