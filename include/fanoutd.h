@@ -33,6 +33,8 @@
 #define FO_FRONT_THREADS_MAX  4       /* libmicrohttpd thread pool, at most */
 #define FO_RETRY_AFTER        "1"     /* Retry-After (seconds) on 503 */
 #define FO_DRAIN_FLUSH_MS     2000    /* after grace: time to send answers */
+#define FO_UNIX_PREFIX        "unix:" /* listen = unix:/path/to/socket */
+#define FO_LISTEN_BACKLOG     1024    /* listen(2) backlog of a socket fanoutd opens */
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)
