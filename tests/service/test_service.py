@@ -34,7 +34,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.par
 KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "max_response_bytes", "default_timeout_ms", "max_timeout_ms", "batch_timeout_ms",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
-        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token")
+        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token",
+        "listen_mode", "reuse_port")
 
 
 def daemon_cmd():
