@@ -736,6 +736,15 @@ fo_err server_start(struct config *cfg, int listen_fd)
         }
     }
     describe_listener(cfg, listen_fd, &bound, name, sizeof(name));
+    /* SO_REUSEPORT (with SO_REUSEADDR) for reuse_port; otherwise the option
+     * is left out, since giving it as 0 would turn SO_REUSEADDR off too (and a
+     * restart would then wait for TIME_WAIT connections to pass). */
+    struct MHD_OptionItem reuse[] = {
+        { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
+        { MHD_OPTION_END, 0, NULL },
+    };
+    if (listen_fd >= 0 || !cfg->reuse_port)
+        reuse[0] = reuse[1];
     if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&bound, bound_len)) != FO_OK) {
         log_error("cannot set up libcurl: %s", fo_strerror(err));
         return err;
@@ -759,10 +768,7 @@ fo_err server_start(struct config *cfg, int listen_fd)
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                               /* SO_REUSEPORT (1), or libmicrohttpd's usual SO_REUSEADDR
-                                * (0); ignored for a socket passed in */
-                               MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                               (unsigned)(listen_fd < 0 && cfg->reuse_port),
+                               MHD_OPTION_ARRAY, reuse,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {
         log_error("cannot listen on %s (in use%s, or not an address of this host?)", name,
