@@ -254,6 +254,8 @@ int main(int argc, char **argv)
             goto out;
         }
         listen_fd = lis.fd;
+        if (cfg->reuse_port)
+            log_warn("reuse_port applies to a TCP listen address; ignored for %s", cfg->listen);
     }
     shared_port = listen_fd < 0 && cfg->reuse_port;
     if (server_start(cfg, listen_fd) != FO_OK) {

@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -796,6 +797,8 @@ void server_stop_listening(int take_backlog)
      * reset by close(): serve them instead. What still slips in between
      * the last accept and close() is what net.ipv4.tcp_migrate_req moves to
      * another socket of a SO_REUSEPORT group. */
+    if (take_backlog && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        take_backlog = 0;       /* never block here: leave the backlog to the kernel */
     while (take_backlog && taken < FO_LISTEN_BACKLOG) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
