@@ -5,6 +5,9 @@ is (only its three 127.0.0.1 addresses are replaced by free ports).
   each instance in turn is sent SIGTERM, drains, exits 0 and is started again; every
   batch is answered 200 with every item accounted for, and the restarted instances
   serve again.
+- An instance that gets SIGTERM with a batch in flight is taken out of the rotation by
+  haproxy's check (its /healthz says 503) while it still runs: new batches go to the
+  other one, and the batch in flight is answered 200.
 - A batch refused with 503 overloaded by one instance is answered by the other.
 - A batch that an instance accepted is never sent again: the instance dies (SIGKILL)
   while its item is at the upstream; the client gets an error from haproxy, and the
@@ -82,7 +85,7 @@ class Haproxy:
 
     def log(self):
         with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")[-3000:]
+            return f.read().decode("utf-8", "replace")
 
 
 @unittest.skipIf(HAPROXY is None, "haproxy is not installed (scripts/setup deps installs it)")
@@ -112,7 +115,7 @@ class ClusterTest(RobustCase):
         out = super().run(result)
         h = getattr(self, "haproxy", None)
         if result is not None and len(result.failures) + len(result.errors) > before and h:
-            print(f"\n--- haproxy log ---\n{h.log()}\n--- end ---")
+            print(f"\n--- haproxy log ---\n{h.log()[-3000:]}\n--- end ---")
         return out
 
     def post(self, port, items, timeout=30):
@@ -173,6 +176,38 @@ class ClusterTest(RobustCase):
             self.assertTrue(all(x["ok"] for x in doc["results"]), doc)
         # each item reached the upstream exactly once: nothing was sent twice
         self.assertEqual(len(self.up.requests(tag)), total * 3)
+
+    def test_draining_instance_leaves_rotation_before_it_stops(self):
+        (a, b), h = self.cluster(a_config={"loop_token": "fanoutd-a"},
+                                 b_config={"loop_token": "fanoutd-b"})
+        tag = new_tag()
+        slow = [{"id": f"s{k}", "url": self.up.url("/delay", ms=3000, tag=tag, k=k)}
+                for k in range(2)]
+        pending = []
+        t = threading.Thread(target=lambda: pending.append(self._try_post(h.port, slow)),
+                             daemon=True)
+        t.start()
+        seen = wait_for(lambda: len(self.up.requests(tag)) == 2 and self.up.requests(tag), 10,
+                        "the slow batch to reach the upstream")
+        loop = ",".join(seen[0].header("CDN-Loop"))
+        victim, name = (a, "fanoutd1") if "fanoutd-a" in loop else (b, "fanoutd2")
+        victim.signal(signal.SIGTERM)
+        wait_for(lambda: f"fanoutd/{name} is DOWN" in h.log(), 5,
+                 "haproxy to take the draining instance out (its /healthz says 503)")
+        self.assertIn("code: 503", h.log())
+        self.assertIsNone(victim.proc.poll(), "the instance stopped before it left the rotation")
+        refused_before = victim.log().count(" status=503 ")
+        for i in range(10):
+            r = self.post(h.port, [self.up.url("/json", v=i)])
+            self.assertEqual(r.status, 200, r)
+        self.assertEqual(victim.log().count(" status=503 "), refused_before,
+                         "haproxy still sent batches to the instance it took out")
+        t.join(30)
+        r = pending[0]
+        self.assertFalse(isinstance(r, Exception), r)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["summary"]["ok"], 2, "the in-flight batch was finished")
+        self.assertEqual(victim.wait(10), 0, victim.tail())
 
     def test_overloaded_batch_is_answered_by_the_other(self):
         # a: one worker and room for one waiting item, so a batch of 4 slow items is refused
