@@ -31,7 +31,9 @@ static fo_err clear_stale(const struct sockaddr_un *un, socklen_t len, struct fo
                    "(not removed)", un->sun_path);
         return FO_EINVAL;
     }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live listener with a full backlog says EAGAIN at once
+     * instead of keeping start-up waiting. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         fo_msg_set(msg, "cannot make a unix socket: %s", strerror(errno));
         return FO_ESYS;
@@ -39,7 +41,7 @@ static fo_err clear_stale(const struct sockaddr_un *un, socklen_t len, struct fo
     rc = connect(fd, (const struct sockaddr *)un, len);
     saved = errno;
     close(fd);
-    if (rc == 0) {
+    if (rc == 0 || saved == EAGAIN) {
         fo_msg_set(msg, "cannot listen on unix:%s: another process is listening on it "
                    "(another fanoutd?); not taking it over", un->sun_path);
         return FO_EINVAL;
