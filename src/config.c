@@ -158,6 +158,12 @@ static fo_err parse_unix(const char *path, struct sockaddr_storage *ss, socklen_
         fo_msg_set(msg, "'unix:%s': the socket path names a directory", path);
         return FO_EINVAL;
     }
+    for (const char *p = path; *p; p++) {
+        if (iscntrl((unsigned char)*p)) {
+            fo_msg_set(msg, "the socket path must not contain control characters");
+            return FO_EINVAL;
+        }
+    }
     memset(ss, 0, sizeof(*ss));
     un->sun_family = AF_UNIX;
     memcpy(un->sun_path, path, n + 1);

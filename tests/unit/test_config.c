@@ -374,6 +374,7 @@ static void test_listen_unix_mode_reuse(void)
         { { "listen", "unix:relative.sock" } },
         { { "listen", "unix:" } },
         { { "listen", "unix:/run/fanoutd/" } },
+        { { "listen", "unix:/run/fan\toutd.sock" } },
         { { "listen", "unix:/a/very/long/path/that/goes/on/and/on/and/on/past/the/one/hundred/"
                       "and/eight/bytes/of/sun_path/in/struct/sockaddr_un.sock" } },
         { { "listen_mode", "0800" } },
