@@ -132,6 +132,7 @@ install: $(BIN)
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/fanoutd.service > $(BUILD)/fanoutd.service
 	install -D -m 0644 $(BUILD)/fanoutd.service $(DESTDIR)$(UNITDIR)/fanoutd.service
 	install -D -m 0644 systemd/fanoutd.socket $(DESTDIR)$(UNITDIR)/fanoutd.socket
+	install -D -m 0644 systemd/fanoutd-unix.socket $(DESTDIR)$(UNITDIR)/fanoutd-unix.socket
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/README.md
 	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/API.md
 	install -D -m 0644 man/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8
@@ -147,7 +148,7 @@ deb: $(BIN)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fanoutd $(DESTDIR)$(UNITDIR)/fanoutd.service \
-		$(DESTDIR)$(UNITDIR)/fanoutd.socket
+		$(DESTDIR)$(UNITDIR)/fanoutd.socket $(DESTDIR)$(UNITDIR)/fanoutd-unix.socket
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/fanoutd
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man5/fanoutd.conf.5
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf in place"

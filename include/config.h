@@ -30,8 +30,8 @@ struct config {
     _Atomic long refs;
     unsigned long generation;           /* set when installed; grows on each reload */
 
-    char *listen;                       /* as given, "host:port" */
-    struct sockaddr_storage listen_addr;
+    char *listen;                       /* as given, "host:port" or "unix:/path" */
+    struct sockaddr_storage listen_addr;  /* AF_INET, AF_INET6 or AF_UNIX */
     socklen_t listen_len;
     long workers;
     long queue_capacity;
@@ -55,6 +55,8 @@ struct config {
     long log_level;                     /* enum log_level */
     char *loop_token;                   /* this deployment's CDN-Loop token */
     size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
+    long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
+    long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
 };
 
 /* One command-line override: --key-name VALUE (key already in file form). */
@@ -89,7 +91,8 @@ void config_dump(const struct config *cfg, FILE *out);
 void config_print_help(FILE *out);
 void config_print_sample(FILE *out);
 
-/* Parses "host:port" / "[v6]:port" into a socket address. */
+/* Parses "host:port" / "[v6]:port" / "unix:/absolute/path" into a socket
+ * address (AF_UNIX for the last; the path must fit sun_path). */
 fo_err config_parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
                            struct fo_msg *msg) FO_MUST_CHECK;
 

@@ -52,6 +52,8 @@
 
 /* The message of an item refused by max_answer_bytes (%ld: the cap). */
 #define FO_ANSWER_CAP_MSG "the answer's bodies would be larger than max_answer_bytes (%ld)"
+#define FO_UNIX_PREFIX        "unix:" /* listen = unix:/path/to/socket */
+#define FO_LISTEN_BACKLOG     1024    /* listen(2) backlog of a socket fanoutd opens */
 
 /* Free and NULL in one step, so a freed pointer is never used again. */
 #define FO_FREE(p) do { free(p); (p) = NULL; } while (0)

@@ -70,7 +70,8 @@ enum policy_verdict policy_check(const struct cidr_list *allow, const struct cid
                                  const struct self_addr *self, const struct sockaddr *sa);
 
 /* Fills self from the bound address (reads the host's interface addresses
- * when it is a wildcard). */
+ * when it is a wildcard). An AF_UNIX address is accepted and blocks nothing:
+ * no http(s) URL reaches a unix socket. */
 fo_err self_addr_init(struct self_addr *self, const struct sockaddr *bound, socklen_t len) FO_MUST_CHECK;
 void self_addr_free(struct self_addr *self);
 

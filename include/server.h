@@ -23,8 +23,17 @@
 #include "err.h"
 
 /* Starts everything from cfg (a reference is taken). listen_fd >= 0 is a
- * socket passed by systemd (socket activation), used instead of `listen`. */
+ * listening socket to serve on instead of binding `listen`: one passed by
+ * systemd (socket activation) or a unix socket from listen.c; libmicrohttpd
+ * owns it from here. Else `listen` is bound, with SO_REUSEPORT when
+ * reuse_port is on. */
 fo_err server_start(struct config *cfg, int listen_fd) FO_MUST_CHECK;
+
+/* Closes the listening socket; connections already open go on being served.
+ * take_backlog: first accept what the kernel holds for us, so that nothing
+ * waiting is reset (used when another process on the same port takes over:
+ * reuse_port). Does nothing the second time. */
+void server_stop_listening(int take_backlog);
 
 /* Installs a configuration for new batches (takes a reference); also the
  * first one, from server_start. */

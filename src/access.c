@@ -49,6 +49,9 @@ void access_client(struct MHD_Connection *conn, char *out, size_t size)
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
         port = ntohs(in6->sin6_port);
+    } else if (sa != NULL && sa->sa_family == AF_UNIX) {
+        (void)snprintf(out, size, "unix");   /* a unix socket's peer has no name */
+        return;
     }
     (void)snprintf(out, size, "%s:%u", addr, port);
 }

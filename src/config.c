@@ -17,17 +17,22 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/un.h>
 
 #include "log.h"
 
-enum ctype { CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_TOKEN, CT_CDNID, CT_LOGLEVEL };
+enum ctype {
+    CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_TOKEN, CT_CDNID,
+    CT_LOGLEVEL, CT_MODE, CT_BOOL
+};
 
 struct config_key {
     const char *name;
     enum ctype type;
     size_t offset;
     const char *def;
-    long min, max;        /* CT_NUM bounds */
+    long min, max;        /* CT_NUM and CT_MODE bounds */
     const char *help;
 };
 
@@ -37,7 +42,8 @@ struct config_key {
 
 static const struct config_key keys[] = {
     { "listen", CT_LISTEN, OFF(listen), "127.0.0.1:8080", 0, 0,
-      "address:port to bind (IPv6 as [::1]:8080); needs a restart to change" },
+      "address:port to bind (IPv6 as [::1]:8080), or unix:/path/to/socket; "
+      "needs a restart to change" },
     { "workers", CT_NUM, OFF(workers), "64", 1, 4096,
       "threads doing blocking upstream fetches; needs a restart to change" },
     { "queue_capacity", CT_NUM, OFF(queue_capacity), "10000", 1, 10000000,
@@ -81,6 +87,10 @@ static const struct config_key keys[] = {
       "error, warn, info or debug" },
     { "loop_token", CT_CDNID, OFF(loop_token), "fanoutd", 0, 0,
       "this deployment's token in CDN-Loop (RFC 8586); a batch naming it is refused 508" },
+    { "listen_mode", CT_MODE, OFF(listen_mode), "0660", 0, 0777,
+      "permissions (octal) of the socket file when listen is unix:/path; needs a restart" },
+    { "reuse_port", CT_BOOL, OFF(reuse_port), "off", 0, 0,
+      "on: SO_REUSEPORT, several processes share the TCP listen address; needs a restart" },
 };
 
 #define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))
@@ -133,6 +143,39 @@ static fo_err parse_num(const char *s, long min, long max, long *out, struct fo_
     return FO_OK;
 }
 
+/* "unix:" already cut off: an absolute path that fits sun_path. */
+static fo_err parse_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len,
+                         struct fo_msg *msg)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    size_t n = strlen(path);
+
+    if (path[0] != '/') {
+        fo_msg_set(msg, "'unix:%s': the socket path must be absolute", path);
+        return FO_EINVAL;
+    }
+    if (n >= sizeof(un->sun_path)) {
+        fo_msg_set(msg, "'unix:%s': the socket path is longer than %zu bytes", path,
+                   sizeof(un->sun_path) - 1);
+        return FO_EINVAL;
+    }
+    if (path[n - 1] == '/') {
+        fo_msg_set(msg, "'unix:%s': the socket path names a directory", path);
+        return FO_EINVAL;
+    }
+    for (const char *p = path; *p; p++) {
+        if (iscntrl((unsigned char)*p)) {
+            fo_msg_set(msg, "the socket path must not contain control characters");
+            return FO_EINVAL;
+        }
+    }
+    memset(ss, 0, sizeof(*ss));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return FO_OK;
+}
+
 fo_err config_parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
                            struct fo_msg *msg)
 {
@@ -143,6 +186,8 @@ fo_err config_parse_listen(const char *text, struct sockaddr_storage *ss, sockle
     struct addrinfo hints, *res = NULL;
     int rc;
 
+    if (strncmp(text, FO_UNIX_PREFIX, strlen(FO_UNIX_PREFIX)) == 0)
+        return parse_unix(text + strlen(FO_UNIX_PREFIX), ss, len, msg);
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (close == NULL || close[1] != ':') {
@@ -380,6 +425,41 @@ out:
     return err;
 }
 
+/* Permission bits in octal ("0660", "660"); nothing else (no symbolic modes). */
+static fo_err parse_mode(const char *s, long max, long *out, struct fo_msg *msg)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    if (*s == '\0' || strspn(s, "01234567") != strlen(s)) {
+        fo_msg_set(msg, "'%s' is not an octal mode such as 0660", s);
+        return FO_EINVAL;
+    }
+    v = strtol(s, &end, 8);
+    if (errno == ERANGE || *end != '\0' || v > max) {
+        fo_msg_set(msg, "%s is out of range (0 to %04lo)", s, (unsigned long)max);
+        return FO_EINVAL;
+    }
+    *out = v;
+    return FO_OK;
+}
+
+static fo_err parse_bool(const char *s, long *out, struct fo_msg *msg)
+{
+    static const char *const yes[] = { "on", "yes", "true", "1" };
+    static const char *const no[] = { "off", "no", "false", "0" };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0 || strcasecmp(s, no[i]) == 0) {
+            *out = strcasecmp(s, yes[i]) == 0;
+            return FO_OK;
+        }
+    }
+    fo_msg_set(msg, "'%s' is not on or off", s);
+    return FO_EINVAL;
+}
+
 /* Sets one key from its text form; the old value stays on error. */
 static fo_err config_set(struct config *cfg, const struct config_key *k, const char *value,
                          struct fo_msg *msg)
@@ -454,6 +534,10 @@ static fo_err config_set(struct config *cfg, const struct config_key *k, const c
     }
     case CT_TOKEN:
         return set_token(cfg, value, msg);
+    case CT_MODE:
+        return parse_mode(value, k->max, FIELD(cfg, k, long), msg);
+    case CT_BOOL:
+        return parse_bool(value, FIELD(cfg, k, long), msg);
     case CT_LOGLEVEL: {
         int lvl = log_level_parse(value);
         if (lvl < 0) {
@@ -658,6 +742,12 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         break;
     case CT_LOGLEVEL:
         fputs(log_level_name((enum log_level)*FIELD(cfg, k, const long)), out);
+        break;
+    case CT_MODE:
+        fprintf(out, "%04lo", (unsigned long)*FIELD(cfg, k, const long));
+        break;
+    case CT_BOOL:
+        fputs(*FIELD(cfg, k, const long) ? "on" : "off", out);
         break;
     }
 }

@@ -18,6 +18,7 @@
 #include "batch.h"
 #include "config.h"
 #include "fanoutd.h"
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -176,6 +177,8 @@ static void reload(const struct options *opt)
     }
     if (strcmp(fresh->listen, old->listen) != 0)
         log_warn("listen changed to %s: takes effect only after a restart", fresh->listen);
+    if (fresh->listen_mode != old->listen_mode || fresh->reuse_port != old->reuse_port)
+        log_warn("listen_mode or reuse_port changed: takes effect only after a restart");
     if (fresh->workers != old->workers)
         log_warn("workers changed to %ld: takes effect only after a restart", fresh->workers);
     for (size_t i = 0; i < FO_ARRAY_LEN(guarded_keys); i++) {
@@ -198,8 +201,11 @@ static void reload(const struct options *opt)
     notify_send("READY=1\nSTATUS=configuration reloaded");
 }
 
-/* SIGTERM: drain within the grace time; a second SIGTERM cuts it short. */
-static void drain(const sigset_t *set)
+/* SIGTERM: drain within the grace time; a second SIGTERM cuts it short.
+ * shared_port: other processes listen on the same port (reuse_port), so
+ * this one leaves it at once and they take every new connection, instead
+ * of answering them 503 draining. */
+static void drain(const sigset_t *set, int shared_port)
 {
     struct config *cfg = server_config();
     int64_t end = fo_now_ms() + cfg->shutdown_grace_ms;
@@ -208,6 +214,8 @@ static void drain(const sigset_t *set)
     config_unref(cfg);
     notify_send("STOPPING=1\nSTATUS=draining");
     log_info("draining: %ld batches in flight", server_batches_in_flight());
+    if (shared_port)
+        server_stop_listening(1);
     server_drain();
     while (!server_wait_idle(DRAIN_POLL_MS)) {
         tick();
@@ -226,10 +234,11 @@ static void drain(const sigset_t *set)
 int main(int argc, char **argv)
 {
     struct options opt = { 0 };
+    struct listener lis = { .fd = -1 };
     struct config *cfg;
     struct fo_msg msg;
     sigset_t set;
-    int status;
+    int status, listen_fd, shared_port;
 
     /* First of all: stop signals from ending start-up half-way. A SIGTERM
      * that arrives from here on is taken by the drain after start. */
@@ -265,9 +274,24 @@ int main(int argc, char **argv)
         goto out;
     }
     notify_init();
-    if (server_start(cfg, notify_listen_fd()) != FO_OK) {
+    listen_fd = notify_listen_fd();
+    if (listen_fd < 0 && cfg->listen_addr.ss_family == AF_UNIX) {
+        if (listener_open_unix(cfg, &lis, &msg) != FO_OK) {
+            log_error("%s", msg.text);
+            config_unref(cfg);
+            curl_global_cleanup();
+            status = EXIT_USAGE;
+            goto out;
+        }
+        listen_fd = lis.fd;
+        if (cfg->reuse_port)
+            log_warn("reuse_port applies to a TCP listen address; ignored for %s", cfg->listen);
+    }
+    shared_port = listen_fd < 0 && cfg->reuse_port;
+    if (server_start(cfg, listen_fd) != FO_OK) {
         config_unref(cfg);
         server_stop();
+        listener_remove_file(&lis);
         curl_global_cleanup();
         status = 1;
         goto out;
@@ -286,7 +310,8 @@ int main(int argc, char **argv)
         }
         break;
     }
-    drain(&set);
+    drain(&set, shared_port);
+    listener_remove_file(&lis);
     curl_global_cleanup();
     log_info("stopped");
     status = 0;

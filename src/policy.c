@@ -279,6 +279,10 @@ fo_err self_addr_init(struct self_addr *self, const struct sockaddr *bound, sock
     if (len > sizeof(self->listen))
         return FO_EINVAL;
     memcpy(&self->listen, bound, len);
+    /* A unix socket has no IP address a URL could name: nothing to block
+     * (is_self never matches it, as sa_bytes does not read it). */
+    if (bound->sa_family == AF_UNIX)
+        return FO_OK;
     if (!sa_bytes(bound, &family, addr, &port))
         return FO_EINVAL;
     self->wildcard = family == AF_INET ? memcmp(addr, "\0\0\0\0", 4) == 0

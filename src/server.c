@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,6 +31,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "access.h"
@@ -94,6 +97,7 @@ static struct server_state {
     _Atomic int draining;
     _Atomic long connections;    /* client connections open now */
     struct MHD_Daemon *mhd;
+    _Atomic int listening;       /* the listening socket is still open */
     struct fetch_env env;
     int env_ready, queue_ready, watch_ready;
 } srv = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
@@ -1254,6 +1258,19 @@ static unsigned connection_ceiling(void)
     return (unsigned)rl.rlim_cur;
 }
 
+/* "unix:/path" for a unix socket, else what listen_fd or `listen` is. */
+static void describe_listener(const struct config *cfg, int listen_fd,
+                              const struct sockaddr_storage *bound, char *out, size_t size)
+{
+    if (bound->ss_family == AF_UNIX)
+        (void)snprintf(out, size, FO_UNIX_PREFIX "%s",
+                       ((const struct sockaddr_un *)bound)->sun_path);
+    else if (listen_fd >= 0)
+        (void)snprintf(out, size, "the socket passed by systemd");
+    else
+        (void)snprintf(out, size, "%s%s", cfg->listen, cfg->reuse_port ? " (reuse_port)" : "");
+}
+
 fo_err server_start(struct config *cfg, int listen_fd)
 {
     /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
@@ -1262,17 +1279,28 @@ fo_err server_start(struct config *cfg, int listen_fd)
                      MHD_USE_TURBO;
     struct sockaddr_storage bound = cfg->listen_addr;
     socklen_t bound_len = cfg->listen_len;
+    char name[160];
     fo_err err;
 
     server_reload(cfg);
     if (listen_fd >= 0) {
-        /* Socket activation: systemd bound the socket; `listen` is not used. */
+        /* Bound already (by systemd, or listen.c for a unix socket). */
         bound_len = sizeof(bound);
         if (getsockname(listen_fd, (struct sockaddr *)&bound, &bound_len) != 0) {
-            log_error("the socket passed by systemd is not usable: %s", strerror(errno));
+            log_error("the listening socket passed in is not usable: %s", strerror(errno));
             return FO_ESYS;
         }
     }
+    describe_listener(cfg, listen_fd, &bound, name, sizeof(name));
+    /* SO_REUSEPORT (with SO_REUSEADDR) for reuse_port; otherwise the option
+     * is left out, since giving it as 0 would turn SO_REUSEADDR off too (and a
+     * restart would then wait for TIME_WAIT connections to pass). */
+    struct MHD_OptionItem reuse[] = {
+        { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
+        { MHD_OPTION_END, 0, NULL },
+    };
+    if (listen_fd >= 0 || !cfg->reuse_port)
+        reuse[0] = reuse[1];
     if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&bound, bound_len)) != FO_OK) {
         log_error("cannot set up libcurl: %s", fo_strerror(err));
         return err;
@@ -1300,15 +1328,50 @@ fo_err server_start(struct config *cfg, int listen_fd)
                                MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
                                MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                               MHD_OPTION_ARRAY, reuse,
                                MHD_OPTION_END);
     if (srv.mhd == NULL) {
-        log_error("cannot listen on %s (in use, or not an address of this host?)",
-                  listen_fd >= 0 ? "the socket passed by systemd" : cfg->listen);
+        log_error("cannot listen on %s (in use%s, or not an address of this host?)", name,
+                  cfg->reuse_port ? " without reuse_port or by another user" : "");
         return FO_ESYS;
     }
-    log_info("listening on %s with %ld workers",
-             listen_fd >= 0 ? "the socket passed by systemd" : cfg->listen, cfg->workers);
+    atomic_store(&srv.listening, 1);
+    log_info("listening on %s with %ld workers", name, cfg->workers);
     return FO_OK;
+}
+
+void server_stop_listening(int take_backlog)
+{
+    MHD_socket fd;
+    unsigned taken = 0;
+
+    if (srv.mhd == NULL || !atomic_exchange(&srv.listening, 0))
+        return;
+    fd = MHD_quiesce_daemon(srv.mhd);
+    if (fd == MHD_INVALID_SOCKET) {
+        log_warn("cannot stop listening early; the socket closes at exit");
+        return;
+    }
+    /* Connections the kernel completed but nobody accepted yet would be
+     * reset by close(): serve them instead. What still slips in between
+     * the last accept and close() is what net.ipv4.tcp_migrate_req moves to
+     * another socket of a SO_REUSEPORT group. */
+    if (take_backlog && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        take_backlog = 0;       /* never block here: leave the backlog to the kernel */
+    while (take_backlog && taken < FO_LISTEN_BACKLOG) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0)
+            break;
+        taken++;
+        /* libmicrohttpd owns c from here, also when it refuses it */
+        if (MHD_add_connection(srv.mhd, c, (struct sockaddr *)&ss, len) != MHD_YES)
+            log_warn("a connection waiting to be accepted was dropped while leaving the port");
+    }
+    close(fd);
+    if (take_backlog)
+        log_info("left the listening socket; %u connections that were waiting are served", taken);
 }
 
 void server_drain(void)
@@ -1412,6 +1475,9 @@ void server_stop(void)
     pthread_mutex_unlock(&srv.lock);
     if (end < fo_now_us() + FO_DRAIN_FLUSH_MS * 1000)
         end = fo_now_us() + FO_DRAIN_FLUSH_MS * 1000;
+    /* Close the listening socket while libmicrohttpd's threads still run,
+     * so that the window in which a new connection is reset is short. */
+    server_stop_listening(0);
     (void)wait_zero_until(&srv.in_flight, end);
     resume_all();
     while (!wait_zero_until(&srv.unsent, min64(end, fo_now_us() + FO_STOP_POLL_MS * 1000))) {

@@ -35,7 +35,11 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
         "batch_timeout_ms",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
-        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token")
+        "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token",
+        "listen_mode", "reuse_port")
+
+
+UNITS = ("fanoutd.service", "fanoutd.socket", "fanoutd-unix.socket")
 
 
 def daemon_cmd():
@@ -167,7 +171,8 @@ class InstallTest(unittest.TestCase):
 
     def test_install_puts_every_file_in_place(self):
         for rel in ("/usr/bin/fanoutd", "/lib/systemd/system/fanoutd.service",
-                    "/lib/systemd/system/fanoutd.socket", "/etc/fanoutd/fanoutd.conf",
+                    "/lib/systemd/system/fanoutd.socket",
+                    "/lib/systemd/system/fanoutd-unix.socket", "/etc/fanoutd/fanoutd.conf",
                     "/usr/share/man/man8/fanoutd.8", "/usr/share/man/man5/fanoutd.conf.5",
                     "/usr/share/doc/fanoutd/README.md", "/usr/share/doc/fanoutd/API.md"):
             self.assertTrue(os.path.isfile(self.path(rel)), rel)
@@ -188,13 +193,15 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(make("uninstall", f"DESTDIR={dest2}", "PREFIX=/usr").returncode, 0)
         self.assertFalse(os.path.exists(os.path.join(dest2, "usr/bin/fanoutd")))
         self.assertFalse(os.path.exists(os.path.join(dest2, "lib/systemd/system/fanoutd.service")))
+        self.assertFalse(os.path.exists(os.path.join(dest2,
+                                                     "lib/systemd/system/fanoutd-unix.socket")))
         self.assertTrue(os.path.exists(os.path.join(dest2, "etc/fanoutd/fanoutd.conf")))
 
     def unit_copy(self):
         """The installed units with ExecStart aimed at the installed binary."""
         units = os.path.join(self.tmp, "units")
         os.makedirs(units, exist_ok=True)
-        for name in ("fanoutd.service", "fanoutd.socket"):
+        for name in UNITS:
             with open(self.path(f"/lib/systemd/system/{name}")) as f:
                 text = f.read().replace("/usr/bin/fanoutd", self.path("/usr/bin/fanoutd"))
             with open(os.path.join(units, name), "w") as f:
@@ -205,8 +212,8 @@ class InstallTest(unittest.TestCase):
     def test_units_verify_clean(self):
         units = self.unit_copy()
         env = dict(os.environ, MANPATH=self.path("/usr/share/man"))
-        done = subprocess.run(["systemd-analyze", "verify", os.path.join(units, "fanoutd.service"),
-                               os.path.join(units, "fanoutd.socket")],
+        done = subprocess.run(["systemd-analyze", "verify"] +
+                              [os.path.join(units, name) for name in UNITS],
                               capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertEqual(done.stdout.strip() + done.stderr.strip(), "", "verify printed warnings")
@@ -235,6 +242,11 @@ class InstallTest(unittest.TestCase):
         self.assertGreater(stop * 1000, 10000, "TimeoutStopSec must exceed shutdown_grace_ms")
         nofile = int(re.search(r"LimitNOFILE=(\d+)", unit).group(1))
         self.assertGreater(nofile, 1024 + 64, "room for max_connections plus workers")
+        with open(os.path.join(ROOT, "systemd/fanoutd-unix.socket")) as f:
+            sock = f.read()
+        for line in ("ListenStream=/run/", "SocketMode=0660\n", "Service=fanoutd.service\n",
+                     "Conflicts=fanoutd.socket\n", "RemoveOnStop=yes\n"):
+            self.assertIn(line, sock)
 
 
 class DebTest(unittest.TestCase):
@@ -254,7 +266,8 @@ class DebTest(unittest.TestCase):
         scratch = os.path.join(tmp, "scratch")
         self.assertEqual(subprocess.run(["dpkg", "-x", deb, scratch]).returncode, 0)
         for rel in ("usr/bin/fanoutd", "lib/systemd/system/fanoutd.service",
-                    "lib/systemd/system/fanoutd.socket", "etc/fanoutd/fanoutd.conf",
+                    "lib/systemd/system/fanoutd.socket", "lib/systemd/system/fanoutd-unix.socket",
+                    "etc/fanoutd/fanoutd.conf",
                     "usr/share/man/man8/fanoutd.8.gz", "usr/share/man/man5/fanoutd.conf.5.gz"):
             self.assertTrue(os.path.isfile(os.path.join(scratch, rel)), rel)
         conffiles = subprocess.run(["dpkg-deb", "--info", deb, "conffiles"], capture_output=True,
@@ -458,6 +471,58 @@ class SocketActivationTest(unittest.TestCase):
         status, _, body = call(port, "POST", "/batch", f"http://127.0.0.1:{port}/healthz")
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "blocked_destination")
+
+
+class UnixSocketActivationTest(unittest.TestCase):
+    def test_serves_on_a_passed_unix_socket_and_leaves_its_file(self):
+        tmp = tempfile.mkdtemp(prefix="fanoutd-svc-unix-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "fanoutd.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(64)
+        fd = sock.fileno()
+
+        def to_fd3():
+            os.dup2(fd, 3)
+            os.set_inheritable(3, True)
+
+        # `listen` names a port nobody uses: it must be ignored.
+        cmd = shlex.join(daemon_cmd() + ["--listen", f"127.0.0.1:{free_port()}"])
+        log = open(os.path.join(tmp, "log"), "wb")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=to_fd3, close_fds=False)
+        sock.close()
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+
+        def unix_call(method, target, body=None):
+            conn = http.client.HTTPConnection("localhost", timeout=10)
+            conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.sock.settimeout(10)
+            conn.sock.connect(path)
+            try:
+                conn.request(method, target, body)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        def healthy():
+            try:
+                return unix_call("GET", "/healthz")[0] == 200
+            except OSError:
+                return proc.poll() is not None
+        wait_until(healthy, 10, "fanoutd serving on the passed unix socket")
+        self.assertIsNone(proc.poll(), open(os.path.join(tmp, "log")).read())
+        status, body = unix_call("POST", "/batch", "http://127.0.0.1:1/")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "connect_failed")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
+        # the file belongs to whoever passed the socket (systemd): fanoutd leaves it
+        self.assertTrue(os.path.exists(path))
 
 
 class RequestIdTest(unittest.TestCase):

@@ -8,7 +8,9 @@
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -39,6 +41,8 @@ static const char *const default_lines[] = {
     "client_timeout_ms = 30000",
     "log_level = info",
     "loop_token = fanoutd",
+    "listen_mode = 0660",
+    "reuse_port = off",
 };
 
 /* Writes text to a new temporary file; path gets its name. */
@@ -359,6 +363,56 @@ static void test_listen_forms(void)
     }
 }
 
+/* listen = unix:/path, listen_mode and reuse_port: parsed, printed, refused. */
+static void test_listen_unix_mode_reuse(void)
+{
+    static const struct config_override good[] = {
+        { "listen", "unix:/run/fanoutd/fanoutd.sock" },
+        { "listen_mode", "600" },
+        { "reuse_port", "on" },
+    };
+    static const struct config_override bad[][1] = {
+        { { "listen", "unix:relative.sock" } },
+        { { "listen", "unix:" } },
+        { { "listen", "unix:/run/fanoutd/" } },
+        { { "listen", "unix:/run/fan\toutd.sock" } },
+        { { "listen", "unix:/a/very/long/path/that/goes/on/and/on/and/on/past/the/one/hundred/"
+                      "and/eight/bytes/of/sun_path/in/struct/sockaddr_un.sock" } },
+        { { "listen_mode", "0800" } },
+        { { "listen_mode", "01777" } },
+        { { "listen_mode", "rw-rw----" } },
+        { { "listen_mode", "" } },
+        { { "listen_mode", "-1" } },
+        { { "reuse_port", "maybe" } },
+        { { "reuse_port", "" } },
+    };
+    struct config *cfg = NULL;
+    struct fo_msg msg = { "" };
+
+    CHECK(config_build(NULL, good, FO_ARRAY_LEN(good), &cfg, &msg) == FO_OK);
+    if (cfg != NULL) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&cfg->listen_addr;
+        CHECK_EQ_INT(cfg->listen_addr.ss_family, AF_UNIX);
+        CHECK_STR(un->sun_path, "/run/fanoutd/fanoutd.sock");
+        CHECK_EQ_INT(cfg->listen_len,
+                     offsetof(struct sockaddr_un, sun_path) + strlen(un->sun_path) + 1);
+        CHECK_EQ_INT(cfg->listen_mode, 0600);
+        CHECK_EQ_INT(cfg->reuse_port, 1);
+        char *text = dump_text(cfg);
+        CHECK(text != NULL && has_line(text, "listen = unix:/run/fanoutd/fanoutd.sock"));
+        CHECK(text != NULL && has_line(text, "listen_mode = 0600"));
+        CHECK(text != NULL && has_line(text, "reuse_port = on"));
+        free(text);
+        config_unref(cfg);
+    }
+    for (size_t i = 0; i < FO_ARRAY_LEN(bad); i++) {
+        cfg = NULL;
+        msg.text[0] = '\0';
+        CHECK_CASE(config_build(NULL, bad[i], 1, &cfg, &msg) == FO_EINVAL, bad[i][0].value);
+        CHECK_CASE(cfg == NULL && msg.text[0] != '\0', bad[i][0].value);
+    }
+}
+
 static void test_key_for_flag(void)
 {
     CHECK_STR(config_key_for_flag("max-batch"), "max_batch");
@@ -470,6 +524,7 @@ static const struct unit_test tests[] = {
     { "missing_file", test_missing_file },
     { "overrides", test_overrides },
     { "listen_forms", test_listen_forms },
+    { "listen_unix_mode_reuse", test_listen_unix_mode_reuse },
     { "key_for_flag", test_key_for_flag },
     { "sample_file_is_current", test_sample_file_is_current },
     { "sample_file_gives_defaults", test_sample_file_gives_defaults },

@@ -222,6 +222,11 @@ static void test_classify_self(void)
         { "::ffff:127.0.0.1", 18080, POLICY_SELF },
         { "::1", 18081, POLICY_ALLOW },
     };
+    static const struct classify_case unix_listen[] = {
+        { "127.0.0.1", 8080, POLICY_ALLOW },
+        { "::1", 8080, POLICY_ALLOW },
+        { "169.254.0.1", 8080, POLICY_DENY },
+    };
     static const struct classify_case v6[] = {
         { "::1", 18080, POLICY_SELF },
         { "::1", 18081, POLICY_ALLOW },
@@ -234,6 +239,8 @@ static void test_classify_self(void)
     self_cases("0.0.0.0:18080", NULL, wildcard, FO_ARRAY_LEN(wildcard));
     self_cases("[::1]:18080", NULL, v6, FO_ARRAY_LEN(v6));
     self_cases("[::]:18080", NULL, wildcard6, FO_ARRAY_LEN(wildcard6));
+    /* A unix socket has no address a URL reaches: nothing is self. */
+    self_cases("unix:/run/fanoutd.sock", NULL, unix_listen, FO_ARRAY_LEN(unix_listen));
 }
 
 /* With a wildcard listen, this host's own interface addresses are self too. */
