@@ -35,6 +35,7 @@
 #include "batch.h"
 #include "buf.h"
 #include "config.h"
+#include "fetch_req.h"
 #include "metrics.h"
 #include "result.h"
 
@@ -123,6 +124,13 @@ struct fetcher;
  * burst of departures must not have their waiting items started in the
  * meantime). */
 int job_begin_item(struct job *job, size_t i, struct fetcher *f);
+
+/* The fetch request of item i (which must stay valid as long as the job
+ * lives): forwarded and item headers resolved, the CDN-Loop line, the
+ * item's resolved timeout and the batch deadline, the caps and policy of
+ * the job's configuration, the job's stop flag. FO_ENOMEM: nothing to
+ * free; else the caller frees it with fetch_req_free(). */
+fo_err job_request(struct job *job, size_t i, struct fetch_req *out) FO_MUST_CHECK;
 
 /* A worker's result for item i; takes ownership of *res (cleared after).
  * A body that would take the answer's bodies past max_answer_bytes (as

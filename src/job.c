@@ -13,6 +13,7 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "fanoutd.h"
@@ -57,6 +58,14 @@ static void job_free(struct job *job)
         malloc_trim(0);
 }
 
+/* A time limit as given (0: not given, then dflt), at most max_timeout_ms. */
+static long clamp_timeout(long given, long dflt, const struct config *cfg)
+{
+    long ms = given > 0 ? given : dflt;
+
+    return ms > cfg->max_timeout_ms ? cfg->max_timeout_ms : ms;
+}
+
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
                int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out)
 {
@@ -92,9 +101,13 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     atomic_init(&job->stop, 0);
     job->serial = atomic_fetch_add(&next_serial, 1);
     job->arrival_us = arrival_us;
-    timeout_ms = job->req.timeout_ms ? job->req.timeout_ms : cfg->batch_timeout_ms;
-    if (timeout_ms > cfg->max_timeout_ms)
-        timeout_ms = cfg->max_timeout_ms;
+    /* Every time limit resolved here, once: nothing downstream clamps. */
+    timeout_ms = clamp_timeout(job->req.timeout_ms, cfg->batch_timeout_ms, cfg);
+    job->req.timeout_ms = timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        struct item_req *it = &job->req.items[i];
+        it->timeout_ms = clamp_timeout(it->timeout_ms, cfg->default_timeout_ms, cfg);
+    }
     job->deadline_us = arrival_us + (int64_t)timeout_ms * 1000;
     job->on_finish = on_finish;
     job->finish_ctx = ctx;
@@ -209,6 +222,109 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     result_clear(res);   /* a late result (the job had finished) is dropped */
     if (reason != FINISH_NONE)
         job_finish(job, reason);
+}
+
+/* ---- the fetch request of an item ------------------------------------------ */
+
+/* Whether a "Name: value" (or "Name;") line is a header called name (n bytes). */
+static int header_named(const char *line, const char *name, size_t n)
+{
+    return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
+}
+
+static int item_has_header(const struct item_req *it, const char *line)
+{
+    size_t n = strcspn(line, ":;");
+
+    for (size_t i = 0; i < it->nheaders; i++) {
+        if (header_named(it->headers[i], line, n))
+            return 1;
+    }
+    return 0;
+}
+
+/* "CDN-Loop: <client's value>, <item's value>, <loop_token>" (RFC 8586): the
+ * client's and the item's CDN-Loop, if any, then this deployment's token,
+ * so that a batch that comes back to fanoutd is recognised (server.c).
+ * NULL when out of memory. */
+static char *cdn_loop_line(const struct job *job, const struct item_req *it)
+{
+    struct buf b;
+    fo_err err;
+    size_t n = strlen("CDN-Loop");
+
+    buf_init(&b, 0);
+    err = buf_puts(&b, "CDN-Loop: ");
+    for (size_t i = 0; i < job->nforward + it->nheaders && err == FO_OK; i++) {
+        const char *line = i < job->nforward ? job->forward[i] : it->headers[i - job->nforward];
+        if (!header_named(line, "CDN-Loop", n) || line[n] != ':')
+            continue; /* "CDN-Loop;" is an empty value */
+        const char *v = line + n + 1;
+        v += strspn(v, " \t");
+        if (*v == '\0')
+            continue;
+        err = buf_puts(&b, v);
+        if (err == FO_OK)
+            err = buf_puts(&b, ", ");
+    }
+    if (err == FO_OK)
+        err = buf_puts(&b, job->cfg->loop_token);
+    if (err == FO_OK)
+        err = buf_append(&b, "", 1); /* the terminating NUL */
+    if (err != FO_OK) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b, NULL);
+}
+
+static size_t answer_left_cb(void *ctx)
+{
+    return job_answer_left(ctx);
+}
+
+fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
+{
+    const struct item_req *it = &job->req.items[i];
+    const struct config *cfg = job->cfg;
+    size_t n = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->headers = malloc((job->nforward + it->nheaders + 1) * sizeof(*out->headers));
+    out->cdn_loop = cdn_loop_line(job, it);
+    if (out->headers == NULL || out->cdn_loop == NULL) {
+        fetch_req_free(out);
+        return FO_ENOMEM;
+    }
+    /* Client headers named in forward_headers, unless the item gives the
+     * same header (its own value wins); CDN-Loop only in cdn_loop. */
+    for (size_t k = 0; k < job->nforward; k++) {
+        if (!item_has_header(it, job->forward[k]) && !header_named(job->forward[k], "CDN-Loop", 8))
+            out->headers[n++] = job->forward[k];
+    }
+    for (size_t k = 0; k < it->nheaders; k++) {
+        if (!header_named(it->headers[k], "CDN-Loop", 8))
+            out->headers[n++] = it->headers[k];
+    }
+    out->nheaders = n;
+    out->url = it->url;
+    out->method = it->method;
+    out->has_content_type = it->has_content_type;
+    out->body = it->body;
+    out->body_len = it->body_len;
+    out->body_is_json = it->body_is_json;
+    out->timeout_ms = it->timeout_ms;
+    out->deadline_us = job->deadline_us;
+    out->max_redirects = cfg->max_redirects;
+    out->max_response_bytes = cfg->max_response_bytes;
+    out->max_answer_bytes = cfg->max_answer_bytes;
+    out->answer_left = answer_left_cb;
+    out->answer_ctx = job;
+    out->allow = &cfg->allow;
+    out->deny = &cfg->deny;
+    out->generation = cfg->generation;
+    out->stop = &job->stop;
+    return FO_OK;
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */

@@ -655,13 +655,21 @@ static void *worker_main(void *arg)
             break;
         if (t.resolve && !resolve_task(&t))
             continue; /* parked behind its destination's limit */
-        fetch_prepare(w->fetcher, t.job->cfg);
+        fetch_prepare(w->fetcher, t.job->cfg->generation);
         if (job_begin_item(t.job, t.index, w->fetcher)) {
             struct result res = { 0 };
-            if (t.pin)
-                fetch_pin(w->fetcher, t.job->req.items[t.index].hostkey, t.host->key);
+            struct fetch_req fr;
             METRIC_ADD(workers_busy, 1);
-            fetch_run(w->fetcher, t.job, t.index, &res);
+            if (job_request(t.job, t.index, &fr) != FO_OK) {
+                result_fail(&res, ERR_UPSTREAM, "out of memory");
+            } else {
+                if (t.pin) {
+                    fr.pin_hostport = t.job->req.items[t.index].hostkey;
+                    fr.pin_addr = t.host->key;
+                }
+                fetch_run(w->fetcher, &fr, &res);
+                fetch_req_free(&fr);
+            }
             METRIC_ADD(workers_busy, -1);
             job_complete_item(t.job, t.index, &res);
         }
