@@ -37,7 +37,7 @@ struct fetch_retry {
     long attempts;   /* further attempts after the first */
     long backoff_ms; /* before the first retry; doubles each time */
     long max_backoff_ms;
-    unsigned on;     /* which failures are retried (bits chosen by the retry issue) */
+    unsigned on; /* which failures are retried (bits chosen by the retry issue) */
 };
 
 struct fetch_req {
@@ -68,7 +68,7 @@ struct fetch_req {
     size_t (*answer_left)(void *ctx);
     void *answer_ctx;
     const struct cidr_list *allow, *deny; /* the destination policy */
-    unsigned long generation; /* of the configuration: a newer one than the
+    unsigned long generation;             /* of the configuration: a newer one than the
                                  fetcher's drops its cached connections */
     /* per_host_limit's pin: connect to pin_addr ("1.2.3.4:80") whenever a
      * hop goes to pin_hostport (the item's "host:port"); NULL: no pin. */
@@ -81,8 +81,8 @@ struct fetch_req {
     /* Room for v2; zero means "as v1" and the v1 fetcher ignores them. */
     const char *const *keep_headers; /* response headers to keep ("response_headers") */
     size_t nkeep_headers;
-    unsigned timings;          /* enum fetch_timing bits wanted */
-    struct fetch_retry retry;  /* the scheduler re-queues a retried item */
+    unsigned timings;         /* enum fetch_timing bits wanted */
+    struct fetch_retry retry; /* the scheduler re-queues a retried item */
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */

@@ -17,10 +17,54 @@
 #include <time.h>
 
 #include "fanoutd.h"
-#include "fetch.h"
 #include "log.h"
 #include "metrics.h"
-#include "queue.h"
+
+struct job {
+    _Atomic long refs;
+    uint64_t serial;             /* unique, for the watcher's lookups */
+
+    /* Read-only after job_new. */
+    struct config *cfg;          /* a reference: the config the batch started with */
+    struct batch_req req;
+    char **forward;              /* client headers to forward ("Name: value"), owned */
+    size_t nforward;
+    int64_t arrival_us;          /* monotonic */
+    int64_t deadline_us;         /* monotonic */
+    job_finish_fn on_finish;
+    void *finish_ctx;
+    /* The suspended client's socket, -1 if not watched. Set once by
+     * watch_add before the job is queued; open while the job runs (the
+     * connection stays suspended until the job finishes). */
+    int client_fd;
+
+    /* Set once when the job finishes; running fetches poll it to abort. */
+    _Atomic int stop;
+
+    pthread_mutex_t lock;        /* guards the fields below */
+    enum finish_reason finished;
+    size_t remaining;            /* items not yet done */
+    unsigned char *state;        /* enum item_state per item */
+    int64_t *started_us;         /* when a worker took each item */
+    void **runner;               /* the runner of each running item, or NULL */
+    struct result *results;
+    size_t answer_bytes;         /* body bytes kept for the answer (max_answer_bytes) */
+    size_t bytes_seen;           /* body bytes handed in, kept or refused (memory release) */
+
+    /* Written only by whoever builds the document, read by the front end
+     * after on_finish. */
+    struct buf doc;
+    int complete;
+    int doc_failed;              /* the document could not be built */
+    double duration_ms;          /* arrival to the document's completion */
+    struct job *fin_next;        /* finisher queue link (finisher lock) */
+
+    /* The runner's hooks (job_set_hooks), guarded by lock. */
+    struct job_hooks hooks;
+    int has_hooks;
+    int cancelled;               /* the cancel hook has run (or is running) */
+};
+
 
 /* Serial numbers for jobs; atomic, so no lock. */
 static _Atomic uint64_t next_serial = 1;
@@ -46,7 +90,6 @@ static void job_free(struct job *job)
     free(job->started_us);
     free(job->runner);
     free(job->results);
-    free(job->pending);
     buf_free(&job->doc);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
@@ -91,9 +134,8 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
     job->results = calloc(n, sizeof(*job->results));
-    job->pending = malloc(n * sizeof(*job->pending));
     if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
-        job->results == NULL || job->pending == NULL) {
+        job->results == NULL) {
         job_free(job);
         return FO_ENOMEM;
     }
@@ -113,9 +155,6 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->finish_ctx = ctx;
     job->client_fd = -1;
     job->remaining = n;
-    for (size_t i = 0; i < n; i++)
-        job->pending[i] = (uint32_t)i;
-    job->npending = n;
     *out = job;
     return FO_OK;
 }
@@ -142,7 +181,7 @@ static int client_left(int fd)
     return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-int job_begin_item(struct job *job, size_t i, struct fetcher *f)
+int job_begin_item(struct job *job, size_t i, void *runner)
 {
     int run;
 
@@ -152,7 +191,7 @@ int job_begin_item(struct job *job, size_t i, struct fetcher *f)
     if (run) {
         job->state[i] = ITEM_RUNNING;
         job->started_us[i] = fo_now_us();
-        job->runner[i] = f;
+        job->runner[i] = runner;
     }
     pthread_mutex_unlock(&job->lock);
     return run;
@@ -293,7 +332,8 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     out->headers = malloc((job->nforward + it->nheaders + 1) * sizeof(*out->headers));
     out->cdn_loop = cdn_loop_line(job, it);
     if (out->headers == NULL || out->cdn_loop == NULL) {
-        fetch_req_free(out);
+        FO_FREE(out->headers);
+        FO_FREE(out->cdn_loop);
         return FO_ENOMEM;
     }
     /* Client headers named in forward_headers, unless the item gives the
@@ -347,6 +387,68 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
         job->state[i] = ITEM_DONE;
     }
     job->remaining = 0;
+}
+
+uint64_t job_serial(const struct job *job)
+{
+    return job->serial;
+}
+
+size_t job_items(const struct job *job)
+{
+    return job->req.n;
+}
+
+int64_t job_deadline_us(const struct job *job)
+{
+    return job->deadline_us;
+}
+
+const struct config *job_config(const struct job *job)
+{
+    return job->cfg;
+}
+
+const char *job_item_dest(const struct job *job, size_t i)
+{
+    return job->req.items[i].hostkey;
+}
+
+int job_stopped(const struct job *job)
+{
+    return atomic_load(&job->stop) != 0;
+}
+
+void job_set_client_fd(struct job *job, int fd)
+{
+    job->client_fd = fd;
+}
+
+enum finish_reason job_reason(const struct job *job)
+{
+    return job->finished;
+}
+
+const struct buf *job_document(const struct job *job, int *failed)
+{
+    *failed = job->doc_failed;
+    if (job->doc_failed || job->finished == FINISH_CLIENT || job->finished == FINISH_REJECTED)
+        return NULL;
+    return &job->doc;
+}
+
+int job_complete(const struct job *job)
+{
+    return job->complete;
+}
+
+size_t job_items_ok(const struct job *job)
+{
+    size_t ok = 0;
+
+    for (size_t i = 0; i < job->req.n; i++)
+        ok += result_ok(&job->results[i]) != 0;
+    return ok;
 }
 
 enum batch_outcome job_outcome(const struct job *job)
@@ -534,9 +636,38 @@ void job_finisher_stop(void)
 
 /* ---- finishing ------------------------------------------------------------ */
 
+int job_set_hooks(struct job *job, const struct job_hooks *hooks)
+{
+    int set;
+
+    pthread_mutex_lock(&job->lock);
+    set = job->finished == FINISH_NONE;
+    if (set) {
+        job->hooks = *hooks;
+        job->has_hooks = 1;
+    }
+    pthread_mutex_unlock(&job->lock);
+    return set;
+}
+
+/* Runs the cancel hook if it has not run yet: once per job. */
+static void cancel_once(struct job *job)
+{
+    struct job_hooks h;
+    int run;
+
+    pthread_mutex_lock(&job->lock);
+    run = job->has_hooks && !job->cancelled && job->hooks.cancel != NULL;
+    job->cancelled = 1;
+    h = job->hooks;
+    pthread_mutex_unlock(&job->lock);
+    if (run)
+        h.cancel(h.ctx);
+}
+
 void job_withdraw(struct job *job)
 {
-    queue_drop(job);
+    cancel_once(job);
 }
 
 int job_finish(struct job *job, enum finish_reason reason)
@@ -552,16 +683,16 @@ int job_finish(struct job *job, enum finish_reason reason)
     atomic_store(&job->stop, 1);
     if (reason != FINISH_DONE)
         fail_unfinished(job, reason, now);
-    /* Running fetches stop now rather than at their next timer. Fetchers
+    /* Running fetches stop now rather than at their next timer. Runners
      * live until the workers are joined, so waking one is always safe. */
-    for (size_t i = 0; i < job->req.n; i++) {
+    for (size_t i = 0; i < job->req.n && job->has_hooks && job->hooks.wake != NULL; i++) {
         if (job->runner[i] != NULL)
-            fetch_wake(job->runner[i]);
+            job->hooks.wake(job->runner[i]);
     }
     pthread_mutex_unlock(&job->lock);
 
-    /* No worker writes results any more; items still queued are dropped. */
-    queue_drop(job);
+    /* No worker writes results any more; items still waiting are dropped. */
+    cancel_once(job);
     for (size_t i = 0; i < job->req.n; i++)
         metrics_item(&job->results[i], job->results[i].duration_ms / 1000.0);
     /* The watcher (deadlines) and the shutdown path hand the building over;

@@ -890,7 +890,7 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)req->job->serial);
+        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
     err = queue_push(req->job, req->cfg->queue_capacity);
     if (err != FO_OK) {
         req->reject_status = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -908,7 +908,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
 static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct request *req = cls;
-    const struct buf *doc = &req->job->doc;
+    int failed;
+    const struct buf *doc = job_document(req->job, &failed);
     size_t n;
 
     if (pos >= doc->len)
@@ -926,15 +927,17 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
     struct job *job = req->job;
     struct MHD_Response *resp;
     enum MHD_Result ret;
+    int failed;
+    const struct buf *doc = job_document(job, &failed);
 
-    resp = MHD_create_response_from_callback(job->doc.len, FO_ANSWER_BLOCK, read_answer, req, NULL);
+    resp = MHD_create_response_from_callback(doc->len, FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
-    (void)MHD_add_response_header(resp, "X-Batch-Complete", job->complete ? "true" : "false");
+    (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
     (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     req->status = MHD_HTTP_OK;
-    req->bytes = job->doc.len;
+    req->bytes = doc->len;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -944,7 +947,7 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct job *job = req->job;
-    int forced;
+    int forced, failed;
 
     req->state = REQ_ANSWERED;
     pthread_mutex_lock(&srv.lock);
@@ -957,15 +960,15 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
         return respond_error(conn, req, (unsigned)req->reject_status, req->reject_code, retry_hdr,
                              strcmp(req->reject_code, "overloaded") == 0
                                  ? "the batch of %zu items does not fit in the work queue"
-                                 : "fanoutd is shutting down (batch of %zu items)", job->req.n);
+                                 : "fanoutd is shutting down (batch of %zu items)", job_items(job));
     }
-    if (job->finished == FINISH_CLIENT)
+    if (job_reason(job) == FINISH_CLIENT)
         return MHD_NO;          /* nobody to answer: close the connection */
-    if (job->doc_failed) {
+    if (job_document(job, &failed) == NULL && failed) {
         /* The items were fetched: a retry would fetch them again, so this
          * is not "overloaded, try again" (no Retry-After). */
         return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal_error", NULL,
-                             "out of memory while building the answer of %zu items", job->req.n);
+                             "out of memory while building the answer of %zu items", job_items(job));
     }
     return respond_doc(conn, req);
 }
@@ -1387,7 +1390,7 @@ static void resume_all(void)
         pthread_mutex_lock(&srv.lock);
         struct request *req = srv.suspended;
         struct MHD_Connection *conn = req ? req->conn : NULL;
-        unsigned long long serial = req ? req->job->serial : 0;
+        unsigned long long serial = req ? job_serial(req->job) : 0;
         if (req != NULL) {
             req->forced = 1;
             take_suspended(req);
