@@ -136,10 +136,11 @@ int job_stopped(const struct job *job);
 void job_set_client_fd(struct job *job, int fd);
 
 /* The answer, for the front end once on_finish has been called: why it
- * ended, the document (NULL: none: client gone, rejected, or it could not
- * be built; then *failed says whether building failed), X-Batch-Complete. */
+ * ended; the sink to read the answer from (answer.h; NULL: none, the client
+ * went away or the batch was rejected; its failed op says whether it could
+ * not be built); X-Batch-Complete. The sink lives as long as the job. */
 enum finish_reason job_reason(const struct job *job);
-const struct buf *job_document(const struct job *job, int *failed);
+struct answer_sink *job_answer_sink(struct job *job);
 int job_complete(const struct job *job);
 /* Items whose fetch worked (after on_finish). */
 size_t job_items_ok(const struct job *job);

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "answer.h"
 #include "fanoutd.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,9 +54,8 @@ struct job {
 
     /* Written only by whoever builds the document, read by the front end
      * after on_finish. */
-    struct buf doc;
+    struct answer_doc doc;       /* the answer's sink: the whole document */
     int complete;
-    int doc_failed;              /* the document could not be built */
     double duration_ms;          /* arrival to the document's completion */
     struct job *fin_next;        /* finisher queue link (finisher lock) */
 
@@ -90,7 +90,7 @@ static void job_free(struct job *job)
     free(job->started_us);
     free(job->runner);
     free(job->results);
-    buf_free(&job->doc);
+    job->doc.sink.ops->release(&job->doc.sink);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
@@ -129,7 +129,7 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->nforward = nforward;
     job->cfg = config_ref(cfg);
     pthread_mutex_init(&job->lock, NULL);
-    buf_init(&job->doc, 0);
+    answer_doc_init(&job->doc);
     job->state = calloc(n, sizeof(*job->state));
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
@@ -429,12 +429,11 @@ enum finish_reason job_reason(const struct job *job)
     return job->finished;
 }
 
-const struct buf *job_document(const struct job *job, int *failed)
+struct answer_sink *job_answer_sink(struct job *job)
 {
-    *failed = job->doc_failed;
-    if (job->doc_failed || job->finished == FINISH_CLIENT || job->finished == FINISH_REJECTED)
+    if (job->finished == FINISH_CLIENT || job->finished == FINISH_REJECTED)
         return NULL;
-    return &job->doc;
+    return &job->doc.sink;
 }
 
 int job_complete(const struct job *job)
@@ -525,12 +524,13 @@ static void job_answer(struct job *job)
             sleep_ms(fin.test_delay_ms);
         /* The duration so far, made exact once the document is complete. */
         double ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
-        if (merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK ||
-            stamp_duration(&job->doc, job->arrival_us) != FO_OK) {
+        struct buf *doc = answer_doc_buf(&job->doc);
+        int failed = merge_build(&job->req, job->results, job->req.merge, ms, doc,
+                                 &job->complete) != FO_OK ||
+                     stamp_duration(doc, job->arrival_us) != FO_OK;
+        if (failed)
             log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
-            buf_free(&job->doc);
-            job->doc_failed = 1;
-        }
+        job->doc.sink.ops->finish(&job->doc.sink, failed);
     }
     job->duration_ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
     if (reason != FINISH_REJECTED)

@@ -1,6 +1,6 @@
 /*
- * server.c - the libmicrohttpd front end and the daemon's lifecycle
- * (see server.h for the request path).
+ * server.c - the libmicrohttpd front end: HTTP only (see server.h for the
+ * request path). The daemon's lifecycle is daemon.c's.
  *
  * Threads: libmicrohttpd's own pool (epoll, one listener per thread) runs
  * the handler; it never waits for an upstream. The workers (queue.c) and
@@ -20,7 +20,6 @@
 #include "server.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <signal.h>
@@ -33,10 +32,10 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "answer.h"
 #include "batch.h"
 #include "buf.h"
 #include "encode.h"
-#include "fetch.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
@@ -94,8 +93,6 @@ static struct server_state {
     _Atomic int draining;
     _Atomic long connections;    /* client connections open now */
     struct MHD_Daemon *mhd;
-    struct fetch_env env;
-    int env_ready, queue_ready, watch_ready;
 } srv = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -908,16 +905,13 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
 static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct request *req = cls;
-    int failed;
-    const struct buf *doc = job_document(req->job, &failed);
-    size_t n;
+    struct answer_sink *sink = job_answer_sink(req->job);
+    ssize_t n = sink->ops->read(sink, pos, out, max);
 
-    if (pos >= doc->len)
+    if (n == ANSWER_END)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    n = doc->len - (size_t)pos < max ? doc->len - (size_t)pos : max;
-    memcpy(out, doc->data + pos, n);
     req->sent = (size_t)pos;
-    return (ssize_t)n;
+    return n;
 }
 
 /* 200 with the job's document, read out of it as it is sent (the
@@ -927,17 +921,18 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
     struct job *job = req->job;
     struct MHD_Response *resp;
     enum MHD_Result ret;
-    int failed;
-    const struct buf *doc = job_document(job, &failed);
+    struct answer_sink *sink = job_answer_sink(job);
+    uint64_t size = sink->ops->size(sink);
 
-    resp = MHD_create_response_from_callback(doc->len, FO_ANSWER_BLOCK, read_answer, req, NULL);
+    resp = MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
+                                             FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
     (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
     (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     req->status = MHD_HTTP_OK;
-    req->bytes = doc->len;
+    req->bytes = size == ANSWER_SIZE_UNKNOWN ? 0 : (size_t)size;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -947,7 +942,8 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct job *job = req->job;
-    int forced, failed;
+    struct answer_sink *sink;
+    int forced;
 
     req->state = REQ_ANSWERED;
     pthread_mutex_lock(&srv.lock);
@@ -962,9 +958,9 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
                                  ? "the batch of %zu items does not fit in the work queue"
                                  : "fanoutd is shutting down (batch of %zu items)", job_items(job));
     }
-    if (job_reason(job) == FINISH_CLIENT)
+    if ((sink = job_answer_sink(job)) == NULL)
         return MHD_NO;          /* nobody to answer: close the connection */
-    if (job_document(job, &failed) == NULL && failed) {
+    if (sink->ops->failed(sink)) {
         /* The items were fetched: a retry would fetch them again, so this
          * is not "overloaded, try again" (no Retry-After). */
         return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal_error", NULL,
@@ -1257,40 +1253,35 @@ static unsigned connection_ceiling(void)
     return (unsigned)rl.rlim_cur;
 }
 
+fo_err server_listen_address(const struct config *cfg, int listen_fd,
+                             struct sockaddr_storage *bound, socklen_t *bound_len)
+{
+    *bound = cfg->listen_addr;
+    *bound_len = cfg->listen_len;
+    if (listen_fd >= 0) {
+        /* Socket activation: systemd bound the socket; `listen` is not used. */
+        *bound_len = sizeof(*bound);
+        if (getsockname(listen_fd, (struct sockaddr *)bound, bound_len) != 0) {
+            log_error("the socket passed by systemd is not usable: %s", strerror(errno));
+            return FO_ESYS;
+        }
+    }
+    return FO_OK;
+}
+
 fo_err server_start(struct config *cfg, int listen_fd)
 {
     /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
      * optimistically; fanoutd sets every socket option it needs itself. */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO;
-    struct sockaddr_storage bound = cfg->listen_addr;
-    socklen_t bound_len = cfg->listen_len;
+    struct sockaddr_storage bound;
+    socklen_t bound_len;
     fo_err err;
 
     server_reload(cfg);
-    if (listen_fd >= 0) {
-        /* Socket activation: systemd bound the socket; `listen` is not used. */
-        bound_len = sizeof(bound);
-        if (getsockname(listen_fd, (struct sockaddr *)&bound, &bound_len) != 0) {
-            log_error("the socket passed by systemd is not usable: %s", strerror(errno));
-            return FO_ESYS;
-        }
-    }
-    if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&bound, bound_len)) != FO_OK) {
-        log_error("cannot set up libcurl: %s", fo_strerror(err));
+    if ((err = server_listen_address(cfg, listen_fd, &bound, &bound_len)) != FO_OK)
         return err;
-    }
-    srv.env_ready = 1;
-    if ((err = job_finisher_start()) != FO_OK)
-        return err;
-    if ((err = watch_start()) != FO_OK)
-        return err;
-    srv.watch_ready = 1;
-    if ((err = queue_start(cfg->workers, &srv.env)) != FO_OK) {
-        log_error("cannot start %ld workers: %s", cfg->workers, fo_strerror(err));
-        return err;
-    }
-    srv.queue_ready = 1;
     if (bound.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv.mhd = MHD_start_daemon(flags, 0, on_accept, NULL, on_request, NULL,
@@ -1323,7 +1314,6 @@ void server_drain(void)
     pthread_mutex_unlock(&srv.lock);
     config_unref(cfg);
     atomic_store(&srv.draining, 1);
-    queue_close();
 }
 
 /* Waits until *counter is 0 or the monotonic time end (us); 1 if it reached 0. */
@@ -1353,7 +1343,7 @@ int server_wait_idle(int64_t timeout_ms)
     return wait_zero_until(&srv.in_flight, fo_now_us() + timeout_ms * 1000);
 }
 
-void server_cancel_all(void)
+void server_cut_grace(void)
 {
     int64_t now = fo_now_us();
 
@@ -1363,9 +1353,6 @@ void server_cancel_all(void)
     if (srv.in_flight > 0 && now < srv.drain_end_us)
         srv.drain_end_us = now;
     pthread_mutex_unlock(&srv.lock);
-    size_t n = watch_finish_all(FINISH_SHUTDOWN);
-    if (n > 0)
-        log_warn("shutdown grace over: %zu batches answered with cancelled items", n);
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -1404,7 +1391,7 @@ static void resume_all(void)
     }
 }
 
-void server_stop(void)
+void server_flush(void)
 {
     int64_t end;
 
@@ -1429,16 +1416,13 @@ void server_stop(void)
     }
     /* No resume may be under way when libmicrohttpd stops (each is short). */
     (void)wait_zero_until(&srv.resuming, INT64_MAX);
-    if (srv.queue_ready)
-        queue_stop();
-    job_finisher_stop();
+}
+
+void server_stop(void)
+{
     if (srv.mhd != NULL)
         MHD_stop_daemon(srv.mhd);
     srv.mhd = NULL;
-    if (srv.watch_ready)
-        watch_stop();
-    if (srv.env_ready)
-        fetch_env_free(&srv.env);
     pthread_mutex_lock(&srv.lock);
     struct config *cfg = srv.cfg;
     srv.cfg = NULL;

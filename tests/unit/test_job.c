@@ -4,6 +4,7 @@
  * hooks count what the job asks of its runner.
  */
 #include "harness.h"
+#include "answer.h"
 #include "job.h"
 
 struct counts {
@@ -99,6 +100,7 @@ static void test_finish_once_cancel(void)
     job_complete_item(job, 0, &res); /* a late result is dropped */
     CHECK(res.message == NULL);
     CHECK_EQ_INT(job_outcome(job), OUT_CANCELLED);
+    CHECK(job_answer_sink(job) == NULL); /* the client went away: no answer */
     CHECK_EQ_INT(job_items_ok(job), 0);
     CHECK_EQ_INT(job_set_hooks(job, &hooks), 0); /* finished: not registered */
     job_unref(job);
@@ -112,8 +114,8 @@ static void test_finish_by_last_item(void)
     struct job *job;
     int runner;
     struct result res = { 0 };
-    const struct buf *doc;
-    int failed;
+    struct answer_sink *sink;
+    char head[2];
 
     if (cfg == NULL || (job = make_job(cfg, 2, &c)) == NULL)
         return;
@@ -126,9 +128,15 @@ static void test_finish_by_last_item(void)
     CHECK_EQ_INT(c.reason, FINISH_DONE);
     CHECK_EQ_INT(c.wake, 0);   /* nothing was running any more */
     CHECK_EQ_INT(c.cancel, 1); /* its registration ends all the same */
-    doc = job_document(job, &failed);
-    CHECK(doc != NULL && doc->len > 0);
-    CHECK_EQ_INT(failed, 0);
+    sink = job_answer_sink(job); /* the whole document, read through the sink */
+    CHECK(sink != NULL);
+    if (sink != NULL) {
+        CHECK_EQ_INT(sink->ops->failed(sink), 0);
+        CHECK(sink->ops->size(sink) > 2 && sink->ops->size(sink) != ANSWER_SIZE_UNKNOWN);
+        CHECK_EQ_INT(sink->ops->read(sink, 0, head, 1), 1);
+        CHECK_EQ_INT(head[0], '{');
+        CHECK_EQ_INT(sink->ops->read(sink, sink->ops->size(sink), head, 1), ANSWER_END);
+    }
     CHECK_EQ_INT(job_outcome(job), OUT_PARTIAL);
     CHECK_EQ_INT(job_finish(job, FINISH_SHUTDOWN), 0);
     CHECK_EQ_INT(c.finish, 1);
