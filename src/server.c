@@ -39,6 +39,7 @@
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome.h"
 #include "queue.h"
 #include "watch.h"
 
@@ -48,9 +49,6 @@
 /* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
  * cannot answer before the upload ends, so the rest is read and dropped
  * (up to FO_MAX_DISCARD bytes, then the connection is closed). */
-/* Extra response headers, as name/value pairs ending in NULL. */
-static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, FO_RETRY_AFTER, NULL };
-static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
 
 enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 
@@ -68,9 +66,9 @@ struct request {
     struct buf body;             /* capped at max_body_bytes */
     struct job *job;             /* a reference, once the batch is accepted */
     size_t discarded;            /* bytes dropped in REQ_OVERSIZED */
-    int reject_status;           /* set when the queue refused the batch */
-    const char *reject_code;
-    enum batch_outcome reject_outcome;
+    int rejected;                /* the queue refused the accepted batch: */
+    enum refusal reject;         /* REFUSE_OVERLOADED or REFUSE_DRAINING */
+    const char *log_word;        /* a refusal's word for the access log */
     size_t sent;                 /* answer bytes known written (read_answer) */
     /* Resuming; guarded by srv.lock. */
     struct request *sus_prev, *sus_next;   /* in srv.suspended while suspended */
@@ -191,6 +189,35 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request
     return respond(conn, req, status, CT_JSON, data, len, headers);
 }
 
+/*
+ * A refusal, all of it from the outcome table (outcome.h): status, error
+ * code, extra headers (extra, when given, instead of the row's), and for a
+ * batch request (req != NULL) the metric and the access log's word.
+ */
+static enum MHD_Result respond_refusal(struct MHD_Connection *conn, struct request *req,
+                                       enum refusal r, const char *const *extra, const char *fmt,
+                                       ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result respond_refusal(struct MHD_Connection *conn, struct request *req,
+                                       enum refusal r, const char *const *extra, const char *fmt,
+                                       ...)
+{
+    const struct refusal_row *row = refusal_row(r);
+    char text[FO_MSG_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (req != NULL) {
+        if (row->metric >= 0)
+            metrics_batch((enum batch_outcome)row->metric, 0);
+        req->log_word = row->log_word;
+    }
+    return respond_error(conn, req, row->status, row->code, extra != NULL ? extra : row->headers,
+                         "%s", text);
+}
+
 /* A constant JSON text, sent from where it is (no copy, nothing to free). */
 static enum MHD_Result respond_static(struct MHD_Connection *conn, unsigned status,
                                       const char *json)
@@ -224,8 +251,7 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     buf_init(&b, 0);
     if (metrics_render(&b) != FO_OK) {
         buf_free(&b);
-        return respond_error(conn, NULL, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
-                             "out of memory");
+        return respond_refusal(conn, NULL, REFUSE_INTERNAL, NULL, "out of memory");
     }
     char *data = buf_steal(&b, &len);
     return respond(conn, NULL, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
@@ -527,19 +553,6 @@ static unsigned te_refusal(const char *te, const char **why)
 #define FO_STR_(x) #x
 #define FO_STR(x) FO_STR_(x)
 
-static const char *front_code(unsigned status)
-{
-    switch (status) {
-    case MHD_HTTP_NOT_IMPLEMENTED:
-        return "not_implemented";
-    case MHD_HTTP_URI_TOO_LONG:
-        return "uri_too_long";
-    case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE:
-        return "headers_too_large";
-    }
-    return "bad_request";
-}
-
 /* The checks every request passes before its body is read: answers (and
  * closes the connection) and returns 1 if the request is refused. req is the
  * batch request, or NULL on other paths. */
@@ -590,9 +603,7 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
               FO_STR(FO_MAX_HEADER_BLOCK) " bytes of them";
     if (why == NULL)
         return 0;
-    if (req != NULL)
-        metrics_batch(status == MHD_HTTP_BAD_REQUEST ? OUT_BAD_REQUEST : OUT_TOO_LARGE, 0);
-    *ret = respond_error(conn, req, status, front_code(status), close_hdr, "%s", why);
+    *ret = respond_refusal(conn, req, refusal_of_malformed(status), NULL, "%s", why);
     return 1;
 }
 
@@ -607,7 +618,8 @@ static int body_not_read(struct MHD_Connection *conn)
                                     MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
         return 1;
     /* libmicrohttpd has checked that a Content-Length is all digits. */
-    return cl != NULL && strtoull(cl, NULL, 10) > FO_MAX_OTHER_BODY;
+    long long len;
+    return cl != NULL && fo_parse_num(cl, 0, FO_MAX_OTHER_BODY, &len) == FO_ETOOBIG;
 }
 
 /* ---- POST /batch: the header checks -------------------------------------- */
@@ -677,31 +689,28 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, find_cdn_loop, &loop);
     if (loop.looped) {
-        metrics_batch(OUT_LOOP, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_LOOP_DETECTED, "loop_detected", NULL,
-                             "this batch came back to fanoutd through its own fetches "
+        *ret = respond_refusal(conn, req, REFUSE_LOOP, NULL,
+                               "this batch came back to fanoutd through its own fetches "
                              "(CDN-Loop names '%s')", cfg->loop_token);
         return 1;
     }
 
     if (atomic_load(&srv.draining)) {
-        metrics_batch(OUT_DRAINING, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
-                             "fanoutd is shutting down");
+        *ret = respond_refusal(conn, req, REFUSE_DRAINING, NULL, "fanoutd is shutting down");
         return 1;
     }
     if (!authorized(conn, cfg)) {
-        static const char *const auth_hdr[] = { MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer", NULL };
-        metrics_batch(OUT_UNAUTHORIZED, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_UNAUTHORIZED, "unauthorized", auth_hdr,
-                             "a valid 'Authorization: Bearer' token is required");
+        *ret = respond_refusal(conn, req, REFUSE_UNAUTHORIZED, NULL,
+                               "a valid 'Authorization: Bearer' token is required");
         return 1;
     }
     cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)cfg->max_body_bytes) {
-        metrics_batch(OUT_TOO_LARGE, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
-                             "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
+    long long len;
+    /* Past max_body_bytes, however long: refused before a byte is read. (One
+     * that is not a number is libmicrohttpd's to refuse.) */
+    if (cl != NULL && fo_parse_num(cl, 0, cfg->max_body_bytes, &len) == FO_ETOOBIG) {
+        *ret = respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
+                               "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
         return 1;
     }
     return 0;
@@ -713,9 +722,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
  * passing overload: 503 overloaded, try again later. After, see answer_batch. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
-    metrics_batch(OUT_OVERLOADED, 0);
-    return respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded", retry_hdr,
-                         "fanoutd is out of memory; try again later");
+    return respond_refusal(conn, req, REFUSE_OVERLOADED, NULL,
+                           "fanoutd is out of memory; try again later");
 }
 
 static void request_free(struct request *req);
@@ -855,14 +863,12 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
                       batch_is_json_type(ctype), req->cfg, &parsed, &msg);
     buf_free(&req->body);
     if (err == FO_ETOOBIG) {
-        metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
+        return respond_refusal(conn, req, REFUSE_BATCH_TOO_LARGE, NULL, "%s", msg.text);
     }
     if (err == FO_ENOMEM)
         return respond_out_of_memory(conn, req);
     if (err != FO_OK) {
-        metrics_batch(OUT_BAD_REQUEST, 0);
-        return respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
+        return respond_refusal(conn, req, REFUSE_BAD_BATCH, NULL, "%s", msg.text);
     }
     if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
         batch_req_free(&parsed);
@@ -890,9 +896,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
         log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
     err = queue_push(req->job, req->cfg->queue_capacity);
     if (err != FO_OK) {
-        req->reject_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        req->reject_code = err == FO_EFULL ? "overloaded" : "draining";
-        req->reject_outcome = err == FO_EFULL ? OUT_OVERLOADED : OUT_DRAINING;
+        req->rejected = 1;
+        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
         job_finish(req->job, FINISH_REJECTED);
     }
     return MHD_YES;
@@ -951,10 +956,9 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     pthread_mutex_unlock(&srv.lock);
     if (forced)
         return MHD_NO;          /* its answer is still being built: close */
-    if (req->reject_status != 0) {
-        metrics_batch(req->reject_outcome, 0);
-        return respond_error(conn, req, (unsigned)req->reject_status, req->reject_code, retry_hdr,
-                             strcmp(req->reject_code, "overloaded") == 0
+    if (req->rejected) {
+        return respond_refusal(conn, req, req->reject, NULL,
+                               req->reject == REFUSE_OVERLOADED
                                  ? "the batch of %zu items does not fit in the work queue"
                                  : "fanoutd is shutting down (batch of %zu items)", job_items(job));
     }
@@ -963,8 +967,8 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     if (sink->ops->failed(sink)) {
         /* The items were fetched: a retry would fetch them again, so this
          * is not "overloaded, try again" (no Retry-After). */
-        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal_error", NULL,
-                             "out of memory while building the answer of %zu items", job_items(job));
+        return respond_refusal(conn, req, REFUSE_ANSWER_FAILED, NULL,
+                               "out of memory while building the answer of %zu items", job_items(job));
     }
     return respond_doc(conn, req);
 }
@@ -995,9 +999,8 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
             return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
         }
         req->state = REQ_ANSWERED;
-        metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
-                             "the body is larger than max_body_bytes (%ld)",
+        return respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
+                               "the body is larger than max_body_bytes (%ld)",
                              req->cfg->max_body_bytes);
     case REQ_RUNNING:
         return answer_batch(conn, req);
@@ -1028,8 +1031,7 @@ static struct request *request_new(struct MHD_Connection *conn)
 static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
 {
     const char *const hdrs[] = { MHD_HTTP_HEADER_ALLOW, allow, NULL };
-    return respond_error(conn, NULL, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", hdrs,
-                         "use %s", allow);
+    return respond_refusal(conn, NULL, REFUSE_METHOD, hdrs, "use %s", allow);
 }
 
 /* Marks a request for /healthz, /metrics or an error on its first call:
@@ -1049,7 +1051,7 @@ static enum MHD_Result route(struct MHD_Connection *conn, const char *url, const
     if (strcmp(url, "/batch") == 0)
         return not_allowed(conn, "POST");
     int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
-    return respond_error(conn, NULL, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
+    return respond_refusal(conn, NULL, REFUSE_NOT_FOUND, NULL, "no such endpoint%s%s",
                          show ? ": " : "", show ? url : "");
 }
 
@@ -1103,8 +1105,8 @@ static void request_free(struct request *req)
  * ended. */
 static void log_access(struct request *req, enum MHD_RequestTerminationCode toe, int orphan)
 {
-    const struct job *job = req->reject_status == 0 && !orphan ? req->job : NULL;
-    const char *outcome = NULL;
+    const struct job *job = !req->rejected && !orphan ? req->job : NULL;
+    const char *outcome = job == NULL ? req->log_word : NULL;
     size_t bytes = req->bytes;
 
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
