@@ -29,8 +29,8 @@ struct worker {
     struct fetcher *fetcher;
 };
 
-/* Set by queue_start and cleared by queue_stop, both on the main thread
- * with no worker running; read-only in between. */
+/* Set by queue_start on the main thread before any worker starts, and
+ * read-only after (queue_stop joins the workers, then frees their array). */
 static struct pool {
     struct sched *sched;
     struct worker *workers;
@@ -209,8 +209,9 @@ void queue_stop(void)
     }
     FO_FREE(pool.workers);
     pool.nworkers = 0;
-    sched_free(pool.sched);
-    pool.sched = NULL;
+    /* The scheduler stays: the front end may still offer a batch until it
+     * stops (refused: FO_ESTOPPED), and a job may still end its
+     * registration. It lives as long as the process. */
 }
 
 long queue_depth(void)

@@ -763,7 +763,12 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
     if (s->waiting_since_us == 0)
         s->waiting_since_us = now;
     METRIC_SET(queue_depth, s->depth);
-    pthread_cond_broadcast(&s->work);
+    /* As many workers as there are tasks (a broadcast for a big batch). */
+    if (d->n >= 64)
+        pthread_cond_broadcast(&s->work);
+    else
+        for (size_t i = 0; i < d->n; i++)
+            pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->lock);
     *out = b;
     return FO_OK;
