@@ -66,6 +66,7 @@ struct request {
     struct buf body;             /* capped at max_body_bytes */
     struct job *job;             /* a reference, once the batch is accepted */
     size_t discarded;            /* bytes dropped in REQ_OVERSIZED */
+    int body_nomem;              /* REQ_OVERSIZED because memory ran out, not the cap */
     int rejected;                /* the queue refused the accepted batch: */
     enum refusal reject;         /* REFUSE_OVERLOADED or REFUSE_DRAINING */
     const char *log_word;        /* a refusal's word for the access log */
@@ -984,8 +985,10 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
         }
         if (request_late(conn))
             return MHD_NO;
-        if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
+        fo_err err = buf_append(&req->body, upload, *upload_size);
+        if (err != FO_OK) {
             req->state = REQ_OVERSIZED;
+            req->body_nomem = err == FO_ENOMEM;
             buf_free(&req->body);
         }
         *upload_size = 0;
@@ -999,6 +1002,8 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
             return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
         }
         req->state = REQ_ANSWERED;
+        if (req->body_nomem)
+            return respond_out_of_memory(conn, req); /* not the client's fault: 503 */
         return respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
                                "the body is larger than max_body_bytes (%ld)",
                              req->cfg->max_body_bytes);
