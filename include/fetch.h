@@ -35,12 +35,13 @@
 
 struct fetch_env {
     CURLSH *share;
-    pthread_mutex_t locks[CURL_LOCK_DATA_LAST];  /* one per shared curl cache */
-    struct self_addr self;                       /* fanoutd's own listen address */
+    pthread_mutex_t locks[CURL_LOCK_DATA_LAST]; /* one per shared curl cache */
+    struct self_addr self;                      /* fanoutd's own listen address */
 };
 
 /* curl_global_init must have run. Reads the bound listen address. */
-fo_err fetch_env_init(struct fetch_env *env, const struct sockaddr *listen, socklen_t len) FO_MUST_CHECK;
+fo_err fetch_env_init(struct fetch_env *env, const struct sockaddr *listen,
+                      socklen_t len) FO_MUST_CHECK;
 void fetch_env_free(struct fetch_env *env);
 
 struct fetcher;

@@ -43,11 +43,11 @@
 
 enum finish_reason {
     FINISH_NONE = 0,
-    FINISH_DONE,       /* every item finished */
-    FINISH_DEADLINE,   /* the batch deadline passed */
-    FINISH_CLIENT,     /* the client went away: nobody to answer */
-    FINISH_SHUTDOWN,   /* shutdown grace ended */
-    FINISH_REJECTED,   /* the queue refused it (overloaded, draining) */
+    FINISH_DONE,     /* every item finished */
+    FINISH_DEADLINE, /* the batch deadline passed */
+    FINISH_CLIENT,   /* the client went away: nobody to answer */
+    FINISH_SHUTDOWN, /* shutdown grace ended */
+    FINISH_REJECTED, /* the queue refused it (overloaded, draining) */
 };
 
 enum item_state { ITEM_QUEUED = 0, ITEM_RUNNING, ITEM_DONE };
@@ -75,7 +75,8 @@ struct job_hooks {
  * cfg. The caller holds the one reference.
  */
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
-               int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out) FO_MUST_CHECK;
+               int64_t arrival_us, job_finish_fn on_finish, void *ctx,
+               struct job **out) FO_MUST_CHECK;
 
 /* Frees a list of forwarded headers ("Name: value" strings) and the list. */
 void job_forward_free(char **forward, size_t n);
@@ -124,10 +125,10 @@ int job_finish(struct job *job, enum finish_reason reason);
 void job_withdraw(struct job *job);
 
 /* Read-only facts of a job (any thread, no lock). */
-uint64_t job_serial(const struct job *job);     /* unique, for lookups */
-size_t job_items(const struct job *job);        /* items in the batch */
-int64_t job_deadline_us(const struct job *job); /* monotonic */
-const struct config *job_config(const struct job *job); /* the config it started with */
+uint64_t job_serial(const struct job *job);                 /* unique, for lookups */
+size_t job_items(const struct job *job);                    /* items in the batch */
+int64_t job_deadline_us(const struct job *job);             /* monotonic */
+const struct config *job_config(const struct job *job);     /* the config it started with */
 const char *job_item_dest(const struct job *job, size_t i); /* item i's "host:port" */
 /* 1 once the job has finished (running fetches are told to stop). */
 int job_stopped(const struct job *job);

@@ -9,8 +9,8 @@
 #include "job.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -23,15 +23,15 @@
 
 struct job {
     _Atomic long refs;
-    uint64_t serial;             /* unique, for the watcher's lookups */
+    uint64_t serial; /* unique, for the watcher's lookups */
 
     /* Read-only after job_new. */
-    struct config *cfg;          /* a reference: the config the batch started with */
+    struct config *cfg; /* a reference: the config the batch started with */
     struct batch_req req;
-    char **forward;              /* client headers to forward ("Name: value"), owned */
+    char **forward; /* client headers to forward ("Name: value"), owned */
     size_t nforward;
-    int64_t arrival_us;          /* monotonic */
-    int64_t deadline_us;         /* monotonic */
+    int64_t arrival_us;  /* monotonic */
+    int64_t deadline_us; /* monotonic */
     job_finish_fn on_finish;
     void *finish_ctx;
     /* The suspended client's socket, -1 if not watched. Set once by
@@ -42,29 +42,28 @@ struct job {
     /* Set once when the job finishes; running fetches poll it to abort. */
     _Atomic int stop;
 
-    pthread_mutex_t lock;        /* guards the fields below */
+    pthread_mutex_t lock; /* guards the fields below */
     enum finish_reason finished;
-    size_t remaining;            /* items not yet done */
-    unsigned char *state;        /* enum item_state per item */
-    int64_t *started_us;         /* when a worker took each item */
-    void **runner;               /* the runner of each running item, or NULL */
+    size_t remaining;     /* items not yet done */
+    unsigned char *state; /* enum item_state per item */
+    int64_t *started_us;  /* when a worker took each item */
+    void **runner;        /* the runner of each running item, or NULL */
     struct result *results;
-    size_t answer_bytes;         /* body bytes kept for the answer (max_answer_bytes) */
-    size_t bytes_seen;           /* body bytes handed in, kept or refused (memory release) */
+    size_t answer_bytes; /* body bytes kept for the answer (max_answer_bytes) */
+    size_t bytes_seen;   /* body bytes handed in, kept or refused (memory release) */
 
     /* Written only by whoever builds the document, read by the front end
      * after on_finish. */
-    struct answer_doc doc;       /* the answer's sink: the whole document */
+    struct answer_doc doc; /* the answer's sink: the whole document */
     int complete;
-    double duration_ms;          /* arrival to the document's completion */
-    struct job *fin_next;        /* finisher queue link (finisher lock) */
+    double duration_ms;   /* arrival to the document's completion */
+    struct job *fin_next; /* finisher queue link (finisher lock) */
 
     /* The runner's hooks (job_set_hooks), guarded by lock. */
     struct job_hooks hooks;
     int has_hooks;
-    int cancelled;               /* the cancel hook has run (or is running) */
+    int cancelled; /* the cancel hook has run (or is running) */
 };
-
 
 /* Serial numbers for jobs; atomic, so no lock. */
 static _Atomic uint64_t next_serial = 1;
@@ -257,8 +256,8 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
             reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
     }
     pthread_mutex_unlock(&job->lock);
-    free(drop);          /* a body refused by max_answer_bytes */
-    result_clear(res);   /* a late result (the job had finished) is dropped */
+    free(drop);        /* a body refused by max_answer_bytes */
+    result_clear(res); /* a late result (the job had finished) is dropped */
     if (reason != FINISH_NONE)
         job_finish(job, reason);
 }
@@ -371,10 +370,11 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
 static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t now_us)
 {
     enum item_error e = reason == FINISH_DEADLINE ? ERR_DEADLINE : ERR_CANCELLED;
-    const char *why = reason == FINISH_DEADLINE ? "the batch deadline passed before the item finished"
-                    : reason == FINISH_CLIENT ? "the client went away"
-                    : reason == FINISH_REJECTED ? "the batch was not admitted"
-                    : "fanoutd shut down before the item finished";
+    const char *why = reason == FINISH_DEADLINE
+                          ? "the batch deadline passed before the item finished"
+                      : reason == FINISH_CLIENT   ? "the client went away"
+                      : reason == FINISH_REJECTED ? "the batch was not admitted"
+                                                  : "fanoutd shut down before the item finished";
 
     for (size_t i = 0; i < job->req.n; i++) {
         if (job->state[i] == ITEM_DONE)
@@ -453,10 +453,14 @@ size_t job_items_ok(const struct job *job)
 enum batch_outcome job_outcome(const struct job *job)
 {
     switch (job->finished) {
-    case FINISH_DEADLINE: return OUT_DEADLINE;
-    case FINISH_CLIENT:   return OUT_CANCELLED;
-    case FINISH_SHUTDOWN: return OUT_SHUTDOWN;
-    default:              return job->complete ? OUT_COMPLETE : OUT_PARTIAL;
+    case FINISH_DEADLINE:
+        return OUT_DEADLINE;
+    case FINISH_CLIENT:
+        return OUT_CANCELLED;
+    case FINISH_SHUTDOWN:
+        return OUT_SHUTDOWN;
+    default:
+        return job->complete ? OUT_COMPLETE : OUT_PARTIAL;
     }
 }
 
@@ -466,13 +470,13 @@ enum batch_outcome job_outcome(const struct job *job)
  * after job_finisher_start). */
 static struct finisher_state {
     pthread_mutex_t lock;
-    pthread_cond_t work;         /* signalled when a job is queued or on stop */
-    struct job *head, *tail;     /* jobs waiting for a finisher, each a reference */
+    pthread_cond_t work;     /* signalled when a job is queued or on stop */
+    struct job *head, *tail; /* jobs waiting for a finisher, each a reference */
     size_t queued;
     pthread_t tids[FO_FINISHERS_MAX];
     int nthreads, idle;
-    int running;                 /* between start and stop: hand-offs allowed */
-    long test_delay_ms;          /* testing aid, see job_finisher_start */
+    int running;        /* between start and stop: hand-offs allowed */
+    long test_delay_ms; /* testing aid, see job_finisher_start */
 } fin = { .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER };
 
 static void sleep_ms(long ms)
@@ -529,7 +533,8 @@ static void job_answer(struct job *job)
                                  &job->complete) != FO_OK ||
                      stamp_duration(doc, job->arrival_us) != FO_OK;
         if (failed)
-            log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
+            log_error("cannot build the answer of a batch of %zu items (out of memory)",
+                      job->req.n);
         job->doc.sink.ops->finish(&job->doc.sink, failed);
     }
     job->duration_ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
@@ -560,7 +565,7 @@ static void *finisher_main(void *arg)
         }
         pthread_mutex_unlock(&fin.lock);
         if (job == NULL)
-            return NULL;          /* stopping, and nothing left to build */
+            return NULL; /* stopping, and nothing left to build */
         job->fin_next = NULL;
         job_answer(job);
         job_unref(job);
@@ -611,8 +616,10 @@ fo_err job_finisher_start(void)
         long ms = strtol(delay, &end, 10);
         if (end != delay && *end == '\0' && ms > 0 && ms <= 60000) {
             fin.test_delay_ms = ms;
-            log_warn("FANOUTD_TEST_DEEP_BUILD_DELAY_MS is set: every deep merge takes %ld ms "
-                     "longer (testing aid)", ms);
+            log_warn(
+                "FANOUTD_TEST_DEEP_BUILD_DELAY_MS is set: every deep merge takes %ld ms "
+                "longer (testing aid)",
+                ms);
         }
     }
     pthread_mutex_lock(&fin.lock);

@@ -3,8 +3,8 @@
  * worker and no network: items are begun and completed by hand, and the
  * hooks count what the job asks of its runner.
  */
-#include "harness.h"
 #include "answer.h"
+#include "harness.h"
 #include "job.h"
 
 struct counts {
@@ -126,8 +126,8 @@ static void test_finish_by_last_item(void)
         CHECK_EQ_INT(c.finish, i == 1); /* only the last item finishes it */
     }
     CHECK_EQ_INT(c.reason, FINISH_DONE);
-    CHECK_EQ_INT(c.wake, 0);   /* nothing was running any more */
-    CHECK_EQ_INT(c.cancel, 1); /* its registration ends all the same */
+    CHECK_EQ_INT(c.wake, 0);     /* nothing was running any more */
+    CHECK_EQ_INT(c.cancel, 1);   /* its registration ends all the same */
     sink = job_answer_sink(job); /* the whole document, read through the sink */
     CHECK(sink != NULL);
     if (sink != NULL) {
