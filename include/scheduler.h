@@ -57,8 +57,10 @@ struct sched_ops {
      * each time it reaches the front; a time <= now_us: now. */
     int64_t (*not_before)(void *ctx, size_t i, int64_t now_us);
     /* Runs task t on a worker (its own thread data in `worker`), with no
-     * lock held; the caller then calls sched_done or sched_retry. */
-    void (*run)(void *ctx, const struct sched_task *t, void *worker);
+     * lock held. Returns 0 when the task is done (the worker then calls
+     * sched_done), or the monotonic time (us) before which it must not run
+     * again (a retry: the worker calls sched_retry). */
+    int64_t (*run)(void *ctx, const struct sched_task *t, void *worker);
     /* The scheduler lets go of ctx (the batch was cancelled and nothing of
      * it runs). Called with no lock held. */
     void (*release)(void *ctx);
@@ -117,8 +119,8 @@ int sched_next(struct sched *s, struct sched_task *t);
  * its destination's limit (the caller forgets t). */
 int sched_resolve(struct sched *s, struct sched_task *t);
 
-/* Runs t with the batch's run op. */
-void sched_run(const struct sched_task *t, void *worker);
+/* Runs t with the batch's run op: 0, done; else a retry's not-before time. */
+int64_t sched_run(const struct sched_task *t, void *worker);
 
 /* The task ended (ran, failed or was refused): its destination and batch
  * slots free up, and the tasks that depended on it and now wait for

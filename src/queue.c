@@ -47,8 +47,9 @@ static const char *item_dest(void *ctx, size_t i)
     return job_item_dest(ctx, i);
 }
 
-/* Runs item t->index of the job on this worker's fetcher. */
-static void item_run(void *ctx, const struct sched_task *t, void *worker)
+/* Runs item t->index of the job on this worker's fetcher. Always done in
+ * v1 (0); a retried attempt (v2) returns when it may run again. */
+static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
 {
     struct job *job = ctx;
     struct fetcher *f = worker;
@@ -57,7 +58,7 @@ static void item_run(void *ctx, const struct sched_task *t, void *worker)
 
     fetch_prepare(f, job_config(job)->generation);
     if (!job_begin_item(job, t->index, f))
-        return; /* finished, or its client has gone */
+        return 0; /* finished, or its client has gone */
     METRIC_ADD(workers_busy, 1);
     if (job_request(job, t->index, &fr) != FO_OK) {
         result_fail(&res, ERR_UPSTREAM, "out of memory");
@@ -71,6 +72,7 @@ static void item_run(void *ctx, const struct sched_task *t, void *worker)
     }
     METRIC_ADD(workers_busy, -1);
     job_complete_item(job, t->index, &res);
+    return 0;
 }
 
 static void item_release(void *ctx)
@@ -106,8 +108,11 @@ static void *worker_main(void *arg)
     while (sched_next(pool.sched, &t)) {
         if (t.resolve && !sched_resolve(pool.sched, &t))
             continue; /* waits behind its destination's limit */
-        sched_run(&t, w->fetcher);
-        sched_done(pool.sched, &t);
+        int64_t again = sched_run(&t, w->fetcher);
+        if (again != 0)
+            sched_retry(pool.sched, &t, again);
+        else
+            sched_done(pool.sched, &t);
     }
     return NULL;
 }

@@ -968,9 +968,9 @@ int sched_resolve(struct sched *s, struct sched_task *t)
     return run;
 }
 
-void sched_run(const struct sched_task *t, void *worker)
+int64_t sched_run(const struct sched_task *t, void *worker)
 {
-    t->batch->ops->run(t->ctx, t, worker);
+    return t->batch->ops->run(t->ctx, t, worker);
 }
 
 /* The task leaves the running ones: its destination's and batch's slots

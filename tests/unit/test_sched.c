@@ -319,7 +319,48 @@ static void test_dependencies_refused(void)
     sched_free(s);
 }
 
+/* A run op that asks for one retry, far ahead, then is done. */
+static int runs;
+
+static int64_t tb_run(void *ctx, const struct sched_task *t, void *worker)
+{
+    (void)ctx;
+    (void)t;
+    (void)worker;
+    return runs++ == 0 ? INT64_MAX / 2 : 0;
+}
+
+static void test_run_and_retry(void)
+{
+    static const struct sched_ops run_ops = { .run = tb_run, .release = tb_release };
+    struct sched *s;
+    struct tb a = { { 0 }, 0, { 0 } };
+    struct sched_batch_desc d = { .ops = &run_ops, .ctx = &a, .n = 1 };
+    struct sched_batch *ba;
+    struct sched_task t;
+    int64_t wake, again;
+
+    runs = 0;
+    CHECK_EQ_INT(sched_new(&s), FO_OK);
+    CHECK_EQ_INT(sched_submit(s, &d, 10, &ba), FO_OK);
+    /* The worker's loop: run, then retry or done. */
+    CHECK_EQ_INT(sched_try(s, 1, &t, &wake), 1);
+    again = sched_run(&t, NULL);
+    CHECK_EQ_INT(again, INT64_MAX / 2);
+    sched_retry(s, &t, again);
+    CHECK_EQ_INT(sched_depth(s), 1);
+    CHECK_EQ_INT(sched_try(s, 2, &t, &wake), 0);
+    CHECK_EQ_INT(sched_try(s, INT64_MAX / 2, &t, &wake), 1);
+    CHECK_EQ_INT(sched_run(&t, NULL), 0);
+    sched_done(s, &t);
+    CHECK_EQ_INT(runs, 2);
+    sched_cancel(s, ba);
+    CHECK_EQ_INT(a.released, 1);
+    sched_free(s);
+}
+
 static const struct unit_test tests[] = {
+    { "run_and_retry", test_run_and_retry },
     { "round_robin", test_round_robin },
     { "capacity_whole_or_nothing", test_capacity_whole_or_nothing },
     { "per_host_limit", test_per_host_limit },
