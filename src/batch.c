@@ -623,7 +623,7 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
 
     memset(out, 0, sizeof(*out));
     jansson_out_of_memory = 0;
-    /* A UTF-8 byte order mark is no part of the batch (CONTRACT.md, Faithful fetching). */
+    /* A UTF-8 byte order mark is no part of the batch: skipped, in every form. */
     if (len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0) {
         body += 3;
         len -= 3;

@@ -320,7 +320,7 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
 
 /* Headers that belong to the item's origin: once a redirect has left it
  * (scheme, host or port differ), they are not sent on that hop or any
- * later one. Credentials (CONTRACT "Credentials injected by the gateway"),
+ * later one. Credentials (a client's or an item's must not reach another origin),
  * and Host, which would name the wrong server. */
 static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-Authorization",
                                               "Host" };
@@ -553,7 +553,7 @@ static void hop_free(struct hop *h)
  * The next hop after a redirect with this status to location: 303 makes
  * it a GET without a body (HEAD stays HEAD); 301 and 302 make a POST a GET
  * without a body and keep every other method with its body; 307 and 308
- * keep method and body (CONTRACT "Faithful fetching"; RFC 9110 15.4).
+ * keep method and body (RFC 9110 15.4).
  */
 static fo_err hop_next(struct hop *h, int status, const char *location, struct fo_msg *why)
 {
