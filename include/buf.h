@@ -5,8 +5,10 @@
  * input gets a cap at creation (curl's dynbuf "toobig"): an append that would
  * pass it fails with FO_ETOOBIG and leaves the buffer as it was.
  * The response documents are written straight into a buf with the json_*
- * helpers, and the finished data is handed to libmicrohttpd without a copy
- * (buf_steal).
+ * helpers. A batch's document stays in its buf (the job's answer sink,
+ * answer.h) and is copied out to the socket in blocks of FO_ANSWER_BLOCK as
+ * it is sent; small answers (errors, /metrics) are taken out with
+ * buf_steal and handed to libmicrohttpd to free.
  */
 #ifndef FO_BUF_H
 #define FO_BUF_H

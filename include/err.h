@@ -35,4 +35,14 @@ struct fo_msg {
 void fo_msg_set(struct fo_msg *msg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * The one checked number parser (in the spirit of OpenBSD's strtonum): s
+ * must be a whole decimal number, an optional '-' then digits and nothing
+ * else (no white space, no '+'). FO_OK with *out set; FO_EINVAL: not such a
+ * number (NULL, empty, other bytes); FO_ETOOBIG: outside [min, max]
+ * (overflow included), *out then min or max, whichever side it passed.
+ */
+fo_err fo_parse_num(const char *s, long long min, long long max, long long *out)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -1,18 +1,16 @@
 /*
- * queue.h - the one bounded work queue over all batches, and the workers.
+ * queue.h - the worker pool that runs the items of accepted batches.
  *
- * Batches with items waiting form a ring; a worker takes one item from
- * the batch at the head and moves that batch to the tail, so batches are
- * served round-robin: 1000 slow items do not starve a batch of 2.
- * A batch is admitted whole or not at all (queue_capacity counts waiting
- * items, parked ones included). With per_host_limit, an item whose
- * destination (host_key) already has that many fetches running is parked
- * on that destination's wait list until one ends; the batches waiting on
- * one destination are served round-robin too, and picking work never
- * scans parked items.
+ * A batch's items are registered with the scheduler (scheduler.h) as one
+ * batch of tasks: admitted whole or not at all (queue_capacity counts
+ * waiting items, parked ones included), served round-robin between
+ * batches, with per_host_limit counted per destination. Each worker owns
+ * one fetcher and runs one item at a time: job_begin_item, job_request,
+ * fetch_run, job_complete_item. The job stops its work through the hooks
+ * queue_push registers (struct job_hooks): no module calls back into this
+ * one.
  *
- * The queue is a process-wide singleton (one daemon, one queue); all of
- * its state is guarded by its one mutex, and no lock is held during a fetch.
+ * The pool is a process-wide singleton (one daemon, one pool).
  */
 #ifndef FO_QUEUE_H
 #define FO_QUEUE_H
@@ -26,31 +24,19 @@
 struct job;
 struct fetch_env;
 
-/*
- * The per_host_limit key of a URL's "host:port" (as url_check writes it):
- * a numeric host as the address it is (every inet_aton spelling of IPv4,
- * such as 127.1, 0x7f000001, 2130706433, 0177.0.0.1; IPv6 as inet_ntop
- * writes it, in brackets; IPv4-mapped IPv6 as the IPv4 address), localhost
- * and *.localhost as 127.0.0.1, any other name lower-cased without a
- * trailing dot; then ":port". Writes a NUL-terminated key into out[size];
- * returns its length, 0 if hostport has no ":port" or the key does not fit.
- */
-size_t host_key(const char *hostport, char *out, size_t size);
-
-/* Starts `workers` threads, each with its own fetcher. */
+/* Starts the scheduler and `workers` threads, each with its own fetcher. */
 fo_err queue_start(long workers, struct fetch_env *env) FO_MUST_CHECK;
 
 /* Admits every item of job, or none: FO_EFULL when they do not fit in
- * capacity, FO_ESTOPPED after queue_close(). Takes a reference on success. */
+ * capacity, FO_ESTOPPED after queue_close(), FO_ENOMEM. On success the
+ * scheduler holds a reference until the job has finished and none of its
+ * items runs, and the job's hooks are registered. */
 fo_err queue_push(struct job *job, long capacity) FO_MUST_CHECK;
-
-/* Removes the job's waiting items (it finished). */
-void queue_drop(struct job *job);
 
 /* Refuses new batches from now on (draining). */
 void queue_close(void);
 
-/* Stops and joins the workers; the queue must be empty of live jobs. */
+/* Stops and joins the workers; no job may be left unfinished. */
 void queue_stop(void);
 
 /* Items waiting now. */

@@ -4,8 +4,8 @@
  *
  * A worker fills a struct result for its item (body already encoded as a
  * JSON value, in the worker's thread); merge_build() then writes the whole
- * response document for a merge mode into one buffer, which the front end
- * hands to libmicrohttpd as it is.
+ * response document for a merge mode into one buffer (the job's answer
+ * sink, answer.h), which the front end copies out in blocks as it is sent.
  */
 #ifndef FO_RESULT_H
 #define FO_RESULT_H

@@ -66,9 +66,8 @@ void access_log(const char *request_id, const char *client, unsigned status, siz
     size_t items = 0, ok = 0;
 
     if (job != NULL) {
-        items = job->req.n;
-        for (size_t i = 0; i < items; i++)
-            ok += result_ok(&job->results[i]) != 0;
+        items = job_items(job);
+        ok = job_items_ok(job);
         if (outcome == NULL)
             outcome = outcome_names[job_outcome(job)];
     }

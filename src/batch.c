@@ -550,67 +550,60 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     return err;
 }
 
-/* Counts the URLs of a plain list (to refuse 413 before allocating). */
-static size_t plain_count(const char *p, const char *end)
-{
-    size_t n = 0;
-    int line_start = 1, comment = 0;
+/* The plain list's tokenizer, the one place that reads its shape: the next
+ * URL at or after *p (white space separates; a line whose first
+ * non-blank is '#' is a comment). Returns 1 with [*s, *e) set, 0 at end. */
+struct plain_scan {
+    const char *p, *end;
+    int line_start, comment;
+};
 
-    while (p < end) {
-        if (*p == '\n') {
-            line_start = 1;
-            comment = 0;
-            p++;
-        } else if (isspace((unsigned char)*p)) {
-            p++;
-        } else {
-            if (line_start && *p == '#')
-                comment = 1;
-            line_start = 0;
-            const char *s = p;
-            while (p < end && !isspace((unsigned char)*p))
-                p++;
-            n += !comment && p > s;
+static int plain_next(struct plain_scan *sc, const char **s, const char **e)
+{
+    while (sc->p < sc->end) {
+        if (*sc->p == '\n') {
+            sc->line_start = 1;
+            sc->comment = 0;
+            sc->p++;
+            continue;
         }
+        if (isspace((unsigned char)*sc->p)) {
+            sc->p++;
+            continue;
+        }
+        if (sc->line_start && *sc->p == '#')
+            sc->comment = 1;
+        sc->line_start = 0;
+        *s = sc->p;
+        while (sc->p < sc->end && !isspace((unsigned char)*sc->p))
+            sc->p++;
+        *e = sc->p;
+        if (!sc->comment)
+            return 1;
     }
-    return n;
+    return 0;
 }
 
 static fo_err parse_plain(struct batch_req *b, const char *body, size_t len,
                           const struct config *cfg, struct fo_msg *msg)
 {
-    const char *p = body, *end = body + len;
-    int line_start = 1, comment = 0;
-    size_t n, i = 0;
+    struct plain_scan sc = { body, body + len, 1, 0 };
+    const char *s, *e;
+    size_t n = 0, i = 0;
     fo_err err;
 
     if (!utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
         fo_msg_set(msg, "the plain list is not valid UTF-8 text");
         return FO_EINVAL;
     }
-    n = plain_count(body, end);
+    /* Counted first, to refuse 413 before allocating. */
+    while (plain_next(&sc, &s, &e))
+        n++;
     if ((err = alloc_items(b, n, cfg, msg)) != FO_OK)
         return err;
-    while (p < end) {
-        if (*p == '\n') {
-            line_start = 1;
-            comment = 0;
-            p++;
-            continue;
-        }
-        if (isspace((unsigned char)*p)) {
-            p++;
-            continue;
-        }
-        if (line_start && *p == '#')
-            comment = 1;
-        line_start = 0;
-        const char *s = p;
-        while (p < end && !isspace((unsigned char)*p))
-            p++;
-        if (comment)
-            continue;
-        char *url = strndup(s, (size_t)(p - s));
+    sc = (struct plain_scan){ body, body + len, 1, 0 };
+    while (plain_next(&sc, &s, &e)) {
+        char *url = strndup(s, (size_t)(e - s));
         if (url == NULL)
             return FO_ENOMEM;
         b->n = i + 1;
@@ -630,7 +623,7 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
 
     memset(out, 0, sizeof(*out));
     jansson_out_of_memory = 0;
-    /* A UTF-8 byte order mark is no part of the batch (CONTRACT.md, Faithful fetching). */
+    /* A UTF-8 byte order mark is no part of the batch: skipped, in every form. */
     if (len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0) {
         body += 3;
         len -= 3;

@@ -1,6 +1,9 @@
 /* err.c - fo_strerror and the message helper (see err.h). */
 #include "err.h"
 
+#include <errno.h>
+#include <stdlib.h>
+
 #include <stdio.h>
 
 const char *fo_strerror(fo_err err)
@@ -43,4 +46,28 @@ void fo_msg_set(struct fo_msg *msg, const char *fmt, ...)
             msg->text[i - 1] = '\0';
         break;
     }
+}
+
+fo_err fo_parse_num(const char *s, long long min, long long max, long long *out)
+{
+    const char *digits;
+    char *end = NULL;
+    long long v;
+
+    *out = 0;
+    if (s == NULL)
+        return FO_EINVAL;
+    digits = s[0] == '-' ? s + 1 : s;
+    if (*digits < '0' || *digits > '9')
+        return FO_EINVAL;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (*end != '\0')
+        return FO_EINVAL;
+    if (errno == ERANGE || v < min || v > max) {
+        *out = s[0] == '-' ? min : max;
+        return FO_ETOOBIG;
+    }
+    *out = v;
+    return FO_OK;
 }

@@ -29,8 +29,12 @@
  * methods may be retried, as HTTP allows.
  *
  * The transfer waits in curl_multi_poll, so fetch_wake() (curl_multi_wakeup,
- * thread-safe) stops it at once when its job finishes; curl_easy_perform
- * would only notice on its next progress call, up to a second later.
+ * thread-safe) stops it at once when the request's stop flag is set;
+ * curl_easy_perform would only notice on its next progress call, up to a
+ * second later.
+ *
+ * The fetcher sees one struct fetch_req (fetch_req.h) and nothing of the
+ * batch it belongs to: time limits, headers and caps arrive resolved.
  */
 #include "fetch.h"
 
@@ -43,7 +47,6 @@
 
 #include "buf.h"
 #include "encode.h"
-#include "job.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -60,8 +63,7 @@ struct fetcher {
     char errbuf[CURL_ERROR_SIZE];
 
     /* Per fetch. */
-    char pin[FO_MAX_URL_LEN + 64]; /* CURLOPT_CONNECT_TO entry (fetch_pin), "" if none */
-    struct job *job;              /* borrowed for the fetch */
+    const struct fetch_req *req;  /* borrowed for the fetch */
     int blocked;                  /* POLICY_DENY or POLICY_SELF seen when connecting */
     char blocked_addr[INET6_ADDRSTRLEN];
     int too_large;
@@ -297,12 +299,11 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct fetcher *f = ud;
-    const struct config *cfg = f->job->cfg;
     enum policy_verdict v;
 
     if (purpose != CURLSOCKTYPE_IPCXN)
         return CURL_SOCKET_BAD;
-    v = policy_check(&cfg->allow, &cfg->deny, &f->env->self, &addr->addr);
+    v = policy_check(f->req->allow, f->req->deny, &f->env->self, &addr->addr);
     if (v != POLICY_ALLOW) {
         const void *a = addr->family == AF_INET
             ? (const void *)&((struct sockaddr_in *)&addr->addr)->sin_addr
@@ -319,7 +320,7 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
 
 /* Headers that belong to the item's origin: once a redirect has left it
  * (scheme, host or port differ), they are not sent on that hop or any
- * later one. Credentials (CONTRACT "Credentials injected by the gateway"),
+ * later one. Credentials (a client's or an item's must not reach another origin),
  * and Host, which would name the wrong server. */
 static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-Authorization",
                                               "Host" };
@@ -341,18 +342,6 @@ static int header_in(const char *line, const char *const *names, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
         if (header_is(line, names[i]))
-            return 1;
-    }
-    return 0;
-}
-
-static int item_has_header(const struct item_req *it, const char *line)
-{
-    size_t n = strcspn(line, ":;");
-
-    for (size_t i = 0; i < it->nheaders; i++) {
-        if (strncasecmp(it->headers[i], line, n) == 0 &&
-            (it->headers[i][n] == ':' || it->headers[i][n] == ';'))
             return 1;
     }
     return 0;
@@ -380,73 +369,32 @@ static fo_err append(struct curl_slist **list, const char *line)
     return FO_OK;
 }
 
-/* "CDN-Loop: <client's value>, <item's value>, <loop_token>" (RFC 8586): the
- * client's and the item's CDN-Loop, if any, then this deployment's token,
- * so that a batch that comes back to fanoutd is recognised (server.c). */
-static fo_err append_cdn_loop(struct curl_slist **list, const struct job *job,
-                              const struct item_req *it)
-{
-    struct buf b;
-    fo_err err = FO_OK;
-    size_t n = strlen("CDN-Loop");
-
-    buf_init(&b, 0);
-    err = buf_puts(&b, "CDN-Loop: ");
-    for (size_t i = 0; i < job->nforward + it->nheaders && err == FO_OK; i++) {
-        const char *line = i < job->nforward ? job->forward[i] : it->headers[i - job->nforward];
-        if (!header_is(line, "CDN-Loop") || line[n] != ':')
-            continue;   /* "CDN-Loop;" is an empty value */
-        const char *v = line + n + 1;
-        v += strspn(v, " \t");
-        if (*v == '\0')
-            continue;
-        err = buf_puts(&b, v);
-        if (err == FO_OK)
-            err = buf_puts(&b, ", ");
-    }
-    if (err == FO_OK)
-        err = buf_puts(&b, job->cfg->loop_token);
-    if (err == FO_OK)
-        err = buf_append(&b, "", 1);   /* the terminating NUL */
-    if (err == FO_OK)
-        err = append(list, b.data);
-    buf_free(&b);
-    return err;
-}
-
 /*
- * The one place that decides a hop's request headers: client headers named
- * in forward_headers (unless the item gives the same header), the item's
- * own, then what fanoutd sets itself: no Expect, the body's Content-Type,
+ * The one place that decides a hop's request headers: the request's own
+ * (forwarded client headers and the item's, as job_request resolved them),
+ * then what fanoutd sets itself: no Expect, the body's Content-Type,
  * CDN-Loop. A redirect changes what is kept (hop_keeps). NULL with *ok = 0
  * when out of memory.
  */
-static struct curl_slist *hop_headers(const struct job *job, const struct item_req *it,
-                                      const struct hop *h, int *ok)
+static struct curl_slist *hop_headers(const struct fetch_req *req, const struct hop *h, int *ok)
 {
     struct curl_slist *list = NULL;
     int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
 
     *ok = 0;
-    for (size_t i = 0; i < job->nforward; i++) {
-        if (item_has_header(it, job->forward[i]) || !hop_keeps(h, job->forward[i]))
-            continue;   /* the item's own value wins */
-        if (append(&list, job->forward[i]) != FO_OK)
-            goto fail;
-    }
-    for (size_t i = 0; i < it->nheaders; i++) {
-        if (hop_keeps(h, it->headers[i]) && append(&list, it->headers[i]) != FO_OK)
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (hop_keeps(h, req->headers[i]) && append(&list, req->headers[i]) != FO_OK)
             goto fail;
     }
     if (append(&list, "Expect:") != FO_OK)   /* no 100-continue round trip */
         goto fail;
     /* A body (or the empty one of a bodiless POST or PUT) gets no form
      * Content-Type from libcurl: the item's, JSON's, or none. */
-    if (fields && !(it->has_content_type && !h->body_dropped) &&
-        append(&list, h->send_body && it->body_is_json ? "Content-Type: application/json"
-                                                       : "Content-Type:") != FO_OK)
+    if (fields && !(req->has_content_type && !h->body_dropped) &&
+        append(&list, h->send_body && req->body_is_json ? "Content-Type: application/json"
+                                                        : "Content-Type:") != FO_OK)
         goto fail;
-    if (append_cdn_loop(&list, job, it) != FO_OK)
+    if (req->cdn_loop != NULL && append(&list, req->cdn_loop) != FO_OK)
         goto fail;
     *ok = 1;
     return list;
@@ -458,7 +406,7 @@ fail:
 /* A body travels as POSTFIELDS (sent with its Content-Length); a POST or PUT
  * without one still says Content-Length: 0, as HTTP asks of methods that
  * define a body (RFC 9110 8.6); other methods without a body send none. */
-static void set_method(CURL *e, const struct item_req *it, const struct hop *h)
+static void set_method(CURL *e, const struct fetch_req *req, const struct hop *h)
 {
     int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
 
@@ -482,8 +430,8 @@ static void set_method(CURL *e, const struct item_req *it, const struct hop *h)
     }
     if (fields) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t)(h->send_body ? it->body_len : 0));
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->send_body ? it->body : "");
+                         (curl_off_t)(h->send_body ? req->body_len : 0));
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->send_body ? req->body : "");
     }
 }
 
@@ -580,16 +528,16 @@ out:
     return err;
 }
 
-static fo_err hop_init(struct hop *h, const struct item_req *it, struct fo_msg *why)
+static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg *why)
 {
     fo_err err;
 
     memset(h, 0, sizeof(*h));
-    h->method = it->method;
-    h->send_body = it->body != NULL && it->method != M_HEAD;
+    h->method = req->method;
+    h->send_body = req->body != NULL && req->method != M_HEAD;
     if ((h->url = curl_url()) == NULL)
         return FO_ENOMEM;
-    if ((err = hop_set_url(h, it->url, why)) != FO_OK)
+    if ((err = hop_set_url(h, req->url, why)) != FO_OK)
         return err;
     return url_origin(h->url, &h->origin);
 }
@@ -605,7 +553,7 @@ static void hop_free(struct hop *h)
  * The next hop after a redirect with this status to location: 303 makes
  * it a GET without a body (HEAD stays HEAD); 301 and 302 make a POST a GET
  * without a body and keep every other method with its body; 307 and 308
- * keep method and body (CONTRACT "Faithful fetching"; RFC 9110 15.4).
+ * keep method and body (RFC 9110 15.4).
  */
 static fo_err hop_next(struct hop *h, int status, const char *location, struct fo_msg *why)
 {
@@ -696,7 +644,7 @@ static enum item_error map_error(CURLcode rc, const struct fetcher *f, int deadl
 }
 
 static void fail_from_curl(struct result *res, CURLcode rc, const struct fetcher *f,
-                           const struct config *cfg, int deadline_bound, long timeout_ms)
+                           const struct fetch_req *req, int deadline_bound, long timeout_ms)
 {
     enum item_error e = map_error(rc, f, deadline_bound);
     const char *detail = f->errbuf[0] && utf8_valid(f->errbuf, strlen(f->errbuf))
@@ -718,10 +666,10 @@ static void fail_from_curl(struct result *res, CURLcode rc, const struct fetcher
         break;
     case ERR_TOO_LARGE:
         result_fail(res, e, "the response body is larger than max_response_bytes (%ld)",
-                    cfg->max_response_bytes);
+                    req->max_response_bytes);
         break;
     case ERR_REDIRECTS:
-        result_fail(res, e, "more than %ld redirects", cfg->max_redirects);
+        result_fail(res, e, "more than %ld redirects", req->max_redirects);
         break;
     case ERR_INVALID_URL:
         result_fail(res, e, "not fetched: %s (only http and https are allowed)", detail);
@@ -732,8 +680,8 @@ static void fail_from_curl(struct result *res, CURLcode rc, const struct fetcher
     }
 }
 
-/* Runs the transfer on the private multi handle until it ends or the job
- * stops (then CURLE_ABORTED_BY_CALLBACK). */
+/* Runs the transfer on the private multi handle until it ends or the
+ * request's stop flag is set (then CURLE_ABORTED_BY_CALLBACK). */
 static CURLcode perform(struct fetcher *f)
 {
     CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
@@ -752,7 +700,7 @@ static CURLcode perform(struct fetcher *f)
             rc = (m != NULL && m->msg == CURLMSG_DONE) ? m->data.result : CURLE_RECV_ERROR;
             break;
         }
-        if (atomic_load(&f->job->stop))
+        if (f->req->stop != NULL && atomic_load(f->req->stop))
             break;
         /* Bounded by curl's own timers too; fetch_wake() ends it early. */
         if (curl_multi_poll(f->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
@@ -764,29 +712,24 @@ static CURLcode perform(struct fetcher *f)
     return rc;
 }
 
-/* The item's time limit: its own timeout, lowered to what is left of the
- * batch deadline; *deadline_bound says which one binds. */
-static long time_limit(const struct job *job, const struct item_req *it, int64_t now_us,
-                       int *deadline_bound)
+/* The item's time limit: its own (resolved) timeout, lowered to what is
+ * left of the batch deadline; *deadline_bound says which one binds. */
+static long time_limit(const struct fetch_req *req, int64_t now_us, int *deadline_bound)
 {
-    const struct config *cfg = job->cfg;
-    long item = it->timeout_ms ? it->timeout_ms : cfg->default_timeout_ms;
-    int64_t left = (job->deadline_us - now_us) / 1000;
+    int64_t left = (req->deadline_us - now_us) / 1000;
 
-    if (item > cfg->max_timeout_ms)
-        item = cfg->max_timeout_ms;
-    *deadline_bound = left < item;
-    return *deadline_bound ? (long)left : item;
+    *deadline_bound = req->deadline_us != 0 && left < req->timeout_ms;
+    return *deadline_bound ? (long)left : req->timeout_ms;
 }
 
-void fetch_prepare(struct fetcher *f, const struct config *cfg)
+void fetch_prepare(struct fetcher *f, unsigned long generation)
 {
     if (f->easy == NULL) {
         if ((f->easy = curl_easy_init()) == NULL)
             return;   /* fetch_run fails the item */
         set_constant_options(f);
     }
-    if (f->multi == NULL || cfg->generation > f->generation) {
+    if (f->multi == NULL || generation > f->generation) {
         /* A new configuration may deny what a cached connection reaches:
          * a fresh multi handle starts with an empty connection cache. */
         CURLM *fresh = curl_multi_init();
@@ -794,15 +737,15 @@ void fetch_prepare(struct fetcher *f, const struct config *cfg)
             if (f->multi != NULL)
                 curl_multi_cleanup(f->multi);
             f->multi = fresh;
-            f->generation = cfg->generation;
+            f->generation = generation;
         }
     }
 }
 
 /* Runs one hop: its options, then the transfer. A redirect body that the
  * hop stopped reading (over the response cap) is no failure. */
-static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct item_req *it,
-                        const struct hop *h, long left_ms, int follow)
+static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const struct hop *h,
+                        long left_ms, int follow)
 {
     struct curl_slist *headers;
     char *url = NULL;
@@ -823,7 +766,7 @@ static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct i
     FO_FREE(f->location);
     f->errbuf[0] = '\0';
     buf_reset(&f->body);
-    headers = hop_headers(job, it, h, &ok);
+    headers = hop_headers(req, h, &ok);
     if (!ok || curl_url_get(h->url, CURLUPART_URL, &url, 0) != CURLUE_OK) {
         curl_slist_free_all(headers);
         f->nomem = 1;
@@ -834,7 +777,7 @@ static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct i
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
-    set_method(f->easy, it, h);
+    set_method(f->easy, req, h);
     rc = perform(f);
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
         rc = CURLE_OK;
@@ -848,14 +791,16 @@ static CURLcode run_hop(struct fetcher *f, const struct job *job, const struct i
  * max_answer_bytes: a body that cannot fit is refused as soon as its
  * encoded form passes that, not after it has been written whole (text of
  * control bytes is 6x its size as \u0001 escapes). */
-static void encode_result(struct fetcher *f, struct job *job, struct result *res)
+static void encode_result(struct fetcher *f, const struct fetch_req *req, struct result *res)
 {
-    size_t left = f->body.len > 0 ? job_answer_left(job) : 0;
+    size_t left = f->body.len == 0 ? 0
+                : req->answer_left != NULL ? req->answer_left(req->answer_ctx)
+                                           : SIZE_MAX;
     struct buf enc;
     fo_err err;
 
     if (f->body.len > 0 && left == 0) {
-        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, req->max_answer_bytes);
         return;
     }
     buf_init(&enc, left);
@@ -869,23 +814,22 @@ static void encode_result(struct fetcher *f, struct job *job, struct result *res
     }
     buf_free(&enc);
     if (err == FO_ETOOBIG)
-        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, job->cfg->max_answer_bytes);
+        result_fail(res, ERR_TOO_LARGE, FO_ANSWER_CAP_MSG, req->max_answer_bytes);
     else
         result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
 }
 
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
-static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req *it,
-                       struct result *res, long timeout_ms, int deadline_bound, int64_t start)
+static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
+                       long timeout_ms, int deadline_bound, int64_t start)
 {
-    const struct config *cfg = job->cfg;
     struct fo_msg why;
     struct hop h;
     CURLcode rc = CURLE_OK;
     fo_err err;
 
-    if ((err = hop_init(&h, it, &why)) != FO_OK)
+    if ((err = hop_init(&h, req, &why)) != FO_OK)
         goto url_failed;
     for (long hops = 0;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
@@ -894,12 +838,12 @@ static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req
             rc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
-        rc = run_hop(f, job, it, &h, left_ms, cfg->max_redirects > 0);
+        rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
         if (rc != CURLE_OK || f->nomem || !f->discard)
             break;   /* a failure, or the final response */
-        if (hops >= cfg->max_redirects) {
+        if (hops >= req->max_redirects) {
             res->status = f->status;
-            result_fail(res, ERR_REDIRECTS, "more than %ld redirects", cfg->max_redirects);
+            result_fail(res, ERR_REDIRECTS, "more than %ld redirects", req->max_redirects);
             goto out;
         }
         if (f->location_too_long) {
@@ -919,12 +863,12 @@ static void fetch_hops(struct fetcher *f, struct job *job, const struct item_req
     if (res->status > 0 && f->has_ctype && (res->content_type = clean_content_type(f->ctype)) == NULL)
         f->nomem = 1;
     if (rc != CURLE_OK || f->nomem) {
-        fail_from_curl(res, f->nomem && rc == CURLE_OK ? CURLE_OUT_OF_MEMORY : rc, f, cfg,
+        fail_from_curl(res, f->nomem && rc == CURLE_OK ? CURLE_OUT_OF_MEMORY : rc, f, req,
                        deadline_bound, timeout_ms);
     } else if (res->status == 0) {
         result_fail(res, ERR_UPSTREAM, "no final response (only informational 1xx ones)");
     } else {
-        encode_result(f, job, res);
+        encode_result(f, req, res);
     }
     goto out;
 url_failed:
@@ -939,28 +883,29 @@ out:
     hop_free(&h);
 }
 
-void fetch_pin(struct fetcher *f, const char *hostport, const char *addrport)
+/* The CURLOPT_CONNECT_TO entry of req's pin; NULL without one, or when it
+ * cannot be made (libcurl then resolves the host itself). */
+static struct curl_slist *pin_entry(const struct fetch_req *req)
 {
-    int n = snprintf(f->pin, sizeof(f->pin), "%s:%s", hostport, addrport);
+    char entry[FO_MAX_URL_LEN + 64];
+    int n;
 
-    if (n < 0 || (size_t)n >= sizeof(f->pin))
-        f->pin[0] = '\0';    /* cannot be written: libcurl resolves the host itself */
+    if (req->pin_hostport == NULL || req->pin_addr == NULL)
+        return NULL;
+    n = snprintf(entry, sizeof(entry), "%s:%s", req->pin_hostport, req->pin_addr);
+    if (n < 0 || (size_t)n >= sizeof(entry))
+        return NULL;
+    return curl_slist_append(NULL, entry);
 }
 
-void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
+void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *res)
 {
-    const struct item_req *it = &job->req.items[i];
-    const struct config *cfg = job->cfg;
     int64_t start = fo_now_us();
     int deadline_bound;
-    long timeout_ms = time_limit(job, it, start, &deadline_bound);
-    struct curl_slist *pin = NULL;
+    long timeout_ms = time_limit(req, start, &deadline_bound);
+    struct curl_slist *pin = pin_entry(req);
 
     memset(res, 0, sizeof(*res));
-    if (f->pin[0] != '\0') {
-        pin = curl_slist_append(NULL, f->pin);   /* NULL: libcurl resolves the host itself */
-        f->pin[0] = '\0';
-    }
     if (timeout_ms <= 0) {
         result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
         curl_slist_free_all(pin);
@@ -971,11 +916,11 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
         curl_slist_free_all(pin);
         return;
     }
-    f->job = job;
-    f->body.cap = (size_t)cfg->max_response_bytes;
+    f->req = req;
+    f->body.cap = (size_t)req->max_response_bytes;
     /* Every hop to the item's own host:port goes to the pinned address. */
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
-    fetch_hops(f, job, it, res, timeout_ms, deadline_bound, start);
+    fetch_hops(f, req, res, timeout_ms, deadline_bound, start);
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
@@ -984,5 +929,5 @@ void fetch_run(struct fetcher *f, struct job *job, size_t i, struct result *res)
     buf_reset(&f->body);
     if (f->body.alloc > FETCH_KEEP_BUFFER)
         buf_free(&f->body);
-    f->job = NULL;
+    f->req = NULL;
 }

@@ -9,17 +9,61 @@
 #include "job.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "answer.h"
 #include "fanoutd.h"
-#include "fetch.h"
 #include "log.h"
 #include "metrics.h"
-#include "queue.h"
+
+struct job {
+    _Atomic long refs;
+    uint64_t serial; /* unique, for the watcher's lookups */
+
+    /* Read-only after job_new. */
+    struct config *cfg; /* a reference: the config the batch started with */
+    struct batch_req req;
+    char **forward; /* client headers to forward ("Name: value"), owned */
+    size_t nforward;
+    int64_t arrival_us;  /* monotonic */
+    int64_t deadline_us; /* monotonic */
+    job_finish_fn on_finish;
+    void *finish_ctx;
+    /* The suspended client's socket, -1 if not watched. Set once by
+     * watch_add before the job is queued; open while the job runs (the
+     * connection stays suspended until the job finishes). */
+    int client_fd;
+
+    /* Set once when the job finishes; running fetches poll it to abort. */
+    _Atomic int stop;
+
+    pthread_mutex_t lock; /* guards the fields below */
+    enum finish_reason finished;
+    size_t remaining;     /* items not yet done */
+    unsigned char *state; /* enum item_state per item */
+    int64_t *started_us;  /* when a worker took each item */
+    void **runner;        /* the runner of each running item, or NULL */
+    struct result *results;
+    size_t answer_bytes; /* body bytes kept for the answer (max_answer_bytes) */
+    size_t bytes_seen;   /* body bytes handed in, kept or refused (memory release) */
+
+    /* Written only by whoever builds the document, read by the front end
+     * after on_finish. */
+    struct answer_doc doc; /* the answer's sink: the whole document */
+    int complete;
+    double duration_ms;   /* arrival to the document's completion */
+    struct job *fin_next; /* finisher queue link (finisher lock) */
+
+    /* The runner's hooks (job_set_hooks), guarded by lock. */
+    struct job_hooks hooks;
+    int has_hooks;
+    int cancelled; /* the cancel hook has run (or is running) */
+};
 
 /* Serial numbers for jobs; atomic, so no lock. */
 static _Atomic uint64_t next_serial = 1;
@@ -45,8 +89,7 @@ static void job_free(struct job *job)
     free(job->started_us);
     free(job->runner);
     free(job->results);
-    free(job->pending);
-    buf_free(&job->doc);
+    job->doc.sink.ops->release(&job->doc.sink);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
@@ -55,6 +98,14 @@ static void job_free(struct job *job)
      * answer, give the free pages of every arena back to the kernel. */
     if (trim)
         malloc_trim(0);
+}
+
+/* A time limit as given (0: not given, then dflt), at most max_timeout_ms. */
+static long clamp_timeout(long given, long dflt, const struct config *cfg)
+{
+    long ms = given > 0 ? given : dflt;
+
+    return ms > cfg->max_timeout_ms ? cfg->max_timeout_ms : ms;
 }
 
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
@@ -77,14 +128,13 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->nforward = nforward;
     job->cfg = config_ref(cfg);
     pthread_mutex_init(&job->lock, NULL);
-    buf_init(&job->doc, 0);
+    answer_doc_init(&job->doc);
     job->state = calloc(n, sizeof(*job->state));
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
     job->results = calloc(n, sizeof(*job->results));
-    job->pending = malloc(n * sizeof(*job->pending));
     if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
-        job->results == NULL || job->pending == NULL) {
+        job->results == NULL) {
         job_free(job);
         return FO_ENOMEM;
     }
@@ -92,17 +142,18 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     atomic_init(&job->stop, 0);
     job->serial = atomic_fetch_add(&next_serial, 1);
     job->arrival_us = arrival_us;
-    timeout_ms = job->req.timeout_ms ? job->req.timeout_ms : cfg->batch_timeout_ms;
-    if (timeout_ms > cfg->max_timeout_ms)
-        timeout_ms = cfg->max_timeout_ms;
+    /* Every time limit resolved here, once: nothing downstream clamps. */
+    timeout_ms = clamp_timeout(job->req.timeout_ms, cfg->batch_timeout_ms, cfg);
+    job->req.timeout_ms = timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        struct item_req *it = &job->req.items[i];
+        it->timeout_ms = clamp_timeout(it->timeout_ms, cfg->default_timeout_ms, cfg);
+    }
     job->deadline_us = arrival_us + (int64_t)timeout_ms * 1000;
     job->on_finish = on_finish;
     job->finish_ctx = ctx;
     job->client_fd = -1;
     job->remaining = n;
-    for (size_t i = 0; i < n; i++)
-        job->pending[i] = (uint32_t)i;
-    job->npending = n;
     *out = job;
     return FO_OK;
 }
@@ -129,7 +180,7 @@ static int client_left(int fd)
     return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-int job_begin_item(struct job *job, size_t i, struct fetcher *f)
+int job_begin_item(struct job *job, size_t i, void *runner)
 {
     int run;
 
@@ -139,7 +190,7 @@ int job_begin_item(struct job *job, size_t i, struct fetcher *f)
     if (run) {
         job->state[i] = ITEM_RUNNING;
         job->started_us[i] = fo_now_us();
-        job->runner[i] = f;
+        job->runner[i] = runner;
     }
     pthread_mutex_unlock(&job->lock);
     return run;
@@ -205,20 +256,125 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
             reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
     }
     pthread_mutex_unlock(&job->lock);
-    free(drop);          /* a body refused by max_answer_bytes */
-    result_clear(res);   /* a late result (the job had finished) is dropped */
+    free(drop);        /* a body refused by max_answer_bytes */
+    result_clear(res); /* a late result (the job had finished) is dropped */
     if (reason != FINISH_NONE)
         job_finish(job, reason);
+}
+
+/* ---- the fetch request of an item ------------------------------------------ */
+
+/* Whether a "Name: value" (or "Name;") line is a header called name (n bytes). */
+static int header_named(const char *line, const char *name, size_t n)
+{
+    return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
+}
+
+static int item_has_header(const struct item_req *it, const char *line)
+{
+    size_t n = strcspn(line, ":;");
+
+    for (size_t i = 0; i < it->nheaders; i++) {
+        if (header_named(it->headers[i], line, n))
+            return 1;
+    }
+    return 0;
+}
+
+/* "CDN-Loop: <client's value>, <item's value>, <loop_token>" (RFC 8586): the
+ * client's and the item's CDN-Loop, if any, then this deployment's token,
+ * so that a batch that comes back to fanoutd is recognised (server.c).
+ * NULL when out of memory. */
+static char *cdn_loop_line(const struct job *job, const struct item_req *it)
+{
+    struct buf b;
+    fo_err err;
+    size_t n = strlen("CDN-Loop");
+
+    buf_init(&b, 0);
+    err = buf_puts(&b, "CDN-Loop: ");
+    for (size_t i = 0; i < job->nforward + it->nheaders && err == FO_OK; i++) {
+        const char *line = i < job->nforward ? job->forward[i] : it->headers[i - job->nforward];
+        if (!header_named(line, "CDN-Loop", n) || line[n] != ':')
+            continue; /* "CDN-Loop;" is an empty value */
+        const char *v = line + n + 1;
+        v += strspn(v, " \t");
+        if (*v == '\0')
+            continue;
+        err = buf_puts(&b, v);
+        if (err == FO_OK)
+            err = buf_puts(&b, ", ");
+    }
+    if (err == FO_OK)
+        err = buf_puts(&b, job->cfg->loop_token);
+    if (err == FO_OK)
+        err = buf_append(&b, "", 1); /* the terminating NUL */
+    if (err != FO_OK) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b, NULL);
+}
+
+static size_t answer_left_cb(void *ctx)
+{
+    return job_answer_left(ctx);
+}
+
+fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
+{
+    const struct item_req *it = &job->req.items[i];
+    const struct config *cfg = job->cfg;
+    size_t n = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->headers = malloc((job->nforward + it->nheaders + 1) * sizeof(*out->headers));
+    out->cdn_loop = cdn_loop_line(job, it);
+    if (out->headers == NULL || out->cdn_loop == NULL) {
+        FO_FREE(out->headers);
+        FO_FREE(out->cdn_loop);
+        return FO_ENOMEM;
+    }
+    /* Client headers named in forward_headers, unless the item gives the
+     * same header (its own value wins); CDN-Loop only in cdn_loop. */
+    for (size_t k = 0; k < job->nforward; k++) {
+        if (!item_has_header(it, job->forward[k]) && !header_named(job->forward[k], "CDN-Loop", 8))
+            out->headers[n++] = job->forward[k];
+    }
+    for (size_t k = 0; k < it->nheaders; k++) {
+        if (!header_named(it->headers[k], "CDN-Loop", 8))
+            out->headers[n++] = it->headers[k];
+    }
+    out->nheaders = n;
+    out->url = it->url;
+    out->method = it->method;
+    out->has_content_type = it->has_content_type;
+    out->body = it->body;
+    out->body_len = it->body_len;
+    out->body_is_json = it->body_is_json;
+    out->timeout_ms = it->timeout_ms;
+    out->deadline_us = job->deadline_us;
+    out->max_redirects = cfg->max_redirects;
+    out->max_response_bytes = cfg->max_response_bytes;
+    out->max_answer_bytes = cfg->max_answer_bytes;
+    out->answer_left = answer_left_cb;
+    out->answer_ctx = job;
+    out->allow = &cfg->allow;
+    out->deny = &cfg->deny;
+    out->generation = cfg->generation;
+    out->stop = &job->stop;
+    return FO_OK;
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */
 static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t now_us)
 {
     enum item_error e = reason == FINISH_DEADLINE ? ERR_DEADLINE : ERR_CANCELLED;
-    const char *why = reason == FINISH_DEADLINE ? "the batch deadline passed before the item finished"
-                    : reason == FINISH_CLIENT ? "the client went away"
-                    : reason == FINISH_REJECTED ? "the batch was not admitted"
-                    : "fanoutd shut down before the item finished";
+    const char *why = reason == FINISH_DEADLINE
+                          ? "the batch deadline passed before the item finished"
+                      : reason == FINISH_CLIENT   ? "the client went away"
+                      : reason == FINISH_REJECTED ? "the batch was not admitted"
+                                                  : "fanoutd shut down before the item finished";
 
     for (size_t i = 0; i < job->req.n; i++) {
         if (job->state[i] == ITEM_DONE)
@@ -233,13 +389,78 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
     job->remaining = 0;
 }
 
+uint64_t job_serial(const struct job *job)
+{
+    return job->serial;
+}
+
+size_t job_items(const struct job *job)
+{
+    return job->req.n;
+}
+
+int64_t job_deadline_us(const struct job *job)
+{
+    return job->deadline_us;
+}
+
+const struct config *job_config(const struct job *job)
+{
+    return job->cfg;
+}
+
+const char *job_item_dest(const struct job *job, size_t i)
+{
+    return job->req.items[i].hostkey;
+}
+
+int job_stopped(const struct job *job)
+{
+    return atomic_load(&job->stop) != 0;
+}
+
+void job_set_client_fd(struct job *job, int fd)
+{
+    job->client_fd = fd;
+}
+
+enum finish_reason job_reason(const struct job *job)
+{
+    return job->finished;
+}
+
+struct answer_sink *job_answer_sink(struct job *job)
+{
+    if (job->finished == FINISH_CLIENT || job->finished == FINISH_REJECTED)
+        return NULL;
+    return &job->doc.sink;
+}
+
+int job_complete(const struct job *job)
+{
+    return job->complete;
+}
+
+size_t job_items_ok(const struct job *job)
+{
+    size_t ok = 0;
+
+    for (size_t i = 0; i < job->req.n; i++)
+        ok += result_ok(&job->results[i]) != 0;
+    return ok;
+}
+
 enum batch_outcome job_outcome(const struct job *job)
 {
     switch (job->finished) {
-    case FINISH_DEADLINE: return OUT_DEADLINE;
-    case FINISH_CLIENT:   return OUT_CANCELLED;
-    case FINISH_SHUTDOWN: return OUT_SHUTDOWN;
-    default:              return job->complete ? OUT_COMPLETE : OUT_PARTIAL;
+    case FINISH_DEADLINE:
+        return OUT_DEADLINE;
+    case FINISH_CLIENT:
+        return OUT_CANCELLED;
+    case FINISH_SHUTDOWN:
+        return OUT_SHUTDOWN;
+    default:
+        return job->complete ? OUT_COMPLETE : OUT_PARTIAL;
     }
 }
 
@@ -249,13 +470,13 @@ enum batch_outcome job_outcome(const struct job *job)
  * after job_finisher_start). */
 static struct finisher_state {
     pthread_mutex_t lock;
-    pthread_cond_t work;         /* signalled when a job is queued or on stop */
-    struct job *head, *tail;     /* jobs waiting for a finisher, each a reference */
+    pthread_cond_t work;     /* signalled when a job is queued or on stop */
+    struct job *head, *tail; /* jobs waiting for a finisher, each a reference */
     size_t queued;
     pthread_t tids[FO_FINISHERS_MAX];
     int nthreads, idle;
-    int running;                 /* between start and stop: hand-offs allowed */
-    long test_delay_ms;          /* testing aid, see job_finisher_start */
+    int running;        /* between start and stop: hand-offs allowed */
+    long test_delay_ms; /* testing aid, see job_finisher_start */
 } fin = { .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER };
 
 static void sleep_ms(long ms)
@@ -307,12 +528,14 @@ static void job_answer(struct job *job)
             sleep_ms(fin.test_delay_ms);
         /* The duration so far, made exact once the document is complete. */
         double ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
-        if (merge_build(&job->req, job->results, job->req.merge, ms, &job->doc, &job->complete) != FO_OK ||
-            stamp_duration(&job->doc, job->arrival_us) != FO_OK) {
-            log_error("cannot build the answer of a batch of %zu items (out of memory)", job->req.n);
-            buf_free(&job->doc);
-            job->doc_failed = 1;
-        }
+        struct buf *doc = answer_doc_buf(&job->doc);
+        int failed = merge_build(&job->req, job->results, job->req.merge, ms, doc,
+                                 &job->complete) != FO_OK ||
+                     stamp_duration(doc, job->arrival_us) != FO_OK;
+        if (failed)
+            log_error("cannot build the answer of a batch of %zu items (out of memory)",
+                      job->req.n);
+        job->doc.sink.ops->finish(&job->doc.sink, failed);
     }
     job->duration_ms = (double)(fo_now_us() - job->arrival_us) / 1000.0;
     if (reason != FINISH_REJECTED)
@@ -342,7 +565,7 @@ static void *finisher_main(void *arg)
         }
         pthread_mutex_unlock(&fin.lock);
         if (job == NULL)
-            return NULL;          /* stopping, and nothing left to build */
+            return NULL; /* stopping, and nothing left to build */
         job->fin_next = NULL;
         job_answer(job);
         job_unref(job);
@@ -393,8 +616,10 @@ fo_err job_finisher_start(void)
         long ms = strtol(delay, &end, 10);
         if (end != delay && *end == '\0' && ms > 0 && ms <= 60000) {
             fin.test_delay_ms = ms;
-            log_warn("FANOUTD_TEST_DEEP_BUILD_DELAY_MS is set: every deep merge takes %ld ms "
-                     "longer (testing aid)", ms);
+            log_warn(
+                "FANOUTD_TEST_DEEP_BUILD_DELAY_MS is set: every deep merge takes %ld ms "
+                "longer (testing aid)",
+                ms);
         }
     }
     pthread_mutex_lock(&fin.lock);
@@ -418,9 +643,38 @@ void job_finisher_stop(void)
 
 /* ---- finishing ------------------------------------------------------------ */
 
+int job_set_hooks(struct job *job, const struct job_hooks *hooks)
+{
+    int set;
+
+    pthread_mutex_lock(&job->lock);
+    set = job->finished == FINISH_NONE;
+    if (set) {
+        job->hooks = *hooks;
+        job->has_hooks = 1;
+    }
+    pthread_mutex_unlock(&job->lock);
+    return set;
+}
+
+/* Runs the cancel hook if it has not run yet: once per job. */
+static void cancel_once(struct job *job)
+{
+    struct job_hooks h;
+    int run;
+
+    pthread_mutex_lock(&job->lock);
+    run = job->has_hooks && !job->cancelled && job->hooks.cancel != NULL;
+    job->cancelled = 1;
+    h = job->hooks;
+    pthread_mutex_unlock(&job->lock);
+    if (run)
+        h.cancel(h.ctx);
+}
+
 void job_withdraw(struct job *job)
 {
-    queue_drop(job);
+    cancel_once(job);
 }
 
 int job_finish(struct job *job, enum finish_reason reason)
@@ -436,16 +690,16 @@ int job_finish(struct job *job, enum finish_reason reason)
     atomic_store(&job->stop, 1);
     if (reason != FINISH_DONE)
         fail_unfinished(job, reason, now);
-    /* Running fetches stop now rather than at their next timer. Fetchers
+    /* Running fetches stop now rather than at their next timer. Runners
      * live until the workers are joined, so waking one is always safe. */
-    for (size_t i = 0; i < job->req.n; i++) {
+    for (size_t i = 0; i < job->req.n && job->has_hooks && job->hooks.wake != NULL; i++) {
         if (job->runner[i] != NULL)
-            fetch_wake(job->runner[i]);
+            job->hooks.wake(job->runner[i]);
     }
     pthread_mutex_unlock(&job->lock);
 
-    /* No worker writes results any more; items still queued are dropped. */
-    queue_drop(job);
+    /* No worker writes results any more; items still waiting are dropped. */
+    cancel_once(job);
     for (size_t i = 0; i < job->req.n; i++)
         metrics_item(&job->results[i], job->results[i].duration_ms / 1000.0);
     /* The watcher (deadlines) and the shutdown path hand the building over;

@@ -17,12 +17,12 @@
 
 #include "batch.h"
 #include "config.h"
+#include "daemon.h"
 #include "fanoutd.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
-#include "queue.h"
 #include "server.h"
 
 #define EXIT_USAGE 2
@@ -125,7 +125,7 @@ static void tick(void)
         struct config *cfg = server_config();
         int64_t stall = ((int64_t)cfg->max_timeout_ms + STALL_MARGIN_MS) * 1000;
         config_unref(cfg);
-        if (!queue_stalled(now, stall)) {
+        if (!daemon_stalled(now, stall)) {
             notify_send("WATCHDOG=1");
             last_watchdog = now;
             wedged = 0;
@@ -137,7 +137,7 @@ static void tick(void)
     }
     if (now - last_status >= STATUS_EVERY_MS * 1000) {
         notify_send("STATUS=%ld batches in flight, %ld items queued, %lld of %lld workers busy",
-                    server_batches_in_flight(), queue_depth(),
+                    server_batches_in_flight(), daemon_queue_depth(),
                     (long long)atomic_load(&metrics.workers_busy),
                     (long long)atomic_load(&metrics.workers));
         last_status = now;
@@ -216,7 +216,7 @@ static void drain(const sigset_t *set, int shared_port)
     log_info("draining: %ld batches in flight", server_batches_in_flight());
     if (shared_port)
         server_stop_listening(1);
-    server_drain();
+    daemon_drain();
     while (!server_wait_idle(DRAIN_POLL_MS)) {
         tick();
         int sig = sigtimedwait(set, NULL, &zero);
@@ -227,8 +227,8 @@ static void drain(const sigset_t *set, int shared_port)
         if (fo_now_ms() >= end)
             break;
     }
-    server_cancel_all();
-    server_stop();
+    daemon_cancel_all();
+    daemon_stop();
 }
 
 int main(int argc, char **argv)
@@ -288,9 +288,9 @@ int main(int argc, char **argv)
             log_warn("reuse_port applies to a TCP listen address; ignored for %s", cfg->listen);
     }
     shared_port = listen_fd < 0 && cfg->reuse_port;
-    if (server_start(cfg, listen_fd) != FO_OK) {
+    if (daemon_start(cfg, listen_fd) != FO_OK) {
         config_unref(cfg);
-        server_stop();
+        daemon_stop();
         listener_remove_file(&lis);
         curl_global_cleanup();
         status = 1;

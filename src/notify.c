@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "fanoutd.h"
 #include "log.h"
 
@@ -22,6 +23,15 @@
 static struct sockaddr_un notify_addr;
 static socklen_t notify_len;
 static int64_t watchdog_usec;
+
+/* 1 if text is this process's id, as a checked number (LISTEN_PID,
+ * WATCHDOG_PID). */
+static int is_our_pid(const char *text)
+{
+    long long pid;
+
+    return fo_parse_num(text, 1, INT32_MAX, &pid) == FO_OK && pid == (long long)getpid();
+}
 
 void notify_init(void)
 {
@@ -38,10 +48,9 @@ void notify_init(void)
             notify_addr.sun_path[0] = '\0';   /* abstract namespace */
         notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
     }
-    if (wd != NULL && (wd_pid == NULL || strtol(wd_pid, NULL, 10) == (long)getpid())) {
-        char *end;
-        long long v = strtoll(wd, &end, 10);
-        if (*end == '\0' && v > 0)
+    if (wd != NULL && (wd_pid == NULL || is_our_pid(wd_pid))) {
+        long long v;
+        if (fo_parse_num(wd, 1, INT64_MAX, &v) == FO_OK)
             watchdog_usec = v;
     }
 }
@@ -81,10 +90,12 @@ int notify_listen_fd(void)
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
     int fd = -1;
 
-    if (pid != NULL && fds != NULL && strtol(pid, NULL, 10) == (long)getpid() &&
-        strtol(fds, NULL, 10) >= 1) {
+    long long nfds;
+
+    if (pid != NULL && fds != NULL && is_our_pid(pid) &&
+        fo_parse_num(fds, 1, INT32_MAX, &nfds) == FO_OK) {
         fd = LISTEN_FDS_START;
-        if (strtol(fds, NULL, 10) > 1)
+        if (nfds > 1)
             log_warn("socket activation passed %s sockets; only the first is used", fds);
     }
     unsetenv("LISTEN_PID");

@@ -1,6 +1,6 @@
 /*
- * server.c - the libmicrohttpd front end and the daemon's lifecycle
- * (see server.h for the request path).
+ * server.c - the libmicrohttpd front end: HTTP only (see server.h for the
+ * request path). The daemon's lifecycle is daemon.c's.
  *
  * Threads: libmicrohttpd's own pool (epoll, one listener per thread) runs
  * the handler; it never waits for an upstream. The workers (queue.c) and
@@ -20,7 +20,6 @@
 #include "server.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -36,13 +35,14 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "answer.h"
 #include "batch.h"
 #include "buf.h"
 #include "encode.h"
-#include "fetch.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome.h"
 #include "queue.h"
 #include "watch.h"
 
@@ -52,9 +52,6 @@
 /* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
  * cannot answer before the upload ends, so the rest is read and dropped
  * (up to FO_MAX_DISCARD bytes, then the connection is closed). */
-/* Extra response headers, as name/value pairs ending in NULL. */
-static const char *const retry_hdr[] = { MHD_HTTP_HEADER_RETRY_AFTER, FO_RETRY_AFTER, NULL };
-static const char *const close_hdr[] = { MHD_HTTP_HEADER_CONNECTION, "close", NULL };
 
 enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 
@@ -72,9 +69,10 @@ struct request {
     struct buf body;             /* capped at max_body_bytes */
     struct job *job;             /* a reference, once the batch is accepted */
     size_t discarded;            /* bytes dropped in REQ_OVERSIZED */
-    int reject_status;           /* set when the queue refused the batch */
-    const char *reject_code;
-    enum batch_outcome reject_outcome;
+    int body_nomem;              /* REQ_OVERSIZED because memory ran out, not the cap */
+    int rejected;                /* the queue refused the accepted batch: */
+    enum refusal reject;         /* REFUSE_OVERLOADED or REFUSE_DRAINING */
+    const char *log_word;        /* a refusal's word for the access log */
     size_t sent;                 /* answer bytes known written (read_answer) */
     /* Resuming; guarded by srv.lock. */
     struct request *sus_prev, *sus_next;   /* in srv.suspended while suspended */
@@ -98,8 +96,6 @@ static struct server_state {
     _Atomic long connections;    /* client connections open now */
     struct MHD_Daemon *mhd;
     _Atomic int listening;       /* the listening socket is still open */
-    struct fetch_env env;
-    int env_ready, queue_ready, watch_ready;
 } srv = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -198,6 +194,35 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request
     return respond(conn, req, status, CT_JSON, data, len, headers);
 }
 
+/*
+ * A refusal, all of it from the outcome table (outcome.h): status, error
+ * code, extra headers (extra, when given, instead of the row's), and for a
+ * batch request (req != NULL) the metric and the access log's word.
+ */
+static enum MHD_Result respond_refusal(struct MHD_Connection *conn, struct request *req,
+                                       enum refusal r, const char *const *extra, const char *fmt,
+                                       ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result respond_refusal(struct MHD_Connection *conn, struct request *req,
+                                       enum refusal r, const char *const *extra, const char *fmt,
+                                       ...)
+{
+    const struct refusal_row *row = refusal_row(r);
+    char text[FO_MSG_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (req != NULL) {
+        if (row->metric >= 0)
+            metrics_batch((enum batch_outcome)row->metric, 0);
+        req->log_word = row->log_word;
+    }
+    return respond_error(conn, req, row->status, row->code, extra != NULL ? extra : row->headers,
+                         "%s", text);
+}
+
 /* A constant JSON text, sent from where it is (no copy, nothing to free). */
 static enum MHD_Result respond_static(struct MHD_Connection *conn, unsigned status,
                                       const char *json)
@@ -231,8 +256,7 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     buf_init(&b, 0);
     if (metrics_render(&b) != FO_OK) {
         buf_free(&b);
-        return respond_error(conn, NULL, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
-                             "out of memory");
+        return respond_refusal(conn, NULL, REFUSE_INTERNAL, NULL, "out of memory");
     }
     char *data = buf_steal(&b, &len);
     return respond(conn, NULL, MHD_HTTP_OK, CT_METRICS, data, len, NULL);
@@ -534,19 +558,6 @@ static unsigned te_refusal(const char *te, const char **why)
 #define FO_STR_(x) #x
 #define FO_STR(x) FO_STR_(x)
 
-static const char *front_code(unsigned status)
-{
-    switch (status) {
-    case MHD_HTTP_NOT_IMPLEMENTED:
-        return "not_implemented";
-    case MHD_HTTP_URI_TOO_LONG:
-        return "uri_too_long";
-    case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE:
-        return "headers_too_large";
-    }
-    return "bad_request";
-}
-
 /* The checks every request passes before its body is read: answers (and
  * closes the connection) and returns 1 if the request is refused. req is the
  * batch request, or NULL on other paths. */
@@ -597,9 +608,7 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
               FO_STR(FO_MAX_HEADER_BLOCK) " bytes of them";
     if (why == NULL)
         return 0;
-    if (req != NULL)
-        metrics_batch(status == MHD_HTTP_BAD_REQUEST ? OUT_BAD_REQUEST : OUT_TOO_LARGE, 0);
-    *ret = respond_error(conn, req, status, front_code(status), close_hdr, "%s", why);
+    *ret = respond_refusal(conn, req, refusal_of_malformed(status), NULL, "%s", why);
     return 1;
 }
 
@@ -614,7 +623,8 @@ static int body_not_read(struct MHD_Connection *conn)
                                     MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
         return 1;
     /* libmicrohttpd has checked that a Content-Length is all digits. */
-    return cl != NULL && strtoull(cl, NULL, 10) > FO_MAX_OTHER_BODY;
+    long long len;
+    return cl != NULL && fo_parse_num(cl, 0, FO_MAX_OTHER_BODY, &len) == FO_ETOOBIG;
 }
 
 /* ---- POST /batch: the header checks -------------------------------------- */
@@ -684,31 +694,28 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
 
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, find_cdn_loop, &loop);
     if (loop.looped) {
-        metrics_batch(OUT_LOOP, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_LOOP_DETECTED, "loop_detected", NULL,
-                             "this batch came back to fanoutd through its own fetches "
+        *ret = respond_refusal(conn, req, REFUSE_LOOP, NULL,
+                               "this batch came back to fanoutd through its own fetches "
                              "(CDN-Loop names '%s')", cfg->loop_token);
         return 1;
     }
 
     if (atomic_load(&srv.draining)) {
-        metrics_batch(OUT_DRAINING, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", retry_hdr,
-                             "fanoutd is shutting down");
+        *ret = respond_refusal(conn, req, REFUSE_DRAINING, NULL, "fanoutd is shutting down");
         return 1;
     }
     if (!authorized(conn, cfg)) {
-        static const char *const auth_hdr[] = { MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer", NULL };
-        metrics_batch(OUT_UNAUTHORIZED, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_UNAUTHORIZED, "unauthorized", auth_hdr,
-                             "a valid 'Authorization: Bearer' token is required");
+        *ret = respond_refusal(conn, req, REFUSE_UNAUTHORIZED, NULL,
+                               "a valid 'Authorization: Bearer' token is required");
         return 1;
     }
     cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)cfg->max_body_bytes) {
-        metrics_batch(OUT_TOO_LARGE, 0);
-        *ret = respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
-                             "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
+    long long len;
+    /* Past max_body_bytes, however long: refused before a byte is read. (One
+     * that is not a number is libmicrohttpd's to refuse.) */
+    if (cl != NULL && fo_parse_num(cl, 0, cfg->max_body_bytes, &len) == FO_ETOOBIG) {
+        *ret = respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
+                               "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
         return 1;
     }
     return 0;
@@ -720,9 +727,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
  * passing overload: 503 overloaded, try again later. After, see answer_batch. */
 static enum MHD_Result respond_out_of_memory(struct MHD_Connection *conn, struct request *req)
 {
-    metrics_batch(OUT_OVERLOADED, 0);
-    return respond_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded", retry_hdr,
-                         "fanoutd is out of memory; try again later");
+    return respond_refusal(conn, req, REFUSE_OVERLOADED, NULL,
+                           "fanoutd is out of memory; try again later");
 }
 
 static void request_free(struct request *req);
@@ -862,14 +868,12 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
                       batch_is_json_type(ctype), req->cfg, &parsed, &msg);
     buf_free(&req->body);
     if (err == FO_ETOOBIG) {
-        metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL, "%s", msg.text);
+        return respond_refusal(conn, req, REFUSE_BATCH_TOO_LARGE, NULL, "%s", msg.text);
     }
     if (err == FO_ENOMEM)
         return respond_out_of_memory(conn, req);
     if (err != FO_OK) {
-        metrics_batch(OUT_BAD_REQUEST, 0);
-        return respond_error(conn, req, MHD_HTTP_BAD_REQUEST, "bad_request", NULL, "%s", msg.text);
+        return respond_refusal(conn, req, REFUSE_BAD_BATCH, NULL, "%s", msg.text);
     }
     if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
         batch_req_free(&parsed);
@@ -894,12 +898,11 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)req->job->serial);
+        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
     err = queue_push(req->job, req->cfg->queue_capacity);
     if (err != FO_OK) {
-        req->reject_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        req->reject_code = err == FO_EFULL ? "overloaded" : "draining";
-        req->reject_outcome = err == FO_EFULL ? OUT_OVERLOADED : OUT_DRAINING;
+        req->rejected = 1;
+        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
         job_finish(req->job, FINISH_REJECTED);
     }
     return MHD_YES;
@@ -912,15 +915,13 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
 static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct request *req = cls;
-    const struct buf *doc = &req->job->doc;
-    size_t n;
+    struct answer_sink *sink = job_answer_sink(req->job);
+    ssize_t n = sink->ops->read(sink, pos, out, max);
 
-    if (pos >= doc->len)
+    if (n == ANSWER_END)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    n = doc->len - (size_t)pos < max ? doc->len - (size_t)pos : max;
-    memcpy(out, doc->data + pos, n);
     req->sent = (size_t)pos;
-    return (ssize_t)n;
+    return n;
 }
 
 /* 200 with the job's document, read out of it as it is sent (the
@@ -930,15 +931,18 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
     struct job *job = req->job;
     struct MHD_Response *resp;
     enum MHD_Result ret;
+    struct answer_sink *sink = job_answer_sink(job);
+    uint64_t size = sink->ops->size(sink);
 
-    resp = MHD_create_response_from_callback(job->doc.len, FO_ANSWER_BLOCK, read_answer, req, NULL);
+    resp = MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
+                                             FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
-    (void)MHD_add_response_header(resp, "X-Batch-Complete", job->complete ? "true" : "false");
+    (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
     (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     req->status = MHD_HTTP_OK;
-    req->bytes = job->doc.len;
+    req->bytes = size == ANSWER_SIZE_UNKNOWN ? 0 : (size_t)size;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -948,6 +952,7 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct job *job = req->job;
+    struct answer_sink *sink;
     int forced;
 
     req->state = REQ_ANSWERED;
@@ -956,20 +961,19 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     pthread_mutex_unlock(&srv.lock);
     if (forced)
         return MHD_NO;          /* its answer is still being built: close */
-    if (req->reject_status != 0) {
-        metrics_batch(req->reject_outcome, 0);
-        return respond_error(conn, req, (unsigned)req->reject_status, req->reject_code, retry_hdr,
-                             strcmp(req->reject_code, "overloaded") == 0
+    if (req->rejected) {
+        return respond_refusal(conn, req, req->reject, NULL,
+                               req->reject == REFUSE_OVERLOADED
                                  ? "the batch of %zu items does not fit in the work queue"
-                                 : "fanoutd is shutting down (batch of %zu items)", job->req.n);
+                                 : "fanoutd is shutting down (batch of %zu items)", job_items(job));
     }
-    if (job->finished == FINISH_CLIENT)
+    if ((sink = job_answer_sink(job)) == NULL)
         return MHD_NO;          /* nobody to answer: close the connection */
-    if (job->doc_failed) {
+    if (sink->ops->failed(sink)) {
         /* The items were fetched: a retry would fetch them again, so this
          * is not "overloaded, try again" (no Retry-After). */
-        return respond_error(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal_error", NULL,
-                             "out of memory while building the answer of %zu items", job->req.n);
+        return respond_refusal(conn, req, REFUSE_ANSWER_FAILED, NULL,
+                               "out of memory while building the answer of %zu items", job_items(job));
     }
     return respond_doc(conn, req);
 }
@@ -985,8 +989,10 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
         }
         if (request_late(conn))
             return MHD_NO;
-        if (buf_append(&req->body, upload, *upload_size) != FO_OK) {
+        fo_err err = buf_append(&req->body, upload, *upload_size);
+        if (err != FO_OK) {
             req->state = REQ_OVERSIZED;
+            req->body_nomem = err == FO_ENOMEM;
             buf_free(&req->body);
         }
         *upload_size = 0;
@@ -1000,9 +1006,10 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
             return req->discarded > FO_MAX_DISCARD ? MHD_NO : MHD_YES;
         }
         req->state = REQ_ANSWERED;
-        metrics_batch(OUT_TOO_LARGE, 0);
-        return respond_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", close_hdr,
-                             "the body is larger than max_body_bytes (%ld)",
+        if (req->body_nomem)
+            return respond_out_of_memory(conn, req); /* not the client's fault: 503 */
+        return respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
+                               "the body is larger than max_body_bytes (%ld)",
                              req->cfg->max_body_bytes);
     case REQ_RUNNING:
         return answer_batch(conn, req);
@@ -1033,8 +1040,7 @@ static struct request *request_new(struct MHD_Connection *conn)
 static enum MHD_Result not_allowed(struct MHD_Connection *conn, const char *allow)
 {
     const char *const hdrs[] = { MHD_HTTP_HEADER_ALLOW, allow, NULL };
-    return respond_error(conn, NULL, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", hdrs,
-                         "use %s", allow);
+    return respond_refusal(conn, NULL, REFUSE_METHOD, hdrs, "use %s", allow);
 }
 
 /* Marks a request for /healthz, /metrics or an error on its first call:
@@ -1054,7 +1060,7 @@ static enum MHD_Result route(struct MHD_Connection *conn, const char *url, const
     if (strcmp(url, "/batch") == 0)
         return not_allowed(conn, "POST");
     int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
-    return respond_error(conn, NULL, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such endpoint%s%s",
+    return respond_refusal(conn, NULL, REFUSE_NOT_FOUND, NULL, "no such endpoint%s%s",
                          show ? ": " : "", show ? url : "");
 }
 
@@ -1108,8 +1114,8 @@ static void request_free(struct request *req)
  * ended. */
 static void log_access(struct request *req, enum MHD_RequestTerminationCode toe, int orphan)
 {
-    const struct job *job = req->reject_status == 0 && !orphan ? req->job : NULL;
-    const char *outcome = NULL;
+    const struct job *job = !req->rejected && !orphan ? req->job : NULL;
+    const char *outcome = job == NULL ? req->log_word : NULL;
     size_t bytes = req->bytes;
 
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
@@ -1271,26 +1277,36 @@ static void describe_listener(const struct config *cfg, int listen_fd,
         (void)snprintf(out, size, "%s%s", cfg->listen, cfg->reuse_port ? " (reuse_port)" : "");
 }
 
+fo_err server_listen_address(const struct config *cfg, int listen_fd,
+                             struct sockaddr_storage *bound, socklen_t *bound_len)
+{
+    *bound = cfg->listen_addr;
+    *bound_len = cfg->listen_len;
+    if (listen_fd >= 0) {
+        /* Bound already (by systemd, or listen.c for a unix socket). */
+        *bound_len = sizeof(*bound);
+        if (getsockname(listen_fd, (struct sockaddr *)bound, bound_len) != 0) {
+            log_error("the listening socket passed in is not usable: %s", strerror(errno));
+            return FO_ESYS;
+        }
+    }
+    return FO_OK;
+}
+
 fo_err server_start(struct config *cfg, int listen_fd)
 {
     /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
      * optimistically; fanoutd sets every socket option it needs itself. */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO;
-    struct sockaddr_storage bound = cfg->listen_addr;
-    socklen_t bound_len = cfg->listen_len;
+    struct sockaddr_storage bound;
+    socklen_t bound_len;
     char name[160];
     fo_err err;
 
     server_reload(cfg);
-    if (listen_fd >= 0) {
-        /* Bound already (by systemd, or listen.c for a unix socket). */
-        bound_len = sizeof(bound);
-        if (getsockname(listen_fd, (struct sockaddr *)&bound, &bound_len) != 0) {
-            log_error("the listening socket passed in is not usable: %s", strerror(errno));
-            return FO_ESYS;
-        }
-    }
+    if ((err = server_listen_address(cfg, listen_fd, &bound, &bound_len)) != FO_OK)
+        return err;
     describe_listener(cfg, listen_fd, &bound, name, sizeof(name));
     /* SO_REUSEPORT (with SO_REUSEADDR) for reuse_port; otherwise the option
      * is left out, since giving it as 0 would turn SO_REUSEADDR off too (and a
@@ -1301,21 +1317,6 @@ fo_err server_start(struct config *cfg, int listen_fd)
     };
     if (listen_fd >= 0 || !cfg->reuse_port)
         reuse[0] = reuse[1];
-    if ((err = fetch_env_init(&srv.env, (struct sockaddr *)&bound, bound_len)) != FO_OK) {
-        log_error("cannot set up libcurl: %s", fo_strerror(err));
-        return err;
-    }
-    srv.env_ready = 1;
-    if ((err = job_finisher_start()) != FO_OK)
-        return err;
-    if ((err = watch_start()) != FO_OK)
-        return err;
-    srv.watch_ready = 1;
-    if ((err = queue_start(cfg->workers, &srv.env)) != FO_OK) {
-        log_error("cannot start %ld workers: %s", cfg->workers, fo_strerror(err));
-        return err;
-    }
-    srv.queue_ready = 1;
     if (bound.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv.mhd = MHD_start_daemon(flags, 0, on_accept, NULL, on_request, NULL,
@@ -1383,7 +1384,6 @@ void server_drain(void)
     pthread_mutex_unlock(&srv.lock);
     config_unref(cfg);
     atomic_store(&srv.draining, 1);
-    queue_close();
 }
 
 /* Waits until *counter is 0 or the monotonic time end (us); 1 if it reached 0. */
@@ -1413,7 +1413,7 @@ int server_wait_idle(int64_t timeout_ms)
     return wait_zero_until(&srv.in_flight, fo_now_us() + timeout_ms * 1000);
 }
 
-void server_cancel_all(void)
+void server_cut_grace(void)
 {
     int64_t now = fo_now_us();
 
@@ -1423,9 +1423,6 @@ void server_cancel_all(void)
     if (srv.in_flight > 0 && now < srv.drain_end_us)
         srv.drain_end_us = now;
     pthread_mutex_unlock(&srv.lock);
-    size_t n = watch_finish_all(FINISH_SHUTDOWN);
-    if (n > 0)
-        log_warn("shutdown grace over: %zu batches answered with cancelled items", n);
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -1450,7 +1447,7 @@ static void resume_all(void)
         pthread_mutex_lock(&srv.lock);
         struct request *req = srv.suspended;
         struct MHD_Connection *conn = req ? req->conn : NULL;
-        unsigned long long serial = req ? req->job->serial : 0;
+        unsigned long long serial = req ? job_serial(req->job) : 0;
         if (req != NULL) {
             req->forced = 1;
             take_suspended(req);
@@ -1464,7 +1461,7 @@ static void resume_all(void)
     }
 }
 
-void server_stop(void)
+void server_flush(void)
 {
     int64_t end;
 
@@ -1492,16 +1489,13 @@ void server_stop(void)
     }
     /* No resume may be under way when libmicrohttpd stops (each is short). */
     (void)wait_zero_until(&srv.resuming, INT64_MAX);
-    if (srv.queue_ready)
-        queue_stop();
-    job_finisher_stop();
+}
+
+void server_stop(void)
+{
     if (srv.mhd != NULL)
         MHD_stop_daemon(srv.mhd);
     srv.mhd = NULL;
-    if (srv.watch_ready)
-        watch_stop();
-    if (srv.env_ready)
-        fetch_env_free(&srv.env);
     pthread_mutex_lock(&srv.lock);
     struct config *cfg = srv.cfg;
     srv.cfg = NULL;

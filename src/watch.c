@@ -5,8 +5,8 @@
  * an event that arrives for a job that has just been removed finds nothing
  * instead of freed memory. Locking: w.lock guards the entry table; it is
  * never held while a job is finished (job_finish calls back into
- * watch_remove through the front end). Lock order: w.lock, then the queue's
- * lock (job_withdraw).
+ * watch_remove through the front end). Lock order: w.lock, then the
+ * scheduler's lock (job_withdraw's cancel hook).
  *
  * Many jobs that end at once (a burst of clients gone, deadlines due
  * together, shutdown) are finished in two passes: first every one of them
@@ -81,7 +81,7 @@ static struct job *take_entry(uint64_t serial)
 
 fo_err watch_add(struct job *job, int fd)
 {
-    struct epoll_event ev = { .events = EPOLLRDHUP, .data.u64 = job->serial };
+    struct epoll_event ev = { .events = EPOLLRDHUP, .data.u64 = job_serial(job) };
     int need_wake;
 
     pthread_mutex_lock(&w.lock);
@@ -99,9 +99,9 @@ fo_err watch_add(struct job *job, int fd)
         log_warn("cannot watch client socket %d: %s", fd, strerror(errno));
         fd = -1;   /* the deadline is still watched */
     }
-    job->client_fd = fd;   /* before the job is queued: workers look at it too */
-    w.entries[w.n++] = (struct entry){ job_ref(job), job->serial, fd };
-    need_wake = w.next_wake_us == 0 || job->deadline_us < w.next_wake_us;
+    job_set_client_fd(job, fd);   /* before the job is queued: workers look at it too */
+    w.entries[w.n++] = (struct entry){ job_ref(job), job_serial(job), fd };
+    need_wake = w.next_wake_us == 0 || job_deadline_us(job) < w.next_wake_us;
     pthread_mutex_unlock(&w.lock);
     if (need_wake)
         wake();
@@ -113,7 +113,7 @@ void watch_remove(struct job *job)
     struct job *ref;
 
     pthread_mutex_lock(&w.lock);
-    ref = take_entry(job->serial);
+    ref = take_entry(job_serial(job));
     pthread_mutex_unlock(&w.lock);
     job_unref(ref);
 }
@@ -124,7 +124,7 @@ size_t watch_finish_all(enum finish_reason reason)
 
     pthread_mutex_lock(&w.lock);
     for (size_t i = 0; i < w.n; i++) {
-        if (!atomic_load(&w.entries[i].job->stop))
+        if (!job_stopped(w.entries[i].job))
             job_withdraw(w.entries[i].job);
     }
     pthread_mutex_unlock(&w.lock);
@@ -133,7 +133,7 @@ size_t watch_finish_all(enum finish_reason reason)
         pthread_mutex_lock(&w.lock);
         /* Finishing removes the entry (through the front end's callback). */
         for (size_t i = 0; i < w.n && job == NULL; i++) {
-            if (!atomic_load(&w.entries[i].job->stop))
+            if (!job_stopped(w.entries[i].job))
                 job = job_ref(w.entries[i].job);
         }
         pthread_mutex_unlock(&w.lock);
@@ -156,13 +156,13 @@ static int64_t expire(int64_t now)
         pthread_mutex_lock(&w.lock);
         for (size_t i = 0; i < w.n; i++) {
             struct job *job = w.entries[i].job;
-            if (atomic_load(&job->stop))
+            if (job_stopped(job))
                 continue;
-            if (job->deadline_us <= now && ndue < WATCH_DUE) {
+            if (job_deadline_us(job) <= now && ndue < WATCH_DUE) {
                 job_withdraw(job);
                 due[ndue++] = job_ref(job);
-            } else if (next == 0 || job->deadline_us < next) {
-                next = job->deadline_us;
+            } else if (next == 0 || job_deadline_us(job) < next) {
+                next = job_deadline_us(job);
             }
         }
         w.next_wake_us = next;
@@ -197,7 +197,7 @@ static void clients_gone(const struct epoll_event *evs, int n)
     pthread_mutex_unlock(&w.lock);
     for (size_t i = 0; i < ngone; i++) {
         log_debug("client of batch %llu went away; cancelling it",
-                  (unsigned long long)gone[i]->serial);
+                  (unsigned long long)job_serial(gone[i]));
         job_finish(gone[i], FINISH_CLIENT);
         job_unref(gone[i]);
     }

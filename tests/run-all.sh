@@ -4,6 +4,8 @@
 # nothing failed.
 #
 #   unit         build/unit_tests (C, pure modules)
+#   includes     tests/check_includes.py: the module graph of src/ (no cycles,
+#                the seams between front end, job, scheduler and fetcher)
 #   alloc        allocation failure injection (tests/alloc)
 #   clang        the whole build under clang with -Werror (one test)
 #   integration  tests/integration/run.py against ./fanoutd
@@ -42,6 +44,8 @@ skip() { case " $SKIP " in *" $1 "*) echo "== $1: skipped (SKIP)"; skipped=$((sk
 source tests/summary.sh
 
 skip unit || run unit "$UNIT_TESTS"
+
+skip includes || run includes python3 tests/check_includes.py
 
 # Allocation failure injection: every operation with each allocation failing
 # in turn, then the daemon under traffic with every Nth allocation failing.

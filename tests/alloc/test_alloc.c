@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "alloc_shim.h"
+#include "answer.h"
 #include "batch.h"
 #include "config.h"
 #include "encode.h"
@@ -147,7 +148,8 @@ static int op_job(void)
             job_complete_item(job, i, &r[i]);   /* the last one finishes the job */
         result_clear(&r[i]);
     }
-    if (job->doc_failed || job->doc.len == 0)
+    struct answer_sink *sink = job_answer_sink(job);
+    if (sink == NULL || sink->ops->failed(sink) || sink->ops->size(sink) == 0)
         rc = 1;
     job_unref(job);
     return rc;

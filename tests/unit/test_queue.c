@@ -4,7 +4,7 @@
  * addresses, ports or names are different keys.
  */
 #include "harness.h"
-#include "queue.h"
+#include "scheduler.h"
 
 static void test_host_key_spellings(void)
 {
