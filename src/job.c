@@ -385,12 +385,12 @@ static int item_traced(const struct job *job, const struct item_req *it)
            !item_has_header(it, "tracestate:");
 }
 
-/* Whether a forwarded client header is traceparent or tracestate, which
- * fanoutd sends itself for a traced item. */
-static int trace_replaces(const struct job *job, const struct item_req *it, const char *line)
+/* Whether a forwarded client header is traceparent or tracestate: never
+ * forwarded as they came, even when forward_headers names them (each item
+ * is a span of its own, and a malformed traceparent sends nothing). */
+static int trace_header(const char *line)
 {
-    return item_traced(job, it) &&
-           (header_named(line, "traceparent", 11) || header_named(line, "tracestate", 10));
+    return header_named(line, "traceparent", 11) || header_named(line, "tracestate", 10);
 }
 
 /* The v2 parts of an item's request: timings wanted, its traceparent (a
@@ -425,7 +425,7 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
      * same header (its own value wins); CDN-Loop only in cdn_loop. */
     for (size_t k = 0; k < job->nforward; k++) {
         if (!item_has_header(it, job->forward[k]) && !header_named(job->forward[k], "CDN-Loop", 8) &&
-            !trace_replaces(job, it, job->forward[k]))
+            !trace_header(job->forward[k]))
             out->headers[n++] = job->forward[k];
     }
     for (size_t k = 0; k < it->nheaders; k++) {
