@@ -12,7 +12,7 @@
 /* "00-" 32 hex "-" 16 hex "-" 2 hex, and its NUL. */
 #define TRACE_PARENT_LEN 55
 /* "traceparent: " and a value, and its NUL. */
-#define TRACE_LINE_SIZE (13 + TRACE_PARENT_LEN + 1)
+#define TRACE_LINE_SIZE  (13 + TRACE_PARENT_LEN + 1)
 
 /*
  * Whether value is a valid traceparent (W3C Trace Context, level 1):

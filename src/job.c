@@ -66,9 +66,9 @@ struct job {
     int cancelled; /* the cancel hook has run (or is running) */
 
     /* v2 policy and timings, guarded by lock. */
-    size_t nok;                      /* items done and ok */
-    char policy_why[FO_MSG_LEN];     /* the cancelled items' message (FINISH_POLICY) */
-    int64_t *runnable_us;            /* when each item could run (job_item_runnable) */
+    size_t nok;                  /* items done and ok */
+    char policy_why[FO_MSG_LEN]; /* the cancelled items' message (FINISH_POLICY) */
+    int64_t *runnable_us;        /* when each item could run (job_item_runnable) */
 };
 
 /* Serial numbers for jobs; atomic, so no lock. */
@@ -282,7 +282,8 @@ static enum finish_reason policy_ends(struct job *job, size_t i)
         if (job->nok + job->remaining < (size_t)need) {
             (void)snprintf(job->policy_why, sizeof(job->policy_why),
                            "cancelled by the min_success policy: %ld ok items could no longer "
-                           "be reached once %s failed", need, name);
+                           "be reached once %s failed",
+                           need, name);
             return FINISH_POLICY;
         }
         return FINISH_NONE;
@@ -395,8 +396,7 @@ static int trace_header(const char *line)
 
 /* The v2 parts of an item's request: timings wanted, its traceparent (a
  * new span id per item) and the client's tracestate. */
-static void job_request_v2(const struct job *job, const struct item_req *it,
-                           struct fetch_req *out)
+static void job_request_v2(const struct job *job, const struct item_req *it, struct fetch_req *out)
 {
     if (job->req.timings)
         out->timings = FETCH_TIME_DNS | FETCH_TIME_CONNECT | FETCH_TIME_TLS |
@@ -424,8 +424,8 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     /* Client headers named in forward_headers, unless the item gives the
      * same header (its own value wins); CDN-Loop only in cdn_loop. */
     for (size_t k = 0; k < job->nforward; k++) {
-        if (!item_has_header(it, job->forward[k]) && !header_named(job->forward[k], "CDN-Loop", 8) &&
-            !trace_header(job->forward[k]))
+        if (!item_has_header(it, job->forward[k]) &&
+            !header_named(job->forward[k], "CDN-Loop", 8) && !trace_header(job->forward[k]))
             out->headers[n++] = job->forward[k];
     }
     for (size_t k = 0; k < it->nheaders; k++) {

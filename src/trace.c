@@ -42,9 +42,9 @@ int trace_parse(const char *value, char *out)
                                      : len > TRACE_PARENT_LEN && value[TRACE_PARENT_LEN] != '-')
         return 0;
     if (!lower_hex(value + 3, 32, &nz) || !nz)
-        return 0;   /* all-zero trace-id */
+        return 0; /* all-zero trace-id */
     if (!lower_hex(value + 36, 16, &nz) || !nz)
-        return 0;   /* all-zero parent-id */
+        return 0; /* all-zero parent-id */
     if (!lower_hex(value + 53, 2, &nz))
         return 0;
     memcpy(out, "00", 2);

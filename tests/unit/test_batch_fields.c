@@ -101,7 +101,8 @@ static void test_parse_refusals(void)
     if (cfg == NULL)
         return;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        snprintf(body, sizeof(body), "{\"requests\":[\"http://a.example/\",\"http://b.example/\"],%s}",
+        snprintf(body, sizeof(body),
+                 "{\"requests\":[\"http://a.example/\",\"http://b.example/\"],%s}",
                  cases[i].fields);
         fo_err err = batch_parse(body, strlen(body), 1, cfg, &b, &msg);
         CHECK_CASE(err == FO_EINVAL, cases[i].fields);
@@ -152,7 +153,8 @@ static struct job *policy_job(struct config *cfg, const char *policy, struct cou
 
     snprintf(body, sizeof(body),
              "{\"policy\":%s,\"requests\":[\"http://127.0.0.1:1/0\",\"http://127.0.0.1:1/1\","
-             "\"http://127.0.0.1:1/2\",\"http://127.0.0.1:1/3\"]}", policy);
+             "\"http://127.0.0.1:1/2\",\"http://127.0.0.1:1/3\"]}",
+             policy);
     if (batch_parse(body, strlen(body), 1, cfg, &req, &msg) != FO_OK) {
         CHECK_FAIL_("batch_parse: %s", msg.text);
         return NULL;

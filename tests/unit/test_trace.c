@@ -22,11 +22,11 @@ static void test_parse(void)
         { "01-" TID "-" PID "-01", "00-" TID "-" PID "-01" },
         { "cc-" TID "-" PID "-01-what-the-future-holds", "00-" TID "-" PID "-01" },
         { "cc-" TID "-" PID "-01x", NULL },
-        { "ff-" TID "-" PID "-01", NULL },                      /* version ff */
-        { "00-" TID "-" PID "-01-", NULL },                     /* 00 is exactly 55 */
+        { "ff-" TID "-" PID "-01", NULL },  /* version ff */
+        { "00-" TID "-" PID "-01-", NULL }, /* 00 is exactly 55 */
         { "00-" TID "-" PID "-0", NULL },
         { "00-00000000000000000000000000000000-" PID "-01", NULL }, /* zero trace-id */
-        { "00-" TID "-0000000000000000-01", NULL },             /* zero parent-id */
+        { "00-" TID "-0000000000000000-01", NULL },                 /* zero parent-id */
         { "00-4BF92F3577B34DA6A3CE929D0E0E4736-" PID "-01", NULL }, /* uppercase */
         { "00-" TID "-" PID "-0A", NULL },
         { "0x-" TID "-" PID "-01", NULL },
@@ -59,9 +59,9 @@ static void test_child_line(void)
     CHECK_EQ_INT(strlen(a), 13 + TRACE_PARENT_LEN);
     CHECK(strncmp(a, "traceparent: 00-" TID "-", 13 + 36) == 0);
     CHECK(strcmp(a + 13 + 52, "-01") == 0);
-    CHECK(strncmp(a + 13 + 36, PID, 16) != 0);      /* not the client's span */
-    CHECK(strcmp(a, b) != 0);                       /* a new span id each time */
-    CHECK(trace_parse(a + 13, back));               /* itself valid (non-zero, hex) */
+    CHECK(strncmp(a + 13 + 36, PID, 16) != 0); /* not the client's span */
+    CHECK(strcmp(a, b) != 0);                  /* a new span id each time */
+    CHECK(trace_parse(a + 13, back));          /* itself valid (non-zero, hex) */
 }
 
 static const struct unit_test tests[] = {
