@@ -243,6 +243,14 @@ class TraceparentTest(BatchFieldsBase):
         (parents, states), = self.trace_headers({"x-keep": "1"}, n=1)
         self.assertEqual((parents, states), ([], []))
 
+    def test_an_items_own_traceparent_wins(self):
+        tag = new_tag()
+        own = f"00-{'1' * 32}-{'2' * 16}-00"
+        self.batch([{"url": self.url("/json", tag=tag), "headers": {"traceparent": own}}], total=1,
+                   headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01", "tracestate": "a=b"})
+        (req,) = self.up.requests(tag)
+        self.assertEqual((req.header("traceparent"), req.header("tracestate")), ([own], []))
+
     def test_follows_redirects(self):
         tag = new_tag()
         target = self.url("/json", tag=tag)
