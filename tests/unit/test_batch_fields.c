@@ -6,6 +6,7 @@
 #include "answer.h"
 #include "harness.h"
 #include "job.h"
+#include "scheduler.h"
 
 static struct config *make_config(void)
 {
@@ -268,11 +269,54 @@ static void test_min_success(void)
     config_unref(cfg);
 }
 
+/* ---- timings: when a task became runnable (scheduler.c) ---------------------- */
+
+static void no_release(void *ctx)
+{
+    (void)ctx;
+}
+
+static void test_runnable_since(void)
+{
+    static const struct sched_ops ops = { .release = no_release };
+    /* task 1 depends on task 0 */
+    static const uint32_t dep_start[] = { 0, 0, 1 }, dep_list[] = { 0 };
+    struct sched_batch_desc d = {
+        .ops = &ops, .n = 2, .dep_start = dep_start, .dep_list = dep_list
+    };
+    struct sched *s = NULL;
+    struct sched_batch *b = NULL;
+    struct sched_task t0, t1;
+    int64_t wake, before, after, done_at;
+
+    CHECK_EQ_INT(sched_new(&s), FO_OK);
+    if (s == NULL)
+        return;
+    before = fo_now_us();
+    CHECK_EQ_INT(sched_submit(s, &d, 100, &b), FO_OK);
+    after = fo_now_us();
+    if (b == NULL) {
+        sched_free(s);
+        return;
+    }
+    CHECK_EQ_INT(sched_try(s, after, &t0, &wake), 1);
+    CHECK_EQ_INT(t0.index, 0);
+    CHECK(t0.runnable_us >= before && t0.runnable_us <= after); /* admitted */
+    CHECK_EQ_INT(sched_try(s, after, &t1, &wake), 0);           /* waits for task 0 */
+    done_at = fo_now_us();
+    sched_done(s, &t0);
+    CHECK_EQ_INT(sched_try(s, fo_now_us(), &t1, &wake), 1);
+    CHECK_EQ_INT(t1.index, 1);
+    CHECK(t1.runnable_us >= done_at); /* from its dependency's end, not admission */
+    sched_done(s, &t1);
+    sched_cancel(s, b);
+    sched_free(s);
+}
+
 static const struct unit_test tests[] = {
-    { "parse_fields", test_parse_fields },
-    { "parse_refusals", test_parse_refusals },
-    { "policy_fail_fast", test_fail_fast },
-    { "policy_min_success", test_min_success },
+    { "parse_fields", test_parse_fields },           { "parse_refusals", test_parse_refusals },
+    { "policy_fail_fast", test_fail_fast },          { "policy_min_success", test_min_success },
+    { "sched_runnable_since", test_runnable_since },
 };
 
 UNIT_SUITE(batch_fields_suite, "batch_fields", tests);
