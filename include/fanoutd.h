@@ -66,5 +66,10 @@
 int64_t fo_now_ms(void);
 /* Microseconds on the monotonic clock. */
 int64_t fo_now_us(void);
+/* Whether a header name (a NUL-terminated name, or the name part of a
+ * "Name: value" / "Name;" line) is one fanoutd never forwards from the client:
+ * hop-by-hop and framing headers (RFC 9110 7.6.1), Host, Expect and CDN-Loop,
+ * which fanoutd sets itself. Case-insensitive. */
+int fo_header_not_forwardable(const char *name);
 
 #endif

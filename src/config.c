@@ -12,13 +12,16 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -293,6 +296,11 @@ static fo_err add_header(const char *item, void *ctx, struct fo_msg *msg)
             return FO_EINVAL;
         }
     }
+    if (fo_header_not_forwardable(item)) {
+        fo_msg_set(msg, "'%s' is a hop-by-hop or framing header (RFC 9110 7.6.1) and is "
+                   "never forwarded", item);
+        return FO_EINVAL;
+    }
     if (l->n >= FO_MAX_LIST_ITEMS) {
         fo_msg_set(msg, "more than %d entries", FO_MAX_LIST_ITEMS);
         return FO_ETOOBIG;
@@ -351,12 +359,26 @@ static int token_text_ok(const char *p)
  * dropped; an empty, unreadable or too long file is an error naming it. */
 static fo_err read_token_file(const char *path, char *text, size_t size, struct fo_msg *msg)
 {
-    FILE *f = fopen(path, "r");
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang
+     * start-up, a reload and so SIGTERM); only a regular file is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    FILE *f;
     size_t n;
     fo_err err = FO_OK;
 
-    if (f == NULL) {
+    if (fd < 0) {
         fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        return FO_EINVAL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fo_msg_set(msg, "the token file '%s' is not a regular file", path);
+        close(fd);
+        return FO_EINVAL;
+    }
+    if ((f = fdopen(fd, "r")) == NULL) {
+        fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        close(fd);
         return FO_EINVAL;
     }
     n = fread(text, 1, size - 1, f);
@@ -652,6 +674,7 @@ static fo_err load_file(struct config *cfg, const char *path, struct fo_msg *msg
             break;
         }
         seen_line[idx] = lineno;
+        cfg->file_keys++;
         if ((err = config_set(cfg, k, value, &detail)) != FO_OK) {
             fo_msg_set(msg, "%s:%d: %s: %s", path, lineno, name,
                        err == FO_ENOMEM ? "out of memory" : detail.text);

@@ -352,6 +352,8 @@ static int hop_keeps(const struct hop *h, const char *line)
 {
     if (header_is(line, "CDN-Loop"))
         return 0;   /* folded into fanoutd's own (append_cdn_loop) */
+    if (header_is(line, "Content-Length") || header_is(line, "Transfer-Encoding"))
+        return 0;   /* the framing is libcurl's, from the body it sends */
     if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
         return 0;
     if (h->body_dropped && header_in(line, body_headers, FO_ARRAY_LEN(body_headers)))

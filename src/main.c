@@ -166,10 +166,12 @@ static void reload(const struct options *opt)
         config_unref(old);
         return;
     }
-    /* An empty file parses (every key at its default), but is far more often
-     * a file caught half-written or truncated: it would turn auth off. */
-    if (opt->config_path != NULL && fresh->file_bytes == 0) {
-        fo_msg_set(&msg, "%s is empty", opt->config_path);
+    /* An empty file, or one of only blank lines and comments, parses (every
+     * key at its default), but is far more often a file caught half-written,
+     * truncated or commented out by mistake: it would turn auth off. */
+    if (opt->config_path != NULL && fresh->file_keys == 0) {
+        fo_msg_set(&msg, "%s %s", opt->config_path,
+                   fresh->file_bytes == 0 ? "is empty" : "has no settings (only blank lines or comments)");
         reload_failed(msg.text);
         config_unref(fresh);
         config_unref(old);
