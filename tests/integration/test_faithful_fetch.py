@@ -350,6 +350,17 @@ class IdnTest(DaemonCase):
         r = self.batch([f"http://a\u2488b.test:{self.up.port}/"], total=1)["results"][0]
         self.assertIn(r["error"]["code"], ("invalid_url", "dns_failure"), r)
 
+    def test_invalid_a_label_is_invalid_url(self):
+        """A label starting xn-- must be a valid A-label; it is refused before any lookup."""
+        hosts = ["xn--zz.localhost", "XN--ZZ.localhost", "xn--a.", "xn--.", "a.xn--abc-.localhost"]
+        urls = [f"http://{h}:{self.up.port}/echo" for h in hosts]
+        urls.append(self.url("/redirect", to=f"http://xn--zz.localhost:{self.up.port}/echo"))
+        doc = self.batch(urls, total=len(urls))
+        for r, u in zip(doc["results"], urls):
+            with self.subTest(url=u):
+                self.assert_item_error(r, "invalid_url")
+                self.assertIn("internationalised", r["error"]["message"])
+
     def test_non_ascii_path_and_query_percent_encoded(self):
         tag = new_tag()
         r = self.batch([f"http://127.0.0.1:{self.up.port}/echo?tag={tag}&q=caf\u00e9&s=\u20ac"],
