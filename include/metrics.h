@@ -41,6 +41,10 @@
     ACTION(OUT_UNAUTHORIZED, "unauthorized") \
     ACTION(OUT_LOOP, "loop_detected")       \
     ACTION(OUT_TOO_LARGE, "too_large")      \
+    ACTION(OUT_URI_TOO_LONG, "uri_too_long") \
+    ACTION(OUT_HEADERS_TOO_LARGE, "headers_too_large") \
+    ACTION(OUT_NOT_IMPLEMENTED, "not_implemented") \
+    ACTION(OUT_BAD_VERSION, "http_version_not_supported") \
     ACTION(OUT_OVERLOADED, "overloaded")    \
     ACTION(OUT_DRAINING, "draining")
 
