@@ -709,11 +709,16 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         err = load_file(cfg, path, msg);
     for (size_t i = 0; i < nov && err == FO_OK; i++) {
         const struct config_key *k = find_key(ov[i].key);
+        char flag[64];   /* the key as its flag is spelt: listen_mode -> listen-mode */
+        size_t j;
+        for (j = 0; ov[i].key[j] != '\0' && j + 1 < sizeof(flag); j++)
+            flag[j] = ov[i].key[j] == '_' ? '-' : ov[i].key[j];
+        flag[j] = '\0';
         if (k == NULL) {
-            fo_msg_set(msg, "unknown option --%s", ov[i].key);
+            fo_msg_set(msg, "unknown option --%s", flag);
             err = FO_EINVAL;
         } else if ((err = config_set(cfg, k, ov[i].value, &detail)) != FO_OK) {
-            fo_msg_set(msg, "--%s: %s", ov[i].key, detail.text);
+            fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
     }
     if (err != FO_OK) {
