@@ -73,10 +73,11 @@ static const struct config_key keys[] = {
     { "deny", CT_DENY, OFF(deny), POLICY_DEFAULT_DENY, 0, 0,
       "CIDRs never fetched; added to the built-in defaults shown here" },
     { "forward_headers", CT_HEADERS, OFF(forward_headers), "", 0, 0,
-      "client request headers copied to every upstream request" },
+      "client request headers copied to every upstream request (never hop-by-hop or framing "
+      "ones: Connection, Content-Length, Host, TE, ...)" },
     { "auth_token", CT_TOKEN, OFF(auth_token), "", 0, 0,
       "when set, POST /batch needs 'Authorization: Bearer TOKEN'; @/path/file reads "
-      "TOKEN from that file (at start and on reload; a trailing newline is dropped)" },
+      "TOKEN from that file (a regular file; at start and on reload; a trailing newline is dropped)" },
     { "per_host_limit", CT_NUM, OFF(per_host_limit), "0", 0, 100000,
       "most concurrent fetches to one host:port (0: off)" },
     { "shutdown_grace_ms", CT_NUM, OFF(shutdown_grace_ms), "10000", 0, DAY_MS,

@@ -197,6 +197,17 @@ class CliConfigTest(unittest.TestCase):
                 self.assertEqual(done.returncode, 2, f"{args}: stdout={done.stdout!r}")
                 self.assertTrue(done.stderr.strip(), "exit 2 needs a message")
 
+    def test_errors_spell_flags_as_flags(self):
+        """An error about a flag names it as it is typed: --listen-mode, not --listen_mode."""
+        for args, flag in ((["--listen-mode", "999"], "--listen-mode"),
+                           (["--auth-token", "a b"], "--auth-token"),
+                           (["--max-batch", "x"], "--max-batch")):
+            with self.subTest(flag=flag):
+                done = run_cli(*args, "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 2)
+                self.assertIn(flag + ":", done.stderr)
+                self.assertNotIn(flag.replace("-", "_")[2:], done.stderr)
+
     def test_version(self):
         done = run_cli("--version")
         self.assertEqual(done.returncode, 0)
