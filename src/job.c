@@ -93,9 +93,9 @@ static void job_free(struct job *job)
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
-    /* glibc keeps freed heap in its arenas (and after the first big free
-     * it serves big blocks from them rather than mmap): after a large
-     * answer, give the free pages of every arena back to the kernel. */
+    /* glibc keeps freed heap in its arenas: after a large answer, give
+     * their free pages back to the kernel. (Blocks of FO_MMAP_THRESHOLD
+     * and more are mappings, unmapped when freed: main.c fixes it.) */
     if (trim)
         malloc_trim(0);
 }
