@@ -87,7 +87,8 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CH
  * by libidn2 directly: libcurl would convert it through the process locale,
  * which fanoutd never sets. *ace is NULL when host is plain ASCII (use it as
  * written), else a new string the caller frees. FO_EINVAL: not a valid
- * internationalised name; FO_ENOMEM.
+ * internationalised name, or a label starting "xn--" that is not a valid
+ * A-label (in an ASCII name too); FO_ENOMEM.
  */
 fo_err url_host_to_ascii(const char *host, char **ace) FO_MUST_CHECK;
 

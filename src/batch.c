@@ -80,15 +80,62 @@ void batch_req_free(struct batch_req *b)
     b->n = 0;
 }
 
+/* One "xn--" label of n bytes: 1 when it is a valid A-label (it decodes to a
+ * U-label that converts back to the same label), 0 when not, -1 for want of
+ * memory. */
+static int a_label_valid(const char *label, size_t n)
+{
+    char ascii[64], *u = NULL, *back = NULL;
+    int rc, ok;
+
+    if (n >= sizeof(ascii))
+        return 0;   /* longer than a DNS label */
+    for (size_t i = 0; i < n; i++)
+        ascii[i] = (char)tolower((unsigned char)label[i]);
+    ascii[n] = '\0';
+    rc = idn2_to_unicode_8z8z(ascii, &u, 0);
+    if (rc == IDN2_MALLOC)
+        return -1;
+    if (rc != IDN2_OK)
+        return 0;
+    rc = idn2_to_ascii_8z(u, &back, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK && rc != IDN2_MALLOC)   /* as url_host_to_ascii: IDNA2003 names too */
+        rc = idn2_to_ascii_8z(u, &back, IDN2_TRANSITIONAL);
+    ok = rc == IDN2_MALLOC ? -1 : rc == IDN2_OK && strcmp(back, ascii) == 0;
+    idn2_free(u);
+    idn2_free(back);
+    return ok;
+}
+
+/* FO_EINVAL when a label of the ASCII name starts "xn--" (any case) and is
+ * not a valid A-label ("xn--zz", "xn--a", "xn--"): DNS would be asked for a
+ * name no IDN can have. */
+static fo_err a_labels_check(const char *name)
+{
+    for (const char *p = name; *p != '\0';) {
+        size_t n = strcspn(p, ".");
+        if (n >= 4 && strncasecmp(p, "xn--", 4) == 0) {
+            int ok = a_label_valid(p, n);
+            if (ok <= 0)
+                return ok < 0 ? FO_ENOMEM : FO_EINVAL;
+        }
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    return FO_OK;
+}
+
 fo_err url_host_to_ascii(const char *host, char **ace)
 {
     char *out = NULL;
+    fo_err err;
     int rc;
 
     *ace = NULL;
     for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
         if (*p == '\0')
-            return FO_OK;   /* plain ASCII: used as written */
+            return a_labels_check(host);   /* plain ASCII: used as written */
     }
     /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
      * with TR46 mapping (which also lowercases), falling back to the
@@ -100,6 +147,10 @@ fo_err url_host_to_ascii(const char *host, char **ace)
         return FO_ENOMEM;
     if (rc != IDN2_OK)
         return FO_EINVAL;
+    if ((err = a_labels_check(out)) != FO_OK) {   /* an "xn--" label written as such */
+        idn2_free(out);
+        return err;
+    }
     *ace = strdup(out);   /* the caller frees with free(), not idn2_free() */
     idn2_free(out);
     return *ace != NULL ? FO_OK : FO_ENOMEM;

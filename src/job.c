@@ -100,9 +100,9 @@ static void job_free(struct job *job)
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
-    /* glibc keeps freed heap in its arenas (and after the first big free
-     * it serves big blocks from them rather than mmap): after a large
-     * answer, give the free pages of every arena back to the kernel. */
+    /* glibc keeps freed heap in its arenas: after a large answer, give
+     * their free pages back to the kernel. (Blocks of FO_MMAP_THRESHOLD
+     * and more are mappings, unmapped when freed: main.c fixes it.) */
     if (trim)
         malloc_trim(0);
 }
@@ -422,10 +422,11 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
         return FO_ENOMEM;
     }
     /* Client headers named in forward_headers, unless the item gives the
-     * same header (its own value wins); CDN-Loop only in cdn_loop. */
+     * same header (its own value wins); CDN-Loop only in cdn_loop; never a
+     * hop-by-hop or framing one (config refuses those names too). */
     for (size_t k = 0; k < job->nforward; k++) {
-        if (!item_has_header(it, job->forward[k]) &&
-            !header_named(job->forward[k], "CDN-Loop", 8) && !trace_header(job->forward[k]))
+        if (!item_has_header(it, job->forward[k]) && !fo_header_not_forwardable(job->forward[k]) &&
+            !trace_header(job->forward[k]))
             out->headers[n++] = job->forward[k];
     }
     for (size_t k = 0; k < it->nheaders; k++) {

@@ -442,6 +442,7 @@ struct header_count {
     int transfer_encoding;
     int host;
     int bad_name;                /* empty, or not a token (white space before ':') */
+    int bad_value;               /* a control byte (a bare CR too) other than HTAB */
     int bad_block;               /* see header_gap */
     int eol;                     /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
     const char *te;
@@ -498,6 +499,12 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     for (const char *p = key; *p != '\0'; p++) {
         if (!is_tchar((unsigned char)*p))
             hc->bad_name = 1;
+    }
+    /* RFC 9110 5.5: no CR, LF, NUL or other control byte in a value (a bare
+     * CR is not a line end to libmicrohttpd, but might be to whoever is next). */
+    for (const char *p = value != NULL ? value : ""; *p != '\0'; p++) {
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            hc->bad_value = 1;
     }
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         hc->content_length++;
@@ -582,6 +589,11 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     if (cc == NULL || cc->target_bad || url != cc->target ||
         version != cc->target + cc->target_len + 1)
         why = "the request target has white space, a control character or a NUL";
+    else if (url != method + strlen(method) + 1)   /* the library skips extra spaces */
+        why = "the request line is not 'method SP target SP version' (one space each)";
+    else if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0 &&
+             strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
+        status = MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED;   /* the library takes 1.2 for 1.1 */
     else if (cc->target_len > FO_MAX_TARGET)
         status = MHD_HTTP_URI_TOO_LONG;
     else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
@@ -590,6 +602,8 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     else if (hc.bad_name || hc.bad_block)
         why = "a header line is malformed (an empty name, white space before the colon, "
               "folding, or line ends of two kinds)";
+    else if (hc.bad_value)
+        why = "a header value has a control character (CR, LF, NUL, 0x01-0x1f or 0x7f)";
     else if (hc.host > 1)
         why = "more than one Host header";
     else if (hc.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
@@ -600,8 +614,12 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         why = "both Content-Length and Transfer-Encoding are present";
     else if (hc.transfer_encoding > 1)
         why = "more than one Transfer-Encoding header";
+    else if (hc.transfer_encoding && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        why = "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: faulty framing)";
     else if (hc.te != NULL)
         status = te_refusal(hc.te, &why);
+    if (status == MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED)
+        why = "only HTTP/1.0 and HTTP/1.1 are supported";
     if (status == MHD_HTTP_URI_TOO_LONG)
         why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
     if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
