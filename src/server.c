@@ -577,6 +577,13 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     unsigned status = MHD_HTTP_BAD_REQUEST;
     const char *why = NULL;
 
+    if (cc == NULL) {
+        /* No connection state: on_connection ran out of memory. Not the
+         * client's fault: 503, try again later. */
+        *ret = respond_refusal(conn, req, REFUSE_OVERLOADED, NULL,
+                               "fanoutd is out of memory; try again later");
+        return 1;
+    }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     hc.line_end = version + strlen(version);
@@ -586,7 +593,7 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         hc.bad_block = 1;
     /* The version must follow the target as on_uri measured it: a NUL and a
      * "HTTP/1.1" of the client's own inside the target would end it early. */
-    if (cc == NULL || cc->target_bad || url != cc->target ||
+    if (cc->target_bad || url != cc->target ||
         version != cc->target + cc->target_len + 1)
         why = "the request target has white space, a control character or a NUL";
     else if (url != method + strlen(method) + 1)   /* the library skips extra spaces */
