@@ -83,6 +83,16 @@ struct fetch_req {
     size_t nkeep_headers;
     unsigned timings;         /* enum fetch_timing bits wanted */
     struct fetch_retry retry; /* the scheduler re-queues a retried item */
+
+    /* share: headers the gateway injects (config inject_header; the rule
+     * matching each hop's URL is applied there, and a rule matching the
+     * first URL replaces the item's header of its name on every hop), and
+     * more names never sent across origins (config sensitive_headers).
+     * Borrowed from the configuration; NULL / 0: none. */
+    const struct inject_rule *inject;
+    size_t ninject;
+    char *const *sensitive;
+    size_t nsensitive;
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */
