@@ -151,6 +151,12 @@ size_t job_items_ok(const struct job *job);
  * OUT_SHUTDOWN. */
 enum batch_outcome job_outcome(const struct job *job);
 
+/* share: item i as parsed (read-only, lives as long as the job), for the
+ * item's "coalesce" and "cache" choices. */
+const struct item_req *job_item(const struct job *job, size_t i);
+/* share: the job's stop flag (set once it has finished). */
+const _Atomic int *job_stop_flag(const struct job *job);
+
 /* The finisher threads: started before any job can finish by deadline or
  * shutdown; job_finisher_stop() builds what is still queued, then joins
  * them. Start fails with FO_ESYS (no thread could be made). */
