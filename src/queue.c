@@ -86,7 +86,8 @@ static void item_fetch(struct job *job, size_t i, struct worker *w, const struct
     const struct config *cfg = job_config(job);
     const struct item_req *it = job_item(job, i);
     int coalesce = cfg->coalesce && !it->no_coalesce;
-    int cache = cfg->cache_ttl_ms > 0 && !it->no_cache && fr->method == M_GET;
+    int cache_on = cfg->cache_ttl_ms > 0 && !it->no_cache; /* the item gets "cache" */
+    int cache = cache_on && fr->method == M_GET;            /* only GET answers are kept */
     int64_t start = fo_now_us();
     int64_t own_limit = start + (int64_t)fr->timeout_ms * 1000;
     int64_t limit = fr->deadline_us != 0 && fr->deadline_us < own_limit ? fr->deadline_us : own_limit;
@@ -96,6 +97,8 @@ static void item_fetch(struct job *job, size_t i, struct worker *w, const struct
 
     if (!coalesce && !cache) {
         fetch_run(w->fetcher, fr, res);
+        if (cache_on)
+            goto miss;
         return;
     }
     if (share_key(fr, cfg->generation, &key) != FO_OK)
