@@ -5,8 +5,10 @@ LRU within cache_max_bytes), the RESULT `cache` field and the metrics. A real up
 127.0.0.1 counts what reaches it (/cacheable counts per key)."""
 
 import json
+import os
 import re
 import socket
+import sys
 import time
 
 from harness import Background, DaemonCase, new_tag, wait_for
@@ -298,17 +300,26 @@ class CacheBoundTest(ShareCase):
         bound = 1 << 20
         self.start_daemon(workers=8, cache_ttl_ms=600000, cache_max_bytes=bound, coalesce="on")
         tag = new_tag()
-        warm = [self.cacheable(f"{tag}-w{i}", pad=20000) for i in range(60)]
-        self.results(warm)
-        base = rss_kib(self.daemon.proc.pid)
-        deadline = time.monotonic() + 60
-        for round_ in range(15):
-            if time.monotonic() > deadline:
-                break
-            urls = [self.cacheable(f"{tag}-{round_}-{i}", pad=20000) for i in range(40)]
+
+        def round_(name):
+            urls = [self.cacheable(f"{tag}-{name}-{i}", pad=20000) for i in range(40)]
             results = self.results(urls + urls[:10])   # some coalesce or hit
             self.assertTrue(all(r["ok"] for r in results))
             self.assertLessEqual(metrics(self)["fanoutd_cache_bytes"], bound)
+
+        for n in range(8):          # warm up: the cache fills, the allocator's arenas grow
+            round_(f"w{n}")
+        base = rss_kib(self.daemon.proc.pid)
+        deadline = time.monotonic() + 90
+        for n in range(25):         # then 20 MB more pass through a 1 MiB cache
+            if time.monotonic() > deadline:
+                break
+            round_(n)
         grown = rss_kib(self.daemon.proc.pid) - base
-        # 600 answers of 20 KB (12 MB) went through; what is held may not pass the bound by much
-        self.assertLess(grown, 8 * 1024, f"RSS grew by {grown} KiB")
+        if os.environ.get("SANITIZER") or "valgrind" in os.environ.get("FANOUTD", ""):
+            return  # a sanitizer's quarantine holds freed memory: RSS says nothing here
+        print(f"soak: RSS grew by {grown} KiB", file=sys.stderr)
+        # 1000 answers of 20 KB (20 MB) went through after the warm-up: a cache that ignored
+        # its bound, or a leak of the answers, would grow by about that much; the allocator's
+        # own churn stays within a few MiB
+        self.assertLess(grown, 10 * 1024, f"RSS grew by {grown} KiB")
