@@ -105,7 +105,8 @@ void share_lead_done(struct share_slot *slot, const struct result *res, int time
  * share_join, with *stop and the wake given here).
  */
 int share_ride(struct share_slot *slot, int64_t limit_us, const _Atomic int *job_stop,
-               void (*wake)(void *), void *wake_arg, const _Atomic int **stop, struct result *out);
+               void (*wake)(void *), void *wake_arg, const _Atomic int **stop,
+               struct result *out);
 
 /* The job of whatever slot's worker is running has finished (the job's
  * wake hook, any thread): a rider stops waiting; a leader's fetch goes on

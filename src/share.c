@@ -25,23 +25,23 @@ struct share_entry {
     struct share_entry *next; /* hash chain, while in the table */
     char *key;                /* owned */
     uint64_t hash;
-    int in_table;             /* new items may join it */
-    int leading;              /* a worker runs its fetch now */
-    int leader_gone;          /* that worker's batch has finished */
-    int handover;             /* the leader's time ran out: a rider leads next */
-    int done;                 /* res is published */
-    size_t riders;            /* riders waiting */
-    size_t refs;              /* the leader and the riders */
-    struct result res;        /* the shared result, once done */
-    _Atomic int stop;         /* the fetch polls it: nobody waits any more */
-    void (*wake)(void *);     /* wakes the leader's fetch */
+    int in_table;         /* new items may join it */
+    int leading;          /* a worker runs its fetch now */
+    int leader_gone;      /* that worker's batch has finished */
+    int handover;         /* the leader's time ran out: a rider leads next */
+    int done;             /* res is published */
+    size_t riders;        /* riders waiting */
+    size_t refs;          /* the leader and the riders */
+    struct result res;    /* the shared result, once done */
+    _Atomic int stop;     /* the fetch polls it: nobody waits any more */
+    void (*wake)(void *); /* wakes the leader's fetch */
     void *wake_arg;
-    pthread_cond_t cond;      /* riders wait here (CLOCK_MONOTONIC) */
+    pthread_cond_t cond; /* riders wait here (CLOCK_MONOTONIC) */
 };
 
 struct cache_entry {
-    struct cache_entry *next;             /* hash chain */
-    struct cache_entry *newer, *older;    /* the LRU list */
+    struct cache_entry *next;          /* hash chain */
+    struct cache_entry *newer, *older; /* the LRU list */
     char *key;
     uint64_t hash;
     struct result res;

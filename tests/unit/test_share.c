@@ -167,10 +167,12 @@ static void test_inject_config(void)
     close(fd);
     fd = mkstemp(path);
     CHECK(fd >= 0 && (f = fdopen(fd, "w")) != NULL);
-    fprintf(f, "inject_header = HTTP://Api.Example.COM:80/v1/ X-Key: k1\n"
-               "inject_header = http://api.example.com/v1/deep/ X-Key: k2\n"
-               "inject_header = https://b.example Authorization: @%s\n"
-               "sensitive_headers = X-One, X-Two\n", fpath);
+    fprintf(f,
+            "inject_header = HTTP://Api.Example.COM:80/v1/ X-Key: k1\n"
+            "inject_header = http://api.example.com/v1/deep/ X-Key: k2\n"
+            "inject_header = https://b.example Authorization: @%s\n"
+            "sensitive_headers = X-One, X-Two\n",
+            fpath);
     fclose(f);
     CHECK_EQ_INT(config_build(path, NULL, 0, &cfg, &msg), FO_OK);
     if (cfg != NULL) {
@@ -180,8 +182,8 @@ static void test_inject_config(void)
         r = config_inject_match(cfg->inject, cfg->ninject, "http://api.example.com:80",
                                 "/v1/deep/x");
         CHECK(r != NULL && strcmp(r->line, "X-Key: k2") == 0); /* longest wins */
-        CHECK(config_inject_match(cfg->inject, cfg->ninject, "http://api.example.com:80", "/v2")
-              == NULL);
+        CHECK(config_inject_match(cfg->inject, cfg->ninject, "http://api.example.com:80",
+                                  "/v2") == NULL);
         CHECK(config_inject_match(cfg->inject, cfg->ninject, "http://api.example.com:8080",
                                   "/v1/x") == NULL);
         r = config_inject_match(cfg->inject, cfg->ninject, "https://b.example:443", "/any");
