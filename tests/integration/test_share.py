@@ -175,6 +175,37 @@ class CoalesceTest(ShareCase):
         self.assertEqual(after["fanoutd_cache_misses_total"] - before["fanoutd_cache_misses_total"], 1)
 
 
+class CoalesceChurnTest(ShareCase):
+    CONFIG = {"workers": 16, "coalesce": "on", "cache_ttl_ms": 200}
+
+    def test_many_batches_leaders_and_riders_leaving(self):
+        """24 concurrent batches over 4 keys, every other client leaving at once: the ones that
+        stay get every item ok with the right body, and the daemon stays healthy (under TSan
+        this is the race test of the shared table and the cache)."""
+        tag = new_tag()
+        keys = [f"{tag}-{k}" for k in range(4)]
+        urls = [self.cacheable(k, ms=300) for k in keys]
+        leavers, stayers = [], []
+        for n in range(24):
+            items = [urls[(n + j) % 4] for j in range(5)]
+            if n % 2:
+                leavers.append(self.post_and_leave(items))
+            else:
+                stayers.append(Background(lambda items=items: self.results(items, timeout=30)))
+            if n == 12:
+                for s in leavers:
+                    s.close()
+        for s in leavers:
+            s.close()
+        for b in stayers:
+            for r in b.result(30):
+                self.assertTrue(r["ok"], r)
+                self.assertIn(r["cache"], ("miss", "hit", "coalesced"))
+                self.assertGreaterEqual(r["body"]["n"], 1)
+        self.assertEqual(self.get("/healthz").status, 200)
+        wait_for(lambda: metrics(self)["fanoutd_workers_busy"] == 0, 10, "workers left busy")
+
+
 class ShareOffTest(ShareCase):
     CONFIG = {"workers": 4}
 
