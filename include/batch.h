@@ -40,6 +40,9 @@ struct item_req {
     size_t body_len;
     int body_is_json;     /* a non-string JSON body: send as application/json */
     long timeout_ms;      /* 0: not given */
+    /* share: "coalesce": false and "cache": false */
+    int no_coalesce;      /* never leads nor rides a shared fetch */
+    int no_cache;         /* neither reads nor fills the cache */
 };
 
 struct batch_req {

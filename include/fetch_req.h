@@ -90,6 +90,15 @@ struct fetch_req {
      * "tracestate: ..." line (borrowed), NULL for none. */
     char traceparent[TRACE_LINE_SIZE];
     const char *tracestate;
+    /* share: headers the gateway injects (config inject_header; the rule
+     * matching each hop's URL is applied there, and a rule matching the
+     * first URL replaces the item's header of its name on every hop), and
+     * more names never sent across origins (config sensitive_headers).
+     * Borrowed from the configuration; NULL / 0: none. */
+    const struct inject_rule *inject;
+    size_t ninject;
+    char *const *sensitive;
+    size_t nsensitive;
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */

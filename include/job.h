@@ -160,6 +160,11 @@ long job_max_concurrency(const struct job *job);
  * called by the worker before job_begin_item, so that queue_ms is known
  * however the item ends. */
 void job_item_runnable(struct job *job, size_t i, int64_t runnable_us);
+/* share: item i as parsed (read-only, lives as long as the job), for the
+ * item's "coalesce" and "cache" choices. */
+const struct item_req *job_item(const struct job *job, size_t i);
+/* share: the job's stop flag (set once it has finished). */
+const _Atomic int *job_stop_flag(const struct job *job);
 
 /* The finisher threads: started before any job can finish by deadline or
  * shutdown; job_finisher_stop() builds what is still queued, then joins

@@ -28,7 +28,19 @@
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
            "Successful configuration reloads.")                                      \
     ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
-           "Reloads refused (a file that did not parse or had no settings).")
+           "Reloads refused (a file that did not parse or had no settings).") \
+    ACTION(cache_hits, "fanoutd_cache_hits_total", "counter",                        \
+           "Items answered from the cache (share).")                                 \
+    ACTION(cache_misses, "fanoutd_cache_misses_total", "counter",                    \
+           "Items with coalescing or the cache on that fetched themselves (share).") \
+    ACTION(coalesced, "fanoutd_coalesced_items_total", "counter",                    \
+           "Items that got a copy of an identical in-flight fetch (share).")         \
+    ACTION(cache_bytes, "fanoutd_cache_bytes", "gauge",                              \
+           "Bytes the cache holds now (share).")                                     \
+    ACTION(cache_entries, "fanoutd_cache_entries", "gauge",                          \
+           "Answers the cache holds now (share).")                                   \
+    ACTION(cache_evictions, "fanoutd_cache_evictions_total", "counter",              \
+           "Answers dropped to keep the cache within cache_max_bytes (share).")
 
 /* How a batch ended (fanoutd_batches_total{outcome}). */
 #define BATCH_OUTCOMES(ACTION)              \

@@ -53,6 +53,11 @@ struct result {
      * duration_ms. */
     int timed;
     double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
+    /* share: the final response's Cache-Control as the cache reads it, and
+     * the RESULT's "cache" field ("miss", "hit", "coalesced"; NULL: none). */
+    int cc_no_store; /* no-store, no-cache or private */
+    long cc_max_age; /* max-age=N in seconds; -1: none */
+    const char *cache;
 };
 
 void result_clear(struct result *r);

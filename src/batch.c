@@ -410,10 +410,15 @@ static fo_err parse_method(struct item_req *it, json_t *m, const char *name, str
     return FO_EINVAL;
 }
 
+static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *name,
+                               struct fo_msg *msg) FO_MUST_CHECK;
+
 static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
                                 struct fo_msg *msg)
 {
-    static const char *const known[] = { "url", "id", "method", "headers", "body", "timeout_ms" };
+    static const char *const known[] = { "url", "id", "method", "headers", "body", "timeout_ms",
+                                         "coalesce", "cache", /* share */
+    };
     json_t *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id"), *v;
     const char *key;
     char name[160];
@@ -458,6 +463,8 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         fo_msg_set(msg, "%s: timeout_ms must be a positive whole number of milliseconds", name);
         return FO_EINVAL;
     }
+    if ((err = parse_item_share(it, obj, name, msg)) != FO_OK)
+        return err;
     return set_url(it, json_string_value(url), index, msg);
 }
 
@@ -937,6 +944,29 @@ static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
                     return FO_ENOMEM;
             }
         }
+    }
+    return FO_OK;
+}
+
+/* ---- share: "coalesce" and "cache" of an item ------------------------------ */
+
+/* Each may only be a boolean; false opts the item out (true is the
+ * default: what the configuration says). */
+static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *name,
+                               struct fo_msg *msg)
+{
+    static const char *const fields[] = { "coalesce", "cache" };
+    int *flags[] = { &it->no_coalesce, &it->no_cache };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(fields); i++) {
+        json_t *v = json_object_get(obj, fields[i]);
+        if (v == NULL)
+            continue;
+        if (!json_is_boolean(v)) {
+            fo_msg_set(msg, "%s: %s must be true or false", name, fields[i]);
+            return FO_EINVAL;
+        }
+        *flags[i] = json_is_false(v);
     }
     return FO_OK;
 }

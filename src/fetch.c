@@ -88,6 +88,8 @@ struct fetcher {
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
     int64_t t_dns, t_connect, t_tls, t_ttfb;
+    int cc_no_store;              /* share: Cache-Control no-store, no-cache, private */
+    long cc_max_age;              /* share: max-age=N, -1: none */
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -98,6 +100,7 @@ struct hop {
     int send_body;                /* the item's body goes with this hop */
     int body_dropped;             /* a redirect turned the request into a bodiless GET */
     int cross_origin;             /* a redirect has left the item's origin (stays set) */
+    const struct inject_rule *inject0; /* share: the rule of the first URL, or NULL */
 };
 
 /* Redirect statuses followed (the Fetch standard's list): any other 3xx,
@@ -248,6 +251,8 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->has_ctype = 0;
     f->clen[0] = '\0';
     f->location_too_long = 0;
+    f->cc_no_store = 0;
+    f->cc_max_age = -1;
     FO_FREE(f->location);
 }
 
@@ -281,6 +286,42 @@ static int content_length_agrees(struct fetcher *f, const char *v, size_t vlen)
         v = e < end ? e + 1 : end;
     }
     return 1;
+}
+
+/* share: the directives of a Cache-Control value that the cache heeds. */
+static void cache_control(struct fetcher *f, const char *v, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        const char *d = v + start;
+        size_t n = i - start;
+        while (n > 0 && (d[n - 1] == ' ' || d[n - 1] == '\t'))
+            n--;
+        if ((n == 8 && strncasecmp(d, "no-store", 8) == 0) ||
+            (n >= 8 && strncasecmp(d, "no-cache", 8) == 0 && (n == 8 || d[8] == '=')) ||
+            (n >= 7 && strncasecmp(d, "private", 7) == 0 && (n == 7 || d[7] == '='))) {
+            f->cc_no_store = 1;
+        } else if (n > 8 && strncasecmp(d, "max-age=", 8) == 0) {
+            long age = 0;
+            size_t k = 8;
+            if (d[k] == '"')
+                k++;
+            if (k >= n || d[k] < '0' || d[k] > '9') {
+                f->cc_no_store = 1; /* malformed: not kept (RFC 9111 4.2.1) */
+                continue;
+            }
+            for (; k < n && d[k] >= '0' && d[k] <= '9'; k++)
+                age = age < 100000000L ? age * 10 + (d[k] - '0') : age;
+            if (f->cc_max_age < 0 || age < f->cc_max_age)
+                f->cc_max_age = age;
+        }
+    }
 }
 
 /* The empty line: a final response's headers are complete (a 1xx is not
@@ -322,6 +363,9 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
             f->location_too_long = 1;
         else if (vlen > 0 && (f->location = strndup(v, vlen)) == NULL)
             f->nomem = 1;
+    } else if (field_is(line, len, "Cache-Control", &n)) {
+        v = field_value(line, len, n, &vlen);
+        cache_control(f, v, vlen);
     }
 }
 
@@ -373,6 +417,35 @@ static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-
 static const char *const body_headers[] = { "Content-Type", "Content-Encoding",
                                             "Content-Language", "Content-Location" };
 
+static fo_err url_origin(CURLU *u, char **out);
+
+/* share: the inject_header rule for URL u (its origin, and its path with
+ * the query), or NULL in *out. FO_ENOMEM. */
+static fo_err hop_inject(const struct fetch_req *req, CURLU *u, const struct inject_rule **out)
+{
+    char *origin = NULL, *path = NULL, *query = NULL, *full = NULL;
+    fo_err err = FO_ENOMEM;
+
+    *out = NULL;
+    if (url_origin(u, &origin) != FO_OK || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        goto out;
+    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    if (qc != CURLUE_OK && qc != CURLUE_NO_QUERY)
+        goto out;
+    size_t n = strlen(path) + (query ? strlen(query) : 0) + 2;
+    if ((full = malloc(n)) == NULL)
+        goto out;
+    (void)snprintf(full, n, "%s%s%s", path, query ? "?" : "", query ? query : "");
+    *out = config_inject_match(req->inject, req->ninject, origin, full);
+    err = FO_OK;
+out:
+    free(origin);
+    curl_free(path);
+    curl_free(query);
+    free(full);
+    return err;
+}
+
 /* Whether a "Name: value" (or "Name;") line is a header called name. */
 static int header_is(const char *line, const char *name)
 {
@@ -390,14 +463,24 @@ static int header_in(const char *line, const char *const *names, size_t count)
     return 0;
 }
 
-/* Whether a client or item header line is sent on this hop as it is. */
-static int hop_keeps(const struct hop *h, const char *line)
+/* Whether a client or item header line is sent on this hop as it is;
+ * inject: the rule of this hop's URL (or NULL). */
+static int hop_keeps(const struct fetch_req *req, const struct hop *h,
+                     const struct inject_rule *inject, const char *line)
 {
     if (header_is(line, "CDN-Loop"))
         return 0;   /* folded into fanoutd's own (append_cdn_loop) */
     if (header_is(line, "Content-Length") || header_is(line, "Transfer-Encoding"))
         return 0;   /* the framing is libcurl's, from the body it sends */
     if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
+        return 0;
+    /* share: sensitive_headers are origin-bound too */
+    if (h->cross_origin && header_in(line, (const char *const *)req->sensitive, req->nsensitive))
+        return 0;
+    /* share: an injected header replaces the item's or the forwarded one:
+     * on every hop once the first URL is under a prefix naming it */
+    if ((inject != NULL && header_is(line, inject->name)) ||
+        (h->inject0 != NULL && header_is(line, h->inject0->name)))
         return 0;
     if (h->body_dropped && header_in(line, body_headers, FO_ARRAY_LEN(body_headers)))
         return 0;
@@ -425,12 +508,18 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
 {
     struct curl_slist *list = NULL;
     int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
+    const struct inject_rule *inject = NULL;
 
     *ok = 0;
+    if (req->ninject > 0 && hop_inject(req, h->url, &inject) != FO_OK)
+        goto fail;
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (hop_keeps(h, req->headers[i]) && append(&list, req->headers[i]) != FO_OK)
+        if (hop_keeps(req, h, inject, req->headers[i]) && append(&list, req->headers[i]) != FO_OK)
             goto fail;
     }
+    /* share: the injected header, only on a hop under its prefix */
+    if (inject != NULL && append(&list, inject->line) != FO_OK)
+        goto fail;
     if (append(&list, "Expect:") != FO_OK)   /* no 100-continue round trip */
         goto fail;
     /* A body (or the empty one of a bodiless POST or PUT) gets no form
@@ -588,6 +677,8 @@ static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg
     if ((h->url = curl_url()) == NULL)
         return FO_ENOMEM;
     if ((err = hop_set_url(h, req->url, why)) != FO_OK)
+        return err;
+    if (req->ninject > 0 && (err = hop_inject(req, h->url, &h->inject0)) != FO_OK)
         return err;
     return url_origin(h->url, &h->origin);
 }
@@ -964,6 +1055,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
      * the last one that did arrive (a followed 3xx) stays the item's. */
     if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
+    res->cc_no_store = f->cc_no_store;   /* share: for the cache */
+    res->cc_max_age = f->cc_max_age;
     if (f->bad_length && !f->nomem) {
         result_fail(res, ERR_UPSTREAM, "the response's Content-Length headers disagree or are "
                                        "not numbers (RFC 9112 6.3)");

@@ -824,3 +824,15 @@ int job_finish(struct job *job, enum finish_reason reason)
     job_answer(job);
     return 1;
 }
+
+/* ---- share: accessors for coalescing and the cache ---------------------- */
+
+const struct item_req *job_item(const struct job *job, size_t i)
+{
+    return &job->req.items[i];
+}
+
+const _Atomic int *job_stop_flag(const struct job *job)
+{
+    return &job->stop;
+}

@@ -105,6 +105,10 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
     }
     if (r->timed)
         TRY(put_timings(out, r));
+    if (r->cache != NULL) { /* share: only when coalescing or the cache is on */
+        TRY(buf_puts(out, ",\"cache\":"));
+        TRY(json_put_cstr(out, r->cache));
+    }
     return buf_putc(out, '}');
 #undef TRY
 }

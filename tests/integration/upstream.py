@@ -39,6 +39,9 @@ Endpoints (query parameters):
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
                                 JSON `doc`, or of `pad` zero bytes when pad is given
+  /cacheable key, cc, status, ms, pad   {"n": hits of key so far, "pad": "aaa..."} after
+                                ms ms, status `status` (default 200), with
+                                `Cache-Control: cc` when cc is given (pad: that many "a")
   /numarray  bytes, key         application/json {"KEY":[1,1,...,1]} (and a newline when
                                 that evens the count) of exactly `bytes` bytes (key
                                 default "a"; bytes at least the length of {"KEY":[1]})
@@ -477,6 +480,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_count(self, q, seen):
         self._reply(200, {"count": self.server.upstream._hit(q.get("key", ""))})
+
+    def ep_cacheable(self, q, seen):
+        self._wait(q)
+        n = self.server.upstream._hit("cacheable:" + q.get("key", ""))
+        extra = [("Cache-Control", q["cc"])] if "cc" in q else []
+        self._reply(int(q.get("status") or 200), {"n": n, "pad": "a" * int(q.get("pad") or 0)},
+                    extra=extra)
 
     def ep_raw(self, q, seen):
         body = base64.b64decode(q["b64"]) if "b64" in q else q.get("body", "").encode()

@@ -77,5 +77,6 @@ extern const struct unit_suite encode_suite, policy_suite, config_suite, batch_s
     result_suite, jtree_suite, queue_suite, sched_suite, job_suite, util_suite;
 /* v2 traceparent, batch fields */
 extern const struct unit_suite trace_suite, batch_fields_suite;
+extern const struct unit_suite share_suite; /* share */
 
 #endif

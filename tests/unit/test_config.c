@@ -43,6 +43,12 @@ static const char *const default_lines[] = {
     "loop_token = fanoutd",
     "listen_mode = 0660",
     "reuse_port = off",
+    /* share */
+    "coalesce = off",
+    "cache_ttl_ms = 0",
+    "cache_max_bytes = 67108864",
+    "inject_header =",
+    "sensitive_headers =",
 };
 
 /* Writes text to a new temporary file; path gets its name. */
