@@ -25,6 +25,8 @@ enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
 
 const char *http_method_name(enum http_method m);
 
+enum { ITEM_RETRY_MAX = 1u << 0, ITEM_RETRY_BACKOFF = 1u << 1 };
+
 /* One item to fetch. Every pointer is owned by the item. */
 struct item_req {
     char *id;
@@ -38,6 +40,12 @@ struct item_req {
     size_t body_len;
     int body_is_json;     /* a non-string JSON body: send as application/json */
     long timeout_ms;      /* 0: not given */
+    /* Retries (issue 13): the item's "retry" members, each used only when
+     * its bit in retry_given is set (else the config's retries and
+     * retry_backoff_ms); job_new resolves both and sets both bits. */
+    unsigned retry_given; /* ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF */
+    long retry_max;
+    long retry_backoff_ms;
 };
 
 struct batch_req {

@@ -57,6 +57,14 @@ struct config {
     size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
     long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
     long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
+    /* Retries, circuit breaker, rate (issue 13). */
+    long retries;                       /* retries per item by default */
+    long max_retries;                   /* most an item may ask for */
+    long retry_backoff_ms;              /* base of the backoff */
+    long retry_backoff_max_ms;          /* cap on one backoff wait */
+    long breaker_failures;              /* consecutive failures that open a breaker, 0: off */
+    long breaker_open_ms;               /* how long it stays open */
+    long per_host_rate;                 /* requests per second per host:port, 0: off */
 };
 
 /* One command-line override: --key-name VALUE (key already in file form). */

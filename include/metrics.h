@@ -28,7 +28,9 @@
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
            "Successful configuration reloads.")                                      \
     ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
-           "Reloads refused because the file did not parse.")
+           "Reloads refused because the file did not parse.")                        \
+    ACTION(breakers_open, "fanoutd_breakers_open", "gauge",                          \
+           "Circuit breakers not closed (open or half-open), over all host:ports.")
 
 /* How a batch ended (fanoutd_batches_total{outcome}). */
 #define BATCH_OUTCOMES(ACTION)              \
@@ -63,6 +65,10 @@ extern struct metrics metrics;
 void metrics_batch(enum batch_outcome outcome, double seconds);
 /* One finished item: ok, non-2xx response, or an error code. */
 void metrics_item(const struct result *r, double seconds);
+
+/* A circuit breaker moved to a state (enum breaker_state: 0 closed, 1 open,
+ * 2 half-open): fanoutd_breaker_transitions_total{to}. */
+void metrics_breaker_transition(int to_state);
 
 /* Appends the Prometheus text exposition (0.0.4) to out. */
 fo_err metrics_render(struct buf *out) FO_MUST_CHECK;

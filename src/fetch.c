@@ -44,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "buf.h"
 #include "encode.h"
@@ -82,6 +83,9 @@ struct fetcher {
     int location_too_long;
     int has_ctype;
     char ctype[FO_MAX_CONTENT_TYPE + 1];
+    /* Retries (issue 13): the final response's Retry-After (the first one). */
+    int has_retry_after;
+    char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -240,6 +244,7 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->cur_status = code >= 100 ? code : 0;
     f->status = 0;
     f->has_ctype = 0;
+    f->has_retry_after = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
 }
@@ -279,6 +284,13 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
             f->location_too_long = 1;
         else if (vlen > 0 && (f->location = strndup(v, vlen)) == NULL)
             f->nomem = 1;
+    } else if (field_is(line, len, "Retry-After", &n) && !f->has_retry_after) {
+        v = field_value(line, len, n, &vlen);
+        if (vlen > 0 && vlen <= FO_RETRY_AFTER_MAX_LEN) {
+            memcpy(f->retry_after, v, vlen);
+            f->retry_after[vlen] = '\0';
+            f->has_retry_after = 1;
+        }
     }
 }
 
@@ -762,6 +774,7 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->discard = 0;
     f->discarded = 0;
     f->has_ctype = 0;
+    f->has_retry_after = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
     f->errbuf[0] = '\0';
@@ -819,6 +832,69 @@ static void encode_result(struct fetcher *f, const struct fetch_req *req, struct
         result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
 }
 
+/* ---- retries and the circuit breaker (issue 13) ------------------------------ */
+
+/* A Retry-After value as a wait in ms from now: delay-seconds or an HTTP
+ * date (any form libcurl reads; a past date: 0). 0 if it is neither. */
+static int retry_after_ms(const char *v, long *ms)
+{
+    size_t digits = strspn(v, "0123456789");
+
+    if (digits > 0 && v[digits] == '\0') {
+        long long secs;
+        if (fo_parse_num(v, 0, 86400LL * 365, &secs) == FO_ETOOBIG)
+            secs = 86400LL * 365; /* far beyond any timeout: no retry */
+        *ms = (long)(secs * 1000);
+        return 1;
+    }
+    time_t at = curl_getdate(v, NULL), now = time(NULL);
+    if (at == (time_t)-1)
+        return 0;
+    *ms = at <= now ? 0 : (at - now > 86400L * 365 ? 86400L * 365 : (long)(at - now)) * 1000;
+    return 1;
+}
+
+/* How the hop just run went, for the breaker (fetch_req.h): a response is a
+ * success unless 5xx; connect_failed, timeout, tls_error and upstream_error
+ * are failures; the batch deadline, the policy, a stop, a DNS failure or
+ * running out of memory count neither way. */
+static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct fetch_req *req,
+                                          CURLcode rc, int deadline_bound)
+{
+    if (f->nomem || (req->stop != NULL && atomic_load(req->stop)))
+        return FETCH_HOP_NEUTRAL;
+    if (rc == CURLE_OK)
+        return f->status == 0 || f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    switch (map_error(rc, f, deadline_bound)) {
+    case ERR_CONNECT:
+    case ERR_TIMEOUT:
+    case ERR_TLS:
+    case ERR_UPSTREAM:
+        return FETCH_HOP_FAILED;
+    case ERR_TOO_LARGE: /* the host answered */
+        return f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    default:
+        return FETCH_HOP_NEUTRAL;
+    }
+}
+
+/* Tells req->hop_done how the hop to h's "host:port" went. */
+static void report_hop(const struct fetcher *f, const struct fetch_req *req, const struct hop *h,
+                       CURLcode rc, int deadline_bound)
+{
+    char *host = NULL, *port = NULL;
+    char hostport[FO_MAX_URL_LEN + 16];
+
+    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(h->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        int n = snprintf(hostport, sizeof(hostport), "%s:%s", host, port);
+        if (n > 0 && (size_t)n < sizeof(hostport))
+            req->hop_done(req->hop_ctx, hostport, hop_outcome(f, req, rc, deadline_bound));
+    }
+    curl_free(host);
+    curl_free(port);
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -839,6 +915,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
+        if (req->hop_done != NULL)
+            report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
             break;   /* a failure, or the final response */
         if (hops >= req->max_redirects) {
@@ -870,6 +948,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     } else {
         encode_result(f, req, res);
     }
+    if (res->status > 0 && f->has_retry_after)
+        res->has_retry_after = retry_after_ms(f->retry_after, &res->retry_after_ms);
     goto out;
 url_failed:
     if (err == FO_ENOMEM)

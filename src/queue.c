@@ -18,10 +18,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "fetch.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "rate.h"
+#include "retry.h"
 #include "scheduler.h"
 
 struct worker {
@@ -47,14 +50,19 @@ static const char *item_dest(void *ctx, size_t i)
     return job_item_dest(ctx, i);
 }
 
-/* Runs item t->index of the job on this worker's fetcher. Always done in
- * v1 (0); a retried attempt (v2) returns when it may run again. */
+static int64_t attempt(struct job *job, const struct sched_task *t, struct fetcher *f,
+                       struct fetch_req *fr, struct result *res);
+
+/* Runs item t->index of the job on this worker's fetcher: 0 when it is
+ * done, or the time before which its retry must not start (it then waits
+ * in the scheduler, holding no worker). */
 static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
 {
     struct job *job = ctx;
     struct fetcher *f = worker;
     struct result res = { 0 };
     struct fetch_req fr;
+    int64_t again = 0;
 
     fetch_prepare(f, job_config(job)->generation);
     if (!job_begin_item(job, t->index, f))
@@ -67,12 +75,103 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
             fr.pin_hostport = t->dest;
             fr.pin_addr = t->pin;
         }
-        fetch_run(f, &fr, &res);
+        again = attempt(job, t, f, &fr, &res);
         fetch_req_free(&fr);
     }
     METRIC_ADD(workers_busy, -1);
-    job_complete_item(job, t->index, &res);
-    return 0;
+    if (again == 0)
+        job_complete_item(job, t->index, &res);
+    return again;
+}
+
+/* ---- retries, circuit breaker, rate (issue 13) ------------------------------ */
+
+/* per_host_rate: asked (scheduler lock held) when item i reaches the front:
+ * a token of its host:port's bucket, or the time to ask again; it waits on
+ * the scheduler's timer meanwhile, holding no worker. */
+static int64_t item_not_before(void *ctx, size_t i, int64_t now_us)
+{
+    struct job *job = ctx;
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, i);
+
+    if (cfg->per_host_rate <= 0 || dest == NULL)
+        return 0;
+    /* A cache hit is never rate-limited: the cache (issue 13, its other
+     * half) answers now_us here for an item it will serve. */
+    if (cfg->breaker_failures > 0 && breaker_refuses(dest, now_us))
+        return 0; /* refused at once by its breaker: no token */
+    return rate_take(dest, cfg->per_host_rate, now_us);
+}
+
+/* fetch_req.hop_done: every hop of every attempt counts against the
+ * breaker of its own host:port. ctx: the job's config. */
+static void hop_done(void *ctx, const char *hostport, enum fetch_hop_outcome o)
+{
+    const struct config *cfg = ctx;
+
+    breaker_hop(hostport, o, cfg->breaker_failures, cfg->breaker_open_ms, fo_now_us());
+}
+
+/* When the attempt that ended as res may be tried again: 0 for never (it
+ * may not be retried, none is left, or the wait would pass the item's own
+ * timeout or the batch deadline: res is the result). */
+static int64_t retry_at(const struct fetch_req *fr, const struct result *res,
+                        const struct job_attempt *a)
+{
+    int64_t wait_ms, when;
+
+    if (a->number > fr->retry.attempts || !retry_wanted(fr->method, res))
+        return 0;
+    if (res->has_retry_after)
+        wait_ms = res->retry_after_ms; /* as given, not capped */
+    else
+        wait_ms = retry_backoff_ms(a->number, fr->retry.backoff_ms, fr->retry.max_backoff_ms,
+                                   retry_random());
+    when = fo_now_us() + wait_ms * 1000;
+    if (when >= a->end_us || (fr->deadline_us != 0 && when >= fr->deadline_us))
+        return 0;
+    return when > 0 ? when : 1;
+}
+
+/* One attempt of the item: its breaker asked first (an item refused makes
+ * no connection), then the fetch. Returns 0 with res the item's result, or
+ * the time its retry may start (res then kept by the job). */
+static int64_t attempt(struct job *job, const struct sched_task *t, struct fetcher *f,
+                       struct fetch_req *fr, struct result *res)
+{
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, t->index);
+    enum breaker_verdict v = BREAKER_PASS;
+    struct job_attempt a;
+    int64_t when;
+
+    if (cfg->breaker_failures > 0 && dest != NULL) {
+        v = breaker_check(dest, fo_now_us());
+        if (v == BREAKER_REFUSE) {
+            /* A retry refused: the last answer stays the result. */
+            if (!job_take_last(job, t->index, res))
+                result_fail(res, ERR_CIRCUIT_OPEN,
+                            "the circuit breaker of %.200s is open after %ld consecutive failures; "
+                            "not fetched",
+                            dest, cfg->breaker_failures);
+            return 0;
+        }
+        fr->hop_done = hop_done;
+        fr->hop_ctx = (void *)cfg;
+    }
+    job_item_attempt(job, t->index, &a);
+    fetch_run(f, fr, res);
+    if (v == BREAKER_TRIAL)
+        breaker_trial_done(dest);
+    if (a.number > 1)
+        res->duration_ms = (double)(fo_now_us() - a.first_us) / 1000.0;
+    when = retry_at(fr, res, &a);
+    if (when == 0 || job_stopped(job))
+        return 0;
+    if (!job_retry_item(job, t->index, res))
+        return 0; /* finished meanwhile: res was dropped, nothing more runs */
+    return when;
 }
 
 static void item_release(void *ctx)
@@ -82,6 +181,7 @@ static void item_release(void *ctx)
 
 static const struct sched_ops item_ops = {
     .dest = item_dest,
+    .not_before = item_not_before,
     .run = item_run,
     .release = item_release,
 };

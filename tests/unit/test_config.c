@@ -43,6 +43,13 @@ static const char *const default_lines[] = {
     "loop_token = fanoutd",
     "listen_mode = 0660",
     "reuse_port = off",
+    "retries = 0",
+    "max_retries = 5",
+    "retry_backoff_ms = 100",
+    "retry_backoff_max_ms = 5000",
+    "breaker_failures = 0",
+    "breaker_open_ms = 30000",
+    "per_host_rate = 0",
 };
 
 /* Writes text to a new temporary file; path gets its name. */
