@@ -51,6 +51,8 @@ struct result {
     long retry_after_ms; /* its wait from when the response came (>= 0) */
     int show_attempts;   /* the item allowed retries: "attempts" is written */
     long attempts;       /* attempts started */
+    long resent;         /* requests libcurl re-sent by itself in this fetch (a
+                            reused connection found dead): attempts too */
 };
 
 void result_clear(struct result *r);

@@ -86,6 +86,8 @@ struct fetcher {
     /* Retries (issue 13): the final response's Retry-After (the first one). */
     int has_retry_after;
     char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
+    long sends;  /* requests sent in this hop (libcurl may re-send one) */
+    long resent; /* in this fetch, requests libcurl re-sent on its own */
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -308,6 +310,22 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     return len;
 }
 
+/* A request is about to be sent: libcurl calls this again when it re-sends
+ * the request on a new connection (a reused one turned out dead), which
+ * fanoutd counts as one more attempt (struct result.resent). */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    struct fetcher *f = ud;
+
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    f->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct fetcher *f = ud;
@@ -464,6 +482,8 @@ static void set_constant_options(struct fetcher *f)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fanoutd/" FANOUTD_VERSION);
     /* The cap is enforced as the body streams in (on_body), not from an
@@ -791,7 +811,10 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
     set_method(f->easy, req, h);
+    f->sends = 0;
     rc = perform(f);
+    if (f->sends > 1)
+        f->resent += f->sends - 1;
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
         rc = CURLE_OK;
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
@@ -997,6 +1020,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
         return;
     }
     f->req = req;
+    f->resent = 0;
     f->body.cap = (size_t)req->max_response_bytes;
     /* Every hop to the item's own host:port goes to the pinned address. */
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
@@ -1004,6 +1028,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
+    res->resent = f->resent;
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     FO_FREE(f->location);
     buf_reset(&f->body);

@@ -160,8 +160,15 @@ static int64_t attempt(struct job *job, const struct sched_task *t, struct fetch
         fr->hop_done = hop_done;
         fr->hop_ctx = (void *)cfg;
     }
+    if (fr->deadline_us != 0 && fr->deadline_us - fo_now_us() < 1000) { /* as fetch_run */
+        /* Not started: the item keeps "attempts" as they were. */
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return 0;
+    }
     job_item_attempt(job, t->index, &a);
     fetch_run(f, fr, res);
+    for (long k = 0; k < res->resent; k++)
+        job_item_attempt(job, t->index, &a); /* libcurl's own re-sends count too */
     if (v == BREAKER_TRIAL)
         breaker_trial_done(dest);
     if (a.number > 1)

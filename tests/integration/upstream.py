@@ -30,8 +30,8 @@ Endpoints (query parameters):
   /flaky     key                the first request for key is read whole and the
                                 connection closed without an answer; later ones
                                 get {"count": n}
-  /failing   key, fail, status, mode, retry_after, ra_date
-                                hits 1..fail (default 1) of key fail: status
+  /failing   key, fail, status, mode, retry_after, ra_date, ms
+                                (after ms milliseconds) hits 1..fail (default 1) of key fail: status
                                 (default 503) with {"attempt": n, "status": s} and
                                 Retry-After retry_after (or an HTTP date ra_date
                                 seconds ahead), or with mode=reset a close without
@@ -461,6 +461,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def ep_failing(self, q, seen):
+        self._wait(q)
         n = self.server.upstream._hit("failing:" + q.get("key", ""))
         if n > int(q.get("fail") or 1):
             self._reply(200, {"attempt": n})
