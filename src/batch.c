@@ -412,7 +412,8 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         fo_msg_set(msg, "%s: timeout_ms must be a positive whole number of milliseconds", name);
         return FO_EINVAL;
     }
-    if ((v = json_object_get(obj, "retry")) != NULL && (err = parse_retry(it, v, name, msg)) != FO_OK)
+    if ((v = json_object_get(obj, "retry")) != NULL &&
+        (err = parse_retry(it, v, name, msg)) != FO_OK)
         return err;
     return set_url(it, json_string_value(url), index, msg);
 }
@@ -690,8 +691,8 @@ static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, stru
             it->retry_given |= ITEM_RETRY_MAX;
         } else if (strcmp(key, "backoff_ms") == 0) {
             if (!whole_at_most(m, FO_RETRY_BACKOFF_MAX_MS, &it->retry_backoff_ms)) {
-                fo_msg_set(msg, "%s: retry.backoff_ms must be a whole number of milliseconds, "
-                                "0 to %ld", name, (long)FO_RETRY_BACKOFF_MAX_MS);
+                fo_msg_set(msg, "%s: retry.backoff_ms must be whole milliseconds, 0 to %ld", name,
+                           (long)FO_RETRY_BACKOFF_MAX_MS);
                 return FO_EINVAL;
             }
             it->retry_given |= ITEM_RETRY_BACKOFF;
@@ -713,7 +714,8 @@ static fo_err check_retry(const struct item_req *it, size_t index, const struct 
     if (!(it->retry_given & ITEM_RETRY_MAX) || it->retry_max <= cfg->max_retries)
         return FO_OK;
     item_name(name, sizeof(name), index, it->id);
-    fo_msg_set(msg, "%s: retry max %ld (given on the item or in defaults) is above max_retries (%ld)",
+    fo_msg_set(msg,
+               "%s: retry max %ld (given on the item or in defaults) is above max_retries (%ld)",
                name, it->retry_max, cfg->max_retries);
     return FO_EINVAL;
 }

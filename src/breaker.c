@@ -151,7 +151,9 @@ static void count_move(int from, int to, const char *key)
     else if (to == BREAKER_CLOSED)
         METRIC_ADD(breakers_open, -1);
     log_debug("circuit breaker of %s: %s", key,
-              to == BREAKER_OPEN ? "open" : to == BREAKER_CLOSED ? "closed" : "half-open");
+              to == BREAKER_OPEN     ? "open"
+              : to == BREAKER_CLOSED ? "closed"
+                                     : "half-open");
 }
 
 static int make_key(const char *hostport, char *key)

@@ -151,10 +151,11 @@ static int64_t attempt(struct job *job, const struct sched_task *t, struct fetch
         if (v == BREAKER_REFUSE) {
             /* A retry refused: the last answer stays the result. */
             if (!job_take_last(job, t->index, res))
-                result_fail(res, ERR_CIRCUIT_OPEN,
-                            "the circuit breaker of %.200s is open after %ld consecutive failures; "
-                            "not fetched",
-                            dest, cfg->breaker_failures);
+                result_fail(
+                    res, ERR_CIRCUIT_OPEN,
+                    "the circuit breaker of %.200s is open after %ld consecutive failures; "
+                    "not fetched",
+                    dest, cfg->breaker_failures);
             return 0;
         }
         fr->hop_done = hop_done;

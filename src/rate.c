@@ -54,7 +54,7 @@ int bucket_full(struct bucket *b, long rate, int64_t now_us)
 
 /* ---- the table ------------------------------------------------------------- */
 
-#define SLOTS 1024
+#define SLOTS   1024
 #define KEY_MAX (FO_MAX_URL_LEN + 16)
 
 struct entry {

@@ -39,8 +39,8 @@ uint64_t retry_random(void)
     if (state == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
-                (uint64_t)(uintptr_t)&state ^ 0x9e3779b97f4a7c15ULL;
+        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&state ^
+                0x9e3779b97f4a7c15ULL;
     }
     /* xorshift64* */
     state ^= state >> 12;

@@ -38,9 +38,9 @@ static void test_retry_wanted(void)
         r.status = no[i];
         CHECK(!retry_wanted(M_GET, &r));
     }
-    static const enum item_error other[] = { ERR_TIMEOUT, ERR_DEADLINE, ERR_TLS, ERR_BLOCKED,
-                                              ERR_DNS, ERR_TOO_LARGE, ERR_CANCELLED,
-                                              ERR_CIRCUIT_OPEN };
+    static const enum item_error other[] = { ERR_TIMEOUT,   ERR_DEADLINE,    ERR_TLS,
+                                             ERR_BLOCKED,   ERR_DNS,         ERR_TOO_LARGE,
+                                             ERR_CANCELLED, ERR_CIRCUIT_OPEN };
     r.status = 503; /* a status kept with another error does not make it retried */
     for (size_t i = 0; i < FO_ARRAY_LEN(other); i++) {
         r.error = other[i];
@@ -201,9 +201,12 @@ static void test_rate_table(void)
 }
 
 static const struct unit_test tests[] = {
-    { "retry_wanted", test_retry_wanted }, { "backoff_bounds", test_backoff_bounds },
-    { "breaker_machine", test_breaker_machine }, { "breaker_table", test_breaker_table },
-    { "bucket", test_bucket },           { "rate_table", test_rate_table },
+    { "retry_wanted", test_retry_wanted },
+    { "backoff_bounds", test_backoff_bounds },
+    { "breaker_machine", test_breaker_machine },
+    { "breaker_table", test_breaker_table },
+    { "bucket", test_bucket },
+    { "rate_table", test_rate_table },
 };
 
 UNIT_SUITE(resil_suite, "resil", tests);
