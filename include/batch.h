@@ -22,6 +22,8 @@
 
 enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
 enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
+/* When a batch may finish early (v2 "policy"). */
+enum batch_policy { POLICY_BEST_EFFORT = 0, POLICY_FAIL_FAST, POLICY_MIN_SUCCESS };
 
 const char *http_method_name(enum http_method m);
 
@@ -53,6 +55,15 @@ struct batch_req {
     size_t n;
     enum merge_mode merge;
     long timeout_ms;          /* 0: not given */
+
+    /* v2 batch policy, max_concurrency, timings, traceparent (batch_fields). */
+    enum batch_policy policy;
+    long min_success;         /* POLICY_MIN_SUCCESS: 1 .. n */
+    long max_concurrency;     /* items fetching at once, 0: no cap */
+    int timings;              /* every RESULT gets "timings" */
+    char traceparent[56];     /* the client's valid traceparent value, "": none
+                                 (set by the front end, not by batch_parse) */
+    char *tracestate;         /* the whole "tracestate: ..." line, owned, or NULL */
 };
 
 /* Routes jansson's allocations through fanoutd's allocator, so that an

@@ -22,6 +22,7 @@
 
 #include "batch.h"
 #include "policy.h"
+#include "trace.h"
 
 /* What the fetch measures (v2 "timings"); a bit set per phase wanted. */
 enum fetch_timing {
@@ -94,6 +95,11 @@ struct fetch_req {
      * NULL: nobody counts. Called on the fetching thread, no lock held. */
     void (*hop_done)(void *ctx, const char *hostport, enum fetch_hop_outcome outcome);
     void *hop_ctx;
+    /* v2 traceparent: this item's own "traceparent: ..." line (a child of
+     * the client's, sent on every hop), "" for none; the client's whole
+     * "tracestate: ..." line (borrowed), NULL for none. */
+    char traceparent[TRACE_LINE_SIZE];
+    const char *tracestate;
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */

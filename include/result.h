@@ -53,6 +53,14 @@ struct result {
     long attempts;       /* attempts started */
     long resent;         /* requests libcurl re-sent by itself in this fetch (a
                             reused connection found dead): attempts too */
+
+    /* v2 timings (milliseconds): written into the RESULT when `timed` (the
+     * batch asked for them). The fetcher fills dns .. ttfb (summed over the
+     * hops; ttfb from the fetch's start to the final response's first
+     * byte); queue_ms is the wait from runnable to a worker. total_ms is
+     * duration_ms. */
+    int timed;
+    double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
 };
 
 void result_clear(struct result *r);

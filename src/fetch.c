@@ -88,6 +88,10 @@ struct fetcher {
     char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
     long sends;  /* requests sent in this hop (libcurl may re-send one) */
     long resent; /* in this fetch, requests libcurl re-sent on its own */
+
+    /* v2 timings of the fetch so far (microseconds; see hop_timings). */
+    int64_t fetch_start_us;
+    int64_t t_dns, t_connect, t_tls, t_ttfb;
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -425,6 +429,11 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
                                                         : "Content-Type:") != FO_OK)
         goto fail;
     if (req->cdn_loop != NULL && append(&list, req->cdn_loop) != FO_OK)
+        goto fail;
+    /* v2 traceparent: the item's own span on every hop, the client's tracestate. */
+    if (req->traceparent[0] != '\0' && (append(&list, req->traceparent) != FO_OK ||
+                                         (req->tracestate != NULL &&
+                                          append(&list, req->tracestate) != FO_OK)))
         goto fail;
     *ok = 1;
     return list;
@@ -774,6 +783,34 @@ void fetch_prepare(struct fetcher *f, unsigned long generation)
     }
 }
 
+/*
+ * v2 timings: adds this hop's phases, from libcurl's own timers
+ * (CURLINFO_*_TIME_T, microseconds from the hop's start), to the fetch's:
+ * DNS (NAMELOOKUP), connect (CONNECT less NAMELOOKUP; for a connection
+ * that failed, the time until it failed), TLS (APPCONNECT less CONNECT).
+ * A reused connection reports none of them. Time to first byte is the
+ * last hop's (the final response's): from the fetch's start to the hop's
+ * start, plus its STARTTRANSFER; 0 when no byte came.
+ */
+static void hop_timings(struct fetcher *f, CURLcode rc, int64_t hop_start)
+{
+    curl_off_t dns = 0, conn = 0, tls = 0, first = 0, total = 0;
+
+    (void)curl_easy_getinfo(f->easy, CURLINFO_NAMELOOKUP_TIME_T, &dns);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &conn);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_APPCONNECT_TIME_T, &tls);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &total);
+    f->t_dns += dns;
+    if (conn > dns)
+        f->t_connect += conn - dns;
+    else if (conn == 0 && rc == CURLE_COULDNT_CONNECT && total > dns)
+        f->t_connect += total - dns;
+    if (tls > conn && conn > 0)
+        f->t_tls += tls - conn;
+    f->t_ttfb = first > 0 ? (hop_start - f->fetch_start_us) + first : 0;
+}
+
 /* Runs one hop: its options, then the transfer. A redirect body that the
  * hop stopped reading (over the response cap) is no failure. */
 static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const struct hop *h,
@@ -812,9 +849,12 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
     set_method(f->easy, req, h);
     f->sends = 0;
+    int64_t hop_start = fo_now_us();
     rc = perform(f);
     if (f->sends > 1)
         f->resent += f->sends - 1;
+    if (req->timings != 0)
+        hop_timings(f, rc, hop_start);
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
         rc = CURLE_OK;
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
@@ -1021,6 +1061,8 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     }
     f->req = req;
     f->resent = 0;
+    f->fetch_start_us = start;
+    f->t_dns = f->t_connect = f->t_tls = f->t_ttfb = 0;
     f->body.cap = (size_t)req->max_response_bytes;
     /* Every hop to the item's own host:port goes to the pinned address. */
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
@@ -1030,6 +1072,12 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
     res->resent = f->resent;
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
+    if (req->timings != 0) {
+        res->dns_ms = (double)f->t_dns / 1000.0;
+        res->connect_ms = (double)f->t_connect / 1000.0;
+        res->tls_ms = (double)f->t_tls / 1000.0;
+        res->ttfb_ms = (double)f->t_ttfb / 1000.0;
+    }
     FO_FREE(f->location);
     buf_reset(&f->body);
     if (f->body.alloc > FETCH_KEEP_BUFFER)

@@ -65,6 +65,8 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     int64_t again = 0;
 
     fetch_prepare(f, job_config(job)->generation);
+    job_item_runnable(job, t->index, t->runnable_us);
+    int64_t begin = fo_now_us();
     if (!job_begin_item(job, t->index, f))
         return 0; /* finished, or its client has gone */
     METRIC_ADD(workers_busy, 1);
@@ -78,6 +80,8 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
         again = attempt(job, t, f, &fr, &res);
         fetch_req_free(&fr);
     }
+    /* v2 timings: the wait from runnable to this worker (written when asked). */
+    res.queue_ms = begin > t->runnable_us ? (double)(begin - t->runnable_us) / 1000.0 : 0;
     METRIC_ADD(workers_busy, -1);
     if (again == 0)
         job_complete_item(job, t->index, &res);
@@ -286,6 +290,7 @@ fo_err queue_push(struct job *job, long capacity)
         .ctx = job,
         .n = job_items(job),
         .per_host_limit = cfg->per_host_limit,
+        .max_concurrency = job_max_concurrency(job),
     };
     struct job_hooks hooks = { .cancel = job_cancel_hook, .wake = job_wake_hook };
     struct sched_batch *b;

@@ -44,6 +44,7 @@
 #include "metrics.h"
 #include "outcome.h"
 #include "queue.h"
+#include "trace.h"
 #include "watch.h"
 
 #define CT_JSON "application/json"
@@ -853,6 +854,52 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct request 
     return FO_OK;
 }
 
+/* v2 traceparent: the client's trace context (W3C), read once per batch. */
+struct trace_in {
+    const char *parent;  /* the one traceparent, or NULL */
+    int nparent;         /* traceparent headers seen: more than one is invalid */
+    struct buf state;    /* "tracestate: a, b" (repeated headers joined) */
+    int failed;
+};
+
+static enum MHD_Result collect_trace(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct trace_in *t = cls;
+    (void)kind;
+    if (value == NULL)
+        return MHD_YES;
+    if (strcasecmp(key, "traceparent") == 0) {
+        t->parent = value;
+        t->nparent++;
+    } else if (strcasecmp(key, "tracestate") == 0 && value[0] != '\0') {
+        if (buf_puts(&t->state, t->state.len ? "," : "tracestate: ") != FO_OK ||
+            buf_puts(&t->state, value) != FO_OK)
+            t->failed = 1;
+    }
+    return MHD_YES;
+}
+
+/* Sets b's traceparent and tracestate from the request (a malformed
+ * traceparent: neither); FO_ENOMEM. A tracestate past FO_MAX_HEADER_LEN
+ * is dropped, as W3C allows. */
+static fo_err trace_context(struct MHD_Connection *conn, struct batch_req *b)
+{
+    struct trace_in t = { .parent = NULL };
+
+    buf_init(&t.state, 0);
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_trace, &t);
+    if (t.failed) {
+        buf_free(&t.state);
+        return FO_ENOMEM;
+    }
+    if (t.nparent == 1 && trace_parse(t.parent, b->traceparent) && t.state.len > 0 &&
+        t.state.len <= FO_MAX_HEADER_LEN && strpbrk(t.state.data, "\r\n") == NULL)
+        b->tracestate = buf_steal(&t.state, NULL); /* NUL-terminated */
+    buf_free(&t.state);
+    return FO_OK;
+}
+
 static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct batch_req parsed;
@@ -875,7 +922,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     if (err != FO_OK) {
         return respond_refusal(conn, req, REFUSE_BAD_BATCH, NULL, "%s", msg.text);
     }
-    if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
+    if (trace_context(conn, &parsed) != FO_OK ||
+        collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
         batch_req_free(&parsed);
         return respond_out_of_memory(conn, req);
     }
