@@ -5,6 +5,8 @@
  * here waits or reads the clock. Also the process-wide tables through
  * their functions, with made-up times.
  */
+#include <string.h>
+
 #include "breaker.h"
 #include "harness.h"
 #include "rate.h"
@@ -200,6 +202,59 @@ static void test_rate_table(void)
     rate_reset();
 }
 
+/* An item's "retry": parsed, checked against max_retries (4 here), any
+ * other member refused by name. */
+static void test_retry_parsing(void)
+{
+    static const struct config_override ov[] = { { "max_retries", "4" } };
+    static const struct {
+        const char *body;
+        int ok;
+        const char *word; /* in the message of a refusal */
+    } cases[] = {
+        { "[{\"url\":\"http://a/\",\"retry\":{\"max\":4,\"backoff_ms\":0}}]", 1, NULL },
+        { "[{\"url\":\"http://a/\",\"retry\":{\"max\":2.0}}]", 1, NULL },
+        { "[{\"url\":\"http://a/\",\"retry\":{}}]", 1, NULL },
+        { "[{\"url\":\"http://a/\",\"id\":\"g\",\"retry\":{\"max\":5}}]", 0, "max_retries" },
+        { "[{\"url\":\"http://a/\",\"retry\":{\"max\":1,\"tries\":2}}]", 0, "tries" },
+        { "[{\"url\":\"http://a/\",\"retry\":{\"max\":-1}}]", 0, "retry.max" },
+        { "[{\"url\":\"http://a/\",\"retry\":{\"max\":1.5}}]", 0, "retry.max" },
+        { "[{\"url\":\"http://a/\",\"retry\":{\"backoff_ms\":\"9\"}}]", 0, "backoff_ms" },
+        { "[{\"url\":\"http://a/\",\"retry\":3}]", 0, "retry" },
+    };
+    struct config *cfg = NULL;
+    struct fo_msg msg = { "" };
+
+    CHECK_EQ_INT(config_build(NULL, ov, FO_ARRAY_LEN(ov), &cfg, &msg), FO_OK);
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
+        struct batch_req b;
+        fo_err err = batch_parse(cases[i].body, strlen(cases[i].body), 1, cfg, &b, &msg);
+        CHECK_CASE((err == FO_OK) == cases[i].ok, cases[i].body);
+        if (err == FO_OK)
+            batch_req_free(&b);
+        else
+            CHECK_CASE(strstr(msg.text, cases[i].word) != NULL, cases[i].body);
+    }
+    /* the given members are marked; the rest is left to the config */
+    struct batch_req b;
+    const char *body = "[{\"url\":\"http://a/\",\"retry\":{\"backoff_ms\":7}},\"http://b/\"]";
+    CHECK_EQ_INT(batch_parse(body, strlen(body), 1, cfg, &b, &msg), FO_OK);
+    if (b.n == 2) {
+        CHECK_EQ_INT(b.items[0].retry_given, ITEM_RETRY_BACKOFF);
+        CHECK_EQ_INT(b.items[0].retry_backoff_ms, 7);
+        CHECK_EQ_INT(b.items[1].retry_given, 0);
+    }
+    batch_req_free(&b);
+    /* retries above max_retries in the config itself is an error */
+    static const struct config_override bad[] = { { "retries", "6" } };
+    struct config *cfg2 = NULL;
+    CHECK_EQ_INT(config_build(NULL, bad, FO_ARRAY_LEN(bad), &cfg2, &msg), FO_EINVAL);
+    CHECK(strstr(msg.text, "max_retries") != NULL);
+    config_unref(cfg);
+}
+
 static const struct unit_test tests[] = {
     { "retry_wanted", test_retry_wanted },
     { "backoff_bounds", test_backoff_bounds },
@@ -207,6 +262,7 @@ static const struct unit_test tests[] = {
     { "breaker_table", test_breaker_table },
     { "bucket", test_bucket },
     { "rate_table", test_rate_table },
+    { "retry_parsing", test_retry_parsing },
 };
 
 UNIT_SUITE(resil_suite, "resil", tests);
