@@ -76,6 +76,14 @@ struct config {
     struct inject_rule *inject;         /* inject_header rules, owned */
     size_t ninject;
     struct str_list sensitive_headers;  /* more names dropped on cross-origin redirects */
+    /* Retries, circuit breaker, rate (issue 13). */
+    long retries;                       /* retries per item by default */
+    long max_retries;                   /* most an item may ask for */
+    long retry_backoff_ms;              /* base of the backoff */
+    long retry_backoff_max_ms;          /* cap on one backoff wait */
+    long breaker_failures;              /* consecutive failures that open a breaker, 0: off */
+    long breaker_open_ms;               /* how long it stays open */
+    long per_host_rate;                 /* requests per second per host:port, 0: off */
 };
 
 /* share: the inject_header rule whose prefix is the longest that url (an

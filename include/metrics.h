@@ -40,7 +40,9 @@
     ACTION(cache_entries, "fanoutd_cache_entries", "gauge",                          \
            "Answers the cache holds now (share).")                                   \
     ACTION(cache_evictions, "fanoutd_cache_evictions_total", "counter",              \
-           "Answers dropped to keep the cache within cache_max_bytes (share).")
+           "Answers dropped to keep the cache within cache_max_bytes (share).") \
+    ACTION(breakers_open, "fanoutd_breakers_open", "gauge",                          \
+           "Circuit breakers not closed (open or half-open), over all host:ports.")
 
 /* How a batch ended (fanoutd_batches_total{outcome}). */
 #define BATCH_OUTCOMES(ACTION)              \
@@ -79,6 +81,10 @@ extern struct metrics metrics;
 void metrics_batch(enum batch_outcome outcome, double seconds);
 /* One finished item: ok, non-2xx response, or an error code. */
 void metrics_item(const struct result *r, double seconds);
+
+/* A circuit breaker moved to a state (enum breaker_state: 0 closed, 1 open,
+ * 2 half-open): fanoutd_breaker_transitions_total{to}. */
+void metrics_breaker_transition(int to_state);
 
 /* Appends the Prometheus text exposition (0.0.4) to out. */
 fo_err metrics_render(struct buf *out) FO_MUST_CHECK;

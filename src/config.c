@@ -116,6 +116,22 @@ static const struct config_key keys[] = {
     { "sensitive_headers", CT_HEADERS, OFF(sensitive_headers), "", 0, 0,
       "more header names not sent on a redirect to another origin (as Authorization, "
       "Cookie and Proxy-Authorization are)" },
+    /* Retries, circuit breaker, rate (issue 13). */
+    { "retries", CT_NUM, OFF(retries), "0", 0, 100,
+      "retries per item when neither the item nor defaults give retry (at most max_retries)" },
+    { "max_retries", CT_NUM, OFF(max_retries), "5", 0, 100,
+      "most retries an item may ask for (retry.max above it: 400)" },
+    { "retry_backoff_ms", CT_NUM, OFF(retry_backoff_ms), "100", 0, DAY_MS,
+      "base of the exponential backoff: the wait before retry k is random in "
+      "[0, base * 2^(k-1)]" },
+    { "retry_backoff_max_ms", CT_NUM, OFF(retry_backoff_max_ms), "5000", 0, DAY_MS,
+      "cap on one backoff wait (a Retry-After answer is not capped)" },
+    { "breaker_failures", CT_NUM, OFF(breaker_failures), "0", 0, 1000000,
+      "consecutive failed fetches to one host:port that open its circuit breaker (0: off)" },
+    { "breaker_open_ms", CT_NUM, OFF(breaker_open_ms), "30000", 1, DAY_MS,
+      "how long an open breaker refuses items (circuit_open) before one trial" },
+    { "per_host_rate", CT_NUM, OFF(per_host_rate), "0", 0, 1000000,
+      "requests per second per host:port, bursts up to one second's worth (0: off)" },
 };
 
 #define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))
@@ -969,6 +985,10 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         } else if ((err = config_set(cfg, k, ov[i].value, &detail)) != FO_OK) {
             fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
+    }
+    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries (issue 13) */
+        fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries, cfg->max_retries);
+        err = FO_EINVAL;
     }
     if (err != FO_OK) {
         config_free(cfg);

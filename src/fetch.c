@@ -44,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "buf.h"
 #include "encode.h"
@@ -84,6 +85,11 @@ struct fetcher {
     char ctype[FO_MAX_CONTENT_TYPE + 1];
     char clen[24];                /* the response's Content-Length digits, "" : none yet */
     int bad_length;               /* two different (or invalid) Content-Length values */
+    /* Retries (issue 13): the final response's Retry-After (the first one). */
+    int has_retry_after;
+    char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
+    long sends;  /* requests sent in this hop (libcurl may re-send one) */
+    long resent; /* in this fetch, requests libcurl re-sent on its own */
 
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
@@ -250,6 +256,7 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->status = 0;
     f->has_ctype = 0;
     f->clen[0] = '\0';
+    f->has_retry_after = 0;
     f->location_too_long = 0;
     f->cc_no_store = 0;
     f->cc_max_age = -1;
@@ -366,6 +373,13 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     } else if (field_is(line, len, "Cache-Control", &n)) {
         v = field_value(line, len, n, &vlen);
         cache_control(f, v, vlen);
+    } else if (field_is(line, len, "Retry-After", &n) && !f->has_retry_after) {
+        v = field_value(line, len, n, &vlen);
+        if (vlen > 0 && vlen <= FO_RETRY_AFTER_MAX_LEN) {
+            memcpy(f->retry_after, v, vlen);
+            f->retry_after[vlen] = '\0';
+            f->has_retry_after = 1;
+        }
     }
 }
 
@@ -381,6 +395,22 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     else if (f->in_headers)
         response_field(f, line, len);   /* not trailers: they come after the block */
     return f->bad_length ? 0 : len;     /* 0: the transfer stops */
+}
+
+/* A request is about to be sent: libcurl calls this again when it re-sends
+ * the request on a new connection (a reused one turned out dead), which
+ * fanoutd counts as one more attempt (struct result.resent). */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    struct fetcher *f = ud;
+
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    f->sends++;
+    return CURL_PREREQFUNC_OK;
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -591,6 +621,8 @@ static void set_constant_options(struct fetcher *f)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fanoutd/" FANOUTD_VERSION);
     /* The cap is enforced as the body streams in (on_body), not from an
@@ -939,6 +971,7 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->has_ctype = 0;
     f->clen[0] = '\0';
     f->bad_length = 0;
+    f->has_retry_after = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
     f->errbuf[0] = '\0';
@@ -955,8 +988,11 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
     set_method(f->easy, req, h);
+    f->sends = 0;
     int64_t hop_start = fo_now_us();
     rc = perform(f);
+    if (f->sends > 1)
+        f->resent += f->sends - 1;
     if (req->timings != 0)
         hop_timings(f, rc, hop_start);
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
@@ -1011,6 +1047,69 @@ static fo_err keep_response(const struct fetcher *f, struct result *res)
     return FO_OK;
 }
 
+/* ---- retries and the circuit breaker (issue 13) ------------------------------ */
+
+/* A Retry-After value as a wait in ms from now: delay-seconds or an HTTP
+ * date (any form libcurl reads; a past date: 0). 0 if it is neither. */
+static int retry_after_ms(const char *v, long *ms)
+{
+    size_t digits = strspn(v, "0123456789");
+
+    if (digits > 0 && v[digits] == '\0') {
+        long long secs;
+        if (fo_parse_num(v, 0, 86400LL * 365, &secs) == FO_ETOOBIG)
+            secs = 86400LL * 365; /* far beyond any timeout: no retry */
+        *ms = (long)(secs * 1000);
+        return 1;
+    }
+    time_t at = curl_getdate(v, NULL), now = time(NULL);
+    if (at == (time_t)-1)
+        return 0;
+    *ms = at <= now ? 0 : (at - now > 86400L * 365 ? 86400L * 365 : (long)(at - now)) * 1000;
+    return 1;
+}
+
+/* How the hop just run went, for the breaker (fetch_req.h): a response is a
+ * success unless 5xx; connect_failed, timeout, tls_error and upstream_error
+ * are failures; the batch deadline, the policy, a stop, a DNS failure or
+ * running out of memory count neither way. */
+static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct fetch_req *req,
+                                          CURLcode rc, int deadline_bound)
+{
+    if (f->nomem || (req->stop != NULL && atomic_load(req->stop)))
+        return FETCH_HOP_NEUTRAL;
+    if (rc == CURLE_OK)
+        return f->status == 0 || f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    switch (map_error(rc, f, deadline_bound)) {
+    case ERR_CONNECT:
+    case ERR_TIMEOUT:
+    case ERR_TLS:
+    case ERR_UPSTREAM:
+        return FETCH_HOP_FAILED;
+    case ERR_TOO_LARGE: /* the host answered */
+        return f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    default:
+        return FETCH_HOP_NEUTRAL;
+    }
+}
+
+/* Tells req->hop_done how the hop to h's "host:port" went. */
+static void report_hop(const struct fetcher *f, const struct fetch_req *req, const struct hop *h,
+                       CURLcode rc, int deadline_bound)
+{
+    char *host = NULL, *port = NULL;
+    char hostport[FO_MAX_URL_LEN + 16];
+
+    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(h->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        int n = snprintf(hostport, sizeof(hostport), "%s:%s", host, port);
+        if (n > 0 && (size_t)n < sizeof(hostport))
+            req->hop_done(req->hop_ctx, hostport, hop_outcome(f, req, rc, deadline_bound));
+    }
+    curl_free(host);
+    curl_free(port);
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -1031,6 +1130,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
+        if (req->hop_done != NULL)
+            report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
             break;   /* a failure, or the final response */
         if (keep_response(f, res) != FO_OK) {
@@ -1068,6 +1169,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     } else {
         encode_result(f, req, res);
     }
+    if (res->status > 0 && f->has_retry_after)
+        res->has_retry_after = retry_after_ms(f->retry_after, &res->retry_after_ms);
     goto out;
 url_failed:
     if (err == FO_ENOMEM)
@@ -1115,6 +1218,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
         return;
     }
     f->req = req;
+    f->resent = 0;
     f->fetch_start_us = start;
     f->t_dns = f->t_connect = f->t_tls = f->t_ttfb = 0;
     f->body.cap = (size_t)req->max_response_bytes;
@@ -1124,6 +1228,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
+    res->resent = f->resent;
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     if (req->timings != 0) {
         res->dns_ms = (double)f->t_dns / 1000.0;

@@ -18,10 +18,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "fetch.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "rate.h"
+#include "retry.h"
 #include "scheduler.h"
 #include "share.h"
 
@@ -159,8 +162,12 @@ miss:
     METRIC_ADD(cache_misses, 1);
 }
 
-/* Runs item t->index of the job on this worker. Always done in v1 (0); a
- * retried attempt (v2) returns when it may run again. */
+static int64_t attempt(struct job *job, const struct sched_task *t, struct worker *w,
+                       struct fetch_req *fr, struct result *res);
+
+/* Runs item t->index of the job on this worker: 0 when it is done, or the
+ * time before which its retry must not start (it then waits in the
+ * scheduler, holding no worker). */
 static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
 {
     struct job *job = ctx;
@@ -169,6 +176,7 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     const struct config *cfg = job_config(job);
     struct result res = { 0 };
     struct fetch_req fr;
+    int64_t again = 0;
 
     fetch_prepare(f, cfg->generation);
     job_item_runnable(job, t->index, t->runnable_us);
@@ -188,14 +196,134 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
         fr.ninject = cfg->ninject;
         fr.sensitive = cfg->sensitive_headers.v;
         fr.nsensitive = cfg->sensitive_headers.n;
-        item_fetch(job, t->index, w, &fr, &res);
+        again = attempt(job, t, w, &fr, &res);
         fetch_req_free(&fr);
     }
     /* v2 timings: the wait from runnable to this worker (written when asked). */
     res.queue_ms = begin > t->runnable_us ? (double)(begin - t->runnable_us) / 1000.0 : 0;
     METRIC_ADD(workers_busy, -1);
-    job_complete_item(job, t->index, &res);
-    return 0;
+    if (again == 0)
+        job_complete_item(job, t->index, &res);
+    return again;
+}
+
+/* ---- retries, circuit breaker, rate (issue 13) ------------------------------ */
+
+/* per_host_rate: asked (scheduler lock held) when item i reaches the front:
+ * a token of its host:port's bucket, or the time to ask again; it waits on
+ * the scheduler's timer meanwhile, holding no worker. */
+/* Whether the cache would answer item i now: a GET with the cache on for
+ * it, whose key (share_key of the request job_request builds) is fresh. */
+static int item_cache_fresh(struct job *job, size_t i, int64_t now_us)
+{
+    const struct config *cfg = job_config(job);
+    const struct item_req *it = job_item(job, i);
+    struct fetch_req fr;
+    char *key = NULL;
+    int fresh = 0;
+
+    if (cfg->cache_ttl_ms <= 0 || it->no_cache || it->method != M_GET)
+        return 0;
+    if (job_request(job, i, &fr) != FO_OK)
+        return 0;   /* out of memory: rate-limited like any item */
+    if (share_key(&fr, cfg->generation, &key) == FO_OK && key != NULL)
+        fresh = share_cache_fresh(key, now_us);
+    free(key);
+    fetch_req_free(&fr);
+    return fresh;
+}
+
+static int64_t item_not_before(void *ctx, size_t i, int64_t now_us)
+{
+    struct job *job = ctx;
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, i);
+
+    if (cfg->per_host_rate <= 0 || dest == NULL)
+        return 0;
+    if (item_cache_fresh(job, i, now_us))
+        return 0; /* a cache hit is never rate-limited: it makes no request */
+    if (cfg->breaker_failures > 0 && breaker_refuses(dest, now_us))
+        return 0; /* refused at once by its breaker: no token */
+    return rate_take(dest, cfg->per_host_rate, now_us);
+}
+
+/* fetch_req.hop_done: every hop of every attempt counts against the
+ * breaker of its own host:port. ctx: the job's config. */
+static void hop_done(void *ctx, const char *hostport, enum fetch_hop_outcome o)
+{
+    const struct config *cfg = ctx;
+
+    breaker_hop(hostport, o, cfg->breaker_failures, cfg->breaker_open_ms, fo_now_us());
+}
+
+/* When the attempt that ended as res may be tried again: 0 for never (it
+ * may not be retried, none is left, or the wait would pass the item's own
+ * timeout or the batch deadline: res is the result). */
+static int64_t retry_at(const struct fetch_req *fr, const struct result *res,
+                        const struct job_attempt *a)
+{
+    int64_t wait_ms, when;
+
+    if (a->number > fr->retry.attempts || !retry_wanted(fr->method, res))
+        return 0;
+    if (res->has_retry_after)
+        wait_ms = res->retry_after_ms; /* as given, not capped */
+    else
+        wait_ms = retry_backoff_ms(a->number, fr->retry.backoff_ms, fr->retry.max_backoff_ms,
+                                   retry_random());
+    when = fo_now_us() + wait_ms * 1000;
+    if (when >= a->end_us || (fr->deadline_us != 0 && when >= fr->deadline_us))
+        return 0;
+    return when > 0 ? when : 1;
+}
+
+/* One attempt of the item: its breaker asked first (an item refused makes
+ * no connection), then the fetch. Returns 0 with res the item's result, or
+ * the time its retry may start (res then kept by the job). */
+static int64_t attempt(struct job *job, const struct sched_task *t, struct worker *w,
+                       struct fetch_req *fr, struct result *res)
+{
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, t->index);
+    enum breaker_verdict v = BREAKER_PASS;
+    struct job_attempt a;
+    int64_t when;
+
+    if (cfg->breaker_failures > 0 && dest != NULL) {
+        v = breaker_check(dest, fo_now_us());
+        if (v == BREAKER_REFUSE) {
+            /* A retry refused: the last answer stays the result. */
+            if (!job_take_last(job, t->index, res))
+                result_fail(
+                    res, ERR_CIRCUIT_OPEN,
+                    "the circuit breaker of %.200s is open after %ld consecutive failures; "
+                    "not fetched",
+                    dest, cfg->breaker_failures);
+            return 0;
+        }
+        fr->hop_done = hop_done;
+        fr->hop_ctx = (void *)cfg;
+    }
+    if (fr->deadline_us != 0 && fr->deadline_us - fo_now_us() < 1000) { /* as fetch_run */
+        /* Not started: the item keeps "attempts" as they were. */
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return 0;
+    }
+    job_item_attempt(job, t->index, &a);
+    item_fetch(job, t->index, w, fr, res);
+    for (long k = 0; k < res->resent; k++)
+        job_item_attempt(job, t->index, &a); /* libcurl's own re-sends count too */
+    if (v == BREAKER_TRIAL)
+        breaker_trial_done(dest);
+    if (a.number > 1)
+        res->duration_ms = (double)(fo_now_us() - a.first_us) / 1000.0;
+    when = retry_at(fr, res, &a);
+    if (when == 0 || job_stopped(job))
+        return 0;
+    if (!job_retry_item(job, t->index, res))
+        return 0; /* finished meanwhile: res was dropped, nothing more runs */
+    return when;
 }
 
 static void item_release(void *ctx)
@@ -203,11 +331,9 @@ static void item_release(void *ctx)
     job_unref(ctx); /* the reference queue_push gave the scheduler */
 }
 
-/* share: a not_before op (per_host_rate) must let an item the cache would
- * answer through at once (a cache hit is never rate-limited): build its
- * key (share_key of job_request's request) and ask share_cache_fresh(). */
 static const struct sched_ops item_ops = {
     .dest = item_dest,
+    .not_before = item_not_before,
     .run = item_run,
     .release = item_release,
 };

@@ -32,6 +32,12 @@ Endpoints (query parameters):
   /flaky     key                the first request for key is read whole and the
                                 connection closed without an answer; later ones
                                 get {"count": n}
+  /failing   key, fail, status, mode, retry_after, ra_date, ms
+                                (after ms milliseconds) hits 1..fail (default 1) of key fail: status
+                                (default 503) with {"attempt": n, "status": s} and
+                                Retry-After retry_after (or an HTTP date ra_date
+                                seconds ahead), or with mode=reset a close without
+                                an answer; later hits get 200 {"attempt": n}
   /echo                         {"method", "path", "headers", "body_b64"}
   /lengths   lens, body         `body` with one Content-Length header per
                                 `;`-separated entry of lens (each sent as it is)
@@ -67,6 +73,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -462,6 +469,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def ep_failing(self, q, seen):
+        self._wait(q)
+        n = self.server.upstream._hit("failing:" + q.get("key", ""))
+        if n > int(q.get("fail") or 1):
+            self._reply(200, {"attempt": n})
+            return
+        if q.get("mode") == "reset":
+            self.ep_reset(q, seen)
+            return
+        extra = []
+        if "retry_after" in q:
+            extra.append(("Retry-After", q["retry_after"]))
+        if "ra_date" in q:
+            extra.append(("Retry-After", formatdate(time.time() + float(q["ra_date"]), usegmt=True)))
+        status = int(q.get("status") or 503)
+        self._reply(status, {"attempt": n, "status": status}, extra=extra)
 
     def ep_echo(self, q, seen):
         self._reply(200, {"method": self.command, "path": self.path,

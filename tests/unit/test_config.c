@@ -49,6 +49,13 @@ static const char *const default_lines[] = {
     "cache_max_bytes = 67108864",
     "inject_header =",
     "sensitive_headers =",
+    "retries = 0",
+    "max_retries = 5",
+    "retry_backoff_ms = 100",
+    "retry_backoff_max_ms = 5000",
+    "breaker_failures = 0",
+    "breaker_open_ms = 30000",
+    "per_host_rate = 0",
 };
 
 /* Writes text to a new temporary file; path gets its name. */
