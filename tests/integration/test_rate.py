@@ -96,3 +96,23 @@ class RateOffTest(RateCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RateCacheTest(RateCase):
+    """A cache hit makes no request, so per_host_rate never holds it back."""
+    CONFIG = {"workers": 8, "per_host_rate": 1, "cache_ttl_ms": 60000}
+
+    def test_cache_hits_are_not_rate_limited(self):
+        up, tag = self.fresh(), new_tag()
+        url = up.url("/cacheable", key=tag, tag=tag)
+        first = self.batch([url], total=1)
+        self.assertEqual(first["results"][0].get("cache"), "miss")
+        # The bucket (1 a second, burst 1) is now empty: 6 more fetches of
+        # the host would take about 6 s; 6 hits of the cached answer do not.
+        start = time.monotonic()
+        doc = self.batch({"requests": [{"url": url, "id": f"h{i}"} for i in range(6)]}, total=6,
+                         timeout=30)
+        elapsed = time.monotonic() - start
+        self.assertEqual([r.get("cache") for r in doc["results"]], ["hit"] * 6)
+        self.assertLess(elapsed, 3.0, "cache hits waited for rate tokens")
+        self.assertEqual(len(up.requests(tag=tag)), 1, "a hit reached the upstream")
