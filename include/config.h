@@ -57,6 +57,8 @@ struct config {
     size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
     long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
     long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
+    /* streaming */
+    long stream_heartbeat_ms;           /* heartbeat interval of a quiet stream; 0: none */
 };
 
 /* One command-line override: --key-name VALUE (key already in file form). */

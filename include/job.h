@@ -151,6 +151,20 @@ size_t job_items_ok(const struct job *job);
  * OUT_SHUTDOWN. */
 enum batch_outcome job_outcome(const struct job *job);
 
+/*
+ * Streaming (contract v2): the answer becomes a stream of NDJSON lines
+ * (answer.h, struct answer_stream, owned by the job): each item's RESULT
+ * line with "index" is written the moment the item finishes (by
+ * job_complete_item, or job_finish for the items it fails), then the
+ * summary line, then the stream ends (cut short, no summary, for a client
+ * gone). Bodies are not kept once written; the unread lines are capped by
+ * max_answer_bytes: past it the job finishes as FINISH_CLIENT. Call before
+ * the items are queued; FO_ENOMEM. *out: the stream, for the consumer's
+ * waker (answer_stream_set_waker); it lives as long as the job.
+ */
+struct answer_stream;
+fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out) FO_MUST_CHECK;
+
 /* The finisher threads: started before any job can finish by deadline or
  * shutdown; job_finisher_stop() builds what is still queued, then joins
  * them. Start fails with FO_ESYS (no thread could be made). */

@@ -91,6 +91,9 @@ static const struct config_key keys[] = {
       "permissions (octal) of the socket file when listen is unix:/path; needs a restart" },
     { "reuse_port", CT_BOOL, OFF(reuse_port), "off", 0, 0,
       "on: SO_REUSEPORT, several processes share the TCP listen address; needs a restart" },
+    /* streaming (NDJSON answers) */
+    { "stream_heartbeat_ms", CT_NUM, OFF(stream_heartbeat_ms), "10000", 0, DAY_MS,
+      "in an NDJSON stream, a heartbeat line after this long with nothing written (0: none)" },
 };
 
 #define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))
