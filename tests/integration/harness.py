@@ -40,7 +40,8 @@ CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_byt
                "batch_timeout_ms",
                "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
                "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level",
-               "loop_token", "listen_mode", "reuse_port"]
+               "loop_token", "listen_mode", "reuse_port",
+               "stream_heartbeat_ms"]
 
 _tmpdirs = []
 _shared = {}
