@@ -43,6 +43,7 @@ static const char *const default_lines[] = {
     "loop_token = fanoutd",
     "listen_mode = 0660",
     "reuse_port = off",
+    "stream_heartbeat_ms = 10000", /* streaming */
 };
 
 /* Writes text to a new temporary file; path gets its name. */
