@@ -384,6 +384,8 @@ class StreamSlowReaderTest(StreamCase):
         self.assertLess(time.monotonic() - started, 15, "dropped only at client_timeout_ms")
         peak = max(peak, rss_kib(pid))
         growth_mib = (peak - before) / 1024
+        if os.environ.get("FO_SHOW"):
+            print(f"\nnon-reading client: RSS grew {growth_mib:.1f} MiB", flush=True)
         # Unread lines <= 2 MiB, each worker's body in flight (4 x 1 MiB, plus its encoding
         # and the line being made), libmicrohttpd's 16 KiB block: far below 40 MiB of bodies.
         self.assertLess(growth_mib, 24, f"daemon memory grew {growth_mib:.1f} MiB")
