@@ -89,6 +89,7 @@ struct request {
     struct answer_stream *st;    /* the job's stream, or NULL: a document */
     int fd;                      /* the client's socket, for dropping it */
     int completed;
+    enum MHD_RequestTerminationCode toe; /* how it ended, for on_finish's access line */
 };
 
 static struct server_state {
@@ -768,6 +769,8 @@ static void resume(struct MHD_Connection *conn)
     pthread_mutex_unlock(&srv.lock);
 }
 
+static void log_access(struct request *req, enum MHD_RequestTerminationCode toe, int orphan);
+
 /* on_finish of a stream: its lines are all written (the stream unparked its
  * reader), so only the bookkeeping is left; and a client dropped for not
  * reading (the unread lines passed max_answer_bytes) is cut off now rather
@@ -789,8 +792,10 @@ static void stream_finished(struct job *job, struct request *req)
         (void)shutdown(req->fd, SHUT_RDWR);
     pthread_cond_broadcast(&srv.changed);
     pthread_mutex_unlock(&srv.lock);
-    if (orphan)
+    if (orphan) {
+        log_access(req, req->toe, 0); /* on_completed ran first and left these */
         request_free(req);
+    }
 }
 
 /* Called once by whoever finishes the job, with its answer ready (or none:
@@ -1382,6 +1387,43 @@ static void log_access(struct request *req, enum MHD_RequestTerminationCode toe,
     access_log(req->request_id, req->client, req->status, bytes, req->arrival_us, job, outcome);
 }
 
+/*
+ * A stream's connection ends (all sent, client gone, dropped): its reader is
+ * gone, and a batch still running is cancelled as for a client that went
+ * away. A stream's end can be sent before the job's on_finish has run (the
+ * lines are written first), so the access line, which reads the job's
+ * outcome, and freeing req are left to on_finish when it has not run yet.
+ */
+static void stream_completed(struct request *req, enum MHD_RequestTerminationCode toe)
+{
+    struct job *job = req->job;
+    int orphan;
+
+    answer_stream_set_waker(req->st, NULL, NULL, NULL);
+    /* libmicrohttpd closes the socket after this returns: the watcher lets
+     * go of it now (its descriptor could be reused at once), not in
+     * on_finish, which may come later on another thread. */
+    watch_remove(job);
+    pthread_mutex_lock(&srv.lock);
+    req->completed = 1;
+    pthread_mutex_unlock(&srv.lock);
+    if (!job_stopped(job)) {
+        job_withdraw(job);
+        (void)job_finish(job, FINISH_CLIENT);
+    }
+    pthread_mutex_lock(&srv.lock);
+    srv.unsent--;
+    req->toe = toe;
+    orphan = req->orphan = !req->job_done;
+    pthread_cond_broadcast(&srv.changed);
+    pthread_mutex_unlock(&srv.lock);
+    if (!orphan) {
+        log_access(req, toe, 0);
+        request_free(req);
+    }
+    job_unref(job); /* on_finish's caller holds its own reference */
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -1399,17 +1441,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     *con_cls = NULL;
     if (req->st != NULL) {
-        /* A stream's connection ends (all sent, client gone, dropped): its
-         * reader is gone, and a batch still running is cancelled as for a
-         * client that went away. */
-        answer_stream_set_waker(req->st, NULL, NULL, NULL);
-        pthread_mutex_lock(&srv.lock);
-        req->completed = 1;
-        pthread_mutex_unlock(&srv.lock);
-        if (!job_stopped(req->job)) {
-            job_withdraw(req->job);
-            (void)job_finish(req->job, FINISH_CLIENT);
-        }
+        stream_completed(req, toe);
+        return;
     }
     if (req->job != NULL) {
         pthread_mutex_lock(&srv.lock);

@@ -331,7 +331,7 @@ class StreamHeartbeatTest(StreamCase):
         self.assertFalse(any("heartbeat" in x for x in lines[lines.index(lines[-1]):]))
 
     def test_no_heartbeat_when_lines_flow(self):
-        items = [self.url("/json", v=str(i), ms=100 * i) for i in range(6)]
+        items = [self.url("/json", v=str(i), ms=40 * i) for i in range(6)]
         s = self.stream(items)
         lines = s.all_lines()
         self.assertFalse([x for x in lines if "heartbeat" in x], lines)
@@ -388,7 +388,8 @@ class StreamSlowReaderTest(StreamCase):
             print(f"\nnon-reading client: RSS grew {growth_mib:.1f} MiB", flush=True)
         # Unread lines <= 2 MiB, each worker's body in flight (4 x 1 MiB, plus its encoding
         # and the line being made), libmicrohttpd's 16 KiB block: far below 40 MiB of bodies.
-        self.assertLess(growth_mib, 24, f"daemon memory grew {growth_mib:.1f} MiB")
+        if not os.environ.get("SANITIZER") and "valgrind" not in os.environ.get("FANOUTD", ""):
+            self.assertLess(growth_mib, 24, f"daemon memory grew {growth_mib:.1f} MiB")
         self.assertLess(len(self.up.requests(tag)), n, "queued items still ran after the drop")
         # The client sees the stream cut short: no summary, connection closed.
         s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
