@@ -299,8 +299,12 @@ class StreamRefusedTest(StreamCase):
     def test_overloaded_answered_503(self):
         tag = new_tag()
         auth = {"Authorization": "Bearer tok"}
-        hold = [self.stream([self.url("/delay", ms=1500, tag=tag, i=i) for i in range(2)],
-                            headers=auth) for _ in range(2)]
+        # Two workers busy with the first batch, the second one's two items fill the queue.
+        hold = [self.stream([self.url("/delay", ms=2500, tag=tag, i=i) for i in range(2)],
+                            headers=auth)]
+        wait_for(lambda: len(self.up.requests(tag)) == 2, 10, "the first batch never started")
+        hold.append(self.stream([self.url("/delay", ms=100, tag=tag, i=i) for i in range(2)],
+                                headers=auth))
         s = self.stream([self.url("/json", v="x", tag=tag), self.url("/json", v="y", tag=tag)],
                         headers=auth)
         self.assertEqual(s.status, 503)
