@@ -278,6 +278,43 @@ class StreamTest(StreamCase):
         self.assertEqual(resp.json()["error"]["code"], "bad_request")
 
 
+class StreamLoadTest(StreamCase):
+    CONFIG = {"workers": 16, "stream_heartbeat_ms": 50, "default_timeout_ms": 30000}
+
+    def test_slow_steady_reader_gets_every_byte(self):
+        """A reader with an 8 KiB receive buffer that pauses after each line: every line whole, in
+        one piece, plain and gzip (the stream is parked and resumed many times)."""
+        items = [self.url("/big", bytes=20000 + 997 * i, i=i) for i in range(60)]
+        for ae in (None, "gzip"):
+            with self.subTest(accept_encoding=ae):
+                s = self.stream(items, headers={"Accept-Encoding": ae} if ae else {},
+                                rcvbuf=8192)
+                got = []
+                end = time.monotonic() + 60
+                while time.monotonic() < end:
+                    line = s.next_line()
+                    if line is None:
+                        break
+                    got.append(line)
+                    time.sleep(0.005)
+                self.assertTrue(s.ended)
+                results = [x for x in got if "index" in x]
+                self.assertEqual(sorted(x["index"] for x in results), list(range(60)))
+                for x in results:
+                    self.assertEqual(x["body"], "a" * (20000 + 997 * x["index"]))
+                self.assertIn("summary", got[-1])
+
+    def test_many_streams_at_once(self):
+        """40 concurrent streams of 10 items each, with heartbeats: each gets all its lines
+        and its summary."""
+        streams = [self.stream([self.url("/json", v=f"{k}-{i}", ms=(i * 13 + k) % 120)
+                                for i in range(10)]) for k in range(40)]
+        for k, s in enumerate(streams):
+            by_index, sm = self.check_stream(s, 10)
+            self.assertEqual(by_index[3]["body"], {"v": f"{k}-3"})
+            self.assertIs(sm["complete"], True)
+
+
 class StreamRefusedTest(StreamCase):
     CONFIG = {"workers": 2, "max_batch": 2, "auth_token": "tok", "queue_capacity": 2}
 
@@ -427,6 +464,18 @@ class StreamIdleClientTest(StreamCase):
 
 class StreamShutdownTest(StreamCase):
     PER_TEST = True
+
+    def test_sigterm_with_non_reading_client(self):
+        """A stream client that reads nothing does not hold shutdown past its bound."""
+        self.start_daemon(workers=4, shutdown_grace_ms=300, stream_heartbeat_ms=0)
+        items = [self.url("/big", bytes=1048576, i=i) for i in range(12)]
+        s = self.stream(items, rcvbuf=4096)
+        self.assertEqual(s.status, 200)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        self.daemon.signal(signal.SIGTERM)
+        self.assertEqual(self.daemon.wait(15), 0)
+        self.assertLess(time.monotonic() - t0, 10)
 
     def test_sigterm_mid_stream(self):
         self.start_daemon(workers=4, shutdown_grace_ms=500, stream_heartbeat_ms=0)
