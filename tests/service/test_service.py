@@ -36,7 +36,8 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "batch_timeout_ms",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
         "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token",
-        "listen_mode", "reuse_port")
+        "listen_mode", "reuse_port",
+        "stream_heartbeat_ms")
 
 
 UNITS = ("fanoutd.service", "fanoutd.socket", "fanoutd-unix.socket")
