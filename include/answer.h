@@ -69,10 +69,25 @@ void answer_doc_init(struct answer_doc *d);
  * once (merge_build); same as writing through d->sink. */
 struct buf *answer_doc_buf(struct answer_doc *d);
 
-/* The whole answer gzip-compressed (RFC 1952) into out (appended), read
- * through src's read op from the start. FO_ENOMEM; FO_EINVAL if zlib
- * refuses. */
-fo_err answer_gzip(struct answer_sink *src, struct buf *out) FO_MUST_CHECK;
+/*
+ * A finished answer (a document) read out gzip-compressed (RFC 1952), a
+ * block at a time as the socket takes it: no second copy of the answer, and
+ * each read does a bounded share of the work, on the consumer's thread.
+ */
+struct answer_gzip {
+    struct answer_sink *src; /* read from the start, in order */
+    uint64_t src_pos;
+    int src_done, done;
+    void *zs;                /* z_stream * */
+    char *in;                /* FO_GZIP_IN bytes of src at a time */
+};
+
+/* FO_ENOMEM (nothing to free). */
+fo_err answer_gzip_init(struct answer_gzip *g, struct answer_sink *src) FO_MUST_CHECK;
+/* Up to max compressed bytes into out: the count (at least 1 until the
+ * end), ANSWER_END after the gzip trailer, ANSWER_BROKEN if zlib fails. */
+ssize_t answer_gzip_read(struct answer_gzip *g, char *out, size_t max);
+void answer_gzip_free(struct answer_gzip *g);
 
 /*
  * The stream sink (contract v2, "Streaming"): NDJSON lines, each handed to

@@ -71,31 +71,58 @@ static int gzip_init(z_stream *z)
     return deflateInit2(z, FO_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
 }
 
-fo_err answer_gzip(struct answer_sink *src, struct buf *out)
-{
-    char block[16384];
-    uint64_t pos = 0;
-    z_stream z;
-    fo_err err = FO_OK;
-    int rc;
+#define GZIP_IN (64u << 10) /* bytes of a document fed to deflate at once */
 
-    rc = gzip_init(&z);
-    if (rc != Z_OK)
-        return rc == Z_MEM_ERROR ? FO_ENOMEM : FO_EINVAL;
-    for (;;) {
-        ssize_t n = src->ops->read(src, pos, block, sizeof(block));
-        if (n == ANSWER_END || n <= 0) {
-            rc = deflate_into(&z, out, "", 0, Z_FINISH);
-            break;
-        }
-        pos += (uint64_t)n;
-        if ((rc = deflate_into(&z, out, block, (size_t)n, Z_NO_FLUSH)) != Z_OK)
-            break;
+fo_err answer_gzip_init(struct answer_gzip *g, struct answer_sink *src)
+{
+    memset(g, 0, sizeof(*g));
+    g->src = src;
+    g->zs = malloc(sizeof(z_stream));
+    g->in = malloc(GZIP_IN);
+    if (g->zs == NULL || g->in == NULL || gzip_init(g->zs) != Z_OK) {
+        FO_FREE(g->zs);
+        FO_FREE(g->in);
+        return FO_ENOMEM;
     }
-    if (rc != Z_OK)
-        err = rc == Z_MEM_ERROR ? FO_ENOMEM : FO_EINVAL;
-    deflateEnd(&z);
-    return err;
+    return FO_OK;
+}
+
+ssize_t answer_gzip_read(struct answer_gzip *g, char *out, size_t max)
+{
+    z_stream *z = g->zs;
+
+    if (g->done)
+        return ANSWER_END;
+    z->next_out = (Bytef *)out;
+    z->avail_out = (uInt)(max > UINT32_MAX ? UINT32_MAX : max);
+    /* Until some output is made (0 would make the front end call again at
+     * once) or the trailer is out. */
+    while (z->avail_out == max && !g->done) {
+        if (z->avail_in == 0 && !g->src_done) {
+            ssize_t n = g->src->ops->read(g->src, g->src_pos, g->in, GZIP_IN);
+            if (n <= 0) {
+                g->src_done = 1;
+            } else {
+                g->src_pos += (uint64_t)n;
+                z->next_in = (Bytef *)g->in;
+                z->avail_in = (uInt)n;
+            }
+        }
+        int rc = deflate(z, g->src_done ? Z_FINISH : Z_NO_FLUSH);
+        if (rc == Z_STREAM_END)
+            g->done = 1;
+        else if (rc != Z_OK && rc != Z_BUF_ERROR)
+            return ANSWER_BROKEN;
+    }
+    return (ssize_t)(max - z->avail_out);
+}
+
+void answer_gzip_free(struct answer_gzip *g)
+{
+    if (g->zs != NULL)
+        deflateEnd(g->zs);
+    FO_FREE(g->zs);
+    FO_FREE(g->in);
 }
 
 /* ---- the stream ------------------------------------------------------------ */

@@ -1047,30 +1047,58 @@ static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
     return n;
 }
 
-/* 200 with the job's document compressed whole (Accept-Encoding: gzip);
- * the compressed copy is libmicrohttpd's to free. Out of memory: 500, as
- * for a document that could not be built. */
+/* A gzip document's reader: the compressor, owned by the response (freed
+ * with it, which may come before or after on_completed: so it never
+ * touches req there); req is only used while the response is read. */
+struct gzip_reader {
+    struct answer_gzip gz;
+    struct request *req;
+};
+
+/* The document compressed as libmicrohttpd asks for it (Accept-Encoding: gzip). */
+static ssize_t read_gzip(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct gzip_reader *r = cls;
+    ssize_t n = answer_gzip_read(&r->gz, out, max);
+
+    if (n == ANSWER_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    r->req->sent = r->req->bytes = (size_t)pos + (size_t)n;
+    return n;
+}
+
+static void free_gzip(void *cls)
+{
+    struct gzip_reader *r = cls;
+
+    answer_gzip_free(&r->gz);
+    free(r);
+}
+
+/* 200 with the job's document gzip-compressed block by block as it is sent
+ * (chunked: its compressed size is not known up front). Out of memory for
+ * the compressor: 500, as for a document that could not be built. */
 static enum MHD_Result respond_doc_gzip(struct MHD_Connection *conn, struct request *req,
                                         struct answer_sink *sink)
 {
     struct job *job = req->job;
+    struct gzip_reader *r = malloc(sizeof(*r));
     struct MHD_Response *resp;
     enum MHD_Result ret;
-    struct buf gz;
-    size_t len;
-    char *data;
 
-    buf_init(&gz, 0);
-    if (answer_gzip(sink, &gz) != FO_OK) {
-        buf_free(&gz);
+    if (r == NULL || answer_gzip_init(&r->gz, sink) != FO_OK) {
+        free(r);
         return respond_refusal(conn, req, REFUSE_ANSWER_FAILED, NULL,
                                "out of memory while compressing the answer of %zu items",
                                job_items(job));
     }
-    data = buf_steal(&gz, &len);
-    resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    r->req = req;
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, FO_STREAM_BLOCK, read_gzip, r,
+                                             free_gzip);
     if (resp == NULL) {
-        free(data);
+        free_gzip(r);
         return MHD_NO;
     }
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
@@ -1079,7 +1107,6 @@ static enum MHD_Result respond_doc_gzip(struct MHD_Connection *conn, struct requ
     (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
     (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     req->status = MHD_HTTP_OK;
-    req->bytes = len;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -506,6 +506,18 @@ class GzipTest(StreamCase):
                                  [{"v": str(i)} for i in range(5)])
                 self.assertEqual(resp.header("X-Batch-Complete"), "true")
 
+    def test_gzip_large_document(self):
+        """A 24 MiB document is compressed as it is sent (chunked) and decompresses whole."""
+        items = [self.url("/big", bytes=1048576, i=i) for i in range(24)]
+        resp = self.post(items, headers={"Accept-Encoding": "gzip"}, timeout=60)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("Content-Encoding"), "gzip")
+        self.assertEqual((resp.header("Transfer-Encoding") or "").lower(), "chunked")
+        self.assertLess(len(resp.body), 1048576, "24 MiB of 'a' should compress far below 1 MiB")
+        doc = json.loads(zlib.decompress(resp.body, wbits=31))
+        self.assertEqual(doc["summary"]["ok"], 24)
+        self.assertTrue(all(r["body"] == "a" * 1048576 for r in doc["results"]))
+
     def test_gzip_refused_or_absent_is_plain(self):
         items = [self.url("/json", v="a")]
         for ae in (None, "gzip;q=0", "identity", "gzip;q=0.000, deflate", "*;q=0", "gzip; q=0"):

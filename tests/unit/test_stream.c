@@ -120,6 +120,48 @@ static void test_gzip_per_line(void)
     s.sink.ops->release(&s.sink);
 }
 
+static void test_gzip_document(void)
+{
+    struct answer_doc d;
+    struct answer_gzip g;
+    struct buf out;
+    char block[100];
+    char *plain = malloc(300000);
+    uLongf plain_len = 300000;
+    ssize_t n;
+    int reads = 0;
+
+    answer_doc_init(&d);
+    buf_init(&out, 0);
+    for (int i = 0; i < 2000; i++)
+        CHECK(buf_printf(answer_doc_buf(&d), "{\"n\":%d},", i) == FO_OK);
+    d.sink.ops->finish(&d.sink, 0);
+    CHECK(answer_gzip_init(&g, &d.sink) == FO_OK);
+    /* Small reads: each gives at least one byte until the end. */
+    while ((n = answer_gzip_read(&g, block, sizeof(block))) > 0 && reads < 100000) {
+        CHECK(buf_append(&out, block, (size_t)n) == FO_OK);
+        reads++;
+    }
+    CHECK_EQ_INT(n, ANSWER_END);
+    CHECK(reads > 1);
+    answer_gzip_free(&g);
+    /* gzip wrapper: inflate with windowBits 15 + 16. */
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    CHECK(inflateInit2(&z, 15 + 16) == Z_OK);
+    z.next_in = (Bytef *)out.data;
+    z.avail_in = (uInt)out.len;
+    z.next_out = (Bytef *)plain;
+    z.avail_out = (uInt)plain_len;
+    CHECK(inflate(&z, Z_FINISH) == Z_STREAM_END);
+    CHECK_EQ_INT(z.total_out, answer_doc_buf(&d)->len);
+    CHECK(memcmp(plain, answer_doc_buf(&d)->data, z.total_out) == 0);
+    inflateEnd(&z);
+    free(plain);
+    buf_free(&out);
+    d.sink.ops->release(&d.sink);
+}
+
 static void test_result_lines(void)
 {
     struct item_req it = { .id = "a", .url = "http://x/" };
@@ -142,6 +184,7 @@ static const struct unit_test tests[] = {
     { "lines_and_parking", test_lines_and_parking },
     { "cap_breaks_stream", test_cap_breaks_stream },
     { "gzip_per_line", test_gzip_per_line },
+    { "gzip_document", test_gzip_document },
     { "result_lines", test_result_lines },
 };
 
