@@ -308,7 +308,8 @@ static int64_t beat_locked(struct answer_stream *s, int64_t now)
         return 0;
     if (now < due)
         return due;
-    int len = snprintf(line, sizeof(line), "{\"heartbeat\":{\"elapsed_ms\":%.3f,\"pending\":%zu}}\n",
+    int len = snprintf(line, sizeof(line),
+                       "{\"heartbeat\":{\"elapsed_ms\":%.3f,\"pending\":%zu}}\n",
                        (double)(now - s->arrival_us) / 1000.0, pending);
     if (put_locked(s, line, (size_t)len, 0) != FO_OK)
         return 0;
@@ -416,8 +417,8 @@ fo_err answer_stream_init(struct answer_stream *s, size_t items, int64_t arrival
     return FO_OK;
 }
 
-void answer_stream_set_waker(struct answer_stream *s, void (*park)(void *), void (*unpark)(void *),
-                             void *ctx)
+void answer_stream_set_waker(struct answer_stream *s, void (*park)(void *),
+                             void (*unpark)(void *), void *ctx)
 {
     /* A consumer only goes away while it is not parked (a parked one is
      * not being served), so clearing never has to unpark. */

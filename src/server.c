@@ -16,6 +16,15 @@
  * closed unanswered, and the request is freed by whichever of on_completed
  * and on_finish comes last). libmicrohttpd aborts when it is stopped with a
  * connection still suspended, so server_stop resumes every one first.
+ *
+ * A streamed batch (Accept: application/x-ndjson) is not suspended while it
+ * runs: its 200 goes out at once with a chunked content reader over the
+ * job's stream sink (answer.h). When no line is ready the reader suspends
+ * the connection itself (libmicrohttpd allows it from a content reader) and
+ * the next line, heartbeat or the end resumes it; both happen under the
+ * sink's lock, so they never cross. Every stream's job is finished before
+ * the front end stops (shutdown cancels every watched batch), and a
+ * finished stream never parks again, so none is left suspended.
  */
 #include "server.h"
 

@@ -175,8 +175,9 @@ static void test_result_lines(void)
     CHECK(strchr(b.data, '\n') == b.data + b.len - 1);
     buf_reset(&b);
     CHECK(summary_put_line(&b, 3, 2, 1.5) == FO_OK);
-    CHECK_STR(b.data, "{\"summary\":{\"total\":3,\"ok\":2,\"failed\":1,\"duration_ms\":1.500,"
-                      "\"complete\":false}}\n");
+    CHECK_STR(b.data,
+              "{\"summary\":{\"total\":3,\"ok\":2,\"failed\":1,\"duration_ms\":1.500,"
+              "\"complete\":false}}\n");
     buf_free(&b);
 }
 
