@@ -28,7 +28,11 @@
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
            "Successful configuration reloads.")                                      \
     ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
-           "Reloads refused because the file did not parse.")
+           "Reloads refused because the file did not parse.")                        \
+    ACTION(streams, "fanoutd_streams_total", "counter",                              \
+           "Batches answered as NDJSON streams.")                                    \
+    ACTION(stream_drops, "fanoutd_stream_clients_dropped_total", "counter",          \
+           "Stream clients dropped: their unread lines passed max_answer_bytes.")
 
 /* How a batch ended (fanoutd_batches_total{outcome}). */
 #define BATCH_OUTCOMES(ACTION)              \

@@ -789,6 +789,8 @@ static void stream_finished(struct job *job, struct request *req)
 {
     int drop = job_reason(job) == FINISH_CLIENT, orphan;
 
+    if (drop && answer_stream_overflowed(req->st))
+        METRIC_ADD(stream_drops, 1);
     watch_remove(job);
     pthread_mutex_lock(&srv.lock);
     srv.in_flight--;
@@ -1231,6 +1233,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
                                    : "fanoutd is shutting down (batch of %zu items)",
                                job_items(req->job));
     }
+    METRIC_ADD(streams, 1);
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_NDJSON);
     if (req->want_gzip) {
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");

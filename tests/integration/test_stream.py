@@ -422,6 +422,9 @@ class StreamSlowReaderTest(StreamCase):
             peak = max(peak, rss_kib(pid))
             time.sleep(0.02)
         self.assertIn("dropping the client", self.daemon.log(), "the non-reading client was kept")
+        metrics = self.get("/metrics").body.decode()
+        self.assertRegex(metrics, r"(?m)^fanoutd_stream_clients_dropped_total 1$")
+        self.assertRegex(metrics, r"(?m)^fanoutd_streams_total [1-9]")
         self.assertLess(time.monotonic() - started, 15, "dropped only at client_timeout_ms")
         peak = max(peak, rss_kib(pid))
         growth_mib = (peak - before) / 1024
