@@ -139,7 +139,9 @@ void job_set_client_fd(struct job *job, int fd);
 /* The answer, for the front end once on_finish has been called: why it
  * ended; the sink to read the answer from (answer.h; NULL: none, the client
  * went away or the batch was rejected; its failed op says whether it could
- * not be built); X-Batch-Complete. The sink lives as long as the job. */
+ * not be built); X-Batch-Complete. The sink lives as long as the job. A
+ * streamed job's sink is its stream (job_set_stream), readable at any time
+ * (NULL only once rejected). */
 enum finish_reason job_reason(const struct job *job);
 struct answer_sink *job_answer_sink(struct job *job);
 int job_complete(const struct job *job);
