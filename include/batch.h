@@ -22,6 +22,8 @@
 
 enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
 enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
+/* When a batch may finish early (v2 "policy"). */
+enum batch_policy { POLICY_BEST_EFFORT = 0, POLICY_FAIL_FAST, POLICY_MIN_SUCCESS };
 
 const char *http_method_name(enum http_method m);
 
@@ -45,6 +47,15 @@ struct batch_req {
     size_t n;
     enum merge_mode merge;
     long timeout_ms;          /* 0: not given */
+
+    /* v2 batch policy, max_concurrency, timings, traceparent (batch_fields). */
+    enum batch_policy policy;
+    long min_success;         /* POLICY_MIN_SUCCESS: 1 .. n */
+    long max_concurrency;     /* items fetching at once, 0: no cap */
+    int timings;              /* every RESULT gets "timings" */
+    char traceparent[56];     /* the client's valid traceparent value, "": none
+                                 (set by the front end, not by batch_parse) */
+    char *tracestate;         /* the whole "tracestate: ..." line, owned, or NULL */
 };
 
 /* Routes jansson's allocations through fanoutd's allocator, so that an
@@ -76,7 +87,8 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CH
  * by libidn2 directly: libcurl would convert it through the process locale,
  * which fanoutd never sets. *ace is NULL when host is plain ASCII (use it as
  * written), else a new string the caller frees. FO_EINVAL: not a valid
- * internationalised name; FO_ENOMEM.
+ * internationalised name, or a label starting "xn--" that is not a valid
+ * A-label (in an ASCII name too); FO_ENOMEM.
  */
 fo_err url_host_to_ascii(const char *host, char **ace) FO_MUST_CHECK;
 

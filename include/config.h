@@ -55,6 +55,7 @@ struct config {
     long log_level;                     /* enum log_level */
     char *loop_token;                   /* this deployment's CDN-Loop token */
     size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
+    size_t file_keys;                   /* settings read from the file (0: none at all) */
     long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
     long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
     /* streaming */

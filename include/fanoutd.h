@@ -41,6 +41,7 @@
 #define FO_FINISHERS_MAX      16      /* threads building deadline/shutdown answers */
 #define FO_STOP_POLL_MS       100     /* shutdown: how often a further stop signal is looked for */
 #define FO_ANSWER_BLOCK       (256u << 10) /* bytes of an answer handed to the socket at once */
+#define FO_MMAP_THRESHOLD     (256u << 10) /* blocks this large are mmapped (main.c) */
 #define FO_STREAM_BLOCK       (16u << 10)  /* bytes of a stream handed to the socket at once */
 #define FO_GZIP_LEVEL         1            /* zlib level of gzip answers: fast, JSON still shrinks */
 #define FO_TRIM_AFTER_BYTES   (16u << 20) /* a batch that held this many body bytes
@@ -68,5 +69,10 @@
 int64_t fo_now_ms(void);
 /* Microseconds on the monotonic clock. */
 int64_t fo_now_us(void);
+/* Whether a header name (a NUL-terminated name, or the name part of a
+ * "Name: value" / "Name;" line) is one fanoutd never forwards from the client:
+ * hop-by-hop and framing headers (RFC 9110 7.6.1), Host, Expect and CDN-Loop,
+ * which fanoutd sets itself. Case-insensitive. */
+int fo_header_not_forwardable(const char *name);
 
 #endif

@@ -22,6 +22,7 @@
 
 #include "batch.h"
 #include "policy.h"
+#include "trace.h"
 
 /* What the fetch measures (v2 "timings"); a bit set per phase wanted. */
 enum fetch_timing {
@@ -83,6 +84,12 @@ struct fetch_req {
     size_t nkeep_headers;
     unsigned timings;         /* enum fetch_timing bits wanted */
     struct fetch_retry retry; /* the scheduler re-queues a retried item */
+
+    /* v2 traceparent: this item's own "traceparent: ..." line (a child of
+     * the client's, sent on every hop), "" for none; the client's whole
+     * "tracestate: ..." line (borrowed), NULL for none. */
+    char traceparent[TRACE_LINE_SIZE];
+    const char *tracestate;
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */

@@ -48,6 +48,7 @@ enum finish_reason {
     FINISH_CLIENT,   /* the client went away: nobody to answer */
     FINISH_SHUTDOWN, /* shutdown grace ended */
     FINISH_REJECTED, /* the queue refused it (overloaded, draining) */
+    FINISH_POLICY,   /* v2: the batch's policy (fail_fast, min_success) ended it */
 };
 
 enum item_state { ITEM_QUEUED = 0, ITEM_RUNNING, ITEM_DONE };
@@ -152,6 +153,15 @@ size_t job_items_ok(const struct job *job);
  * on_finish): OUT_COMPLETE, OUT_PARTIAL, OUT_DEADLINE, OUT_CANCELLED or
  * OUT_SHUTDOWN. */
 enum batch_outcome job_outcome(const struct job *job);
+
+/* v2 max_concurrency: items of the batch fetching at once, 0: no cap. */
+long job_max_concurrency(const struct job *job);
+
+/* v2 timings: item i could run from runnable_us (monotonic; the batch's
+ * arrival, or when its dependencies finished), as the scheduler saw it;
+ * called by the worker before job_begin_item, so that queue_ms is known
+ * however the item ends. */
+void job_item_runnable(struct job *job, size_t i, int64_t runnable_us);
 
 /*
  * Streaming (contract v2): the answer becomes a stream of NDJSON lines

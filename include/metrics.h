@@ -28,7 +28,7 @@
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
            "Successful configuration reloads.")                                      \
     ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
-           "Reloads refused because the file did not parse.")                        \
+           "Reloads refused (a file that did not parse or had no settings).")        \
     ACTION(streams, "fanoutd_streams_total", "counter",                              \
            "Batches answered as NDJSON streams.")                                    \
     ACTION(stream_drops, "fanoutd_stream_clients_dropped_total", "counter",          \
@@ -45,6 +45,10 @@
     ACTION(OUT_UNAUTHORIZED, "unauthorized") \
     ACTION(OUT_LOOP, "loop_detected")       \
     ACTION(OUT_TOO_LARGE, "too_large")      \
+    ACTION(OUT_URI_TOO_LONG, "uri_too_long") \
+    ACTION(OUT_HEADERS_TOO_LARGE, "headers_too_large") \
+    ACTION(OUT_NOT_IMPLEMENTED, "not_implemented") \
+    ACTION(OUT_BAD_VERSION, "http_version_not_supported") \
     ACTION(OUT_OVERLOADED, "overloaded")    \
     ACTION(OUT_DRAINING, "draining")
 

@@ -26,11 +26,13 @@ extern const char *const outcome_hdr_auth[];  /* WWW-Authenticate: Bearer */
  * (-1: not a batch outcome, not counted) */
 #define REFUSALS(X)                                                                            \
     X(REFUSE_MALFORMED, 400, "bad_request", outcome_hdr_close, "refused", OUT_BAD_REQUEST)     \
-    X(REFUSE_URI_TOO_LONG, 414, "uri_too_long", outcome_hdr_close, "refused", OUT_TOO_LARGE)   \
+    X(REFUSE_URI_TOO_LONG, 414, "uri_too_long", outcome_hdr_close, "refused", OUT_URI_TOO_LONG) \
     X(REFUSE_HEADERS_TOO_LARGE, 431, "headers_too_large", outcome_hdr_close, "refused",        \
-      OUT_TOO_LARGE)                                                                           \
+      OUT_HEADERS_TOO_LARGE)                                                                   \
     X(REFUSE_NOT_IMPLEMENTED, 501, "not_implemented", outcome_hdr_close, "refused",            \
-      OUT_TOO_LARGE)                                                                           \
+      OUT_NOT_IMPLEMENTED)                                                                     \
+    X(REFUSE_BAD_VERSION, 505, "http_version_not_supported", outcome_hdr_close, "refused",     \
+      OUT_BAD_VERSION)                                                                         \
     X(REFUSE_BAD_BATCH, 400, "bad_request", OUTCOME_HDR_NONE, "refused", OUT_BAD_REQUEST)      \
     X(REFUSE_BODY_TOO_LARGE, 413, "too_large", outcome_hdr_close, "refused", OUT_TOO_LARGE)    \
     X(REFUSE_BATCH_TOO_LARGE, 413, "too_large", OUTCOME_HDR_NONE, "refused", OUT_TOO_LARGE)    \
@@ -58,7 +60,7 @@ struct refusal_row {
 /* The row of a refusal (r < REFUSE_COUNT). */
 const struct refusal_row *refusal_row(enum refusal r);
 
-/* The refusal of a status refuse_malformed found (400, 414, 431, 501). */
+/* The refusal of a status refuse_malformed found (400, 414, 431, 501, 505). */
 enum refusal refusal_of_malformed(unsigned status);
 
 #endif

@@ -45,6 +45,14 @@ struct result {
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
+
+    /* v2 timings (milliseconds): written into the RESULT when `timed` (the
+     * batch asked for them). The fetcher fills dns .. ttfb (summed over the
+     * hops; ttfb from the fetch's start to the final response's first
+     * byte); queue_ms is the wait from runnable to a worker. total_ms is
+     * duration_ms. */
+    int timed;
+    double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
 };
 
 void result_clear(struct result *r);

@@ -90,6 +90,8 @@ struct sched_task {
                              connect there; NULL: none. Valid while it runs */
     int resolve;            /* dest is a name not yet resolved: sched_resolve first */
     struct host_slot *host; /* private: counted there against per_host_limit */
+    int64_t runnable_us;    /* v2 timings: when it became runnable (admitted, or
+                               its dependencies done), monotonic us */
 };
 
 /* A scheduler (the daemon has one; unit tests make their own). */

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <idn2.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -75,18 +76,66 @@ void batch_req_free(struct batch_req *b)
     for (size_t i = 0; i < b->n; i++)
         item_free(&b->items[i]);
     FO_FREE(b->items);
+    FO_FREE(b->tracestate);
     b->n = 0;
+}
+
+/* One "xn--" label of n bytes: 1 when it is a valid A-label (it decodes to a
+ * U-label that converts back to the same label), 0 when not, -1 for want of
+ * memory. */
+static int a_label_valid(const char *label, size_t n)
+{
+    char ascii[64], *u = NULL, *back = NULL;
+    int rc, ok;
+
+    if (n >= sizeof(ascii))
+        return 0;   /* longer than a DNS label */
+    for (size_t i = 0; i < n; i++)
+        ascii[i] = (char)tolower((unsigned char)label[i]);
+    ascii[n] = '\0';
+    rc = idn2_to_unicode_8z8z(ascii, &u, 0);
+    if (rc == IDN2_MALLOC)
+        return -1;
+    if (rc != IDN2_OK)
+        return 0;
+    rc = idn2_to_ascii_8z(u, &back, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK && rc != IDN2_MALLOC)   /* as url_host_to_ascii: IDNA2003 names too */
+        rc = idn2_to_ascii_8z(u, &back, IDN2_TRANSITIONAL);
+    ok = rc == IDN2_MALLOC ? -1 : rc == IDN2_OK && strcmp(back, ascii) == 0;
+    idn2_free(u);
+    idn2_free(back);
+    return ok;
+}
+
+/* FO_EINVAL when a label of the ASCII name starts "xn--" (any case) and is
+ * not a valid A-label ("xn--zz", "xn--a", "xn--"): DNS would be asked for a
+ * name no IDN can have. */
+static fo_err a_labels_check(const char *name)
+{
+    for (const char *p = name; *p != '\0';) {
+        size_t n = strcspn(p, ".");
+        if (n >= 4 && strncasecmp(p, "xn--", 4) == 0) {
+            int ok = a_label_valid(p, n);
+            if (ok <= 0)
+                return ok < 0 ? FO_ENOMEM : FO_EINVAL;
+        }
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    return FO_OK;
 }
 
 fo_err url_host_to_ascii(const char *host, char **ace)
 {
     char *out = NULL;
+    fo_err err;
     int rc;
 
     *ace = NULL;
     for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
         if (*p == '\0')
-            return FO_OK;   /* plain ASCII: used as written */
+            return a_labels_check(host);   /* plain ASCII: used as written */
     }
     /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
      * with TR46 mapping (which also lowercases), falling back to the
@@ -98,6 +147,10 @@ fo_err url_host_to_ascii(const char *host, char **ace)
         return FO_ENOMEM;
     if (rc != IDN2_OK)
         return FO_EINVAL;
+    if ((err = a_labels_check(out)) != FO_OK) {   /* an "xn--" label written as such */
+        idn2_free(out);
+        return err;
+    }
     *ace = strdup(out);   /* the caller frees with free(), not idn2_free() */
     idn2_free(out);
     return *ace != NULL ? FO_OK : FO_ENOMEM;
@@ -480,17 +533,34 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
     return assign_ids(b, msg);
 }
 
+/* The fields a batch object may have (each on a line of its own). */
+static const char *const batch_fields[] = {
+    "requests",
+    "timeout_ms",
+    "merge",
+    "policy",
+    "defaults",
+    "max_concurrency",
+    "timings",
+};
+
+static fo_err parse_batch_fields(struct batch_req *b, json_t *root, size_t nitems,
+                                 struct fo_msg *msg) FO_MUST_CHECK;
+static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg) FO_MUST_CHECK;
+
 static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct config *cfg,
                                 struct fo_msg *msg)
 {
     json_t *requests = json_object_get(root, "requests"), *v;
     const char *key;
+    fo_err err;
 
     json_object_foreach(root, key, v) {
-        if (strcmp(key, "requests") != 0 && strcmp(key, "timeout_ms") != 0 &&
-            strcmp(key, "merge") != 0) {
-            fo_msg_set(msg, "unknown field '%.*s' (expected requests, timeout_ms, merge)",
-                       CLIP(key, 60));
+        size_t i;
+        for (i = 0; i < FO_ARRAY_LEN(batch_fields) && strcmp(key, batch_fields[i]) != 0; i++)
+            ;
+        if (i == FO_ARRAY_LEN(batch_fields)) {
+            fo_msg_set(msg, "unknown field '%.*s' in the batch object", CLIP(key, 60));
             return FO_EINVAL;
         }
     }
@@ -498,6 +568,10 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
         fo_msg_set(msg, "'requests' is required and must be an array");
         return FO_EINVAL;
     }
+    if ((err = parse_batch_fields(b, root, json_array_size(requests), msg)) != FO_OK)
+        return err;
+    if ((err = apply_defaults(root, requests, msg)) != FO_OK)
+        return err;
     if ((v = json_object_get(root, "timeout_ms")) != NULL && !parse_timeout(v, &b->timeout_ms)) {
         fo_msg_set(msg, "timeout_ms must be a positive whole number of milliseconds");
         return FO_EINVAL;
@@ -639,4 +713,230 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
     if (err != FO_OK)
         batch_req_free(out);
     return err;
+}
+
+/* ---- v2 batch fields: policy, max_concurrency, timings, defaults ------------ */
+
+/* A JSON whole number (2 and 2.0 alike, not 1.5 nor "2") into *out. */
+static int whole_number(const json_t *v, long long *out)
+{
+    if (json_is_integer(v)) {
+        *out = (long long)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d == floor(d) && d > -1e15 && d < 1e15) {
+            *out = (long long)d;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* "policy": "best_effort" | "fail_fast" | {"min_success": N}, 1 <= N <= nitems. */
+static fo_err parse_policy(struct batch_req *b, const json_t *v, size_t nitems, struct fo_msg *msg)
+{
+    const char *name = plain_string(v);
+    const char *key;
+    json_t *val;
+    long long n;
+
+    if (name != NULL && strcmp(name, "best_effort") == 0) {
+        b->policy = POLICY_BEST_EFFORT;
+        return FO_OK;
+    }
+    if (name != NULL && strcmp(name, "fail_fast") == 0) {
+        b->policy = POLICY_FAIL_FAST;
+        return FO_OK;
+    }
+    if (!json_is_object(v)) {
+        fo_msg_set(msg, "policy must be \"best_effort\", \"fail_fast\" or {\"min_success\": N}");
+        return FO_EINVAL;
+    }
+    json_object_foreach((json_t *)v, key, val) {
+        if (strcmp(key, "min_success") != 0) {
+            fo_msg_set(msg, "policy: unknown field '%.*s' (expected min_success)", CLIP(key, 60));
+            return FO_EINVAL;
+        }
+    }
+    val = json_object_get(v, "min_success");
+    if (val == NULL || !whole_number(val, &n) || n < 1 || (unsigned long long)n > nitems) {
+        fo_msg_set(msg, "policy: min_success must be a whole number from 1 to the number of "
+                        "items (%zu)", nitems);
+        return FO_EINVAL;
+    }
+    b->policy = POLICY_MIN_SUCCESS;
+    b->min_success = (long)n;
+    return FO_OK;
+}
+
+/* The batch object's v2 fields other than defaults (nitems: the length of
+ * its requests array). */
+static fo_err parse_batch_fields(struct batch_req *b, json_t *root, size_t nitems,
+                                 struct fo_msg *msg)
+{
+    json_t *v;
+    long long n;
+    fo_err err;
+
+    if ((v = json_object_get(root, "policy")) != NULL &&
+        (err = parse_policy(b, v, nitems, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(root, "max_concurrency")) != NULL) {
+        if (!whole_number(v, &n) || n < 1) {
+            fo_msg_set(msg, "max_concurrency must be a positive whole number");
+            return FO_EINVAL;
+        }
+        b->max_concurrency = n > LONG_MAX ? LONG_MAX : (long)n;
+    }
+    if ((v = json_object_get(root, "timings")) != NULL) {
+        if (!json_is_boolean(v)) {
+            fo_msg_set(msg, "timings must be true or false");
+            return FO_EINVAL;
+        }
+        b->timings = json_is_true(v);
+    }
+    return FO_OK;
+}
+
+/* The fields `defaults` may give (each on a line of its own). */
+static const char *const default_fields[] = {
+    "headers",
+    "timeout_ms",
+    "retry",
+    "response_headers",
+};
+
+/* Checks the values of `defaults` as far as the batch object can (the item
+ * parser checks them again on each item). */
+static fo_err check_defaults(json_t *defs, struct fo_msg *msg)
+{
+    const char *key;
+    json_t *v;
+    long ms;
+    fo_err err = FO_OK;
+
+    if (!json_is_object(defs)) {
+        fo_msg_set(msg, "defaults must be an object (of headers, timeout_ms, retry, "
+                        "response_headers)");
+        return FO_EINVAL;
+    }
+    json_object_foreach(defs, key, v) {
+        size_t i;
+        for (i = 0; i < FO_ARRAY_LEN(default_fields) && strcmp(key, default_fields[i]) != 0; i++)
+            ;
+        if (i == FO_ARRAY_LEN(default_fields)) {
+            fo_msg_set(msg, "defaults: unknown field '%.*s' (expected headers, timeout_ms, "
+                            "retry, response_headers)", CLIP(key, 60));
+            return FO_EINVAL;
+        }
+    }
+    if ((v = json_object_get(defs, "headers")) != NULL) {
+        struct item_req scratch = { 0 };
+        err = set_headers(&scratch, v, "defaults", msg);
+        item_free(&scratch);
+        if (err != FO_OK)
+            return err;
+    }
+    if ((v = json_object_get(defs, "timeout_ms")) != NULL && !parse_timeout(v, &ms)) {
+        fo_msg_set(msg, "defaults: timeout_ms must be a positive whole number of milliseconds");
+        return FO_EINVAL;
+    }
+    if ((v = json_object_get(defs, "response_headers")) != NULL) {
+        size_t i;
+        json_t *name;
+        int ok = json_is_array(v);
+        json_array_foreach(v, i, name) {
+            ok = ok && plain_string(name) != NULL && header_name_ok(json_string_value(name));
+        }
+        if (!ok) {
+            fo_msg_set(msg, "defaults: response_headers must be an array of header names");
+            return FO_EINVAL;
+        }
+    }
+    if ((v = json_object_get(defs, "retry")) != NULL) {
+        json_t *r;
+        long long n;
+        if (!json_is_object(v)) {
+            fo_msg_set(msg, "defaults: retry must be an object {\"max\": N, \"backoff_ms\": B}");
+            return FO_EINVAL;
+        }
+        json_object_foreach(v, key, r) {
+            if (strcmp(key, "max") != 0 && strcmp(key, "backoff_ms") != 0) {
+                fo_msg_set(msg, "defaults: retry: unknown field '%.*s' (expected max, "
+                                "backoff_ms)", CLIP(key, 60));
+                return FO_EINVAL;
+            }
+            if (!whole_number(r, &n) || n < 0) {
+                fo_msg_set(msg, "defaults: retry: %s must be a whole number >= 0", key);
+                return FO_EINVAL;
+            }
+        }
+    }
+    return FO_OK;
+}
+
+/* Adds to an item's headers object each default header whose name
+ * (case-insensitive) the item does not set itself. */
+static fo_err merge_headers(json_t *item_headers, json_t *defs)
+{
+    const char *dkey, *ikey;
+    json_t *dval, *ival;
+
+    json_object_foreach(defs, dkey, dval) {
+        int own = 0;
+        json_object_foreach(item_headers, ikey, ival) {
+            own = own || strcasecmp(ikey, dkey) == 0;
+        }
+        if (!own && json_object_set(item_headers, dkey, dval) != 0)
+            return FO_ENOMEM;
+    }
+    return FO_OK;
+}
+
+/*
+ * Applies the batch's `defaults` to each item, on the JSON itself, before
+ * the items are parsed (so every item field's parser sees them as the
+ * item's own): a field the item does not give is copied from defaults;
+ * headers merge by name, case-insensitively, the item's value winning. A
+ * plain URL string item becomes {"url": URL} with the defaults.
+ */
+static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
+{
+    json_t *defs = json_object_get(root, "defaults"), *el, *v;
+    const char *key;
+    size_t i;
+    fo_err err;
+
+    if (defs == NULL)
+        return FO_OK;
+    if ((err = check_defaults(defs, msg)) != FO_OK)
+        return err;
+    if (json_object_size(defs) == 0)
+        return FO_OK;
+    json_array_foreach(requests, i, el) {
+        if (json_is_string(el)) {
+            json_t *obj = json_object();
+            if (obj == NULL || json_object_set(obj, "url", el) != 0 ||
+                json_array_set_new(requests, i, obj) != 0)
+                return FO_ENOMEM;
+            el = obj;
+        }
+        if (!json_is_object(el))
+            continue; /* the item parser says what is wrong */
+        json_object_foreach(defs, key, v) {
+            json_t *own = json_object_get(el, key);
+            if (strcmp(key, "headers") == 0 && json_is_object(own)) {
+                if ((err = merge_headers(own, v)) != FO_OK)
+                    return err;
+            } else if (own == NULL) {
+                /* A copy: the item's own headers may be merged into later. */
+                json_t *copy = json_deep_copy(v);
+                if (copy == NULL || json_object_set_new(el, key, copy) != 0)
+                    return FO_ENOMEM;
+            }
+        }
+    }
+    return FO_OK;
 }

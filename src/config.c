@@ -12,13 +12,16 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -70,10 +73,11 @@ static const struct config_key keys[] = {
     { "deny", CT_DENY, OFF(deny), POLICY_DEFAULT_DENY, 0, 0,
       "CIDRs never fetched; added to the built-in defaults shown here" },
     { "forward_headers", CT_HEADERS, OFF(forward_headers), "", 0, 0,
-      "client request headers copied to every upstream request" },
+      "client request headers copied to every upstream request (never hop-by-hop or framing "
+      "ones: Connection, Content-Length, Host, TE, ...)" },
     { "auth_token", CT_TOKEN, OFF(auth_token), "", 0, 0,
       "when set, POST /batch needs 'Authorization: Bearer TOKEN'; @/path/file reads "
-      "TOKEN from that file (at start and on reload; a trailing newline is dropped)" },
+      "TOKEN from that file (a regular file; at start and on reload; a trailing newline is dropped)" },
     { "per_host_limit", CT_NUM, OFF(per_host_limit), "0", 0, 100000,
       "most concurrent fetches to one host:port (0: off)" },
     { "shutdown_grace_ms", CT_NUM, OFF(shutdown_grace_ms), "10000", 0, DAY_MS,
@@ -296,6 +300,11 @@ static fo_err add_header(const char *item, void *ctx, struct fo_msg *msg)
             return FO_EINVAL;
         }
     }
+    if (fo_header_not_forwardable(item)) {
+        fo_msg_set(msg, "'%s' is a hop-by-hop or framing header (RFC 9110 7.6.1) and is "
+                   "never forwarded", item);
+        return FO_EINVAL;
+    }
     if (l->n >= FO_MAX_LIST_ITEMS) {
         fo_msg_set(msg, "more than %d entries", FO_MAX_LIST_ITEMS);
         return FO_ETOOBIG;
@@ -354,12 +363,26 @@ static int token_text_ok(const char *p)
  * dropped; an empty, unreadable or too long file is an error naming it. */
 static fo_err read_token_file(const char *path, char *text, size_t size, struct fo_msg *msg)
 {
-    FILE *f = fopen(path, "r");
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang
+     * start-up, a reload and so SIGTERM); only a regular file is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    FILE *f;
     size_t n;
     fo_err err = FO_OK;
 
-    if (f == NULL) {
+    if (fd < 0) {
         fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        return FO_EINVAL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fo_msg_set(msg, "the token file '%s' is not a regular file", path);
+        close(fd);
+        return FO_EINVAL;
+    }
+    if ((f = fdopen(fd, "r")) == NULL) {
+        fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        close(fd);
         return FO_EINVAL;
     }
     n = fread(text, 1, size - 1, f);
@@ -655,6 +678,7 @@ static fo_err load_file(struct config *cfg, const char *path, struct fo_msg *msg
             break;
         }
         seen_line[idx] = lineno;
+        cfg->file_keys++;
         if ((err = config_set(cfg, k, value, &detail)) != FO_OK) {
             fo_msg_set(msg, "%s:%d: %s: %s", path, lineno, name,
                        err == FO_ENOMEM ? "out of memory" : detail.text);
@@ -689,11 +713,16 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         err = load_file(cfg, path, msg);
     for (size_t i = 0; i < nov && err == FO_OK; i++) {
         const struct config_key *k = find_key(ov[i].key);
+        char flag[64];   /* the key as its flag is spelt: listen_mode -> listen-mode */
+        size_t j;
+        for (j = 0; ov[i].key[j] != '\0' && j + 1 < sizeof(flag); j++)
+            flag[j] = ov[i].key[j] == '_' ? '-' : ov[i].key[j];
+        flag[j] = '\0';
         if (k == NULL) {
-            fo_msg_set(msg, "unknown option --%s", ov[i].key);
+            fo_msg_set(msg, "unknown option --%s", flag);
             err = FO_EINVAL;
         } else if ((err = config_set(cfg, k, ov[i].value, &detail)) != FO_OK) {
-            fo_msg_set(msg, "--%s: %s", ov[i].key, detail.text);
+            fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
     }
     if (err != FO_OK) {

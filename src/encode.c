@@ -729,6 +729,11 @@ fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t 
         text += 3;
         tlen -= 3;
     }
+    if (tlen == 0) {            /* only a byte order mark: an empty body, as above */
+        *enc = BODY_NONE;
+        err = buf_puts(out, "null");
+        goto out;
+    }
     if (content_type_is_json(ctype) && json_valid(text, tlen, FO_MAX_JSON_DEPTH, &vs, &ve)) {
         *enc = BODY_JSON;
         err = buf_append(out, text + vs, ve - vs);

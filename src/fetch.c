@@ -82,6 +82,12 @@ struct fetcher {
     int location_too_long;
     int has_ctype;
     char ctype[FO_MAX_CONTENT_TYPE + 1];
+    char clen[24];                /* the response's Content-Length digits, "" : none yet */
+    int bad_length;               /* two different (or invalid) Content-Length values */
+
+    /* v2 timings of the fetch so far (microseconds; see hop_timings). */
+    int64_t fetch_start_us;
+    int64_t t_dns, t_connect, t_tls, t_ttfb;
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -240,8 +246,41 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->cur_status = code >= 100 ? code : 0;
     f->status = 0;
     f->has_ctype = 0;
+    f->clen[0] = '\0';
     f->location_too_long = 0;
     FO_FREE(f->location);
+}
+
+/* One Content-Length field: every element of its list, and of every other
+ * such field of the response, must be the same number, or the response's
+ * framing cannot be known (RFC 9112 6.3): 0 then. */
+static int content_length_agrees(struct fetcher *f, const char *v, size_t vlen)
+{
+    const char *end = v + vlen;
+
+    while (v < end) {
+        const char *e = memchr(v, ',', (size_t)(end - v));
+        const char *d;
+        size_t n;
+
+        if (e == NULL)
+            e = end;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        for (d = e; d > v && (d[-1] == ' ' || d[-1] == '\t'); d--)
+            ;
+        n = (size_t)(d - v);
+        if (n == 0 || n >= sizeof(f->clen) || strspn(v, "0123456789") < n)
+            return 0;
+        if (f->clen[0] == '\0') {
+            memcpy(f->clen, v, n);
+            f->clen[n] = '\0';
+        } else if (strlen(f->clen) != n || memcmp(f->clen, v, n) != 0) {
+            return 0;
+        }
+        v = e < end ? e + 1 : end;
+    }
+    return 1;
 }
 
 /* The empty line: a final response's headers are complete (a 1xx is not
@@ -263,7 +302,11 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     size_t n, vlen;
     const char *v;
 
-    if (field_is(line, len, "Content-Type", &n)) {
+    if (field_is(line, len, "Content-Length", &n)) {
+        v = field_value(line, len, n, &vlen);
+        if (!content_length_agrees(f, v, vlen))
+            f->bad_length = 1;
+    } else if (field_is(line, len, "Content-Type", &n)) {
         v = field_value(line, len, n, &vlen);
         if (vlen == 0)
             return;   /* as libcurl: an empty value is no Content-Type */
@@ -293,7 +336,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         response_end(f);
     else if (f->in_headers)
         response_field(f, line, len);   /* not trailers: they come after the block */
-    return len;
+    return f->bad_length ? 0 : len;     /* 0: the transfer stops */
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -352,6 +395,8 @@ static int hop_keeps(const struct hop *h, const char *line)
 {
     if (header_is(line, "CDN-Loop"))
         return 0;   /* folded into fanoutd's own (append_cdn_loop) */
+    if (header_is(line, "Content-Length") || header_is(line, "Transfer-Encoding"))
+        return 0;   /* the framing is libcurl's, from the body it sends */
     if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
         return 0;
     if (h->body_dropped && header_in(line, body_headers, FO_ARRAY_LEN(body_headers)))
@@ -395,6 +440,11 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
                                                         : "Content-Type:") != FO_OK)
         goto fail;
     if (req->cdn_loop != NULL && append(&list, req->cdn_loop) != FO_OK)
+        goto fail;
+    /* v2 traceparent: the item's own span on every hop, the client's tracestate. */
+    if (req->traceparent[0] != '\0' && (append(&list, req->traceparent) != FO_OK ||
+                                         (req->tracestate != NULL &&
+                                          append(&list, req->tracestate) != FO_OK)))
         goto fail;
     *ok = 1;
     return list;
@@ -560,8 +610,14 @@ static fo_err hop_next(struct hop *h, int status, const char *location, struct f
     char *origin = NULL;
     fo_err err;
 
-    if ((err = hop_set_url(h, location, why)) != FO_OK)
+    if (location[0] == '#') {
+        /* Only a fragment: the same path and query (RFC 3986 5.2.2), which
+         * libcurl's relative resolution gets wrong; a fragment is never sent. */
+        if (curl_url_set(h->url, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OUT_OF_MEMORY)
+            return FO_ENOMEM;
+    } else if ((err = hop_set_url(h, location, why)) != FO_OK) {
         return err;
+    }
     if ((err = url_origin(h->url, &origin)) != FO_OK)
         return err;
     if (strcmp(origin, h->origin) != 0)
@@ -742,6 +798,34 @@ void fetch_prepare(struct fetcher *f, unsigned long generation)
     }
 }
 
+/*
+ * v2 timings: adds this hop's phases, from libcurl's own timers
+ * (CURLINFO_*_TIME_T, microseconds from the hop's start), to the fetch's:
+ * DNS (NAMELOOKUP), connect (CONNECT less NAMELOOKUP; for a connection
+ * that failed, the time until it failed), TLS (APPCONNECT less CONNECT).
+ * A reused connection reports none of them. Time to first byte is the
+ * last hop's (the final response's): from the fetch's start to the hop's
+ * start, plus its STARTTRANSFER; 0 when no byte came.
+ */
+static void hop_timings(struct fetcher *f, CURLcode rc, int64_t hop_start)
+{
+    curl_off_t dns = 0, conn = 0, tls = 0, first = 0, total = 0;
+
+    (void)curl_easy_getinfo(f->easy, CURLINFO_NAMELOOKUP_TIME_T, &dns);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &conn);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_APPCONNECT_TIME_T, &tls);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+    (void)curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &total);
+    f->t_dns += dns;
+    if (conn > dns)
+        f->t_connect += conn - dns;
+    else if (conn == 0 && rc == CURLE_COULDNT_CONNECT && total > dns)
+        f->t_connect += total - dns;
+    if (tls > conn && conn > 0)
+        f->t_tls += tls - conn;
+    f->t_ttfb = first > 0 ? (hop_start - f->fetch_start_us) + first : 0;
+}
+
 /* Runs one hop: its options, then the transfer. A redirect body that the
  * hop stopped reading (over the response cap) is no failure. */
 static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const struct hop *h,
@@ -762,6 +846,8 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->discard = 0;
     f->discarded = 0;
     f->has_ctype = 0;
+    f->clen[0] = '\0';
+    f->bad_length = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
     f->errbuf[0] = '\0';
@@ -778,7 +864,10 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
     set_method(f->easy, req, h);
+    int64_t hop_start = fo_now_us();
     rc = perform(f);
+    if (req->timings != 0)
+        hop_timings(f, rc, hop_start);
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
         rc = CURLE_OK;
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, NULL);
@@ -819,6 +908,18 @@ static void encode_result(struct fetcher *f, const struct fetch_req *req, struct
         result_fail(res, ERR_UPSTREAM, "out of memory encoding the body");
 }
 
+/* The response f's hop has read (status > 0) becomes res's status and
+ * content type: the last response whose headers arrived is what an error
+ * on a later hop reports. FO_ENOMEM when the type cannot be copied. */
+static fo_err keep_response(const struct fetcher *f, struct result *res)
+{
+    res->status = f->status;
+    FO_FREE(res->content_type);
+    if (f->has_ctype && (res->content_type = clean_content_type(f->ctype)) == NULL)
+        return FO_ENOMEM;
+    return FO_OK;
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -834,15 +935,18 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     for (long hops = 0;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
         if (left_ms <= 0) {
-            f->status = 0;   /* the next hop's response never came */
+            f->status = 0;   /* the next hop's response never came (the 3xx stays res's) */
             rc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
         if (rc != CURLE_OK || f->nomem || !f->discard)
             break;   /* a failure, or the final response */
+        if (keep_response(f, res) != FO_OK) {
+            err = FO_ENOMEM;
+            goto url_failed;
+        }
         if (hops >= req->max_redirects) {
-            res->status = f->status;
             result_fail(res, ERR_REDIRECTS, "more than %ld redirects", req->max_redirects);
             goto out;
         }
@@ -852,17 +956,18 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
         } else {
             err = hop_next(&h, f->status, f->location, &why);
         }
-        if (err != FO_OK) {
-            res->status = f->status;
+        if (err != FO_OK)
             goto url_failed;
-        }
     }
     /* A status counts only once its final response's headers are all in: a
-     * reset in the middle of them, or after a 1xx, leaves no response. */
-    res->status = f->status;
-    if (res->status > 0 && f->has_ctype && (res->content_type = clean_content_type(f->ctype)) == NULL)
+     * reset in the middle of them, or after a 1xx, leaves no response, and
+     * the last one that did arrive (a followed 3xx) stays the item's. */
+    if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
-    if (rc != CURLE_OK || f->nomem) {
+    if (f->bad_length && !f->nomem) {
+        result_fail(res, ERR_UPSTREAM, "the response's Content-Length headers disagree or are "
+                                       "not numbers (RFC 9112 6.3)");
+    } else if (rc != CURLE_OK || f->nomem) {
         fail_from_curl(res, f->nomem && rc == CURLE_OK ? CURLE_OUT_OF_MEMORY : rc, f, req,
                        deadline_bound, timeout_ms);
     } else if (res->status == 0) {
@@ -917,6 +1022,8 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
         return;
     }
     f->req = req;
+    f->fetch_start_us = start;
+    f->t_dns = f->t_connect = f->t_tls = f->t_ttfb = 0;
     f->body.cap = (size_t)req->max_response_bytes;
     /* Every hop to the item's own host:port goes to the pinned address. */
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, pin);
@@ -925,6 +1032,12 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
+    if (req->timings != 0) {
+        res->dns_ms = (double)f->t_dns / 1000.0;
+        res->connect_ms = (double)f->t_connect / 1000.0;
+        res->tls_ms = (double)f->t_tls / 1000.0;
+        res->ttfb_ms = (double)f->t_ttfb / 1000.0;
+    }
     FO_FREE(f->location);
     buf_reset(&f->body);
     if (f->body.alloc > FETCH_KEEP_BUFFER)

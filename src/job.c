@@ -20,6 +20,7 @@
 #include "fanoutd.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 
 struct job {
     _Atomic long refs;
@@ -64,6 +65,10 @@ struct job {
     int has_hooks;
     int cancelled; /* the cancel hook has run (or is running) */
 
+    /* v2 policy and timings, guarded by lock. */
+    size_t nok;                  /* items done and ok */
+    char policy_why[FO_MSG_LEN]; /* the cancelled items' message (FINISH_POLICY) */
+    int64_t *runnable_us;        /* when each item could run (job_item_runnable) */
     /* Streaming (job_set_stream): the answer is NDJSON lines, each item's
      * written under lock as it finishes; its body is dropped once written. */
     struct answer_stream stream;
@@ -94,6 +99,7 @@ static void job_free(struct job *job)
     free(job->state);
     free(job->started_us);
     free(job->runner);
+    free(job->runnable_us);
     free(job->results);
     job->doc.sink.ops->release(&job->doc.sink);
     if (job->streaming)
@@ -101,9 +107,9 @@ static void job_free(struct job *job)
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
-    /* glibc keeps freed heap in its arenas (and after the first big free
-     * it serves big blocks from them rather than mmap): after a large
-     * answer, give the free pages of every arena back to the kernel. */
+    /* glibc keeps freed heap in its arenas: after a large answer, give
+     * their free pages back to the kernel. (Blocks of FO_MMAP_THRESHOLD
+     * and more are mappings, unmapped when freed: main.c fixes it.) */
     if (trim)
         malloc_trim(0);
 }
@@ -141,8 +147,9 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
     job->results = calloc(n, sizeof(*job->results));
+    job->runnable_us = calloc(n, sizeof(*job->runnable_us));
     if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
-        job->results == NULL) {
+        job->results == NULL || job->runnable_us == NULL) {
         job_free(job);
         return FO_ENOMEM;
     }
@@ -275,6 +282,51 @@ static void stream_item(struct job *job, size_t i)
     r->body_len = 0;
 }
 
+/* "item 3 (id \"x\")" for the policy's messages. */
+static void item_label(const struct job *job, size_t i, char *out, size_t size)
+{
+    (void)snprintf(out, size, "item %zu (id \"%.100s\")", i, job->req.items[i].id);
+}
+
+/*
+ * v2 policy: whether item i's result, just stored, ends the batch early
+ * (FINISH_POLICY, with the message the unfinished items get), with items
+ * still unfinished. fail_fast: the first item not ok; min_success N: N
+ * items ok, or too few left for N. Job lock held.
+ */
+static enum finish_reason policy_ends(struct job *job, size_t i)
+{
+    char name[160];
+    long need = job->req.min_success;
+
+    item_label(job, i, name, sizeof(name));
+    switch (job->req.policy) {
+    case POLICY_FAIL_FAST:
+        if (result_ok(&job->results[i]))
+            return FINISH_NONE;
+        (void)snprintf(job->policy_why, sizeof(job->policy_why),
+                       "cancelled by the fail_fast policy: %s failed", name);
+        return FINISH_POLICY;
+    case POLICY_MIN_SUCCESS:
+        if (job->nok >= (size_t)need) {
+            (void)snprintf(job->policy_why, sizeof(job->policy_why),
+                           "cancelled by the min_success policy: %ld items were already ok",
+                           need);
+            return FINISH_POLICY;
+        }
+        if (job->nok + job->remaining < (size_t)need) {
+            (void)snprintf(job->policy_why, sizeof(job->policy_why),
+                           "cancelled by the min_success policy: %ld ok items could no longer "
+                           "be reached once %s failed",
+                           need, name);
+            return FINISH_POLICY;
+        }
+        return FINISH_NONE;
+    default:
+        return FINISH_NONE;
+    }
+}
+
 void job_complete_item(struct job *job, size_t i, struct result *res)
 {
     enum finish_reason reason = FINISH_NONE;
@@ -286,13 +338,17 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
         drop = answer_admit(job, res);
         result_clear(&job->results[i]);
+        res->timed = job->req.timings;
         job->results[i] = *res;
         memset(res, 0, sizeof(*res));
         job->state[i] = ITEM_DONE;
+        job->nok += result_ok(&job->results[i]) != 0;
         stream_item(job, i);
         broken = job->stream_broken;
         if (--job->remaining == 0)
             reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
+        else
+            reason = policy_ends(job, i);
     }
     pthread_mutex_unlock(&job->lock);
     free(drop);        /* a body refused by max_answer_bytes */
@@ -363,6 +419,35 @@ static size_t answer_left_cb(void *ctx)
     return job_answer_left(ctx);
 }
 
+/* v2 traceparent: whether the item's requests carry fanoutd's own
+ * traceparent (the client sent a valid one, the item sets none itself). */
+static int item_traced(const struct job *job, const struct item_req *it)
+{
+    return job->req.traceparent[0] != '\0' && !item_has_header(it, "traceparent:") &&
+           !item_has_header(it, "tracestate:");
+}
+
+/* Whether a forwarded client header is traceparent or tracestate: never
+ * forwarded as they came, even when forward_headers names them (each item
+ * is a span of its own, and a malformed traceparent sends nothing). */
+static int trace_header(const char *line)
+{
+    return header_named(line, "traceparent", 11) || header_named(line, "tracestate", 10);
+}
+
+/* The v2 parts of an item's request: timings wanted, its traceparent (a
+ * new span id per item) and the client's tracestate. */
+static void job_request_v2(const struct job *job, const struct item_req *it, struct fetch_req *out)
+{
+    if (job->req.timings)
+        out->timings = FETCH_TIME_DNS | FETCH_TIME_CONNECT | FETCH_TIME_TLS |
+                       FETCH_TIME_FIRST_BYTE | FETCH_TIME_TOTAL;
+    if (item_traced(job, it)) {
+        trace_child_line(job->req.traceparent, out->traceparent);
+        out->tracestate = job->req.tracestate;
+    }
+}
+
 fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
 {
     const struct item_req *it = &job->req.items[i];
@@ -378,9 +463,11 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
         return FO_ENOMEM;
     }
     /* Client headers named in forward_headers, unless the item gives the
-     * same header (its own value wins); CDN-Loop only in cdn_loop. */
+     * same header (its own value wins); CDN-Loop only in cdn_loop; never a
+     * hop-by-hop or framing one (config refuses those names too). */
     for (size_t k = 0; k < job->nforward; k++) {
-        if (!item_has_header(it, job->forward[k]) && !header_named(job->forward[k], "CDN-Loop", 8))
+        if (!item_has_header(it, job->forward[k]) && !fo_header_not_forwardable(job->forward[k]) &&
+            !trace_header(job->forward[k]))
             out->headers[n++] = job->forward[k];
     }
     for (size_t k = 0; k < it->nheaders; k++) {
@@ -405,7 +492,20 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     out->deny = &cfg->deny;
     out->generation = cfg->generation;
     out->stop = &job->stop;
+    job_request_v2(job, it, out);
     return FO_OK;
+}
+
+/* v2 timings of an item that did not finish: queue_ms from when it could
+ * run (the batch's arrival if the scheduler never said) to its start, or
+ * to now if it never started; the fetch's own phases 0. Lock held. */
+static void unfinished_timings(const struct job *job, size_t i, struct result *r, int64_t now_us)
+{
+    int64_t from = job->runnable_us[i] > 0 ? job->runnable_us[i] : job->arrival_us;
+    int64_t to = job->state[i] == ITEM_RUNNING ? job->started_us[i] : now_us;
+
+    r->timed = job->req.timings;
+    r->queue_ms = to > from ? (double)(to - from) / 1000.0 : 0;
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */
@@ -416,6 +516,7 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
                           ? "the batch deadline passed before the item finished"
                       : reason == FINISH_CLIENT   ? "the client went away"
                       : reason == FINISH_REJECTED ? "the batch was not admitted"
+                      : reason == FINISH_POLICY   ? job->policy_why
                                                   : "fanoutd shut down before the item finished";
 
     for (size_t i = 0; i < job->req.n; i++) {
@@ -426,11 +527,24 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
         result_fail(r, e, "%s", why);
         if (job->state[i] == ITEM_RUNNING)
             r->duration_ms = (double)(now_us - job->started_us[i]) / 1000.0;
+        unfinished_timings(job, i, r, now_us);
         job->state[i] = ITEM_DONE;
         if (reason != FINISH_CLIENT && reason != FINISH_REJECTED)
             stream_item(job, i); /* nobody reads the stream of those */
     }
     job->remaining = 0;
+}
+
+long job_max_concurrency(const struct job *job)
+{
+    return job->req.max_concurrency;
+}
+
+void job_item_runnable(struct job *job, size_t i, int64_t runnable_us)
+{
+    pthread_mutex_lock(&job->lock);
+    job->runnable_us[i] = runnable_us;
+    pthread_mutex_unlock(&job->lock);
 }
 
 uint64_t job_serial(const struct job *job)

@@ -10,6 +10,7 @@
  */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,10 +167,12 @@ static void reload(const struct options *opt)
         config_unref(old);
         return;
     }
-    /* An empty file parses (every key at its default), but is far more often
-     * a file caught half-written or truncated: it would turn auth off. */
-    if (opt->config_path != NULL && fresh->file_bytes == 0) {
-        fo_msg_set(&msg, "%s is empty", opt->config_path);
+    /* An empty file, or one of only blank lines and comments, parses (every
+     * key at its default), but is far more often a file caught half-written,
+     * truncated or commented out by mistake: it would turn auth off. */
+    if (opt->config_path != NULL && fresh->file_keys == 0) {
+        fo_msg_set(&msg, "%s %s", opt->config_path,
+                   fresh->file_bytes == 0 ? "is empty" : "has no settings (only blank lines or comments)");
         reload_failed(msg.text);
         config_unref(fresh);
         config_unref(old);
@@ -247,6 +250,12 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A fixed mmap threshold (glibc's own moves up to 32 MiB after the first
+     * big free): every block of a large body or answer is its own mapping,
+     * given back to the kernel when it is freed, on whatever thread and in
+     * whatever order. Heap blocks of the worker threads' arenas are not:
+     * malloc_trim leaves the top of those arenas alone. */
+    (void)mallopt(M_MMAP_THRESHOLD, FO_MMAP_THRESHOLD);
     if ((status = parse_args(argc, argv, &opt)) >= 0)
         goto out;
     if (config_build(opt.config_path, opt.ov, opt.nov, &cfg, &msg) != FO_OK) {

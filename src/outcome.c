@@ -24,6 +24,8 @@ enum refusal refusal_of_malformed(unsigned status)
         return REFUSE_HEADERS_TOO_LARGE;
     case 501:
         return REFUSE_NOT_IMPLEMENTED;
+    case 505:
+        return REFUSE_BAD_VERSION;
     default:
         return REFUSE_MALFORMED;
     }

@@ -57,6 +57,8 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     struct fetch_req fr;
 
     fetch_prepare(f, job_config(job)->generation);
+    job_item_runnable(job, t->index, t->runnable_us);
+    int64_t begin = fo_now_us();
     if (!job_begin_item(job, t->index, f))
         return 0; /* finished, or its client has gone */
     METRIC_ADD(workers_busy, 1);
@@ -70,6 +72,8 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
         fetch_run(f, &fr, &res);
         fetch_req_free(&fr);
     }
+    /* v2 timings: the wait from runnable to this worker (written when asked). */
+    res.queue_ms = begin > t->runnable_us ? (double)(begin - t->runnable_us) / 1000.0 : 0;
     METRIC_ADD(workers_busy, -1);
     job_complete_item(job, t->index, &res);
     return 0;
@@ -178,6 +182,7 @@ fo_err queue_push(struct job *job, long capacity)
         .ctx = job,
         .n = job_items(job),
         .per_host_limit = cfg->per_host_limit,
+        .max_concurrency = job_max_concurrency(job),
     };
     struct job_hooks hooks = { .cancel = job_cancel_hook, .wake = job_wake_hook };
     struct sched_batch *b;

@@ -53,7 +53,24 @@ int result_ok(const struct result *r)
     return r->error == ERR_NONE && r->status >= 200 && r->status <= 299;
 }
 
-/* {"id":..,"url":..,"ok":..,"status":..,"duration_ms":..[,content_type][,body..][,error]} */
+/* v2: ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..} */
+static fo_err put_timings(struct buf *out, const struct result *r)
+{
+    const double v[] = { r->queue_ms, r->dns_ms, r->connect_ms, r->tls_ms, r->ttfb_ms,
+                         r->duration_ms };
+    static const char *const names[] = { "queue_ms", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms",
+                                         "total_ms" };
+    fo_err err = buf_puts(out, ",\"timings\":{");
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(v) && err == FO_OK; i++) {
+        err = buf_printf(out, "%s\"%s\":", i > 0 ? "," : "", names[i]);
+        if (err == FO_OK)
+            err = json_put_ms(out, v[i] > 0 ? v[i] : 0);
+    }
+    return err != FO_OK ? err : buf_putc(out, '}');
+}
+
+/* {"id":..,"url":..,"ok":..,"status":..,"duration_ms":..[,content_type][,body..][,error][,timings]} */
 static fo_err put_result(struct buf *out, const struct item_req *it, const struct result *r,
                          int with_body)
 {
@@ -86,6 +103,8 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
         TRY(json_put_cstr(out, r->message ? r->message : item_error_code(r->error)));
         TRY(buf_putc(out, '}'));
     }
+    if (r->timed)
+        TRY(put_timings(out, r));
     return buf_putc(out, '}');
 #undef TRY
 }

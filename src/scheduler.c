@@ -87,6 +87,9 @@ struct sched_batch {
     uint32_t *rdep_start, *rdep_list; /* who depends on each task */
     int64_t *not_before;              /* first not-before times, or NULL */
     struct sched_lane *lanes;
+    /* v2 timings: when each task became runnable (admitted, or its last
+     * dependency done), monotonic us; handed out as runnable_us. */
+    int64_t *since;
 };
 
 struct timer {
@@ -596,6 +599,7 @@ static void batch_free(struct sched_batch *b)
     free(b->rdep_start);
     free(b->rdep_list);
     free(b->not_before);
+    free(b->since);
     free(b);
 }
 
@@ -724,7 +728,8 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
     b->per_host_limit = d->per_host_limit;
     b->max_concurrency = d->max_concurrency;
     b->ready = malloc(d->n * sizeof(*b->ready));
-    if (b->ready == NULL)
+    b->since = malloc(d->n * sizeof(*b->since));
+    if (b->ready == NULL || b->since == NULL)
         err = FO_ENOMEM;
     if (err == FO_OK && d->dep_start != NULL)
         err = deps_build(b, d);
@@ -751,6 +756,8 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
     }
     b->waiting = d->n;
     s->depth += (long)d->n;
+    for (size_t i = 0; i < d->n; i++)
+        b->since[i] = now;
     for (size_t i = 0; i < d->n; i++) {
         if (b->deps_left != NULL && b->deps_left[i] > 0)
             continue; /* runnable when its dependencies are done */
@@ -794,6 +801,7 @@ static void hand_out(struct sched *s, struct sched_task *t, struct sched_batch *
     t->index = i;
     t->host = h;
     t->dest = b->ops->dest != NULL ? b->ops->dest(b->ctx, i) : NULL;
+    t->runnable_us = b->since[i];
     METRIC_SET(queue_depth, s->depth);
 }
 
@@ -1010,8 +1018,10 @@ void sched_done(struct sched *s, struct sched_task *t)
     if (b->rdep_start != NULL && !b->cancelled) {
         for (uint32_t k = b->rdep_start[t->index]; k < b->rdep_start[t->index + 1]; k++) {
             uint32_t j = b->rdep_list[k];
-            if (--b->deps_left[j] == 0)
+            if (--b->deps_left[j] == 0) {
+                b->since[j] = now;
                 make_runnable(s, b, j, b->not_before != NULL ? b->not_before[j] : 0, now);
+            }
         }
     }
     release = batch_end(b);

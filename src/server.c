@@ -53,6 +53,7 @@
 #include "metrics.h"
 #include "outcome.h"
 #include "queue.h"
+#include "trace.h"
 #include "watch.h"
 
 #define CT_JSON "application/json"
@@ -460,6 +461,7 @@ struct header_count {
     int transfer_encoding;
     int host;
     int bad_name;                /* empty, or not a token (white space before ':') */
+    int bad_value;               /* a control byte (a bare CR too) other than HTAB */
     int bad_block;               /* see header_gap */
     int eol;                     /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
     const char *te;
@@ -516,6 +518,12 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     for (const char *p = key; *p != '\0'; p++) {
         if (!is_tchar((unsigned char)*p))
             hc->bad_name = 1;
+    }
+    /* RFC 9110 5.5: no CR, LF, NUL or other control byte in a value (a bare
+     * CR is not a line end to libmicrohttpd, but might be to whoever is next). */
+    for (const char *p = value != NULL ? value : ""; *p != '\0'; p++) {
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            hc->bad_value = 1;
     }
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         hc->content_length++;
@@ -588,6 +596,13 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     unsigned status = MHD_HTTP_BAD_REQUEST;
     const char *why = NULL;
 
+    if (cc == NULL) {
+        /* No connection state: on_connection ran out of memory. Not the
+         * client's fault: 503, try again later. */
+        *ret = respond_refusal(conn, req, REFUSE_OVERLOADED, NULL,
+                               "fanoutd is out of memory; try again later");
+        return 1;
+    }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     hc.line_end = version + strlen(version);
@@ -597,9 +612,14 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         hc.bad_block = 1;
     /* The version must follow the target as on_uri measured it: a NUL and a
      * "HTTP/1.1" of the client's own inside the target would end it early. */
-    if (cc == NULL || cc->target_bad || url != cc->target ||
+    if (cc->target_bad || url != cc->target ||
         version != cc->target + cc->target_len + 1)
         why = "the request target has white space, a control character or a NUL";
+    else if (url != method + strlen(method) + 1)   /* the library skips extra spaces */
+        why = "the request line is not 'method SP target SP version' (one space each)";
+    else if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0 &&
+             strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
+        status = MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED;   /* the library takes 1.2 for 1.1 */
     else if (cc->target_len > FO_MAX_TARGET)
         status = MHD_HTTP_URI_TOO_LONG;
     else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
@@ -608,6 +628,8 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     else if (hc.bad_name || hc.bad_block)
         why = "a header line is malformed (an empty name, white space before the colon, "
               "folding, or line ends of two kinds)";
+    else if (hc.bad_value)
+        why = "a header value has a control character (CR, LF, NUL, 0x01-0x1f or 0x7f)";
     else if (hc.host > 1)
         why = "more than one Host header";
     else if (hc.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
@@ -618,8 +640,12 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         why = "both Content-Length and Transfer-Encoding are present";
     else if (hc.transfer_encoding > 1)
         why = "more than one Transfer-Encoding header";
+    else if (hc.transfer_encoding && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        why = "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: faulty framing)";
     else if (hc.te != NULL)
         status = te_refusal(hc.te, &why);
+    if (status == MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED)
+        why = "only HTTP/1.0 and HTTP/1.1 are supported";
     if (status == MHD_HTTP_URI_TOO_LONG)
         why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
     if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
@@ -974,6 +1000,52 @@ static int accepts_gzip(const char *ae)
     return gzip >= 0 ? gzip > 0 : star > 0;
 }
 
+/* v2 traceparent: the client's trace context (W3C), read once per batch. */
+struct trace_in {
+    const char *parent;  /* the one traceparent, or NULL */
+    int nparent;         /* traceparent headers seen: more than one is invalid */
+    struct buf state;    /* "tracestate: a, b" (repeated headers joined) */
+    int failed;
+};
+
+static enum MHD_Result collect_trace(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct trace_in *t = cls;
+    (void)kind;
+    if (value == NULL)
+        return MHD_YES;
+    if (strcasecmp(key, "traceparent") == 0) {
+        t->parent = value;
+        t->nparent++;
+    } else if (strcasecmp(key, "tracestate") == 0 && value[0] != '\0') {
+        if (buf_puts(&t->state, t->state.len ? "," : "tracestate: ") != FO_OK ||
+            buf_puts(&t->state, value) != FO_OK)
+            t->failed = 1;
+    }
+    return MHD_YES;
+}
+
+/* Sets b's traceparent and tracestate from the request (a malformed
+ * traceparent: neither); FO_ENOMEM. A tracestate past FO_MAX_HEADER_LEN
+ * is dropped, as W3C allows. */
+static fo_err trace_context(struct MHD_Connection *conn, struct batch_req *b)
+{
+    struct trace_in t = { .parent = NULL };
+
+    buf_init(&t.state, 0);
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_trace, &t);
+    if (t.failed) {
+        buf_free(&t.state);
+        return FO_ENOMEM;
+    }
+    if (t.nparent == 1 && trace_parse(t.parent, b->traceparent) && t.state.len > 0 &&
+        t.state.len <= FO_MAX_HEADER_LEN && strpbrk(t.state.data, "\r\n") == NULL)
+        b->tracestate = buf_steal(&t.state, NULL); /* NUL-terminated */
+    buf_free(&t.state);
+    return FO_OK;
+}
+
 static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct batch_req parsed;
@@ -1007,7 +1079,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
                                "(Accept: application/x-ndjson): a merged document needs the "
                                "whole batch");
     }
-    if (collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
+    if (trace_context(conn, &parsed) != FO_OK ||
+        collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
         batch_req_free(&parsed);
         return respond_out_of_memory(conn, req);
     }

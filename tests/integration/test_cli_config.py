@@ -153,6 +153,24 @@ class CliConfigTest(unittest.TestCase):
                 self.assertEqual(done.returncode, 2, f"stdout={done.stdout!r} stderr={done.stderr!r}")
                 self.assertTrue(names_line(done.stderr, path, 3), f"stderr: {done.stderr!r}")
 
+    def test_forward_headers_refuses_hop_by_hop_and_framing(self):
+        """A client's Content-Length forwarded on a GET without a body made the upstream
+        wait for 27 bytes: hop-by-hop and framing names (RFC 9110 7.6.1) are refused."""
+        for name in ("Content-Length", "transfer-encoding", "Host", "Connection", "Expect", "TE",
+                     "Upgrade", "Keep-Alive", "Proxy-Connection", "CDN-Loop", "Trailer"):
+            with self.subTest(name=name):
+                done = run_cli("--forward-headers", f"X-Ok, {name}", "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 2, done.stdout)
+                self.assertIn(f"'{name}'", done.stderr, "the error must name the header")
+                path = write(f"workers = 4\nforward_headers = X-Ok,{name}\n")
+                done = run_cli("--config", path, "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 2, done.stdout)
+                self.assertTrue(names_line(done.stderr, path, 2), done.stderr)
+        for ok in ("X-TE", "Content-Type", "X-Host", "Hostname"):
+            with self.subTest(ok=ok):
+                self.assertEqual(run_cli("--forward-headers", ok, "--check-config",
+                                         timeout=10).returncode, 0)
+
     def test_bad_file_prevents_start(self):
         path = write("workers = 4\nmax_batch = many\n")
         port = free_port()
@@ -178,6 +196,17 @@ class CliConfigTest(unittest.TestCase):
                 done = run_cli(*args, "--check-config", timeout=10)
                 self.assertEqual(done.returncode, 2, f"{args}: stdout={done.stdout!r}")
                 self.assertTrue(done.stderr.strip(), "exit 2 needs a message")
+
+    def test_errors_spell_flags_as_flags(self):
+        """An error about a flag names it as it is typed: --listen-mode, not --listen_mode."""
+        for args, flag in ((["--listen-mode", "999"], "--listen-mode"),
+                           (["--auth-token", "a b"], "--auth-token"),
+                           (["--max-batch", "x"], "--max-batch")):
+            with self.subTest(flag=flag):
+                done = run_cli(*args, "--check-config", timeout=10)
+                self.assertEqual(done.returncode, 2)
+                self.assertIn(flag + ":", done.stderr)
+                self.assertNotIn(flag.replace("-", "_")[2:], done.stderr)
 
     def test_version(self):
         done = run_cli("--version")

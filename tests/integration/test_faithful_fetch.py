@@ -177,6 +177,42 @@ class RedirectTest(DaemonCase):
         self.assertIn("w=b%fccher", a["body"]["path"].lower())
         self.assert_item_error(b, "invalid_url", status=302)
 
+    def test_fragment_only_location(self):
+        """Location "#frag" (or "#") is the same path and query (RFC 3986 5.2.2)."""
+        for loc in ("#frag", "#"):
+            with self.subTest(location=loc):
+                tag, key = new_tag(), new_tag()
+                first = self.url("/redirect", to=loc, again=key, tag=tag)
+                r = self.batch([first], total=1)["results"][0]
+                self.assertTrue(r["ok"], r)
+                paths = [q.target for q in self.up.requests(tag)]
+                self.assertEqual(len(paths), 2, paths)
+                self.assertEqual(paths[1], paths[0], "the redirect must ask the same path and query")
+                self.assertEqual(r["body"]["path"], paths[0])
+
+    def test_failed_hop_keeps_the_redirects_status(self):
+        """A hop after a 302 that fails (blocked, refused, timed out) reports the 302 and
+        its Content-Type: the last response whose headers arrived."""
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+        closed.close()
+        cases = {"blocked_destination": "http://169.254.1.1/x",
+                 "connect_failed": f"http://127.0.0.1:{dead}/x",
+                 "timeout": self.url("/delay", ms=3000)}
+        items = [{"id": k, "url": self.url("/redirect", to=to), "timeout_ms": 1500}
+                 for k, to in cases.items()]
+        doc = self.batch(items, total=len(items))
+        for r in doc["results"]:
+            with self.subTest(error=r["id"]):
+                self.assert_item_error(r, r["id"], status=302)
+                self.assertEqual(r["content_type"], "application/json", r)
+
+    def test_too_many_redirects_keeps_the_content_type(self):
+        r = self.batch([self.url("/redirect", loop=1)], total=1)["results"][0]
+        self.assert_item_error(r, "too_many_redirects", status=302)
+        self.assertEqual(r["content_type"], "application/json", r)
+
     def test_location_to_other_scheme_fails_invalid_url(self):
         r = self.batch([self.url("/redirect", to="ftp://127.0.0.1/x")], total=1)["results"][0]
         self.assert_item_error(r, "invalid_url", status=302)
@@ -267,6 +303,27 @@ class InformationalTest(DaemonCase):
                          (200, "application/json", {"final": True}), b)
 
 
+class ResponseFramingTest(DaemonCase):
+    CONFIG = {"workers": 4}
+
+    def test_conflicting_content_lengths(self):
+        """Two different Content-Length values (or a list of them) cannot frame the
+        response (RFC 9112 6.3): upstream_error, no body; equal ones are one length."""
+        body = "x" * 50
+        bad = ["7;50", "50;7", "7, 50", "50;abc", "50;-50"]
+        good = ["50", "50;50", "50, 50"]
+        doc = self.batch([self.url("/lengths", lens=v, body=body) for v in bad + good],
+                         total=len(bad) + len(good))
+        for r, v in zip(doc["results"], bad + good):
+            with self.subTest(lens=v):
+                if v in bad:
+                    self.assert_item_error(r, "upstream_error")
+                    self.assertNotIn("body", r)
+                else:
+                    self.assertTrue(r["ok"], r)
+                    self.assertEqual(r["body"], body)
+
+
 class IdnTest(DaemonCase):
     CONFIG = {"workers": 4, "default_timeout_ms": 8000}
 
@@ -292,6 +349,17 @@ class IdnTest(DaemonCase):
     def test_invalid_idn_is_invalid_url(self):
         r = self.batch([f"http://a\u2488b.test:{self.up.port}/"], total=1)["results"][0]
         self.assertIn(r["error"]["code"], ("invalid_url", "dns_failure"), r)
+
+    def test_invalid_a_label_is_invalid_url(self):
+        """A label starting xn-- must be a valid A-label; it is refused before any lookup."""
+        hosts = ["xn--zz.localhost", "XN--ZZ.localhost", "xn--a.", "xn--.", "a.xn--abc-.localhost"]
+        urls = [f"http://{h}:{self.up.port}/echo" for h in hosts]
+        urls.append(self.url("/redirect", to=f"http://xn--zz.localhost:{self.up.port}/echo"))
+        doc = self.batch(urls, total=len(urls))
+        for r, u in zip(doc["results"], urls):
+            with self.subTest(url=u):
+                self.assert_item_error(r, "invalid_url")
+                self.assertIn("internationalised", r["error"]["message"])
 
     def test_non_ascii_path_and_query_percent_encoded(self):
         tag = new_tag()

@@ -236,7 +236,9 @@ class ByteOrderMarkAndCharsetTest(DaemonCase):
 
     def test_bom_text_is_text_without_it(self):
         self.check(b"\xef\xbb\xbfhello", "text/plain", "text", "hello")
-        self.check(b"\xef\xbb\xbf", "text/plain", "text", "")
+        for ct in ("text/plain", "application/json", "text/plain; charset=utf-16"):
+            with self.subTest(ct=ct):   # only a byte order mark: an empty body
+                self.check(b"\xef\xbb\xbf" if "16" not in ct else b"\xff\xfe", ct, None, None)
         self.check(b"\xef\xbb\xbf\xef\xbb\xbfx", "text/plain", "text", "\ufeffx")  # only one is a mark
         self.check(b"\xef\xbb\xbfbad \xff", "text/plain", "base64",
                    b64(b"\xef\xbb\xbfbad \xff"))

@@ -235,6 +235,21 @@ class StreamTest(StreamCase):
         self.assertTrue(by_index[1]["ok"])
         self.assertLess(s.lines[-1][0] - s.start, 4.0, "the deadline did not end the stream")
 
+    def test_fail_fast_lines_before_summary(self):
+        """A policy that ends the batch early: the failing item's line, then a cancelled line
+        for every other item (the running fetches aborted), then the summary."""
+        tag = new_tag()
+        items = [self.url("/drip", ms=100, chunks=60, tag=tag, i=i) for i in range(2)]
+        items.append(self.url("/status", code=500))
+        s = self.stream({"requests": items, "policy": "fail_fast"})
+        by_index, sm = self.check_stream(s, 3, items)
+        self.assertEqual(by_index[2]["status"], 500)
+        for i in (0, 1):
+            self.assertEqual(by_index[i]["error"]["code"], "cancelled")
+        self.assertIs(sm["complete"], False)
+        self.assertLess(s.lines[-1][0] - s.start, 4.0, "the policy did not end the stream early")
+        wait_for(lambda: self.up.aborted(tag) == 2, 5, "the running fetches were not aborted")
+
     def test_merge_with_stream_is_400(self):
         tag = new_tag()
         urls = [self.url("/json", v="a", tag=tag)]

@@ -23,7 +23,9 @@ Endpoints (query parameters):
   /redirect  n, to, code, ms    a chain of n redirects ending at `to`
                                 (default /json?v=end); `to` may be any URL;
                                 loop=1 redirects to itself; each after ms ms;
-                                Location in UTF-8 (latin1=1: ISO-8859-1 bytes)
+                                Location in UTF-8 (latin1=1: ISO-8859-1 bytes);
+                                again=KEY: a second request with that KEY is
+                                answered as /echo (a Location back to itself)
   /info      code, then, ct     a 1xx status line (default 100) with its empty
                                 line, then: close (default), reset, or final (a
                                 200 {"final": true} with Content-Type ct)
@@ -31,6 +33,8 @@ Endpoints (query parameters):
                                 connection closed without an answer; later ones
                                 get {"count": n}
   /echo                         {"method", "path", "headers", "body_b64"}
+  /lengths   lens, body         `body` with one Content-Length header per
+                                `;`-separated entry of lens (each sent as it is)
   /count     key                {"count": hits of key so far}
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
@@ -406,6 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def ep_redirect(self, q, seen):
+        if q.get("again") and self.server.upstream._hit("again:" + q["again"]) > 1:
+            self.ep_echo(q, seen)
+            return
         self._wait(q)
         n, code = int(q.get("n") or 1), int(q.get("code") or 302)
         to = q.get("to", "/json?v=end")
@@ -457,6 +464,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"method": self.command, "path": self.path,
                           "headers": [[k, v] for k, v in seen.headers],
                           "body_b64": base64.b64encode(seen.body).decode()})
+
+    def ep_lengths(self, q, seen):
+        body = q.get("body", "").encode()
+        self.server.upstream._done(seen)
+        self.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+        for value in q.get("lens", "").split(";"):
+            head += b"Content-Length: %s\r\n" % value.encode()
+        self.wfile.write(head + b"Connection: close\r\n\r\n" + body)
+        self.wfile.flush()
 
     def ep_count(self, q, seen):
         self._reply(200, {"count": self.server.upstream._hit(q.get("key", ""))})

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from common import (RobustCase, Background, request, raw_read_all, raw_status, json_body,
-                    client_conn_count, wait_for, new_tag)
+                    client_conn_count, wait_for, new_tag, metric)
 
 SLOW_CONNS = 300
 SLOW_SECONDS = 10
@@ -332,10 +332,26 @@ class StrictHttp(RobustCase):
             ("a header name not ASCII", get + b"X-\xc3\xa9: v\r\n\r\n" + SMUGGLED),
             ("folding on the first header line", b"GET /healthz HTTP/1.1\r\n X: a\r\nHost: x\r\n\r\n"),
             ("Transfer-Encoding on GET", get + b"Transfer-Encoding: chunked, identity\r\n\r\n"),
+            ("a bare CR in a header value", b"GET /healthz HTTP/1.1\r\nHost: a\rX: y\r\n\r\n"
+             + SMUGGLED),
+            ("a control byte in a header value", get + b"X-A: a\x01b\r\n\r\n" + SMUGGLED),
+            ("DEL in a header value", get + b"X-A: a\x7fb\r\n\r\n" + SMUGGLED),
+            ("chunked in an HTTP/1.0 request",
+             b"POST /batch HTTP/1.0\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked"
+             b"\r\n\r\n" + chunked + SMUGGLED),
+            ("chunked in an HTTP/1.0 GET",
+             b"GET /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED),
+            ("two spaces after the method", b"GET  /healthz HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED),
         ]
         for name, data in cases:
             with self.subTest(name):
                 self.refused(d.port, name, data)
+        for version in (b"HTTP/1.2", b"HTTP/1.9"):
+            for path in (b"/healthz", b"/batch"):
+                with self.subTest(version=version, path=path):
+                    self.refused(d.port, version.decode(), b"GET " + path + b" " + version
+                                 + b"\r\nHost: a\r\n\r\n" + SMUGGLED,
+                                 status=505, code="http_version_not_supported")
         for name, te in (("gzip", b"gzip"), ("gzip, chunked", b"gzip, chunked"),
                          ("identity", b"identity"), ("x-unknown", b"x-unknown")):
             with self.subTest(name):
@@ -344,6 +360,25 @@ class StrictHttp(RobustCase):
                              status=501, code="not_implemented")
         self.assertEqual(self.up.requests(tag), [], "a refused batch was fetched")
         self.assert_healthy()
+
+    def test_refusals_counted_by_their_code(self):
+        """POST /batch refused with 414, 431, 501 or 505 is counted under that code in
+        fanoutd_batches_total, not as too_large."""
+        d = self.start_daemon(client_timeout_ms=30000)
+        post = b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+        cases = (("uri_too_long", 414, b"POST /batch?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+                 ("headers_too_large", 431, post + b"X: a\r\n" * 100 + b"\r\n"),
+                 ("not_implemented", 501, post + b"Transfer-Encoding: gzip\r\n\r\n"),
+                 ("http_version_not_supported", 505,
+                  b"POST /batch HTTP/1.2\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
+        for code, status, data in cases:
+            with self.subTest(code=code):
+                self.refused(d.port, code, data, status=status, code=code)
+        text = self.metrics()
+        for code, _, _ in cases:
+            with self.subTest(metric=code):
+                self.assertEqual(metric(text, "fanoutd_batches_total", {"outcome": code}), 1, text)
+        self.assertEqual(metric(text, "fanoutd_batches_total", {"outcome": "too_large"}), 0, text)
 
     def test_oversized_heads_refused_in_json(self):
         """fanoutd's own bounds on the request head sit below libmicrohttpd's memory pool,

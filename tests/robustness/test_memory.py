@@ -88,6 +88,31 @@ class MemoryTest(RobustCase):
                               f"answer; idle {idle} kB, peak {hwm} kB")
                 d.stop()
 
+    def test_memory_given_back_after_each_of_several_batches(self):
+        """Three batches one after another, each of 7 bodies of 8 MiB (56 MiB answers):
+        RSS came back to 90, then 184, then 185 MiB, and stayed there (freed bodies kept in
+        the worker threads' arenas, whose top malloc_trim leaves alone). After each batch
+        RSS must come back under idle + 24 MiB, in the unit's environment and in glibc's."""
+        for name, env in (("unit", UNIT_ENV), ("plain", PLAIN_ENV)):
+            with self.subTest(env=name):
+                d = self.start_daemon(env=env, **SLOW_BUILDS)
+                self.answer([self.url("/json", v=i) for i in range(8)])
+                idle = proc_status(d.pid, "VmRSS")
+                for round_ in range(3):
+                    resp = self.answer([self.big(8 * MIB, 97) for _ in range(7)])
+                    self.assertEqual(resp.json()["summary"]["ok"], 7)
+                    del resp
+                    if not rss_checked():
+                        continue
+                    bound = idle + 24 * 1024
+                    try:
+                        wait_for(lambda: proc_status(d.pid, "VmRSS") < bound, 6,
+                                 "RSS to come back near idle")
+                    except AssertionError:
+                        self.fail(f"batch {round_ + 1}: RSS {proc_status(d.pid, 'VmRSS')} kB 6 s "
+                                  f"after a 56 MiB answer; idle {idle} kB")
+                d.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -277,7 +277,14 @@ class ReloadHardening(RobustCase):
         self.assertRegex(why, re.escape(d.config_path) + r" is empty", why)
         self.assert_alive()
         self.expect(3, self.TOKEN1, self.TOKEN2, "after a SIGHUP with an empty file")
-        d.write_raw("# only a comment\n")  # not empty: parses to the defaults (auth off)
+        # No setting at all (blank lines, comments) would also be the defaults: auth off.
+        for text in ("\n", "   \n\n", "# only a comment\n", "# a\n\n   # b\n"):
+            with self.subTest(text=text):
+                d.write_raw(text)
+                why = self.reload(d, ok=False)
+                self.assertRegex(why, re.escape(d.config_path) + r" has no settings", why)
+                self.expect(3, self.TOKEN1, self.TOKEN2, f"after a SIGHUP with {text!r}")
+        d.write_raw("# a comment\nmax_batch = 3\n")  # one setting: a real file (auth off)
         self.reload(d, ok=True)
         self.assertEqual(self.call(1, None).status, 200)
 
@@ -318,3 +325,23 @@ class ReloadHardening(RobustCase):
                 self.assertIn(tok, why, f"the log must name the token file ({what})")
                 self.expect(3, self.TOKEN2, self.TOKEN1, f"token file {what}, then SIGHUP")
         self.assertNotIn(self.TOKEN2, d.log())
+
+    def test_token_file_not_regular(self):
+        """auth_token = @FIFO (or a directory): refused naming it, at once; it used to
+        block the reload in open() for a writer, and SIGTERM with it."""
+        tok = os.path.join(harness.tmpdir(), "token")
+        with open(tok, "w") as f:
+            f.write(self.TOKEN1 + "\n")
+        d = self.start_daemon(auth_token="@" + tok, max_batch=3, log_level="info",
+                              shutdown_grace_ms=1000)
+        fifo = os.path.join(harness.tmpdir(), "token-fifo")
+        os.mkfifo(fifo)
+        for what, path in (("a FIFO", fifo), ("a directory", harness.tmpdir())):
+            with self.subTest(token_file=what):
+                d.write_config(dict(auth_token="@" + path, max_batch=3, log_level="info",
+                                    shutdown_grace_ms=1000))
+                why = self.reload(d, ok=False)
+                self.assertRegex(why, re.escape(path) + r".*not a regular file", why)
+                self.expect(3, self.TOKEN1, self.TOKEN2, f"token file is {what}")
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait(10), 0, "SIGTERM after the refused reloads")

@@ -74,7 +74,10 @@ struct unit_suite {
 
 /* One per file; main.c lists them. */
 extern const struct unit_suite encode_suite, policy_suite, config_suite, batch_suite,
-    result_suite, jtree_suite, queue_suite, sched_suite, job_suite, util_suite,
-    stream_suite;
+    result_suite, jtree_suite, queue_suite, sched_suite, job_suite, util_suite;
+/* v2 traceparent, batch fields */
+extern const struct unit_suite trace_suite, batch_fields_suite;
+/* v2 streaming */
+extern const struct unit_suite stream_suite;
 
 #endif

@@ -516,6 +516,14 @@ static void test_host_to_ascii(void)
         { "[::1]", FO_OK, NULL },
         { "b\xfc" "cher.test", FO_EINVAL, NULL },                     /* Latin-1, not UTF-8 */
         { "a\xe2\x92\x88" "b.test", FO_EINVAL, NULL },               /* U+2488 disallowed */
+        { "XN--BCHER-KVA.localhost", FO_OK, NULL },                  /* a valid A-label */
+        { "www.xn--fa-hia.de", FO_OK, NULL },
+        { "xn--zz.localhost", FO_EINVAL, NULL },                     /* invalid A-labels */
+        { "xn--a.", FO_EINVAL, NULL },
+        { "xn--.", FO_EINVAL, NULL },
+        { "a.XN--ZZ", FO_EINVAL, NULL },
+        { "xn--abc-.test", FO_EINVAL, NULL },                        /* decodes to ASCII */
+        { "xn--a\xc3\xbc" ".test", FO_EINVAL, NULL },                /* "xn--" and a U-label */
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {

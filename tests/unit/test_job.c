@@ -163,10 +163,56 @@ static void test_withdraw_then_finish(void)
     config_unref(cfg);
 }
 
+/* Forwarded client headers never include hop-by-hop or framing ones, even
+ * if they reach the job (the configuration refuses their names). */
+static void test_request_drops_framing_headers(void)
+{
+    static const char *const lines[] = { "CDN-Loop: a", "Content-Length: 27", "X-Ok: 1",
+                                         "host: h", "Connection: close", "Transfer-Encoding;",
+                                         "TE: trailers", "X-Host: 2" };
+    struct config *cfg = make_config();
+    const char *body = "[\"http://127.0.0.1:1/\"]";
+    struct batch_req req;
+    struct fetch_req fr;
+    struct fo_msg msg;
+    struct job *job = NULL;
+    struct counts c = { 0 };
+    size_t n = FO_ARRAY_LEN(lines);
+    char **fwd = calloc(n, sizeof(*fwd));
+
+    if (cfg == NULL || fwd == NULL || batch_parse(body, strlen(body), 1, cfg, &req, &msg) != FO_OK) {
+        CHECK_FAIL_("set-up");
+        free(fwd);
+        config_unref(cfg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        fwd[i] = strdup(lines[i]);
+    if (job_new(cfg, &req, fwd, n, fo_now_us(), on_finish, &c, &job) != FO_OK) {
+        CHECK_FAIL_("job_new failed");
+        config_unref(cfg);
+        return;
+    }
+    if (job_request(job, 0, &fr) == FO_OK) {
+        CHECK_EQ_INT(fr.nheaders, 2);
+        if (fr.nheaders == 2) {
+            CHECK_STR(fr.headers[0], "X-Ok: 1");
+            CHECK_STR(fr.headers[1], "X-Host: 2");
+        }
+        fetch_req_free(&fr);
+    } else {
+        CHECK_FAIL_("job_request failed");
+    }
+    job_finish(job, FINISH_CLIENT);
+    job_unref(job);
+    config_unref(cfg);
+}
+
 static const struct unit_test tests[] = {
     { "finish_once_cancel", test_finish_once_cancel },
     { "finish_by_last_item", test_finish_by_last_item },
     { "withdraw_then_finish", test_withdraw_then_finish },
+    { "request_drops_framing_headers", test_request_drops_framing_headers },
 };
 
 UNIT_SUITE(job_suite, "job", tests);
