@@ -27,6 +27,8 @@ enum batch_policy { POLICY_BEST_EFFORT = 0, POLICY_FAIL_FAST, POLICY_MIN_SUCCESS
 
 const char *http_method_name(enum http_method m);
 
+enum { ITEM_RETRY_MAX = 1u << 0, ITEM_RETRY_BACKOFF = 1u << 1 };
+
 /* One item to fetch. Every pointer is owned by the item. */
 struct item_req {
     char *id;
@@ -40,6 +42,15 @@ struct item_req {
     size_t body_len;
     int body_is_json;     /* a non-string JSON body: send as application/json */
     long timeout_ms;      /* 0: not given */
+    /* share: "coalesce": false and "cache": false */
+    int no_coalesce;      /* never leads nor rides a shared fetch */
+    int no_cache;         /* neither reads nor fills the cache */
+    /* Retries (issue 13): the item's "retry" members, each used only when
+     * its bit in retry_given is set (else the config's retries and
+     * retry_backoff_ms); job_new resolves both and sets both bits. */
+    unsigned retry_given; /* ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF */
+    long retry_max;
+    long retry_backoff_ms;
 };
 
 struct batch_req {

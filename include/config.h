@@ -26,6 +26,16 @@ struct str_list {
     size_t n;
 };
 
+/* share: one inject_header rule (a prefix and the header put there). */
+struct inject_rule {
+    char *origin;  /* "scheme://host:port", lower case, port always written */
+    char *path;    /* the prefix's path ("/" when it gave none) */
+    char *name;    /* header name */
+    char *line;    /* the whole "Name: value" line sent; a secret, never printed */
+    char *prefix;  /* the PREFIX as written, for --check-config */
+    char *src;     /* "@/path" when the value came from a file, else NULL */
+};
+
 struct config {
     _Atomic long refs;
     unsigned long generation;           /* set when installed; grows on each reload */
@@ -58,9 +68,32 @@ struct config {
     size_t file_keys;                   /* settings read from the file (0: none at all) */
     long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
     long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
+
+    /* share: coalescing, cache, injected headers, sensitive_headers */
+    long coalesce;                      /* 1: identical in-flight GET/HEAD share one fetch */
+    long cache_ttl_ms;                  /* 0: no cache */
+    long cache_max_bytes;               /* bytes the cache may hold in all */
+    struct inject_rule *inject;         /* inject_header rules, owned */
+    size_t ninject;
+    struct str_list sensitive_headers;  /* more names dropped on cross-origin redirects */
+    /* Retries, circuit breaker, rate (issue 13). */
+    long retries;                       /* retries per item by default */
+    long max_retries;                   /* most an item may ask for */
+    long retry_backoff_ms;              /* base of the backoff */
+    long retry_backoff_max_ms;          /* cap on one backoff wait */
+    long breaker_failures;              /* consecutive failures that open a breaker, 0: off */
+    long breaker_open_ms;               /* how long it stays open */
+    long per_host_rate;                 /* requests per second per host:port, 0: off */
     /* streaming */
     long stream_heartbeat_ms;           /* heartbeat interval of a quiet stream; 0: none */
 };
+
+/* share: the inject_header rule whose prefix is the longest that url (an
+ * absolute http(s) URL: scheme://host[:port]/path?query, as fanoutd sends
+ * it) starts with, compared after lower-casing scheme and host and writing
+ * the default port; NULL: none. */
+const struct inject_rule *config_inject_match(const struct inject_rule *rules, size_t n,
+                                              const char *origin, const char *path);
 
 /* One command-line override: --key-name VALUE (key already in file form). */
 struct config_override {

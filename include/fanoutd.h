@@ -53,6 +53,12 @@
                                          cache keeps its answers as long) */
 #define FO_NAME_CACHE_MAX     4096    /* resolved names kept at most */
 
+/* Retries, circuit breaker, rate (issue 13). */
+#define FO_RETRY_BACKOFF_MAX_MS 86400000L /* an item's retry.backoff_ms, at most */
+#define FO_RETRY_AFTER_MAX_LEN 64     /* bytes of an upstream Retry-After we read */
+#define FO_BREAKER_MAX        65536   /* host:ports the breaker table tracks at once */
+#define FO_RATE_MAX           65536   /* host:ports with a rate bucket at once */
+
 /* The message of an item refused by max_answer_bytes (%ld: the cap). */
 #define FO_ANSWER_CAP_MSG "the answer's bodies would be larger than max_answer_bytes (%ld)"
 #define FO_UNIX_PREFIX        "unix:" /* listen = unix:/path/to/socket */

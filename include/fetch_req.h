@@ -33,6 +33,11 @@ enum fetch_timing {
     FETCH_TIME_TOTAL = 1u << 4,
 };
 
+/* How one hop went, for the circuit breaker: a failure is connect_failed,
+ * timeout, tls_error, upstream_error or a 5xx; a hop aborted by the batch
+ * deadline, the destination policy or a stop counts neither way. */
+enum fetch_hop_outcome { FETCH_HOP_OK = 0, FETCH_HOP_FAILED, FETCH_HOP_NEUTRAL };
+
 /* How a failed attempt is tried again (v2 "retry"); attempts 0: never. */
 struct fetch_retry {
     long attempts;   /* further attempts after the first */
@@ -85,11 +90,25 @@ struct fetch_req {
     unsigned timings;         /* enum fetch_timing bits wanted */
     struct fetch_retry retry; /* the scheduler re-queues a retried item */
 
+    /* Circuit breaker (issue 13): called after each hop with the hop's
+     * "host:port" (as in the URL, default port filled in) and how it went;
+     * NULL: nobody counts. Called on the fetching thread, no lock held. */
+    void (*hop_done)(void *ctx, const char *hostport, enum fetch_hop_outcome outcome);
+    void *hop_ctx;
     /* v2 traceparent: this item's own "traceparent: ..." line (a child of
      * the client's, sent on every hop), "" for none; the client's whole
      * "tracestate: ..." line (borrowed), NULL for none. */
     char traceparent[TRACE_LINE_SIZE];
     const char *tracestate;
+    /* share: headers the gateway injects (config inject_header; the rule
+     * matching each hop's URL is applied there, and a rule matching the
+     * first URL replaces the item's header of its name on every hop), and
+     * more names never sent across origins (config sensitive_headers).
+     * Borrowed from the configuration; NULL / 0: none. */
+    const struct inject_rule *inject;
+    size_t ninject;
+    char *const *sensitive;
+    size_t nsensitive;
 };
 
 /* Frees what the request owns (the header array, the CDN-Loop line). */

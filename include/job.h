@@ -125,6 +125,23 @@ int job_finish(struct job *job, enum finish_reason reason);
  * fetches. The cancel hook runs once over withdraw and finish together. */
 void job_withdraw(struct job *job);
 
+/* Retries (issue 13). An attempt of item i starts now (the worker is about
+ * to fetch it): counted, and its first attempt's start noted (the item's
+ * own timeout covers every attempt: job_request gives what is left of it). */
+struct job_attempt {
+    long number;      /* this attempt, 1 for the first */
+    int64_t first_us; /* when the first attempt started (monotonic) */
+    int64_t end_us;   /* when the item's own timeout ends */
+};
+void job_item_attempt(struct job *job, size_t i, struct job_attempt *out);
+/* Item i is to be tried again: res (taken, cleared after) is kept as its
+ * last answer and the item waits again, no longer running. 0 if the job
+ * has finished meanwhile (res dropped): nothing is to run again. */
+int job_retry_item(struct job *job, size_t i, struct result *res);
+/* The last answer kept by job_retry_item, handed back into *out (the
+ * retry will not run, so that answer is the result); 0: none. */
+int job_take_last(struct job *job, size_t i, struct result *out);
+
 /* Read-only facts of a job (any thread, no lock). */
 uint64_t job_serial(const struct job *job);                 /* unique, for lookups */
 size_t job_items(const struct job *job);                    /* items in the batch */
@@ -162,6 +179,11 @@ long job_max_concurrency(const struct job *job);
  * called by the worker before job_begin_item, so that queue_ms is known
  * however the item ends. */
 void job_item_runnable(struct job *job, size_t i, int64_t runnable_us);
+/* share: item i as parsed (read-only, lives as long as the job), for the
+ * item's "coalesce" and "cache" choices. */
+const struct item_req *job_item(const struct job *job, size_t i);
+/* share: the job's stop flag (set once it has finished). */
+const _Atomic int *job_stop_flag(const struct job *job);
 
 /*
  * Streaming (contract v2): the answer becomes a stream of NDJSON lines

@@ -28,7 +28,21 @@
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                       \
            "Successful configuration reloads.")                                      \
     ACTION(reload_failures, "fanoutd_config_reload_failures_total", "counter",       \
-           "Reloads refused (a file that did not parse or had no settings).")        \
+           "Reloads refused (a file that did not parse or had no settings).") \
+    ACTION(cache_hits, "fanoutd_cache_hits_total", "counter",                        \
+           "Items answered from the cache (share).")                                 \
+    ACTION(cache_misses, "fanoutd_cache_misses_total", "counter",                    \
+           "Items with coalescing or the cache on that fetched themselves (share).") \
+    ACTION(coalesced, "fanoutd_coalesced_items_total", "counter",                    \
+           "Items that got a copy of an identical in-flight fetch (share).")         \
+    ACTION(cache_bytes, "fanoutd_cache_bytes", "gauge",                              \
+           "Bytes the cache holds now (share).")                                     \
+    ACTION(cache_entries, "fanoutd_cache_entries", "gauge",                          \
+           "Answers the cache holds now (share).")                                   \
+    ACTION(cache_evictions, "fanoutd_cache_evictions_total", "counter",              \
+           "Answers dropped to keep the cache within cache_max_bytes (share).") \
+    ACTION(breakers_open, "fanoutd_breakers_open", "gauge",                          \
+           "Circuit breakers not closed (open or half-open), over all host:ports.")     \
     ACTION(streams, "fanoutd_streams_total", "counter",                              \
            "Batches answered as NDJSON streams.")                                    \
     ACTION(stream_drops, "fanoutd_stream_clients_dropped_total", "counter",          \
@@ -71,6 +85,10 @@ extern struct metrics metrics;
 void metrics_batch(enum batch_outcome outcome, double seconds);
 /* One finished item: ok, non-2xx response, or an error code. */
 void metrics_item(const struct result *r, double seconds);
+
+/* A circuit breaker moved to a state (enum breaker_state: 0 closed, 1 open,
+ * 2 half-open): fanoutd_breaker_transitions_total{to}. */
+void metrics_breaker_transition(int to_state);
 
 /* Appends the Prometheus text exposition (0.0.4) to out. */
 fo_err metrics_render(struct buf *out) FO_MUST_CHECK;

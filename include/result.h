@@ -28,7 +28,8 @@
     ACTION(ERR_REDIRECTS, "too_many_redirects") \
     ACTION(ERR_TLS, "tls_error")                \
     ACTION(ERR_UPSTREAM, "upstream_error")      \
-    ACTION(ERR_CANCELLED, "cancelled")
+    ACTION(ERR_CANCELLED, "cancelled")          \
+    ACTION(ERR_CIRCUIT_OPEN, "circuit_open")
 
 #define ITEM_ERROR_ENUM(e, s) e,
 enum item_error { ERR_NONE = 0, ITEM_ERRORS(ITEM_ERROR_ENUM) ERR_COUNT };
@@ -45,6 +46,13 @@ struct result {
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
+    /* Retries (issue 13). */
+    int has_retry_after; /* the final response had a usable Retry-After */
+    long retry_after_ms; /* its wait from when the response came (>= 0) */
+    int show_attempts;   /* the item allowed retries: "attempts" is written */
+    long attempts;       /* attempts started */
+    long resent;         /* requests libcurl re-sent by itself in this fetch (a
+                            reused connection found dead): attempts too */
 
     /* v2 timings (milliseconds): written into the RESULT when `timed` (the
      * batch asked for them). The fetcher fills dns .. ttfb (summed over the
@@ -53,6 +61,11 @@ struct result {
      * duration_ms. */
     int timed;
     double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
+    /* share: the final response's Cache-Control as the cache reads it, and
+     * the RESULT's "cache" field ("miss", "hit", "coalesced"; NULL: none). */
+    int cc_no_store; /* no-store, no-cache or private */
+    long cc_max_age; /* max-age=N in seconds; -1: none */
+    const char *cache;
 };
 
 void result_clear(struct result *r);

@@ -410,10 +410,20 @@ static fo_err parse_method(struct item_req *it, json_t *m, const char *name, str
     return FO_EINVAL;
 }
 
+static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *name,
+                               struct fo_msg *msg) FO_MUST_CHECK;
+static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, struct fo_msg *msg);
+static fo_err check_retry(const struct item_req *it, size_t index, const struct config *cfg,
+                          struct fo_msg *msg);
+
 static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
                                 struct fo_msg *msg)
 {
-    static const char *const known[] = { "url", "id", "method", "headers", "body", "timeout_ms" };
+    static const char *const known[] = {
+        "url", "id", "method", "headers", "body", "timeout_ms",
+        "coalesce", "cache", /* share */
+        "retry",
+    };
     json_t *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id"), *v;
     const char *key;
     char name[160];
@@ -458,6 +468,11 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         fo_msg_set(msg, "%s: timeout_ms must be a positive whole number of milliseconds", name);
         return FO_EINVAL;
     }
+    if ((err = parse_item_share(it, obj, name, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(obj, "retry")) != NULL &&
+        (err = parse_retry(it, v, name, msg)) != FO_OK)
+        return err;
     return set_url(it, json_string_value(url), index, msg);
 }
 
@@ -523,6 +538,8 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
             err = set_url(&b->items[i], url, i, msg);
         } else if (json_is_object(el)) {
             err = parse_item_object(&b->items[i], el, i, msg);
+            if (err == FO_OK)
+                err = check_retry(&b->items[i], i, cfg, msg);
         } else {
             fo_msg_set(msg, "item %zu must be a URL string or an item object", i);
             err = FO_EINVAL;
@@ -939,4 +956,94 @@ static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
         }
     }
     return FO_OK;
+}
+
+/* ---- share: "coalesce" and "cache" of an item ------------------------------ */
+
+/* Each may only be a boolean; false opts the item out (true is the
+ * default: what the configuration says). */
+static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *name,
+                               struct fo_msg *msg)
+{
+    static const char *const fields[] = { "coalesce", "cache" };
+    int *flags[] = { &it->no_coalesce, &it->no_cache };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(fields); i++) {
+        json_t *v = json_object_get(obj, fields[i]);
+        if (v == NULL)
+            continue;
+        if (!json_is_boolean(v)) {
+            fo_msg_set(msg, "%s: %s must be true or false", name, fields[i]);
+            return FO_EINVAL;
+        }
+        *flags[i] = json_is_false(v);
+    }
+    return FO_OK;
+}
+
+/* ---- retries (issue 13) ---------------------------------------------------- */
+
+/* A whole number >= 0 (5 and 5.0 alike), at most max; 0 if not one. */
+static int whole_at_most(const json_t *v, long max, long *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= max) {
+        *out = (long)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) <= (double)max &&
+        json_real_value(v) == floor(json_real_value(v))) {
+        *out = (long)json_real_value(v);
+        return 1;
+    }
+    return 0;
+}
+
+/* The item's "retry": {"max": N, "backoff_ms": B}, both optional; any
+ * other member is a 400 naming it. The item (or defaults, copied into the
+ * item before it is parsed) may leave either to the config. */
+static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, struct fo_msg *msg)
+{
+    const char *key;
+    json_t *m;
+
+    if (!json_is_object(v)) {
+        fo_msg_set(msg, "%s: retry must be an object {\"max\": N, \"backoff_ms\": B}", name);
+        return FO_EINVAL;
+    }
+    json_object_foreach(v, key, m) {
+        if (strcmp(key, "max") == 0) {
+            if (!whole_at_most(m, 1000000, &it->retry_max)) {
+                fo_msg_set(msg, "%s: retry.max must be a whole number >= 0", name);
+                return FO_EINVAL;
+            }
+            it->retry_given |= ITEM_RETRY_MAX;
+        } else if (strcmp(key, "backoff_ms") == 0) {
+            if (!whole_at_most(m, FO_RETRY_BACKOFF_MAX_MS, &it->retry_backoff_ms)) {
+                fo_msg_set(msg, "%s: retry.backoff_ms must be whole milliseconds, 0 to %ld", name,
+                           (long)FO_RETRY_BACKOFF_MAX_MS);
+                return FO_EINVAL;
+            }
+            it->retry_given |= ITEM_RETRY_BACKOFF;
+        } else {
+            fo_msg_set(msg, "%s: unknown field '%.*s' in retry (expected max, backoff_ms)", name,
+                       CLIP(key, 60));
+            return FO_EINVAL;
+        }
+    }
+    return FO_OK;
+}
+
+/* retry.max above the config's max_retries is a 400 naming the item. */
+static fo_err check_retry(const struct item_req *it, size_t index, const struct config *cfg,
+                          struct fo_msg *msg)
+{
+    char name[160];
+
+    if (!(it->retry_given & ITEM_RETRY_MAX) || it->retry_max <= cfg->max_retries)
+        return FO_OK;
+    item_name(name, sizeof(name), index, it->id);
+    fo_msg_set(msg,
+               "%s: retry max %ld (given on the item or in defaults) is above max_retries (%ld)",
+               name, it->retry_max, cfg->max_retries);
+    return FO_EINVAL;
 }

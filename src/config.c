@@ -27,7 +27,7 @@
 
 enum ctype {
     CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_TOKEN, CT_CDNID,
-    CT_LOGLEVEL, CT_MODE, CT_BOOL
+    CT_LOGLEVEL, CT_MODE, CT_BOOL, CT_INJECT
 };
 
 struct config_key {
@@ -38,6 +38,10 @@ struct config_key {
     long min, max;        /* CT_NUM and CT_MODE bounds */
     const char *help;
 };
+
+/* share: a key that may be given many times, each adding a value (an empty
+ * value clears what earlier lines gave): inject_header. */
+#define KEY_REPEATS(k) ((k)->type == CT_INJECT)
 
 #define OFF(field) offsetof(struct config, field)
 #define DAY_MS 86400000L
@@ -95,6 +99,39 @@ static const struct config_key keys[] = {
       "permissions (octal) of the socket file when listen is unix:/path; needs a restart" },
     { "reuse_port", CT_BOOL, OFF(reuse_port), "off", 0, 0,
       "on: SO_REUSEPORT, several processes share the TCP listen address; needs a restart" },
+    /* share: coalescing, cache, injected headers, sensitive_headers */
+    { "coalesce", CT_BOOL, OFF(coalesce), "off", 0, 0,
+      "on: an identical GET or HEAD without a body already being fetched (in any batch) "
+      "waits for that fetch and gets a copy of its result" },
+    { "cache_ttl_ms", CT_NUM, OFF(cache_ttl_ms), "0", 0, DAY_MS,
+      "how long a 200 answer to a GET is kept and answered from memory (0: no cache); "
+      "Cache-Control no-store, no-cache, private: not kept; max-age=N shortens it" },
+    { "cache_max_bytes", CT_NUM, OFF(cache_max_bytes), "67108864", 0, 64 * GIB,
+      "total bytes the cache holds (bodies as written in answers, plus URL and type); "
+      "the least recently used answers leave first" },
+    { "inject_header", CT_INJECT, OFF(inject), "", 0, 0,
+      "PREFIX NAME: VALUE (repeatable): a fetch whose URL starts with PREFIX gets that "
+      "header, replacing the item's or a forwarded one; VALUE @/path/file reads it from "
+      "the file (at start and on reload); never printed" },
+    { "sensitive_headers", CT_HEADERS, OFF(sensitive_headers), "", 0, 0,
+      "more header names not sent on a redirect to another origin (as Authorization, "
+      "Cookie and Proxy-Authorization are)" },
+    /* Retries, circuit breaker, rate (issue 13). */
+    { "retries", CT_NUM, OFF(retries), "0", 0, 100,
+      "retries per item when neither the item nor defaults give retry (at most max_retries)" },
+    { "max_retries", CT_NUM, OFF(max_retries), "5", 0, 100,
+      "most retries an item may ask for (retry.max above it: 400)" },
+    { "retry_backoff_ms", CT_NUM, OFF(retry_backoff_ms), "100", 0, DAY_MS,
+      "base of the exponential backoff: the wait before retry k is random in "
+      "[0, base * 2^(k-1)]" },
+    { "retry_backoff_max_ms", CT_NUM, OFF(retry_backoff_max_ms), "5000", 0, DAY_MS,
+      "cap on one backoff wait (a Retry-After answer is not capped)" },
+    { "breaker_failures", CT_NUM, OFF(breaker_failures), "0", 0, 1000000,
+      "consecutive failed fetches to one host:port that open its circuit breaker (0: off)" },
+    { "breaker_open_ms", CT_NUM, OFF(breaker_open_ms), "30000", 1, DAY_MS,
+      "how long an open breaker refuses items (circuit_open) before one trial" },
+    { "per_host_rate", CT_NUM, OFF(per_host_rate), "0", 0, 1000000,
+      "requests per second per host:port, bursts up to one second's worth (0: off)" },
     /* streaming (NDJSON answers) */
     { "stream_heartbeat_ms", CT_NUM, OFF(stream_heartbeat_ms), "10000", 0, DAY_MS,
       "in an NDJSON stream, a heartbeat line after this long with nothing written (0: none)" },
@@ -486,6 +523,229 @@ static fo_err parse_bool(const char *s, long *out, struct fo_msg *msg)
     return FO_EINVAL;
 }
 
+/* ---- share: inject_header ------------------------------------------- */
+
+static void inject_rule_free(struct inject_rule *r)
+{
+    free(r->origin);
+    free(r->path);
+    free(r->name);
+    if (r->line != NULL)
+        explicit_bzero(r->line, strlen(r->line));
+    free(r->line);
+    free(r->prefix);
+    free(r->src);
+}
+
+static void inject_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->ninject; i++)
+        inject_rule_free(&cfg->inject[i]);
+    FO_FREE(cfg->inject);
+    cfg->ninject = 0;
+}
+
+/* PREFIX as "scheme://host:port" (lower case, default port written) and
+ * its path ("/" when none). */
+static fo_err inject_prefix(const char *prefix, struct inject_rule *r, struct fo_msg *msg)
+{
+    const char *p = strstr(prefix, "://"), *host, *end, *port = NULL;
+    char scheme[8], hostbuf[256], portbuf[8];
+    size_t n;
+    long num;
+
+    if (p == NULL || (size_t)(p - prefix) >= sizeof(scheme))
+        goto bad;
+    memcpy(scheme, prefix, (size_t)(p - prefix));
+    scheme[p - prefix] = '\0';
+    for (char *c = scheme; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+        goto bad;
+    host = p + 3;
+    if (*host == '[') {
+        end = strchr(host, ']');
+        if (end == NULL)
+            goto bad;
+        end++;
+    } else {
+        end = host + strcspn(host, ":/?#");
+    }
+    n = (size_t)(end - host);
+    if (n == 0 || n >= sizeof(hostbuf) || memchr(host, '@', n) != NULL)
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        hostbuf[i] = (char)tolower((unsigned char)host[i]);
+    hostbuf[n] = '\0';
+    if (*end == ':') {
+        port = end + 1;
+        end = port + strspn(port, "0123456789");
+        if (end == port || end - port > 5)
+            goto bad;
+        memcpy(portbuf, port, (size_t)(end - port));
+        portbuf[end - port] = '\0';
+        num = strtol(portbuf, NULL, 10);
+        if (num < 1 || num > 65535)
+            goto bad;
+    } else {
+        num = strcmp(scheme, "https") == 0 ? 443 : 80;
+    }
+    if (*end != '\0' && *end != '/')
+        goto bad;
+    size_t olen = strlen(scheme) + strlen(hostbuf) + 16;
+    if ((r->origin = malloc(olen)) == NULL)
+        return FO_ENOMEM;
+    (void)snprintf(r->origin, olen, "%s://%s:%ld", scheme, hostbuf, num);
+    if ((r->path = strdup(*end == '\0' ? "/" : end)) == NULL)
+        return FO_ENOMEM;
+    return FO_OK;
+bad:
+    fo_msg_set(msg, "'%.200s' is not a prefix such as https://api.example.com/v1/", prefix);
+    return FO_EINVAL;
+}
+
+/* An @FILE value: the file's text without its trailing newline; no other
+ * CR, LF or NUL; not empty. */
+static fo_err inject_read_file(const char *path, char *text, size_t size, struct fo_msg *msg)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+    fo_err err = FO_OK;
+
+    if (f == NULL) {
+        fo_msg_set(msg, "cannot read the inject_header file '%s': %s", path, strerror(errno));
+        return FO_EINVAL;
+    }
+    n = fread(text, 1, size - 1, f);
+    text[n] = '\0';
+    if (ferror(f)) {
+        fo_msg_set(msg, "cannot read the inject_header file '%s'", path);
+        err = FO_EINVAL;
+    } else if (n == size - 1 && fgetc(f) != EOF) {
+        fo_msg_set(msg, "the inject_header file '%s' is longer than %zu bytes", path, size - 2);
+        err = FO_EINVAL;
+    }
+    fclose(f);
+    if (err != FO_OK)
+        return err;
+    if (n > 0 && text[n - 1] == '\n')
+        text[--n] = '\0';
+    if (n > 0 && text[n - 1] == '\r')
+        text[--n] = '\0';
+    if (n == 0 || strlen(text) != n || strpbrk(text, "\r\n") != NULL) {
+        fo_msg_set(msg, "the inject_header file '%s' is empty or holds CR, LF or NUL", path);
+        return FO_EINVAL;
+    }
+    return FO_OK;
+}
+
+/* "PREFIX NAME: VALUE" or "PREFIX NAME: @/path": one more rule (an empty
+ * value clears the list). The rule replaces an earlier one of the same
+ * prefix and name. */
+static fo_err set_inject(struct config *cfg, const char *value, struct fo_msg *msg)
+{
+    char text[FO_MAX_TOKEN_FILE + 2];
+    struct inject_rule r = { 0 }, *v;
+    const char *sp, *name, *colon, *val;
+    fo_err err = FO_EINVAL;
+
+    if (*value == '\0') {
+        inject_free(cfg);
+        return FO_OK;
+    }
+    sp = value + strcspn(value, " \t");
+    name = sp + strspn(sp, " \t");
+    colon = strchr(name, ':');
+    if (*sp == '\0' || colon == NULL || colon == name) {
+        fo_msg_set(msg, "expected 'PREFIX NAME: VALUE'");
+        goto out;
+    }
+    for (const char *c = name; c < colon; c++) {
+        if (!is_token_char((unsigned char)*c)) {
+            fo_msg_set(msg, "'%.*s' is not a header name", (int)(colon - name), name);
+            goto out;
+        }
+    }
+    val = colon + 1 + strspn(colon + 1, " \t");
+    for (const char *c = val; *c; c++) {
+        if (iscntrl((unsigned char)*c) && *c != '\t') {
+            fo_msg_set(msg, "the value must not contain control characters");
+            goto out;
+        }
+    }
+    if (*val == '\0') {
+        fo_msg_set(msg, "the header value is empty");
+        goto out;
+    }
+    if ((r.prefix = strndup(value, (size_t)(sp - value))) == NULL ||
+        (r.name = strndup(name, (size_t)(colon - name))) == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    if ((err = inject_prefix(r.prefix, &r, msg)) != FO_OK)
+        goto out;
+    if (*val == '@') {
+        if ((err = inject_read_file(val + 1, text, sizeof(text), msg)) != FO_OK)
+            goto out;
+        if ((r.src = strdup(val)) == NULL) {
+            err = FO_ENOMEM;
+            goto out;
+        }
+        val = text;
+    }
+    size_t n = strlen(r.name) + strlen(val) + 3;
+    if ((r.line = malloc(n)) == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    (void)snprintf(r.line, n, "%s: %s", r.name, val);
+    for (size_t i = 0; i < cfg->ninject; i++) {
+        struct inject_rule *o = &cfg->inject[i];
+        if (strcmp(o->origin, r.origin) == 0 && strcmp(o->path, r.path) == 0 &&
+            strcasecmp(o->name, r.name) == 0) {
+            inject_rule_free(o);
+            *o = r;
+            memset(&r, 0, sizeof(r));
+            err = FO_OK;
+            goto out;
+        }
+    }
+    if (cfg->ninject >= FO_MAX_LIST_ITEMS) {
+        fo_msg_set(msg, "more than %d inject_header rules", FO_MAX_LIST_ITEMS);
+        err = FO_ETOOBIG;
+        goto out;
+    }
+    if ((v = realloc(cfg->inject, (cfg->ninject + 1) * sizeof(*v))) == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    cfg->inject = v;
+    cfg->inject[cfg->ninject++] = r;
+    memset(&r, 0, sizeof(r));
+    err = FO_OK;
+out:
+    inject_rule_free(&r);
+    explicit_bzero(text, sizeof(text));
+    return err;
+}
+
+const struct inject_rule *config_inject_match(const struct inject_rule *rules, size_t n,
+                                              const char *origin, const char *path)
+{
+    const struct inject_rule *best = NULL;
+    size_t best_len = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(rules[i].path);
+        if (strcmp(rules[i].origin, origin) == 0 && strncmp(path, rules[i].path, len) == 0 &&
+            (best == NULL || len > best_len)) {
+            best = &rules[i];
+            best_len = len;
+        }
+    }
+    return best;
+}
+
 /* Sets one key from its text form; the old value stays on error. */
 static fo_err config_set(struct config *cfg, const struct config_key *k, const char *value,
                          struct fo_msg *msg)
@@ -564,6 +824,8 @@ static fo_err config_set(struct config *cfg, const struct config_key *k, const c
         return parse_mode(value, k->max, FIELD(cfg, k, long), msg);
     case CT_BOOL:
         return parse_bool(value, FIELD(cfg, k, long), msg);
+    case CT_INJECT:
+        return set_inject(cfg, value, msg);
     case CT_LOGLEVEL: {
         int lvl = log_level_parse(value);
         if (lvl < 0) {
@@ -590,6 +852,8 @@ static void config_free(struct config *cfg)
     free(cfg->auth_token);
     free(cfg->loop_token);
     free(cfg->auth_token_src);
+    inject_free(cfg);
+    str_list_free(&cfg->sensitive_headers);
     free(cfg);
 }
 
@@ -671,7 +935,7 @@ static fo_err load_file(struct config *cfg, const char *path, struct fo_msg *msg
             break;
         }
         size_t idx = (size_t)(k - keys);
-        if (seen_line[idx] != 0) {
+        if (seen_line[idx] != 0 && !KEY_REPEATS(k)) {
             fo_msg_set(msg, "%s:%d: key '%s' already set on line %d", path, lineno, name,
                        seen_line[idx]);
             err = FO_EINVAL;
@@ -724,6 +988,10 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         } else if ((err = config_set(cfg, k, ov[i].value, &detail)) != FO_OK) {
             fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
+    }
+    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries (issue 13) */
+        fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries, cfg->max_retries);
+        err = FO_EINVAL;
     }
     if (err != FO_OK) {
         config_free(cfg);
@@ -781,6 +1049,13 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
     case CT_BOOL:
         fputs(*FIELD(cfg, k, const long) ? "on" : "off", out);
         break;
+    case CT_INJECT:
+        /* Never the value: "PREFIX NAME: ***", one line per rule (config_dump
+         * writes "inject_header = " before each). */
+        for (size_t i = 0; i < cfg->ninject; i++)
+            fprintf(out, "%s%s %s: ***", i ? "\n" : "", cfg->inject[i].prefix,
+                    cfg->inject[i].name);
+        break;
     }
 }
 
@@ -821,8 +1096,15 @@ void config_dump(const struct config *cfg, FILE *out)
             continue;
         print_value(cfg, &keys[i], mem);
         fclose(mem);
-        /* An empty value prints as "key =" (no trailing blank). */
-        fprintf(out, "%s =%s%s\n", keys[i].name, len ? " " : "", len ? text : "");
+        /* An empty value prints as "key =" (no trailing blank); a
+         * repeatable key one line per value. */
+        if (KEY_REPEATS(&keys[i]) && len) {
+            char *save = NULL;
+            for (char *v = strtok_r(text, "\n", &save); v; v = strtok_r(NULL, "\n", &save))
+                fprintf(out, "%s = %s\n", keys[i].name, v);
+        } else {
+            fprintf(out, "%s =%s%s\n", keys[i].name, len ? " " : "", len ? text : "");
+        }
         free(text);
     }
 }

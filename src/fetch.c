@@ -44,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "buf.h"
 #include "encode.h"
@@ -84,10 +85,17 @@ struct fetcher {
     char ctype[FO_MAX_CONTENT_TYPE + 1];
     char clen[24];                /* the response's Content-Length digits, "" : none yet */
     int bad_length;               /* two different (or invalid) Content-Length values */
+    /* Retries (issue 13): the final response's Retry-After (the first one). */
+    int has_retry_after;
+    char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
+    long sends;  /* requests sent in this hop (libcurl may re-send one) */
+    long resent; /* in this fetch, requests libcurl re-sent on its own */
 
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
     int64_t t_dns, t_connect, t_tls, t_ttfb;
+    int cc_no_store;              /* share: Cache-Control no-store, no-cache, private */
+    long cc_max_age;              /* share: max-age=N, -1: none */
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -98,6 +106,7 @@ struct hop {
     int send_body;                /* the item's body goes with this hop */
     int body_dropped;             /* a redirect turned the request into a bodiless GET */
     int cross_origin;             /* a redirect has left the item's origin (stays set) */
+    const struct inject_rule *inject0; /* share: the rule of the first URL, or NULL */
 };
 
 /* Redirect statuses followed (the Fetch standard's list): any other 3xx,
@@ -247,7 +256,10 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->status = 0;
     f->has_ctype = 0;
     f->clen[0] = '\0';
+    f->has_retry_after = 0;
     f->location_too_long = 0;
+    f->cc_no_store = 0;
+    f->cc_max_age = -1;
     FO_FREE(f->location);
 }
 
@@ -281,6 +293,42 @@ static int content_length_agrees(struct fetcher *f, const char *v, size_t vlen)
         v = e < end ? e + 1 : end;
     }
     return 1;
+}
+
+/* share: the directives of a Cache-Control value that the cache heeds. */
+static void cache_control(struct fetcher *f, const char *v, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        const char *d = v + start;
+        size_t n = i - start;
+        while (n > 0 && (d[n - 1] == ' ' || d[n - 1] == '\t'))
+            n--;
+        if ((n == 8 && strncasecmp(d, "no-store", 8) == 0) ||
+            (n >= 8 && strncasecmp(d, "no-cache", 8) == 0 && (n == 8 || d[8] == '=')) ||
+            (n >= 7 && strncasecmp(d, "private", 7) == 0 && (n == 7 || d[7] == '='))) {
+            f->cc_no_store = 1;
+        } else if (n > 8 && strncasecmp(d, "max-age=", 8) == 0) {
+            long age = 0;
+            size_t k = 8;
+            if (d[k] == '"')
+                k++;
+            if (k >= n || d[k] < '0' || d[k] > '9') {
+                f->cc_no_store = 1; /* malformed: not kept (RFC 9111 4.2.1) */
+                continue;
+            }
+            for (; k < n && d[k] >= '0' && d[k] <= '9'; k++)
+                age = age < 100000000L ? age * 10 + (d[k] - '0') : age;
+            if (f->cc_max_age < 0 || age < f->cc_max_age)
+                f->cc_max_age = age;
+        }
+    }
 }
 
 /* The empty line: a final response's headers are complete (a 1xx is not
@@ -322,6 +370,16 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
             f->location_too_long = 1;
         else if (vlen > 0 && (f->location = strndup(v, vlen)) == NULL)
             f->nomem = 1;
+    } else if (field_is(line, len, "Cache-Control", &n)) {
+        v = field_value(line, len, n, &vlen);
+        cache_control(f, v, vlen);
+    } else if (field_is(line, len, "Retry-After", &n) && !f->has_retry_after) {
+        v = field_value(line, len, n, &vlen);
+        if (vlen > 0 && vlen <= FO_RETRY_AFTER_MAX_LEN) {
+            memcpy(f->retry_after, v, vlen);
+            f->retry_after[vlen] = '\0';
+            f->has_retry_after = 1;
+        }
     }
 }
 
@@ -337,6 +395,22 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     else if (f->in_headers)
         response_field(f, line, len);   /* not trailers: they come after the block */
     return f->bad_length ? 0 : len;     /* 0: the transfer stops */
+}
+
+/* A request is about to be sent: libcurl calls this again when it re-sends
+ * the request on a new connection (a reused one turned out dead), which
+ * fanoutd counts as one more attempt (struct result.resent). */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    struct fetcher *f = ud;
+
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    f->sends++;
+    return CURL_PREREQFUNC_OK;
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -373,6 +447,35 @@ static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-
 static const char *const body_headers[] = { "Content-Type", "Content-Encoding",
                                             "Content-Language", "Content-Location" };
 
+static fo_err url_origin(CURLU *u, char **out);
+
+/* share: the inject_header rule for URL u (its origin, and its path with
+ * the query), or NULL in *out. FO_ENOMEM. */
+static fo_err hop_inject(const struct fetch_req *req, CURLU *u, const struct inject_rule **out)
+{
+    char *origin = NULL, *path = NULL, *query = NULL, *full = NULL;
+    fo_err err = FO_ENOMEM;
+
+    *out = NULL;
+    if (url_origin(u, &origin) != FO_OK || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        goto out;
+    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    if (qc != CURLUE_OK && qc != CURLUE_NO_QUERY)
+        goto out;
+    size_t n = strlen(path) + (query ? strlen(query) : 0) + 2;
+    if ((full = malloc(n)) == NULL)
+        goto out;
+    (void)snprintf(full, n, "%s%s%s", path, query ? "?" : "", query ? query : "");
+    *out = config_inject_match(req->inject, req->ninject, origin, full);
+    err = FO_OK;
+out:
+    free(origin);
+    curl_free(path);
+    curl_free(query);
+    free(full);
+    return err;
+}
+
 /* Whether a "Name: value" (or "Name;") line is a header called name. */
 static int header_is(const char *line, const char *name)
 {
@@ -390,14 +493,24 @@ static int header_in(const char *line, const char *const *names, size_t count)
     return 0;
 }
 
-/* Whether a client or item header line is sent on this hop as it is. */
-static int hop_keeps(const struct hop *h, const char *line)
+/* Whether a client or item header line is sent on this hop as it is;
+ * inject: the rule of this hop's URL (or NULL). */
+static int hop_keeps(const struct fetch_req *req, const struct hop *h,
+                     const struct inject_rule *inject, const char *line)
 {
     if (header_is(line, "CDN-Loop"))
         return 0;   /* folded into fanoutd's own (append_cdn_loop) */
     if (header_is(line, "Content-Length") || header_is(line, "Transfer-Encoding"))
         return 0;   /* the framing is libcurl's, from the body it sends */
     if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
+        return 0;
+    /* share: sensitive_headers are origin-bound too */
+    if (h->cross_origin && header_in(line, (const char *const *)req->sensitive, req->nsensitive))
+        return 0;
+    /* share: an injected header replaces the item's or the forwarded one:
+     * on every hop once the first URL is under a prefix naming it */
+    if ((inject != NULL && header_is(line, inject->name)) ||
+        (h->inject0 != NULL && header_is(line, h->inject0->name)))
         return 0;
     if (h->body_dropped && header_in(line, body_headers, FO_ARRAY_LEN(body_headers)))
         return 0;
@@ -425,12 +538,18 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
 {
     struct curl_slist *list = NULL;
     int fields = h->send_body || h->method == M_POST || h->method == M_PUT;
+    const struct inject_rule *inject = NULL;
 
     *ok = 0;
+    if (req->ninject > 0 && hop_inject(req, h->url, &inject) != FO_OK)
+        goto fail;
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (hop_keeps(h, req->headers[i]) && append(&list, req->headers[i]) != FO_OK)
+        if (hop_keeps(req, h, inject, req->headers[i]) && append(&list, req->headers[i]) != FO_OK)
             goto fail;
     }
+    /* share: the injected header, only on a hop under its prefix */
+    if (inject != NULL && append(&list, inject->line) != FO_OK)
+        goto fail;
     if (append(&list, "Expect:") != FO_OK)   /* no 100-continue round trip */
         goto fail;
     /* A body (or the empty one of a bodiless POST or PUT) gets no form
@@ -502,6 +621,8 @@ static void set_constant_options(struct fetcher *f)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fanoutd/" FANOUTD_VERSION);
     /* The cap is enforced as the body streams in (on_body), not from an
@@ -588,6 +709,8 @@ static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg
     if ((h->url = curl_url()) == NULL)
         return FO_ENOMEM;
     if ((err = hop_set_url(h, req->url, why)) != FO_OK)
+        return err;
+    if (req->ninject > 0 && (err = hop_inject(req, h->url, &h->inject0)) != FO_OK)
         return err;
     return url_origin(h->url, &h->origin);
 }
@@ -848,6 +971,7 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->has_ctype = 0;
     f->clen[0] = '\0';
     f->bad_length = 0;
+    f->has_retry_after = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
     f->errbuf[0] = '\0';
@@ -864,8 +988,11 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
                      h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
     set_method(f->easy, req, h);
+    f->sends = 0;
     int64_t hop_start = fo_now_us();
     rc = perform(f);
+    if (f->sends > 1)
+        f->resent += f->sends - 1;
     if (req->timings != 0)
         hop_timings(f, rc, hop_start);
     if (rc == CURLE_WRITE_ERROR && f->discard && !f->nomem)
@@ -920,6 +1047,69 @@ static fo_err keep_response(const struct fetcher *f, struct result *res)
     return FO_OK;
 }
 
+/* ---- retries and the circuit breaker (issue 13) ------------------------------ */
+
+/* A Retry-After value as a wait in ms from now: delay-seconds or an HTTP
+ * date (any form libcurl reads; a past date: 0). 0 if it is neither. */
+static int retry_after_ms(const char *v, long *ms)
+{
+    size_t digits = strspn(v, "0123456789");
+
+    if (digits > 0 && v[digits] == '\0') {
+        long long secs;
+        if (fo_parse_num(v, 0, 86400LL * 365, &secs) == FO_ETOOBIG)
+            secs = 86400LL * 365; /* far beyond any timeout: no retry */
+        *ms = (long)(secs * 1000);
+        return 1;
+    }
+    time_t at = curl_getdate(v, NULL), now = time(NULL);
+    if (at == (time_t)-1)
+        return 0;
+    *ms = at <= now ? 0 : (at - now > 86400L * 365 ? 86400L * 365 : (long)(at - now)) * 1000;
+    return 1;
+}
+
+/* How the hop just run went, for the breaker (fetch_req.h): a response is a
+ * success unless 5xx; connect_failed, timeout, tls_error and upstream_error
+ * are failures; the batch deadline, the policy, a stop, a DNS failure or
+ * running out of memory count neither way. */
+static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct fetch_req *req,
+                                          CURLcode rc, int deadline_bound)
+{
+    if (f->nomem || (req->stop != NULL && atomic_load(req->stop)))
+        return FETCH_HOP_NEUTRAL;
+    if (rc == CURLE_OK)
+        return f->status == 0 || f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    switch (map_error(rc, f, deadline_bound)) {
+    case ERR_CONNECT:
+    case ERR_TIMEOUT:
+    case ERR_TLS:
+    case ERR_UPSTREAM:
+        return FETCH_HOP_FAILED;
+    case ERR_TOO_LARGE: /* the host answered */
+        return f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
+    default:
+        return FETCH_HOP_NEUTRAL;
+    }
+}
+
+/* Tells req->hop_done how the hop to h's "host:port" went. */
+static void report_hop(const struct fetcher *f, const struct fetch_req *req, const struct hop *h,
+                       CURLcode rc, int deadline_bound)
+{
+    char *host = NULL, *port = NULL;
+    char hostport[FO_MAX_URL_LEN + 16];
+
+    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(h->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        int n = snprintf(hostport, sizeof(hostport), "%s:%s", host, port);
+        if (n > 0 && (size_t)n < sizeof(hostport))
+            req->hop_done(req->hop_ctx, hostport, hop_outcome(f, req, rc, deadline_bound));
+    }
+    curl_free(host);
+    curl_free(port);
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -940,6 +1130,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
+        if (req->hop_done != NULL)
+            report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
             break;   /* a failure, or the final response */
         if (keep_response(f, res) != FO_OK) {
@@ -964,6 +1156,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
      * the last one that did arrive (a followed 3xx) stays the item's. */
     if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
+    res->cc_no_store = f->cc_no_store;   /* share: for the cache */
+    res->cc_max_age = f->cc_max_age;
     if (f->bad_length && !f->nomem) {
         result_fail(res, ERR_UPSTREAM, "the response's Content-Length headers disagree or are "
                                        "not numbers (RFC 9112 6.3)");
@@ -975,6 +1169,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     } else {
         encode_result(f, req, res);
     }
+    if (res->status > 0 && f->has_retry_after)
+        res->has_retry_after = retry_after_ms(f->retry_after, &res->retry_after_ms);
     goto out;
 url_failed:
     if (err == FO_ENOMEM)
@@ -1022,6 +1218,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
         return;
     }
     f->req = req;
+    f->resent = 0;
     f->fetch_start_us = start;
     f->t_dns = f->t_connect = f->t_tls = f->t_ttfb = 0;
     f->body.cap = (size_t)req->max_response_bytes;
@@ -1031,6 +1228,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     curl_easy_setopt(f->easy, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(pin);
     METRIC_ADD(upstream_bytes, (int64_t)f->body.len);
+    res->resent = f->resent;
     res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
     if (req->timings != 0) {
         res->dns_ms = (double)f->t_dns / 1000.0;

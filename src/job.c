@@ -65,6 +65,10 @@ struct job {
     int has_hooks;
     int cancelled; /* the cancel hook has run (or is running) */
 
+    /* Retries (issue 13), guarded by lock: attempts started per item, and
+     * when its first attempt started (its timeout covers all of them). */
+    long *attempts;
+    int64_t *first_us;
     /* v2 policy and timings, guarded by lock. */
     size_t nok;                  /* items done and ok */
     char policy_why[FO_MSG_LEN]; /* the cancelled items' message (FINISH_POLICY) */
@@ -101,6 +105,8 @@ static void job_free(struct job *job)
     free(job->runner);
     free(job->runnable_us);
     free(job->results);
+    free(job->attempts);
+    free(job->first_us);
     job->doc.sink.ops->release(&job->doc.sink);
     if (job->streaming)
         job->stream.sink.ops->release(&job->stream.sink);
@@ -121,6 +127,9 @@ static long clamp_timeout(long given, long dflt, const struct config *cfg)
 
     return ms > cfg->max_timeout_ms ? cfg->max_timeout_ms : ms;
 }
+
+static void resolve_retry(struct item_req *it, const struct config *cfg);
+static void show_attempts(const struct job *job, size_t i, struct result *r);
 
 fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t nforward,
                int64_t arrival_us, job_finish_fn on_finish, void *ctx, struct job **out)
@@ -147,9 +156,12 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     job->started_us = calloc(n, sizeof(*job->started_us));
     job->runner = calloc(n, sizeof(*job->runner));
     job->results = calloc(n, sizeof(*job->results));
+    job->attempts = calloc(n, sizeof(*job->attempts));
+    job->first_us = calloc(n, sizeof(*job->first_us));
     job->runnable_us = calloc(n, sizeof(*job->runnable_us));
     if (job->state == NULL || job->started_us == NULL || job->runner == NULL ||
-        job->results == NULL || job->runnable_us == NULL) {
+        job->results == NULL || job->runnable_us == NULL || job->attempts == NULL ||
+        job->first_us == NULL) {
         job_free(job);
         return FO_ENOMEM;
     }
@@ -163,6 +175,7 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
     for (size_t i = 0; i < n; i++) {
         struct item_req *it = &job->req.items[i];
         it->timeout_ms = clamp_timeout(it->timeout_ms, cfg->default_timeout_ms, cfg);
+        resolve_retry(it, cfg);
     }
     job->deadline_us = arrival_us + (int64_t)timeout_ms * 1000;
     job->on_finish = on_finish;
@@ -337,6 +350,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     job->runner[i] = NULL;
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
         drop = answer_admit(job, res);
+        show_attempts(job, i, res);
         result_clear(&job->results[i]);
         res->timed = job->req.timings;
         job->results[i] = *res;
@@ -419,6 +433,7 @@ static size_t answer_left_cb(void *ctx)
     return job_answer_left(ctx);
 }
 
+static long item_time_left(struct job *job, size_t i);
 /* v2 traceparent: whether the item's requests carry fanoutd's own
  * traceparent (the client sent a valid one, the item sets none itself). */
 static int item_traced(const struct job *job, const struct item_req *it)
@@ -481,8 +496,11 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     out->body = it->body;
     out->body_len = it->body_len;
     out->body_is_json = it->body_is_json;
-    out->timeout_ms = it->timeout_ms;
+    out->timeout_ms = item_time_left(job, i);
     out->deadline_us = job->deadline_us;
+    out->retry.attempts = it->retry_max;
+    out->retry.backoff_ms = it->retry_backoff_ms;
+    out->retry.max_backoff_ms = cfg->retry_backoff_max_ms;
     out->max_redirects = cfg->max_redirects;
     out->max_response_bytes = cfg->max_response_bytes;
     out->max_answer_bytes = cfg->max_answer_bytes;
@@ -525,6 +543,7 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
         struct result *r = &job->results[i];
         result_clear(r);
         result_fail(r, e, "%s", why);
+        show_attempts(job, i, r);
         if (job->state[i] == ITEM_RUNNING)
             r->duration_ms = (double)(now_us - job->started_us[i]) / 1000.0;
         unfinished_timings(job, i, r, now_us);
@@ -890,6 +909,98 @@ int job_finish(struct job *job, enum finish_reason reason)
         return 1;
     job_answer(job);
     return 1;
+}
+
+/* ---- share: accessors for coalescing and the cache ---------------------- */
+
+const struct item_req *job_item(const struct job *job, size_t i)
+{
+    return &job->req.items[i];
+}
+
+const _Atomic int *job_stop_flag(const struct job *job)
+{
+    return &job->stop;
+}
+
+/* ---- retries (issue 13) ---------------------------------------------------- */
+
+/* The item's retry policy: its own "retry" members, else the config's. */
+static void resolve_retry(struct item_req *it, const struct config *cfg)
+{
+    if (!(it->retry_given & ITEM_RETRY_MAX))
+        it->retry_max = cfg->retries;
+    if (!(it->retry_given & ITEM_RETRY_BACKOFF))
+        it->retry_backoff_ms = cfg->retry_backoff_ms;
+    it->retry_given = ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF;
+}
+
+/* "attempts" goes in the item's RESULT whenever it allowed retries. Lock held. */
+static void show_attempts(const struct job *job, size_t i, struct result *r)
+{
+    r->show_attempts = job->req.items[i].retry_max > 0;
+    r->attempts = job->attempts[i];
+}
+
+/* What is left of item i's own timeout, which started with its first
+ * attempt (all of it before that); at least 1 ms. */
+static long item_time_left(struct job *job, size_t i)
+{
+    long timeout_ms = job->req.items[i].timeout_ms, left;
+    int64_t first;
+
+    pthread_mutex_lock(&job->lock);
+    first = job->first_us[i];
+    pthread_mutex_unlock(&job->lock);
+    if (first == 0)
+        return timeout_ms;
+    left = timeout_ms - (long)((fo_now_us() - first) / 1000);
+    return left > 0 ? left : 1;
+}
+
+void job_item_attempt(struct job *job, size_t i, struct job_attempt *out)
+{
+    int64_t now = fo_now_us();
+
+    pthread_mutex_lock(&job->lock);
+    if (job->attempts[i]++ == 0)
+        job->first_us[i] = now;
+    out->number = job->attempts[i];
+    out->first_us = job->first_us[i];
+    out->end_us = job->first_us[i] + (int64_t)job->req.items[i].timeout_ms * 1000;
+    pthread_mutex_unlock(&job->lock);
+}
+
+int job_retry_item(struct job *job, size_t i, struct result *res)
+{
+    int kept;
+
+    pthread_mutex_lock(&job->lock);
+    job->runner[i] = NULL;
+    kept = job->finished == FINISH_NONE && job->state[i] == ITEM_RUNNING;
+    if (kept) {
+        result_clear(&job->results[i]);
+        job->results[i] = *res;
+        memset(res, 0, sizeof(*res));
+        job->state[i] = ITEM_QUEUED;
+    }
+    pthread_mutex_unlock(&job->lock);
+    result_clear(res); /* the job has finished: dropped */
+    return kept;
+}
+
+int job_take_last(struct job *job, size_t i, struct result *out)
+{
+    int had;
+
+    pthread_mutex_lock(&job->lock);
+    had = job->finished == FINISH_NONE && job->state[i] != ITEM_DONE && job->attempts[i] > 0;
+    if (had) {
+        *out = job->results[i];
+        memset(&job->results[i], 0, sizeof(job->results[i]));
+    }
+    pthread_mutex_unlock(&job->lock);
+    return had;
 }
 
 /* ---- streaming ------------------------------------------------------------ */

@@ -26,6 +26,15 @@ static _Atomic int64_t batches_by_outcome[OUT_COUNT];
 static _Atomic int64_t items_ok, items_http_error, items_error;
 static _Atomic int64_t item_errors[ERR_COUNT];
 static struct histogram batch_hist, upstream_hist;
+/* Circuit breaker transitions by the state entered (breaker.h's order). */
+static const char *const breaker_states[] = { "closed", "open", "half_open" };
+static _Atomic int64_t breaker_moves[FO_ARRAY_LEN(breaker_states)];
+
+void metrics_breaker_transition(int to_state)
+{
+    if (to_state >= 0 && (size_t)to_state < FO_ARRAY_LEN(breaker_states))
+        atomic_fetch_add_explicit(&breaker_moves[to_state], 1, memory_order_relaxed);
+}
 
 static void observe(struct histogram *h, double seconds)
 {
@@ -112,6 +121,12 @@ fo_err metrics_render(struct buf *out)
     for (int i = ERR_NONE + 1; i < ERR_COUNT; i++)
         TRY(buf_printf(out, "fanoutd_item_errors_total{code=\"%s\"} %lld\n",
                        item_error_code((enum item_error)i), (long long)get(&item_errors[i])));
+    TRY(buf_puts(out, "# HELP fanoutd_breaker_transitions_total Circuit breaker state "
+                      "changes, by the state entered.\n"
+                      "# TYPE fanoutd_breaker_transitions_total counter\n"));
+    for (size_t i = 0; i < FO_ARRAY_LEN(breaker_states); i++)
+        TRY(buf_printf(out, "fanoutd_breaker_transitions_total{to=\"%s\"} %lld\n",
+                       breaker_states[i], (long long)get(&breaker_moves[i])));
     TRY(render_histogram(out, "fanoutd_batch_duration_seconds",
                          "Time from a batch's arrival to its answer.", &batch_hist));
     TRY(render_histogram(out, "fanoutd_upstream_duration_seconds",

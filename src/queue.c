@@ -18,15 +18,22 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "fetch.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "rate.h"
+#include "retry.h"
 #include "scheduler.h"
+#include "share.h"
 
+/* A worker: its thread, its fetcher, and what it leads or rides of a
+ * shared fetch (share.h). The job's runner for its items is the worker. */
 struct worker {
     pthread_t tid;
     struct fetcher *fetcher;
+    struct share_slot share;
 };
 
 /* Set by queue_start on the main thread before any worker starts, and
@@ -47,19 +54,134 @@ static const char *item_dest(void *ctx, size_t i)
     return job_item_dest(ctx, i);
 }
 
-/* Runs item t->index of the job on this worker's fetcher. Always done in
- * v1 (0); a retried attempt (v2) returns when it may run again. */
+/* ---- share: the cache and coalescing around one fetch ------------------- */
+
+static void wake_fetcher(void *f)
+{
+    fetch_wake(f);
+}
+
+/* The fetch of a rider whose own limit passed, or whose batch stopped,
+ * before the shared result came. */
+static void ride_failed(struct job *job, const struct fetch_req *fr, struct result *res)
+{
+    if (job_stopped(job))
+        result_fail(res, ERR_CANCELLED, "the batch finished while waiting for an identical fetch");
+    else if (fr->deadline_us != 0 && fo_now_us() >= fr->deadline_us)
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed while waiting for an "
+                                       "identical fetch");
+    else
+        result_fail(res, ERR_TIMEOUT, "no complete response within %ld ms (waiting for an "
+                                      "identical fetch)", fr->timeout_ms);
+}
+
+/*
+ * Fetches item i's request fr into res, through the cache and coalescing
+ * when they are on for the item (share.h): a fresh kept answer is a "hit"
+ * at once, with no connection; an identical fetch in flight is ridden
+ * ("coalesced"); else the item fetches ("miss"), as the leader of a shared
+ * fetch when coalescing is on, and a 200 GET answer is kept when the cache
+ * is on. With both off this is fetch_run.
+ */
+static void item_fetch(struct job *job, size_t i, struct worker *w, const struct fetch_req *fr,
+                       struct result *res)
+{
+    const struct config *cfg = job_config(job);
+    const struct item_req *it = job_item(job, i);
+    int coalesce = cfg->coalesce && !it->no_coalesce;
+    int cache_on = cfg->cache_ttl_ms > 0 && !it->no_cache; /* the item gets "cache" */
+    int cache = cache_on && fr->method == M_GET;            /* only GET answers are kept */
+    int64_t start = fo_now_us();
+    int64_t own_limit = start + (int64_t)fr->timeout_ms * 1000;
+    int64_t limit = fr->deadline_us != 0 && fr->deadline_us < own_limit ? fr->deadline_us : own_limit;
+    const _Atomic int *stop = NULL;
+    enum share_role role = SHARE_LEAD;
+    char *key = NULL, *cache_key = NULL;
+
+    if (!coalesce && !cache) {
+        fetch_run(w->fetcher, fr, res);
+        if (cache_on)
+            goto miss;
+        return;
+    }
+    if (share_key(fr, cfg->generation, &key) != FO_OK)
+        key = NULL; /* out of memory: fetched alone */
+    if (key != NULL && cache && share_cache_get(key, start, res)) {
+        free(key);
+        res->cache = "hit";
+        res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
+        METRIC_ADD(cache_hits, 1);
+        return;
+    }
+    if (key != NULL && cache && (cache_key = strdup(key)) == NULL) {
+        free(key);
+        key = NULL;
+    }
+    if (key == NULL || !coalesce) {
+        free(key);
+        fetch_run(w->fetcher, fr, res);
+        goto miss;
+    }
+    /* share_join takes the key, also when it fails */
+    if (share_join(key, &w->share, wake_fetcher, w->fetcher, &stop, &role) != FO_OK) {
+        fetch_run(w->fetcher, fr, res);
+        goto miss;
+    }
+    if (role == SHARE_RIDE) {
+        int got = share_ride(&w->share, limit, job_stop_flag(job), wake_fetcher, w->fetcher, &stop,
+                             res);
+        if (got != 2) {
+            if (got == 0)
+                ride_failed(job, fr, res);
+            res->cache = "coalesced";
+            res->duration_ms = (double)(fo_now_us() - start) / 1000.0;
+            METRIC_ADD(coalesced, 1);
+            free(cache_key);
+            return;
+        }
+        /* handed over: this item now leads */
+    }
+    /* The leader's fetch is the shared one: its own batch stopping (client
+     * gone, deadline, policy) does not end it while riders wait (share.c
+     * sets *stop once nobody does), and it runs under the leader's own
+     * timeout only (the job answers its batch deadline). */
+    struct fetch_req shared = *fr;
+    shared.stop = stop;
+    shared.deadline_us = 0;
+    shared.answer_left = NULL; /* each item's answer cap is checked on completion */
+    shared.timeout_ms = (long)((own_limit - fo_now_us()) / 1000);
+    if (shared.timeout_ms <= 0)
+        shared.timeout_ms = 1;
+    fetch_run(w->fetcher, &shared, res);
+    share_lead_done(&w->share, res, res->error == ERR_TIMEOUT);
+miss:
+    if (cache_key != NULL)
+        share_cache_put(cache_key, res, fo_now_us(), cfg->cache_ttl_ms, cfg->cache_max_bytes);
+    free(cache_key);
+    res->cache = "miss";
+    METRIC_ADD(cache_misses, 1);
+}
+
+static int64_t attempt(struct job *job, const struct sched_task *t, struct worker *w,
+                       struct fetch_req *fr, struct result *res);
+
+/* Runs item t->index of the job on this worker: 0 when it is done, or the
+ * time before which its retry must not start (it then waits in the
+ * scheduler, holding no worker). */
 static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
 {
     struct job *job = ctx;
-    struct fetcher *f = worker;
+    struct worker *w = worker;
+    struct fetcher *f = w->fetcher;
+    const struct config *cfg = job_config(job);
     struct result res = { 0 };
     struct fetch_req fr;
+    int64_t again = 0;
 
-    fetch_prepare(f, job_config(job)->generation);
+    fetch_prepare(f, cfg->generation);
     job_item_runnable(job, t->index, t->runnable_us);
     int64_t begin = fo_now_us();
-    if (!job_begin_item(job, t->index, f))
+    if (!job_begin_item(job, t->index, w))
         return 0; /* finished, or its client has gone */
     METRIC_ADD(workers_busy, 1);
     if (job_request(job, t->index, &fr) != FO_OK) {
@@ -69,14 +191,139 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
             fr.pin_hostport = t->dest;
             fr.pin_addr = t->pin;
         }
-        fetch_run(f, &fr, &res);
+        /* share: injected headers and sensitive_headers (hop_headers) */
+        fr.inject = cfg->inject;
+        fr.ninject = cfg->ninject;
+        fr.sensitive = cfg->sensitive_headers.v;
+        fr.nsensitive = cfg->sensitive_headers.n;
+        again = attempt(job, t, w, &fr, &res);
         fetch_req_free(&fr);
     }
     /* v2 timings: the wait from runnable to this worker (written when asked). */
     res.queue_ms = begin > t->runnable_us ? (double)(begin - t->runnable_us) / 1000.0 : 0;
     METRIC_ADD(workers_busy, -1);
-    job_complete_item(job, t->index, &res);
-    return 0;
+    if (again == 0)
+        job_complete_item(job, t->index, &res);
+    return again;
+}
+
+/* ---- retries, circuit breaker, rate (issue 13) ------------------------------ */
+
+/* per_host_rate: asked (scheduler lock held) when item i reaches the front:
+ * a token of its host:port's bucket, or the time to ask again; it waits on
+ * the scheduler's timer meanwhile, holding no worker. */
+/* Whether the cache would answer item i now: a GET with the cache on for
+ * it, whose key (share_key of the request job_request builds) is fresh. */
+static int item_cache_fresh(struct job *job, size_t i, int64_t now_us)
+{
+    const struct config *cfg = job_config(job);
+    const struct item_req *it = job_item(job, i);
+    struct fetch_req fr;
+    char *key = NULL;
+    int fresh = 0;
+
+    if (cfg->cache_ttl_ms <= 0 || it->no_cache || it->method != M_GET)
+        return 0;
+    if (job_request(job, i, &fr) != FO_OK)
+        return 0;   /* out of memory: rate-limited like any item */
+    if (share_key(&fr, cfg->generation, &key) == FO_OK && key != NULL)
+        fresh = share_cache_fresh(key, now_us);
+    free(key);
+    fetch_req_free(&fr);
+    return fresh;
+}
+
+static int64_t item_not_before(void *ctx, size_t i, int64_t now_us)
+{
+    struct job *job = ctx;
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, i);
+
+    if (cfg->per_host_rate <= 0 || dest == NULL)
+        return 0;
+    if (item_cache_fresh(job, i, now_us))
+        return 0; /* a cache hit is never rate-limited: it makes no request */
+    if (cfg->breaker_failures > 0 && breaker_refuses(dest, now_us))
+        return 0; /* refused at once by its breaker: no token */
+    return rate_take(dest, cfg->per_host_rate, now_us);
+}
+
+/* fetch_req.hop_done: every hop of every attempt counts against the
+ * breaker of its own host:port. ctx: the job's config. */
+static void hop_done(void *ctx, const char *hostport, enum fetch_hop_outcome o)
+{
+    const struct config *cfg = ctx;
+
+    breaker_hop(hostport, o, cfg->breaker_failures, cfg->breaker_open_ms, fo_now_us());
+}
+
+/* When the attempt that ended as res may be tried again: 0 for never (it
+ * may not be retried, none is left, or the wait would pass the item's own
+ * timeout or the batch deadline: res is the result). */
+static int64_t retry_at(const struct fetch_req *fr, const struct result *res,
+                        const struct job_attempt *a)
+{
+    int64_t wait_ms, when;
+
+    if (a->number > fr->retry.attempts || !retry_wanted(fr->method, res))
+        return 0;
+    if (res->has_retry_after)
+        wait_ms = res->retry_after_ms; /* as given, not capped */
+    else
+        wait_ms = retry_backoff_ms(a->number, fr->retry.backoff_ms, fr->retry.max_backoff_ms,
+                                   retry_random());
+    when = fo_now_us() + wait_ms * 1000;
+    if (when >= a->end_us || (fr->deadline_us != 0 && when >= fr->deadline_us))
+        return 0;
+    return when > 0 ? when : 1;
+}
+
+/* One attempt of the item: its breaker asked first (an item refused makes
+ * no connection), then the fetch. Returns 0 with res the item's result, or
+ * the time its retry may start (res then kept by the job). */
+static int64_t attempt(struct job *job, const struct sched_task *t, struct worker *w,
+                       struct fetch_req *fr, struct result *res)
+{
+    const struct config *cfg = job_config(job);
+    const char *dest = job_item_dest(job, t->index);
+    enum breaker_verdict v = BREAKER_PASS;
+    struct job_attempt a;
+    int64_t when;
+
+    if (cfg->breaker_failures > 0 && dest != NULL) {
+        v = breaker_check(dest, fo_now_us());
+        if (v == BREAKER_REFUSE) {
+            /* A retry refused: the last answer stays the result. */
+            if (!job_take_last(job, t->index, res))
+                result_fail(
+                    res, ERR_CIRCUIT_OPEN,
+                    "the circuit breaker of %.200s is open after %ld consecutive failures; "
+                    "not fetched",
+                    dest, cfg->breaker_failures);
+            return 0;
+        }
+        fr->hop_done = hop_done;
+        fr->hop_ctx = (void *)cfg;
+    }
+    if (fr->deadline_us != 0 && fr->deadline_us - fo_now_us() < 1000) { /* as fetch_run */
+        /* Not started: the item keeps "attempts" as they were. */
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return 0;
+    }
+    job_item_attempt(job, t->index, &a);
+    item_fetch(job, t->index, w, fr, res);
+    for (long k = 0; k < res->resent; k++)
+        job_item_attempt(job, t->index, &a); /* libcurl's own re-sends count too */
+    if (v == BREAKER_TRIAL)
+        breaker_trial_done(dest);
+    if (a.number > 1)
+        res->duration_ms = (double)(fo_now_us() - a.first_us) / 1000.0;
+    when = retry_at(fr, res, &a);
+    if (when == 0 || job_stopped(job))
+        return 0;
+    if (!job_retry_item(job, t->index, res))
+        return 0; /* finished meanwhile: res was dropped, nothing more runs */
+    return when;
 }
 
 static void item_release(void *ctx)
@@ -86,6 +333,7 @@ static void item_release(void *ctx)
 
 static const struct sched_ops item_ops = {
     .dest = item_dest,
+    .not_before = item_not_before,
     .run = item_run,
     .release = item_release,
 };
@@ -99,7 +347,10 @@ static void job_cancel_hook(void *ctx)
 
 static void job_wake_hook(void *runner)
 {
-    fetch_wake(runner);
+    struct worker *w = runner;
+
+    share_wake(&w->share); /* a rider stops waiting; a leader's fetch goes on for riders */
+    fetch_wake(w->fetcher);
 }
 
 /* ---- the workers ------------------------------------------------------------ */
@@ -112,7 +363,7 @@ static void *worker_main(void *arg)
     while (sched_next(pool.sched, &t)) {
         if (t.resolve && !sched_resolve(pool.sched, &t))
             continue; /* waits behind its destination's limit */
-        int64_t again = sched_run(&t, w->fetcher);
+        int64_t again = sched_run(&t, w);
         if (again != 0)
             sched_retry(pool.sched, &t, again);
         else
@@ -219,6 +470,7 @@ void queue_stop(void)
     }
     FO_FREE(pool.workers);
     pool.nworkers = 0;
+    share_cache_clear();
     /* The scheduler stays: the front end may still offer a batch until it
      * stops (refused: FO_ESTOPPED), and a job may still end its
      * registration. It lives as long as the process. */

@@ -103,8 +103,16 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
         TRY(json_put_cstr(out, r->message ? r->message : item_error_code(r->error)));
         TRY(buf_putc(out, '}'));
     }
+    if (r->show_attempts) { /* retries (issue 13) */
+        TRY(buf_puts(out, ",\"attempts\":"));
+        TRY(json_put_int(out, r->attempts));
+    }
     if (r->timed)
         TRY(put_timings(out, r));
+    if (r->cache != NULL) { /* share: only when coalescing or the cache is on */
+        TRY(buf_puts(out, ",\"cache\":"));
+        TRY(json_put_cstr(out, r->cache));
+    }
     return buf_putc(out, '}');
 #undef TRY
 }

@@ -34,13 +34,17 @@ from upstream import Upstream  # noqa: E402
 
 ERROR_CODES = {"invalid_url", "blocked_destination", "dns_failure", "connect_failed", "timeout",
                "deadline_exceeded", "too_large", "too_many_redirects", "tls_error",
-               "upstream_error", "cancelled"}
+               "upstream_error", "cancelled",
+               "circuit_open"}
 CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
                "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
                "batch_timeout_ms",
                "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
                "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level",
                "loop_token", "listen_mode", "reuse_port",
+               "coalesce", "cache_ttl_ms", "cache_max_bytes", "inject_header", "sensitive_headers",
+               "retries", "max_retries", "retry_backoff_ms", "retry_backoff_max_ms",
+               "breaker_failures", "breaker_open_ms", "per_host_rate",
                "stream_heartbeat_ms"]
 
 _tmpdirs = []

@@ -32,6 +32,12 @@ Endpoints (query parameters):
   /flaky     key                the first request for key is read whole and the
                                 connection closed without an answer; later ones
                                 get {"count": n}
+  /failing   key, fail, status, mode, retry_after, ra_date, ms
+                                (after ms milliseconds) hits 1..fail (default 1) of key fail: status
+                                (default 503) with {"attempt": n, "status": s} and
+                                Retry-After retry_after (or an HTTP date ra_date
+                                seconds ahead), or with mode=reset a close without
+                                an answer; later hits get 200 {"attempt": n}
   /echo                         {"method", "path", "headers", "body_b64"}
   /lengths   lens, body         `body` with one Content-Length header per
                                 `;`-separated entry of lens (each sent as it is)
@@ -39,6 +45,9 @@ Endpoints (query parameters):
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
                                 JSON `doc`, or of `pad` zero bytes when pad is given
+  /cacheable key, cc, status, ms, pad   {"n": hits of key so far, "pad": "aaa..."} after
+                                ms ms, status `status` (default 200), with
+                                `Cache-Control: cc` when cc is given (pad: that many "a")
   /numarray  bytes, key         application/json {"KEY":[1,1,...,1]} (and a newline when
                                 that evens the count) of exactly `bytes` bytes (key
                                 default "a"; bytes at least the length of {"KEY":[1]})
@@ -64,6 +73,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -460,6 +470,23 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def ep_failing(self, q, seen):
+        self._wait(q)
+        n = self.server.upstream._hit("failing:" + q.get("key", ""))
+        if n > int(q.get("fail") or 1):
+            self._reply(200, {"attempt": n})
+            return
+        if q.get("mode") == "reset":
+            self.ep_reset(q, seen)
+            return
+        extra = []
+        if "retry_after" in q:
+            extra.append(("Retry-After", q["retry_after"]))
+        if "ra_date" in q:
+            extra.append(("Retry-After", formatdate(time.time() + float(q["ra_date"]), usegmt=True)))
+        status = int(q.get("status") or 503)
+        self._reply(status, {"attempt": n, "status": status}, extra=extra)
+
     def ep_echo(self, q, seen):
         self._reply(200, {"method": self.command, "path": self.path,
                           "headers": [[k, v] for k, v in seen.headers],
@@ -477,6 +504,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_count(self, q, seen):
         self._reply(200, {"count": self.server.upstream._hit(q.get("key", ""))})
+
+    def ep_cacheable(self, q, seen):
+        self._wait(q)
+        n = self.server.upstream._hit("cacheable:" + q.get("key", ""))
+        extra = [("Cache-Control", q["cc"])] if "cc" in q else []
+        self._reply(int(q.get("status") or 200), {"n": n, "pad": "a" * int(q.get("pad") or 0)},
+                    extra=extra)
 
     def ep_raw(self, q, seen):
         body = base64.b64decode(q["b64"]) if "b64" in q else q.get("body", "").encode()

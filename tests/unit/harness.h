@@ -75,8 +75,10 @@ struct unit_suite {
 /* One per file; main.c lists them. */
 extern const struct unit_suite encode_suite, policy_suite, config_suite, batch_suite,
     result_suite, jtree_suite, queue_suite, sched_suite, job_suite, util_suite;
+extern const struct unit_suite resil_suite; /* retries, breaker, rate (issue 13) */
 /* v2 traceparent, batch fields */
 extern const struct unit_suite trace_suite, batch_fields_suite;
+extern const struct unit_suite share_suite; /* share */
 /* v2 streaming */
 extern const struct unit_suite stream_suite;
 

@@ -43,6 +43,19 @@ static const char *const default_lines[] = {
     "loop_token = fanoutd",
     "listen_mode = 0660",
     "reuse_port = off",
+    /* share */
+    "coalesce = off",
+    "cache_ttl_ms = 0",
+    "cache_max_bytes = 67108864",
+    "inject_header =",
+    "sensitive_headers =",
+    "retries = 0",
+    "max_retries = 5",
+    "retry_backoff_ms = 100",
+    "retry_backoff_max_ms = 5000",
+    "breaker_failures = 0",
+    "breaker_open_ms = 30000",
+    "per_host_rate = 0",
     "stream_heartbeat_ms = 10000", /* streaming */
 };
 
