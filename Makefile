@@ -1,4 +1,4 @@
-# fanoutd - plain Makefile; pkg-config finds libmicrohttpd, libcurl, jansson and libidn2.
+# fanoutd - plain Makefile; pkg-config finds libmicrohttpd, libcurl, jansson, libidn2 and zlib.
 #
 #   make            build ./fanoutd
 #   make test       unit tests, integration tests, public acceptance suite
@@ -6,7 +6,7 @@
 #   make clean
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcurl jansson libidn2
+PKGS    := libmicrohttpd libcurl jansson libidn2 zlib
 # Evaluated when used, so `make clean` works without the libraries.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))

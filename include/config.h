@@ -84,6 +84,8 @@ struct config {
     long breaker_failures;              /* consecutive failures that open a breaker, 0: off */
     long breaker_open_ms;               /* how long it stays open */
     long per_host_rate;                 /* requests per second per host:port, 0: off */
+    /* streaming */
+    long stream_heartbeat_ms;           /* heartbeat interval of a quiet stream; 0: none */
 };
 
 /* share: the inject_header rule whose prefix is the longest that url (an

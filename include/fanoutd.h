@@ -42,6 +42,8 @@
 #define FO_STOP_POLL_MS       100     /* shutdown: how often a further stop signal is looked for */
 #define FO_ANSWER_BLOCK       (256u << 10) /* bytes of an answer handed to the socket at once */
 #define FO_MMAP_THRESHOLD     (256u << 10) /* blocks this large are mmapped (main.c) */
+#define FO_STREAM_BLOCK       (16u << 10)  /* bytes of a stream handed to the socket at once */
+#define FO_GZIP_LEVEL         1            /* zlib level of gzip answers: fast, JSON still shrinks */
 #define FO_TRIM_AFTER_BYTES   (16u << 20) /* a batch that held this many body bytes
                                          gives free heap back to the kernel when it
                                          is freed (malloc_trim): glibc keeps it */

@@ -157,7 +157,9 @@ void job_set_client_fd(struct job *job, int fd);
 /* The answer, for the front end once on_finish has been called: why it
  * ended; the sink to read the answer from (answer.h; NULL: none, the client
  * went away or the batch was rejected; its failed op says whether it could
- * not be built); X-Batch-Complete. The sink lives as long as the job. */
+ * not be built); X-Batch-Complete. The sink lives as long as the job. A
+ * streamed job's sink is its stream (job_set_stream), readable at any time
+ * (NULL only once rejected). */
 enum finish_reason job_reason(const struct job *job);
 struct answer_sink *job_answer_sink(struct job *job);
 int job_complete(const struct job *job);
@@ -182,6 +184,20 @@ void job_item_runnable(struct job *job, size_t i, int64_t runnable_us);
 const struct item_req *job_item(const struct job *job, size_t i);
 /* share: the job's stop flag (set once it has finished). */
 const _Atomic int *job_stop_flag(const struct job *job);
+
+/*
+ * Streaming (contract v2): the answer becomes a stream of NDJSON lines
+ * (answer.h, struct answer_stream, owned by the job): each item's RESULT
+ * line with "index" is written the moment the item finishes (by
+ * job_complete_item, or job_finish for the items it fails), then the
+ * summary line, then the stream ends (cut short, no summary, for a client
+ * gone). Bodies are not kept once written; the unread lines are capped by
+ * max_answer_bytes: past it the job finishes as FINISH_CLIENT. Call before
+ * the items are queued; FO_ENOMEM. *out: the stream, for the consumer's
+ * waker (answer_stream_set_waker); it lives as long as the job.
+ */
+struct answer_stream;
+fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out) FO_MUST_CHECK;
 
 /* The finisher threads: started before any job can finish by deadline or
  * shutdown; job_finisher_stop() builds what is still queued, then joins

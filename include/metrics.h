@@ -42,7 +42,11 @@
     ACTION(cache_evictions, "fanoutd_cache_evictions_total", "counter",              \
            "Answers dropped to keep the cache within cache_max_bytes (share).") \
     ACTION(breakers_open, "fanoutd_breakers_open", "gauge",                          \
-           "Circuit breakers not closed (open or half-open), over all host:ports.")
+           "Circuit breakers not closed (open or half-open), over all host:ports.")     \
+    ACTION(streams, "fanoutd_streams_total", "counter",                              \
+           "Batches answered as NDJSON streams.")                                    \
+    ACTION(stream_drops, "fanoutd_stream_clients_dropped_total", "counter",          \
+           "Stream clients dropped: their unread lines passed max_answer_bytes.")
 
 /* How a batch ended (fanoutd_batches_total{outcome}). */
 #define BATCH_OUTCOMES(ACTION)              \

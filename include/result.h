@@ -83,4 +83,13 @@ int result_ok(const struct result *r);
 fo_err merge_build(const struct batch_req *req, const struct result *res, enum merge_mode mode,
                    double duration_ms, struct buf *out, int *complete) FO_MUST_CHECK;
 
+/* Streaming: one NDJSON line for item index (it, r): the RESULT object of
+ * the document with "index" added, and "\n". FO_ENOMEM. */
+fo_err result_put_line(struct buf *out, const struct item_req *it, const struct result *r,
+                       size_t index) FO_MUST_CHECK;
+
+/* Streaming: the last line, {"summary":{"total":..,"ok":..,"failed":..,
+ * "duration_ms":..,"complete":BOOL}} and "\n". FO_ENOMEM. */
+fo_err summary_put_line(struct buf *out, size_t total, size_t ok, double duration_ms) FO_MUST_CHECK;
+
 #endif

@@ -132,6 +132,9 @@ static const struct config_key keys[] = {
       "how long an open breaker refuses items (circuit_open) before one trial" },
     { "per_host_rate", CT_NUM, OFF(per_host_rate), "0", 0, 1000000,
       "requests per second per host:port, bursts up to one second's worth (0: off)" },
+    /* streaming (NDJSON answers) */
+    { "stream_heartbeat_ms", CT_NUM, OFF(stream_heartbeat_ms), "10000", 0, DAY_MS,
+      "in an NDJSON stream, a heartbeat line after this long with nothing written (0: none)" },
 };
 
 #define FIELD(cfg, k, type) ((type *)(void *)((char *)(cfg) + (k)->offset))

@@ -6,6 +6,7 @@
  */
 #include "daemon.h"
 
+#include "answer.h"
 #include "fetch.h"
 #include "job.h"
 #include "log.h"
@@ -69,6 +70,7 @@ void daemon_stop(void)
         queue_stop();
     d.queue_ready = 0;
     job_finisher_stop();
+    answer_stream_shutdown(); /* no heartbeat resumes a connection past here */
     server_stop();
     d.server_ready = 0;
     if (d.watch_ready)

@@ -73,6 +73,11 @@ struct job {
     size_t nok;                  /* items done and ok */
     char policy_why[FO_MSG_LEN]; /* the cancelled items' message (FINISH_POLICY) */
     int64_t *runnable_us;        /* when each item could run (job_item_runnable) */
+    /* Streaming (job_set_stream): the answer is NDJSON lines, each item's
+     * written under lock as it finishes; its body is dropped once written. */
+    struct answer_stream stream;
+    int streaming;
+    int stream_broken; /* a line was refused (cap, memory): the client is dropped */
 };
 
 /* Serial numbers for jobs; atomic, so no lock. */
@@ -103,6 +108,8 @@ static void job_free(struct job *job)
     free(job->attempts);
     free(job->first_us);
     job->doc.sink.ops->release(&job->doc.sink);
+    if (job->streaming)
+        job->stream.sink.ops->release(&job->stream.sink);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
     free(job);
@@ -240,7 +247,11 @@ static char *answer_admit(struct job *job, struct result *res)
     if (res->error != ERR_NONE || res->body == NULL || res->enc == BODY_NONE)
         return NULL;
     job->bytes_seen += res->body_len;
-    if (job->answer_bytes <= cap && res->body_len <= cap - job->answer_bytes) {
+    /* A stream holds no body once its line is written: each body alone is
+     * capped (the unread lines are capped by the stream sink). */
+    if (job->streaming && res->body_len <= cap)
+        return NULL;
+    if (!job->streaming && job->answer_bytes <= cap && res->body_len <= cap - job->answer_bytes) {
         job->answer_bytes += res->body_len;
         return NULL;
     }
@@ -255,9 +266,33 @@ size_t job_answer_left(struct job *job)
     size_t cap = (size_t)job->cfg->max_answer_bytes, left;
 
     pthread_mutex_lock(&job->lock);
-    left = job->answer_bytes < cap ? cap - job->answer_bytes : 0;
+    left = job->streaming ? cap : job->answer_bytes < cap ? cap - job->answer_bytes : 0;
     pthread_mutex_unlock(&job->lock);
     return left;
+}
+
+/* Streaming: writes item i's line (its result is final) and drops its
+ * body. Job lock held; a refused line marks the stream broken. */
+static void stream_item(struct job *job, size_t i)
+{
+    struct result *r = &job->results[i];
+    struct buf line;
+    fo_err err;
+
+    if (!job->streaming || job->stream_broken)
+        return;
+    buf_init(&line, 0);
+    err = result_put_line(&line, &job->req.items[i], r, i);
+    if (err == FO_OK)
+        err = job->stream.sink.ops->write(&job->stream.sink, line.data, line.len);
+    buf_free(&line);
+    if (err != FO_OK) {
+        job->stream_broken = 1;
+        log_info("batch %llu: stream line of item %zu refused (%s); dropping the client",
+                 (unsigned long long)job->serial, i, fo_strerror(err));
+    }
+    FO_FREE(r->body);
+    r->body_len = 0;
 }
 
 /* "item 3 (id \"x\")" for the policy's messages. */
@@ -309,6 +344,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
 {
     enum finish_reason reason = FINISH_NONE;
     char *drop = NULL;
+    int broken = 0;
 
     pthread_mutex_lock(&job->lock);
     job->runner[i] = NULL;
@@ -321,6 +357,8 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
         memset(res, 0, sizeof(*res));
         job->state[i] = ITEM_DONE;
         job->nok += result_ok(&job->results[i]) != 0;
+        stream_item(job, i);
+        broken = job->stream_broken;
         if (--job->remaining == 0)
             reason = deadline_hit(job) ? FINISH_DEADLINE : FINISH_DONE;
         else
@@ -329,6 +367,9 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     pthread_mutex_unlock(&job->lock);
     free(drop);        /* a body refused by max_answer_bytes */
     result_clear(res); /* a late result (the job had finished) is dropped */
+    /* A stream that cannot take a line: as if its client had gone away. */
+    if (broken)
+        reason = FINISH_CLIENT;
     if (reason != FINISH_NONE)
         job_finish(job, reason);
 }
@@ -507,6 +548,8 @@ static void fail_unfinished(struct job *job, enum finish_reason reason, int64_t 
             r->duration_ms = (double)(now_us - job->started_us[i]) / 1000.0;
         unfinished_timings(job, i, r, now_us);
         job->state[i] = ITEM_DONE;
+        if (reason != FINISH_CLIENT && reason != FINISH_REJECTED)
+            stream_item(job, i); /* nobody reads the stream of those */
     }
     job->remaining = 0;
 }
@@ -565,6 +608,8 @@ enum finish_reason job_reason(const struct job *job)
 
 struct answer_sink *job_answer_sink(struct job *job)
 {
+    if (job->streaming)
+        return job->finished == FINISH_REJECTED ? NULL : &job->stream.sink;
     if (job->finished == FINISH_CLIENT || job->finished == FINISH_REJECTED)
         return NULL;
     return &job->doc.sink;
@@ -651,11 +696,33 @@ static fo_err stamp_duration(struct buf *doc, int64_t arrival_us)
  * rejected batch), counts the batch and calls on_finish. Runs on the thread
  * that finished the job or on a finisher; nothing else touches the
  * document meanwhile. */
+/* Streaming: the summary line, then the stream's end (cut short, with no
+ * summary, when nobody reads it or a line was refused). */
+static void stream_answer(struct job *job, enum finish_reason reason)
+{
+    struct answer_sink *sink = &job->stream.sink;
+    int failed = reason == FINISH_CLIENT || reason == FINISH_REJECTED || job->stream_broken;
+
+    if (!failed) {
+        size_t ok = job_items_ok(job);
+        struct buf line;
+        buf_init(&line, 0);
+        job->complete = ok == job->req.n;
+        failed = summary_put_line(&line, job->req.n, ok,
+                                  (double)(fo_now_us() - job->arrival_us) / 1000.0) != FO_OK ||
+                 sink->ops->write(sink, line.data, line.len) != FO_OK;
+        buf_free(&line);
+    }
+    sink->ops->finish(sink, failed);
+}
+
 static void job_answer(struct job *job)
 {
     enum finish_reason reason = job->finished;
 
-    if (reason != FINISH_CLIENT && reason != FINISH_REJECTED) {
+    if (job->streaming) {
+        stream_answer(job, reason);
+    } else if (reason != FINISH_CLIENT && reason != FINISH_REJECTED) {
         log_debug("batch %llu: building its answer (%zu items)", (unsigned long long)job->serial,
                   job->req.n);
         if (fin.test_delay_ms > 0 && job->req.merge == MERGE_DEEP)
@@ -934,4 +1001,20 @@ int job_take_last(struct job *job, size_t i, struct result *out)
     }
     pthread_mutex_unlock(&job->lock);
     return had;
+}
+
+/* ---- streaming ------------------------------------------------------------ */
+
+fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out)
+{
+    fo_err err = answer_stream_init(&job->stream, job->req.n, job->arrival_us,
+                                    (size_t)job->cfg->max_answer_bytes,
+                                    job->cfg->stream_heartbeat_ms, gzip);
+
+    *out = NULL;
+    if (err != FO_OK)
+        return err;
+    job->streaming = 1;
+    *out = &job->stream;
+    return FO_OK;
 }

@@ -230,3 +230,34 @@ fo_err merge_build(const struct batch_req *req, const struct result *res, enum m
         err = put_summary(out, req->n, ok, duration_ms);
     return err;
 }
+
+/* ---- streaming (NDJSON lines) ---------------------------------------------- */
+
+fo_err result_put_line(struct buf *out, const struct item_req *it, const struct result *r,
+                       size_t index)
+{
+    size_t start = out->len;
+    fo_err err = put_result(out, it, r, 1);
+
+    /* put_result ends with the object's '}': "index" goes in before it. */
+    if (err == FO_OK) {
+        out->len--;
+        err = buf_printf(out, ",\"index\":%zu}\n", index);
+    }
+    if (err != FO_OK && out->data != NULL) {
+        out->len = start;
+        out->data[start] = '\0';
+    }
+    return err;
+}
+
+fo_err summary_put_line(struct buf *out, size_t total, size_t ok, double duration_ms)
+{
+    fo_err err = buf_printf(out, "{\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
+                            "\"duration_ms\":", total, ok, total - ok);
+    if (err == FO_OK)
+        err = json_put_ms(out, duration_ms);
+    if (err == FO_OK)
+        err = buf_printf(out, ",\"complete\":%s}}\n", ok == total ? "true" : "false");
+    return err;
+}

@@ -16,6 +16,15 @@
  * closed unanswered, and the request is freed by whichever of on_completed
  * and on_finish comes last). libmicrohttpd aborts when it is stopped with a
  * connection still suspended, so server_stop resumes every one first.
+ *
+ * A streamed batch (Accept: application/x-ndjson) is not suspended while it
+ * runs: its 200 goes out at once with a chunked content reader over the
+ * job's stream sink (answer.h). When no line is ready the reader suspends
+ * the connection itself (libmicrohttpd allows it from a content reader) and
+ * the next line, heartbeat or the end resumes it; both happen under the
+ * sink's lock, so they never cross. Every stream's job is finished before
+ * the front end stops (shutdown cancels every watched batch), and a
+ * finished stream never parks again, so none is left suspended.
  */
 #include "server.h"
 
@@ -48,6 +57,7 @@
 #include "watch.h"
 
 #define CT_JSON "application/json"
+#define CT_NDJSON "application/x-ndjson"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
 /* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
@@ -81,6 +91,15 @@ struct request {
     int forced;                  /* server_stop resumed it: close, unanswered */
     int job_done;                /* on_finish has run */
     int orphan;                  /* on_completed ran first: on_finish frees it */
+    /* Streaming and compression (contract v2). st is set once the stream
+     * is started (read by the front end's thread and on_finish); completed
+     * (srv.lock) once on_completed ran: fd may be closed from then on. */
+    int want_stream;             /* Accept: application/x-ndjson first */
+    int want_gzip;               /* Accept-Encoding allows gzip */
+    struct answer_stream *st;    /* the job's stream, or NULL: a document */
+    int fd;                      /* the client's socket, for dropping it */
+    int completed;
+    enum MHD_RequestTerminationCode toe; /* how it ended, for on_finish's access line */
 };
 
 static struct server_state {
@@ -785,6 +804,37 @@ static void resume(struct MHD_Connection *conn)
     pthread_mutex_unlock(&srv.lock);
 }
 
+static void log_access(struct request *req, enum MHD_RequestTerminationCode toe, int orphan);
+
+/* on_finish of a stream: its lines are all written (the stream unparked its
+ * reader), so only the bookkeeping is left; and a client dropped for not
+ * reading (the unread lines passed max_answer_bytes) is cut off now rather
+ * than at its idle timeout. The connection is not suspended (or only
+ * parked by its reader), so nothing is resumed here. */
+static void stream_finished(struct job *job, struct request *req)
+{
+    int drop = job_reason(job) == FINISH_CLIENT, orphan;
+
+    if (drop && answer_stream_overflowed(req->st))
+        METRIC_ADD(stream_drops, 1);
+    watch_remove(job);
+    pthread_mutex_lock(&srv.lock);
+    srv.in_flight--;
+    METRIC_SET(batches_in_flight, srv.in_flight);
+    req->job_done = 1;
+    orphan = req->orphan;
+    /* The socket is closed only after on_completed, which sets completed
+     * under this lock: until then the descriptor is the client's. */
+    if (drop && !req->completed && req->fd >= 0)
+        (void)shutdown(req->fd, SHUT_RDWR);
+    pthread_cond_broadcast(&srv.changed);
+    pthread_mutex_unlock(&srv.lock);
+    if (orphan) {
+        log_access(req, req->toe, 0); /* on_completed ran first and left these */
+        request_free(req);
+    }
+}
+
 /* Called once by whoever finishes the job, with its answer ready (or none:
  * client gone, rejected); resumes the client connection unless server_stop
  * already did. */
@@ -794,6 +844,10 @@ static void on_job_finish(struct job *job, void *ctx)
     struct MHD_Connection *conn = req->conn;
     int take, orphan;
 
+    if (req->st != NULL) {
+        stream_finished(job, req);
+        return;
+    }
     watch_remove(job);
     pthread_mutex_lock(&srv.lock);
     srv.in_flight--;
@@ -879,6 +933,73 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct request 
     return FO_OK;
 }
 
+static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request *req);
+
+/* 1 if [p, p+n) is word, ignoring case and surrounding blanks. */
+static int token_is(const char *p, size_t n, const char *word)
+{
+    while (n > 0 && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    return n == strlen(word) && strncasecmp(p, word, n) == 0;
+}
+
+/* Accept asks for a stream: application/x-ndjson is the only or the first
+ * listed media range (contract: q-values are not weighed). */
+static int accepts_ndjson(const char *accept)
+{
+    if (accept == NULL)
+        return 0;
+    return token_is(accept, strcspn(accept, ",;"), CT_NDJSON);
+}
+
+/* The q-value of one Accept-Encoding element's parameters ("; q=0.5"):
+ * 1000 times it (RFC 9110 allows three decimals); 1000 without q. */
+static int qvalue(const char *p, const char *end)
+{
+    while (p < end) {
+        p += strspn(p, " \t;");
+        if (p + 1 < end && (*p == 'q' || *p == 'Q') && p[1] == '=') {
+            int q = 0, scale = 1000;
+            p += 2;
+            if (p < end && (*p == '0' || *p == '1'))
+                q = (*p++ - '0') * 1000;
+            if (p < end && *p == '.') {
+                for (p++; p < end && *p >= '0' && *p <= '9' && scale > 1; p++) {
+                    scale /= 10;
+                    q += (*p - '0') * scale;
+                }
+            }
+            return q > 1000 ? 1000 : q;
+        }
+        p += strcspn(p, ";");
+        if (p > end)
+            break;
+    }
+    return 1000;
+}
+
+/* Accept-Encoding allows gzip: "gzip" (or "x-gzip") with a q-value above
+ * 0, or, when gzip is not named, "*" above 0. "gzip;q=0" is a no. */
+static int accepts_gzip(const char *ae)
+{
+    int gzip = -1, star = -1;
+
+    while (ae != NULL && *ae != '\0') {
+        size_t len = strcspn(ae, ",");
+        const char *end = ae + len;
+        size_t name = strcspn(ae, ";,");
+        int q = qvalue(ae + name, end);
+        if (token_is(ae, name, "gzip") || token_is(ae, name, "x-gzip"))
+            gzip = gzip > q ? gzip : q;
+        else if (token_is(ae, name, "*"))
+            star = q;
+        ae = *end == ',' ? end + 1 : end;
+    }
+    return gzip >= 0 ? gzip > 0 : star > 0;
+}
+
 /* v2 traceparent: the client's trace context (W3C), read once per batch. */
 struct trace_in {
     const char *parent;  /* the one traceparent, or NULL */
@@ -935,6 +1056,10 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     fo_err err;
 
     req->state = REQ_ANSWERED;
+    req->want_stream = accepts_ndjson(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT));
+    req->want_gzip = accepts_gzip(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     err = batch_parse(req->body.data ? req->body.data : "", req->body.len,
                       batch_is_json_type(ctype), req->cfg, &parsed, &msg);
@@ -947,6 +1072,13 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     if (err != FO_OK) {
         return respond_refusal(conn, req, REFUSE_BAD_BATCH, NULL, "%s", msg.text);
     }
+    if (req->want_stream && parsed.merge != MERGE_NONE) {
+        batch_req_free(&parsed);
+        return respond_refusal(conn, req, REFUSE_BAD_BATCH, NULL,
+                               "merge other than \"none\" cannot be streamed "
+                               "(Accept: application/x-ndjson): a merged document needs the "
+                               "whole batch");
+    }
     if (trace_context(conn, &parsed) != FO_OK ||
         collect_forward(conn, req, &fwd, &nfwd) != FO_OK) {
         batch_req_free(&parsed);
@@ -955,6 +1087,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     if (job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
                 &req->job) != FO_OK)
         return respond_out_of_memory(conn, req);   /* job_new freed parsed and fwd */
+    if (req->want_stream)
+        return start_stream(conn, req);
     req->state = REQ_RUNNING;
 
     /* Suspend first: from here on any thread may finish the job and resume. */
@@ -997,6 +1131,71 @@ static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
     return n;
 }
 
+/* A gzip document's reader: the compressor, owned by the response (freed
+ * with it, which may come before or after on_completed: so it never
+ * touches req there); req is only used while the response is read. */
+struct gzip_reader {
+    struct answer_gzip gz;
+    struct request *req;
+};
+
+/* The document compressed as libmicrohttpd asks for it (Accept-Encoding: gzip). */
+static ssize_t read_gzip(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct gzip_reader *r = cls;
+    ssize_t n = answer_gzip_read(&r->gz, out, max);
+
+    if (n == ANSWER_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    r->req->sent = r->req->bytes = (size_t)pos + (size_t)n;
+    return n;
+}
+
+static void free_gzip(void *cls)
+{
+    struct gzip_reader *r = cls;
+
+    answer_gzip_free(&r->gz);
+    free(r);
+}
+
+/* 200 with the job's document gzip-compressed block by block as it is sent
+ * (chunked: its compressed size is not known up front). Out of memory for
+ * the compressor: 500, as for a document that could not be built. */
+static enum MHD_Result respond_doc_gzip(struct MHD_Connection *conn, struct request *req,
+                                        struct answer_sink *sink)
+{
+    struct job *job = req->job;
+    struct gzip_reader *r = malloc(sizeof(*r));
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (r == NULL || answer_gzip_init(&r->gz, sink) != FO_OK) {
+        free(r);
+        return respond_refusal(conn, req, REFUSE_ANSWER_FAILED, NULL,
+                               "out of memory while compressing the answer of %zu items",
+                               job_items(job));
+    }
+    r->req = req;
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, FO_STREAM_BLOCK, read_gzip, r,
+                                             free_gzip);
+    if (resp == NULL) {
+        free_gzip(r);
+        return MHD_NO;
+    }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
+    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    req->status = MHD_HTTP_OK;
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 /* 200 with the job's document, read out of it as it is sent (the
  * document lives until on_completed drops the job). */
 static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *req)
@@ -1007,6 +1206,8 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
     struct answer_sink *sink = job_answer_sink(job);
     uint64_t size = sink->ops->size(sink);
 
+    if (req->want_gzip)
+        return respond_doc_gzip(conn, req, sink);
     resp = MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
                                              FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
@@ -1016,6 +1217,103 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
     (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     req->status = MHD_HTTP_OK;
     req->bytes = size == ANSWER_SIZE_UNKNOWN ? 0 : (size_t)size;
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- POST /batch: streaming (NDJSON) ----------------------------------------- */
+
+/* The stream's park and unpark (answer.h): the reader found nothing to send
+ * and suspends the connection; a new line resumes it. Both are called
+ * under the stream's lock, so a resume never comes before its suspend. */
+static void stream_park(void *ctx)
+{
+    MHD_suspend_connection(ctx);
+}
+
+static void stream_unpark(void *ctx)
+{
+    MHD_resume_connection(ctx);
+}
+
+/* The stream's bytes as they are written; never waits: with nothing to
+ * send it parks the connection and returns 0. */
+static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct request *req = cls;
+    struct answer_sink *sink = &req->st->sink;
+    ssize_t n = sink->ops->read(sink, pos, out, max);
+
+    if (n == ANSWER_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n == ANSWER_BROKEN)
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* the client sees no final chunk */
+    req->sent = req->bytes = (size_t)pos + (size_t)n;
+    return n;
+}
+
+/*
+ * An accepted batch answered as a stream: 200 and the headers go out now
+ * (the connection is not suspended: its reader parks it while no line is
+ * ready); every line follows as its item finishes. The job is watched for
+ * its deadline and for a client that goes away, as any batch. A batch the
+ * queue refuses is answered 503 as in v1.
+ */
+static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct MHD_Response *resp;
+    struct answer_stream *st;
+    enum MHD_Result ret;
+    fo_err err;
+
+    if (job_set_stream(req->job, req->want_gzip, &st) != FO_OK) {
+        job_unref(req->job);
+        req->job = NULL;
+        return respond_out_of_memory(conn, req);
+    }
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, FO_STREAM_BLOCK, read_stream, req,
+                                             NULL);
+    if (resp == NULL) {
+        job_unref(req->job);
+        req->job = NULL;
+        return respond_out_of_memory(conn, req);
+    }
+    req->st = st;
+    req->fd = ci ? ci->connect_fd : -1;
+    req->state = REQ_ANSWERED;
+    answer_stream_set_waker(st, stream_park, stream_unpark, conn);
+    pthread_mutex_lock(&srv.lock);
+    srv.in_flight++;
+    srv.unsent++;               /* on_completed counts it sent */
+    METRIC_SET(batches_in_flight, srv.in_flight);
+    pthread_mutex_unlock(&srv.lock);
+    if (watch_add(req->job, req->fd) != FO_OK)
+        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
+    err = queue_push(req->job, req->cfg->queue_capacity);
+    if (err != FO_OK) {
+        /* Finished at once on this thread (on_finish included): 503. */
+        req->rejected = 1;
+        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
+        answer_stream_set_waker(st, NULL, NULL, NULL);
+        job_finish(req->job, FINISH_REJECTED);
+        MHD_destroy_response(resp);
+        return respond_refusal(conn, req, req->reject, NULL,
+                               req->reject == REFUSE_OVERLOADED
+                                   ? "the batch of %zu items does not fit in the work queue"
+                                   : "fanoutd is shutting down (batch of %zu items)",
+                               job_items(req->job));
+    }
+    METRIC_ADD(streams, 1);
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_NDJSON);
+    if (req->want_gzip) {
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    }
+    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    req->status = MHD_HTTP_OK;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -1201,6 +1499,43 @@ static void log_access(struct request *req, enum MHD_RequestTerminationCode toe,
     access_log(req->request_id, req->client, req->status, bytes, req->arrival_us, job, outcome);
 }
 
+/*
+ * A stream's connection ends (all sent, client gone, dropped): its reader is
+ * gone, and a batch still running is cancelled as for a client that went
+ * away. A stream's end can be sent before the job's on_finish has run (the
+ * lines are written first), so the access line, which reads the job's
+ * outcome, and freeing req are left to on_finish when it has not run yet.
+ */
+static void stream_completed(struct request *req, enum MHD_RequestTerminationCode toe)
+{
+    struct job *job = req->job;
+    int orphan;
+
+    answer_stream_set_waker(req->st, NULL, NULL, NULL);
+    /* libmicrohttpd closes the socket after this returns: the watcher lets
+     * go of it now (its descriptor could be reused at once), not in
+     * on_finish, which may come later on another thread. */
+    watch_remove(job);
+    pthread_mutex_lock(&srv.lock);
+    req->completed = 1;
+    pthread_mutex_unlock(&srv.lock);
+    if (!job_stopped(job)) {
+        job_withdraw(job);
+        (void)job_finish(job, FINISH_CLIENT);
+    }
+    pthread_mutex_lock(&srv.lock);
+    srv.unsent--;
+    req->toe = toe;
+    orphan = req->orphan = !req->job_done;
+    pthread_cond_broadcast(&srv.changed);
+    pthread_mutex_unlock(&srv.lock);
+    if (!orphan) {
+        log_access(req, toe, 0);
+        request_free(req);
+    }
+    job_unref(job); /* on_finish's caller holds its own reference */
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -1217,6 +1552,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     }
     *con_cls = NULL;
+    if (req->st != NULL) {
+        stream_completed(req, toe);
+        return;
+    }
     if (req->job != NULL) {
         pthread_mutex_lock(&srv.lock);
         srv.unsent--;

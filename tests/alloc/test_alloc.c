@@ -155,6 +155,46 @@ static int op_job(void)
     return rc;
 }
 
+/* The same job answered as an NDJSON stream (plain and gzip): every line
+ * written as its item completes, then read out to its end. A stream that
+ * cannot take a line ends broken, which is a clean failure. */
+static int op_job_stream(int gzip)
+{
+    struct batch_req req;
+    struct result r[3] = { { 0 } };
+    struct answer_stream *st;
+    struct fo_msg msg;
+    struct job *job;
+    char out[4096];
+    ssize_t n;
+    int rc;
+
+    if (batch_parse(THREE, strlen(THREE), 1, cfg, &req, &msg) != FO_OK)
+        return 1;
+    if (job_new(cfg, &req, NULL, 0, fo_now_us(), NULL, NULL, &job) != FO_OK)
+        return 1;
+    if (job_set_stream(job, gzip, &st) != FO_OK) {
+        job_unref(job);
+        return 1;
+    }
+    rc = fill_results(r);
+    for (size_t i = 0; i < 3; i++) {
+        if (job_begin_item(job, i, NULL))
+            job_complete_item(job, i, &r[i]);
+        result_clear(&r[i]);
+    }
+    struct answer_sink *sink = job_answer_sink(job);
+    for (int k = 0; k < 1000 && (n = sink->ops->read(sink, 0, out, sizeof(out))) > 0; k++)
+        ;
+    if (n != ANSWER_END)
+        rc = 1;
+    job_unref(job);
+    return rc;
+}
+
+static int op_job_stream_plain(void) { return op_job_stream(0); }
+static int op_job_stream_gzip(void) { return op_job_stream(1); }
+
 static int op_policy(void)
 {
     struct cidr_list l = { 0 };
@@ -215,12 +255,14 @@ int main(void)
         { "config_build", op_config },         { "merge none", op_merge_none },
         { "merge bodies", op_merge_bodies },   { "merge deep", op_merge_deep },
         { "job lifecycle", op_job },           { "cidr lists", op_policy },
+        { "job stream", op_job_stream_plain }, { "job stream gzip", op_job_stream_gzip },
     };
     struct fo_msg msg;
 
     batch_json_init();
     if (config_build(NULL, NULL, 0, &cfg, &msg) != FO_OK)
         return 1;
+    cfg->stream_heartbeat_ms = 0; /* no heartbeat thread in this single-threaded test */
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
         exhaust(ops[i].name, ops[i].op);
     config_unref(cfg);

@@ -44,7 +44,8 @@ CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_byt
                "loop_token", "listen_mode", "reuse_port",
                "coalesce", "cache_ttl_ms", "cache_max_bytes", "inject_header", "sensitive_headers",
                "retries", "max_retries", "retry_backoff_ms", "retry_backoff_max_ms",
-               "breaker_failures", "breaker_open_ms", "per_host_rate"]
+               "breaker_failures", "breaker_open_ms", "per_host_rate",
+               "stream_heartbeat_ms"]
 
 _tmpdirs = []
 _shared = {}

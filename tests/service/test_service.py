@@ -37,7 +37,8 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "max_redirects", "allow", "deny", "forward_headers", "auth_token", "per_host_limit",
         "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token",
         "listen_mode", "reuse_port",
-        "coalesce", "cache_ttl_ms", "cache_max_bytes", "inject_header", "sensitive_headers")
+        "coalesce", "cache_ttl_ms", "cache_max_bytes", "inject_header", "sensitive_headers",
+        "stream_heartbeat_ms")
 
 
 UNITS = ("fanoutd.service", "fanoutd.socket", "fanoutd-unix.socket")

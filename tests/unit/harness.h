@@ -79,5 +79,7 @@ extern const struct unit_suite resil_suite; /* retries, breaker, rate (issue 13)
 /* v2 traceparent, batch fields */
 extern const struct unit_suite trace_suite, batch_fields_suite;
 extern const struct unit_suite share_suite; /* share */
+/* v2 streaming */
+extern const struct unit_suite stream_suite;
 
 #endif

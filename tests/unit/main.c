@@ -19,6 +19,7 @@ static const struct unit_suite *const suites[] = {
     &resil_suite,
     &trace_suite, &batch_fields_suite, /* v2 traceparent, batch fields */
     &share_suite, /* share */
+    &stream_suite, /* v2 streaming */
 };
 
 int main(int argc, char **argv)

@@ -56,6 +56,7 @@ static const char *const default_lines[] = {
     "breaker_failures = 0",
     "breaker_open_ms = 30000",
     "per_host_rate = 0",
+    "stream_heartbeat_ms = 10000", /* streaming */
 };
 
 /* Writes text to a new temporary file; path gets its name. */
