@@ -38,7 +38,9 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
         "shutdown_grace_ms", "max_connections", "client_timeout_ms", "log_level", "loop_token",
         "listen_mode", "reuse_port",
         "coalesce", "cache_ttl_ms", "cache_max_bytes", "inject_header", "sensitive_headers",
-        "stream_heartbeat_ms")
+        "stream_heartbeat_ms",
+        "retries", "max_retries", "retry_backoff_ms", "retry_backoff_max_ms",
+        "breaker_failures", "breaker_open_ms", "per_host_rate")
 
 
 UNITS = ("fanoutd.service", "fanoutd.socket", "fanoutd-unix.socket")
