@@ -7,6 +7,7 @@ seen as the client sees it (and a client that stops reading can be played).
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -437,7 +438,14 @@ class StreamSlowReaderTest(StreamCase):
             peak = max(peak, rss_kib(pid))
             time.sleep(0.02)
         self.assertIn("dropping the client", self.daemon.log(), "the non-reading client was kept")
-        metrics = self.get("/metrics").body.decode()
+        # The metric is counted when the cancelled batch finishes, just after the log line.
+        wait_end = time.monotonic() + 10
+        while True:
+            metrics = self.get("/metrics").body.decode()
+            if re.search(r"(?m)^fanoutd_stream_clients_dropped_total 1$", metrics) or \
+                    time.monotonic() > wait_end:
+                break
+            time.sleep(0.05)
         self.assertRegex(metrics, r"(?m)^fanoutd_stream_clients_dropped_total 1$")
         self.assertRegex(metrics, r"(?m)^fanoutd_streams_total [1-9]")
         self.assertLess(time.monotonic() - started, 15, "dropped only at client_timeout_ms")
