@@ -15,10 +15,13 @@
 #define FO_BATCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "err.h"
 #include "fanoutd.h"
+
+struct compose_item;
 
 enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
 enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
@@ -38,6 +41,10 @@ struct item_req {
     size_t body_len;
     int body_is_json;     /* a non-string JSON body: send as application/json */
     long timeout_ms;      /* 0: not given */
+
+    /* composition (issue 12): depends_on, run_if, references, select, group,
+     * response_headers (compose.h); NULL: none of them. Owned. */
+    struct compose_item *compose;
 };
 
 struct batch_req {
@@ -45,6 +52,14 @@ struct batch_req {
     size_t n;
     enum merge_mode merge;
     long timeout_ms;          /* 0: not given */
+
+    /* composition (issue 12) */
+    int merge_concat;              /* merge_arrays "concat" */
+    uint32_t *dep_start, *dep_list; /* the scheduler's dependency lists, NULL: none */
+    const char *raw_text;          /* while parsing: the JSON body's text */
+    size_t *raw_span;              /* while parsing: item i's JSON body at
+                                      raw_span[2i] (offset), raw_span[2i+1] (length, 0: none) */
+    size_t nraw_span;
 };
 
 /* Routes jansson's allocations through fanoutd's allocator, so that an

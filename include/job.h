@@ -157,4 +157,16 @@ enum batch_outcome job_outcome(const struct job *job);
 fo_err job_finisher_start(void) FO_MUST_CHECK;
 void job_finisher_stop(void);
 
+/* composition (issue 12) */
+
+/* Before item i's request is built (its worker, after job_begin_item):
+ * run_if and the references of an item with depends_on, resolved against
+ * its finished dependencies (compose_prepare). 1: fetch it (job_request
+ * then uses the resolved url, headers and body); 0: it is not fetched and
+ * *res holds its failure (failed_dependency, invalid_url). */
+int job_prepare_item(struct job *job, size_t i, struct result *res);
+
+/* The batch's dependency lists for sched_submit (both NULL: none). */
+void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list);
+
 #endif

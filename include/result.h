@@ -28,7 +28,9 @@
     ACTION(ERR_REDIRECTS, "too_many_redirects") \
     ACTION(ERR_TLS, "tls_error")                \
     ACTION(ERR_UPSTREAM, "upstream_error")      \
-    ACTION(ERR_CANCELLED, "cancelled")
+    ACTION(ERR_CANCELLED, "cancelled")          \
+    ACTION(ERR_FAILED_DEP, "failed_dependency") \
+    ACTION(ERR_SELECT_FAILED, "select_failed")
 
 #define ITEM_ERROR_ENUM(e, s) e,
 enum item_error { ERR_NONE = 0, ITEM_ERRORS(ITEM_ERROR_ENUM) ERR_COUNT };
@@ -45,6 +47,12 @@ struct result {
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
+
+    /* composition (issue 12): the final response's headers that were kept
+     * (fetch_req keep_headers): lower-case names, repeats joined with ", ";
+     * owned. */
+    char **hdr_names, **hdr_values;
+    size_t nhdr;
 };
 
 void result_clear(struct result *r);

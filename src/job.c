@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "answer.h"
+#include "compose.h"
 #include "fanoutd.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,6 +64,10 @@ struct job {
     struct job_hooks hooks;
     int has_hooks;
     int cancelled; /* the cancel hook has run (or is running) */
+
+    /* composition (issue 12): item i's request with its references resolved
+     * (job_prepare_item), written only by the worker running item i. */
+    struct compose_run *runs;
 };
 
 /* Serial numbers for jobs; atomic, so no lock. */
@@ -89,6 +94,9 @@ static void job_free(struct job *job)
     free(job->started_us);
     free(job->runner);
     free(job->results);
+    for (size_t i = 0; job->runs != NULL && i < job->req.n; i++)
+        compose_run_free(&job->runs[i]);
+    free(job->runs);
     job->doc.sink.ops->release(&job->doc.sink);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
@@ -137,6 +145,13 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
         job->results == NULL) {
         job_free(job);
         return FO_ENOMEM;
+    }
+    for (size_t i = 0; i < n && job->runs == NULL; i++) {
+        const struct compose_item *c = job->req.items[i].compose;
+        if (c != NULL && c->has_deps && (job->runs = calloc(n, sizeof(*job->runs))) == NULL) {
+            job_free(job);
+            return FO_ENOMEM;
+        }
     }
     atomic_init(&job->refs, 1);
     atomic_init(&job->stop, 0);
@@ -244,6 +259,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     enum finish_reason reason = FINISH_NONE;
     char *drop = NULL;
 
+    compose_select(&job->req.items[i], res); /* before anything keeps or sends it */
     pthread_mutex_lock(&job->lock);
     job->runner[i] = NULL;
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
@@ -321,9 +337,15 @@ static size_t answer_left_cb(void *ctx)
     return job_answer_left(ctx);
 }
 
+/* composition (issue 12), at the end of this file */
+static const struct item_req *job_item_resolved(const struct job *job, size_t i,
+                                                struct item_req *copy);
+static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out);
+
 fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
 {
     const struct item_req *it = &job->req.items[i];
+    struct item_req resolved;
     const struct config *cfg = job->cfg;
     size_t n = 0;
 
@@ -335,6 +357,8 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
         FO_FREE(out->cdn_loop);
         return FO_ENOMEM;
     }
+    if (job->runs != NULL && job->runs[i].headers != NULL)
+        it = job_item_resolved(job, i, &resolved);
     /* Client headers named in forward_headers, unless the item gives the
      * same header (its own value wins); CDN-Loop only in cdn_loop. */
     for (size_t k = 0; k < job->nforward; k++) {
@@ -351,6 +375,7 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     out->has_content_type = it->has_content_type;
     out->body = it->body;
     out->body_len = it->body_len;
+    job_request_compose(job, i, out);
     out->body_is_json = it->body_is_json;
     out->timeout_ms = it->timeout_ms;
     out->deadline_us = job->deadline_us;
@@ -708,4 +733,64 @@ int job_finish(struct job *job, enum finish_reason reason)
         return 1;
     job_answer(job);
     return 1;
+}
+
+/* ---- composition (issue 12) ------------------------------------------------ */
+
+int job_prepare_item(struct job *job, size_t i, struct result *res)
+{
+    const struct compose_item *c = job->req.items[i].compose;
+    struct compose_run run;
+    int r;
+
+    if (c == NULL || !c->has_deps)
+        return 1;
+    if (job->runs == NULL) { /* made by job_new */
+        result_fail(res, ERR_UPSTREAM, "out of memory");
+        return 0;
+    }
+    /* The dependencies are done: their results are no longer written. */
+    r = compose_prepare(&job->req, i, job->results, &run, res);
+    if (r < 0) {
+        result_fail(res, ERR_UPSTREAM, "out of memory");
+        return 0;
+    }
+    compose_run_free(&job->runs[i]);
+    if (r > 0)
+        job->runs[i] = run;
+    return r;
+}
+
+void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list)
+{
+    *start = job->req.dep_start;
+    *list = job->req.dep_list;
+}
+
+/* Item i with its resolved header lines (a shallow copy in *copy). */
+static const struct item_req *job_item_resolved(const struct job *job, size_t i,
+                                                struct item_req *copy)
+{
+    *copy = job->req.items[i];
+    copy->headers = job->runs[i].headers;
+    copy->nheaders = job->runs[i].nheaders;
+    return copy;
+}
+
+/* The resolved url and body, and the response headers to keep. */
+static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out)
+{
+    const struct compose_item *c = job->req.items[i].compose;
+    const struct compose_run *run = job->runs != NULL ? &job->runs[i] : NULL;
+
+    if (c == NULL)
+        return;
+    if (run != NULL && run->url != NULL)
+        out->url = run->url;
+    if (run != NULL && run->body != NULL) {
+        out->body = run->body;
+        out->body_len = run->body_len;
+    }
+    out->keep_headers = (const char *const *)c->keep;
+    out->nkeep_headers = c->nkeep;
 }

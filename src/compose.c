@@ -1,0 +1,354 @@
+/*
+ * compose.c - dependencies' references resolved, select applied, group
+ * and response headers written (see compose.h).
+ */
+#include "compose.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fanoutd.h"
+#include "jtree.h"
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void compose_item_free(struct compose_item *c)
+{
+    if (c == NULL)
+        return;
+    free(c->deps);
+    strv_free(c->dep_names, c->ndep_names);
+    tpl_free(&c->url);
+    for (size_t i = 0; c->hdr != NULL && i < c->nhdr; i++)
+        tpl_free(&c->hdr[i]);
+    free(c->hdr);
+    tpl_free(&c->body);
+    free(c->select_ptr);
+    strv_free(c->sel_names, c->nsel);
+    strv_free(c->sel_ptrs, c->nsel);
+    free(c->group);
+    strv_free(c->resp_headers, c->nresp);
+    strv_free(c->keep, c->nkeep);
+    free(c);
+}
+
+void compose_run_free(struct compose_run *r)
+{
+    free(r->url);
+    strv_free(r->headers, r->nheaders);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- resolving references ---------------------------------------------- */
+
+struct lookup_ctx {
+    const struct batch_req *req;
+    const struct compose_item *c;
+    const struct result *res_of;
+    struct buf scratch; /* a header value or status as JSON text */
+};
+
+static const struct result *dep_result(const struct lookup_ctx *lc, const char *id)
+{
+    for (size_t k = 0; k < lc->c->ndeps; k++) {
+        size_t d = lc->c->deps[k];
+        if (strcmp(lc->req->items[d].id, id) == 0)
+            return &lc->res_of[d];
+    }
+    return NULL;
+}
+
+static const char *result_header(const struct result *r, const char *name)
+{
+    for (size_t i = 0; i < r->nhdr; i++) {
+        if (strcmp(r->hdr_names[i], name) == 0)
+            return r->hdr_values[i];
+    }
+    return NULL;
+}
+
+static fo_err lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *ref,
+                     struct tpl_value *out, struct fo_msg *why)
+{
+    struct lookup_ctx *lc = ctx;
+    const struct result *r = dep_result(lc, ref->id);
+    struct jt_value root, v;
+    const char *h;
+    fo_err err;
+
+    memset(out, 0, sizeof(*out));
+    if (r == NULL)
+        goto unresolved;
+    switch (ref->field) {
+    case TPL_STATUS:
+        if (r->status <= 0)
+            goto unresolved;
+        buf_reset(&lc->scratch);
+        if ((err = buf_printf(&lc->scratch, "%d", r->status)) != FO_OK)
+            return err;
+        out->kind = JT_NUMBER;
+        break;
+    case TPL_HEADER:
+        if ((h = result_header(r, ref->arg)) == NULL)
+            goto unresolved;
+        buf_reset(&lc->scratch);
+        if ((err = json_put_cstr(&lc->scratch, h)) != FO_OK)
+            return err;
+        out->kind = JT_STRING;
+        break;
+    case TPL_BODY:
+    case TPL_BODY_PTR:
+        if (r->error != ERR_NONE || r->body == NULL || r->enc == BODY_NONE)
+            goto unresolved;
+        if (ref->field == TPL_BODY) {
+            if ((err = jt_parse(a, r->body, r->body_len, FO_MAX_JSON_DEPTH, &v)) != FO_OK)
+                return err == FO_ENOMEM ? err : FO_ENOTFOUND;
+            *out = (struct tpl_value){ v.kind, v.raw, v.len, 1 };
+            return FO_OK;
+        }
+        if (r->enc != BODY_JSON)
+            goto unresolved;
+        err = jt_parse(a, r->body, r->body_len, FO_MAX_JSON_DEPTH, &root);
+        if (err == FO_OK)
+            err = jt_pointer(a, &root, ref->arg, strlen(ref->arg), FO_MAX_JSON_DEPTH, &v);
+        if (err == FO_ENOMEM)
+            return err;
+        if (err != FO_OK)
+            goto unresolved;
+        *out = (struct tpl_value){ v.kind, v.raw, v.len, 0 };
+        return FO_OK;
+    }
+    out->raw = lc->scratch.data;
+    out->len = lc->scratch.len;
+    return FO_OK;
+unresolved:
+    fo_msg_set(why, "reference %.200s cannot be resolved (%s)", ref->text,
+               r == NULL                    ? "no such dependency"
+               : ref->field == TPL_STATUS   ? "no response arrived"
+               : ref->field == TPL_HEADER   ? "the header is absent"
+               : ref->field == TPL_BODY     ? "there is no body"
+               : r->enc != BODY_JSON        ? "the body is not JSON"
+                                            : "the pointer names nothing");
+    return FO_ENOTFOUND;
+}
+
+/* Renders t into a new string (*len bytes, NUL-terminated). */
+static fo_err render(const struct tpl *t, enum tpl_place place, struct lookup_ctx *lc,
+                     char **out, size_t *len, struct fo_msg *why)
+{
+    struct buf b;
+    fo_err err;
+
+    buf_init(&b, 0);
+    err = tpl_render(t, place, lookup, lc, &b, why);
+    if (err == FO_OK && b.data == NULL)
+        err = buf_puts(&b, "");
+    if (err != FO_OK) {
+        buf_free(&b);
+        return err;
+    }
+    *out = buf_steal(&b, len);
+    return FO_OK;
+}
+
+/* "Name: value" (or "Name;" for an empty value) with value rendered. */
+static fo_err render_header(const char *line, const struct tpl *t, struct lookup_ctx *lc,
+                            char **out, struct fo_msg *why)
+{
+    size_t n = strcspn(line, ":;"), vlen;
+    char *value;
+    fo_err err;
+
+    if ((err = render(t, TPL_PLACE_HEADER, lc, &value, &vlen, why)) != FO_OK)
+        return err;
+    if ((*out = malloc(n + vlen + 3)) == NULL) {
+        free(value);
+        return FO_ENOMEM;
+    }
+    if (vlen == 0)
+        (void)snprintf(*out, n + 3, "%.*s;", (int)n, line);
+    else
+        (void)snprintf(*out, n + vlen + 3, "%.*s: %s", (int)n, line, value);
+    free(value);
+    return FO_OK;
+}
+
+int compose_prepare(const struct batch_req *req, size_t i, const struct result *res_of,
+                    struct compose_run *run, struct result *res)
+{
+    const struct item_req *it = &req->items[i];
+    const struct compose_item *c = it->compose;
+    struct lookup_ctx lc = { req, c, res_of, { 0 } };
+    struct fo_msg why;
+    size_t len;
+    fo_err err = FO_OK;
+
+    memset(run, 0, sizeof(*run));
+    if (c == NULL || !c->has_deps)
+        return 1;
+    if (!c->run_always) {
+        for (size_t k = 0; k < c->ndeps; k++) {
+            if (!result_ok(&res_of[c->deps[k]])) {
+                result_fail(res, ERR_FAILED_DEP, "not fetched: dependency \"%.200s\" is not ok",
+                            req->items[c->deps[k]].id);
+                return 0;
+            }
+        }
+    }
+    buf_init(&lc.scratch, 0);
+    if (c->url.nrefs > 0) {
+        err = render(&c->url, TPL_PLACE_URL, &lc, &run->url, &len, &why);
+        if (err == FO_OK && url_check(run->url, NULL, &why) == FO_EINVAL) {
+            result_fail(res, ERR_INVALID_URL, "not fetched: the url after substitution: %s",
+                        why.text);
+            goto failed;
+        }
+    }
+    for (size_t k = 0; err == FO_OK && k < c->nhdr; k++) {
+        if (c->hdr[k].nrefs == 0)
+            continue;
+        if (run->headers == NULL) {
+            run->headers = calloc(it->nheaders, sizeof(*run->headers));
+            if (run->headers == NULL) {
+                err = FO_ENOMEM;
+                break;
+            }
+            run->nheaders = it->nheaders;
+            for (size_t m = 0; m < it->nheaders && err == FO_OK; m++)
+                if ((run->headers[m] = strdup(it->headers[m])) == NULL)
+                    err = FO_ENOMEM;
+            if (err != FO_OK)
+                break;
+        }
+        free(run->headers[k]);
+        run->headers[k] = NULL;
+        err = render_header(it->headers[k], &c->hdr[k], &lc, &run->headers[k], &why);
+    }
+    if (err == FO_OK && c->body.nrefs > 0)
+        err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc, &run->body,
+                     &run->body_len, &why);
+    if (err == FO_OK) {
+        buf_free(&lc.scratch);
+        return 1;
+    }
+    if (err == FO_ENOMEM) {
+        buf_free(&lc.scratch);
+        compose_run_free(run);
+        return -1;
+    }
+    result_fail(res, ERR_FAILED_DEP, "not fetched: %s", why.text);
+failed:
+    buf_free(&lc.scratch);
+    compose_run_free(run);
+    return 0;
+}
+
+/* ---- select ---------------------------------------------------------------- */
+
+void compose_select(const struct item_req *it, struct result *res)
+{
+    const struct compose_item *c = it->compose;
+    struct jt_arena a;
+    struct jt_value root, v;
+    struct buf out;
+    fo_err err;
+
+    if (c == NULL || c->select == SELECT_NONE || !result_ok(res))
+        return;
+    if (res->body == NULL || res->enc != BODY_JSON) {
+        result_fail(res, ERR_SELECT_FAILED, "select: the body is not JSON");
+        return;
+    }
+    jt_arena_init(&a);
+    buf_init(&out, 0);
+    err = jt_parse(&a, res->body, res->body_len, FO_MAX_JSON_DEPTH, &root);
+    if (err == FO_EINVAL) {
+        result_fail(res, ERR_SELECT_FAILED, "select: the body is not JSON");
+        goto out;
+    }
+    if (err == FO_OK && c->select == SELECT_POINTER) {
+        err = jt_pointer(&a, &root, c->select_ptr, strlen(c->select_ptr), FO_MAX_JSON_DEPTH, &v);
+        if (err == FO_ENOTFOUND || err == FO_EINVAL) {
+            result_fail(res, ERR_SELECT_FAILED, "select: '%.200s' names nothing in the body",
+                        c->select_ptr);
+            goto out;
+        }
+        if (err == FO_OK)
+            err = jt_write(&out, &v);
+    } else if (err == FO_OK) {
+        err = buf_putc(&out, '{');
+        for (size_t k = 0; k < c->nsel && err == FO_OK; k++) {
+            err = json_put_key(&out, c->sel_names[k], k == 0);
+            if (err != FO_OK)
+                break;
+            err = jt_pointer(&a, &root, c->sel_ptrs[k], strlen(c->sel_ptrs[k]), FO_MAX_JSON_DEPTH,
+                             &v);
+            if (err == FO_OK)
+                err = jt_write(&out, &v);
+            else if (err == FO_ENOTFOUND || err == FO_EINVAL)
+                err = buf_puts(&out, "null");
+        }
+        if (err == FO_OK)
+            err = buf_putc(&out, '}');
+    }
+    if (err != FO_OK) {
+        result_fail(res, ERR_UPSTREAM, "out of memory applying select");
+        goto out;
+    }
+    free(res->body);
+    res->body = buf_steal(&out, &res->body_len);
+out:
+    buf_free(&out);
+    jt_arena_free(&a);
+}
+
+/* ---- answers -------------------------------------------------------------- */
+
+const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
+                               size_t *len)
+{
+    const struct compose_item *c = it->compose;
+
+    if (c == NULL || c->group == NULL) {
+        if (r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
+            return NULL;
+        *len = r->body_len;
+        return r->body;
+    }
+    buf_reset(tmp);
+    if (buf_putc(tmp, '{') != FO_OK || json_put_cstr(tmp, c->group) != FO_OK ||
+        buf_putc(tmp, ':') != FO_OK ||
+        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) != FO_OK ||
+        buf_putc(tmp, '}') != FO_OK)
+        return NULL;
+    *len = tmp->len;
+    return tmp->data;
+}
+
+fo_err compose_put_headers(struct buf *out, const struct item_req *it, const struct result *r)
+{
+    const struct compose_item *c = it->compose;
+    int first = 1;
+    fo_err err;
+
+    if (c == NULL || !c->has_resp)
+        return FO_OK;
+    if ((err = buf_puts(out, ",\"headers\":{")) != FO_OK)
+        return err;
+    for (size_t k = 0; k < c->nresp && err == FO_OK; k++) {
+        const char *v = result_header(r, c->resp_headers[k]);
+        if (v == NULL)
+            continue;
+        if ((err = json_put_key(out, c->resp_headers[k], first)) == FO_OK)
+            err = json_put_cstr(out, v);
+        first = 0;
+    }
+    return err != FO_OK ? err : buf_putc(out, '}');
+}
