@@ -53,6 +53,7 @@ struct tpl {
     struct tpl_part *parts; /* owned */
     size_t n;
     size_t nrefs;
+    int escapes; /* a "$${" was read: the rendering differs from the source */
 };
 
 /* Where a rendered template goes (how a value is written there). */

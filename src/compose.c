@@ -203,7 +203,7 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         }
     }
     buf_init(&lc.scratch, 0);
-    if (c->url.nrefs > 0) {
+    if (c->url.nrefs > 0 || c->url.escapes) {
         err = render(&c->url, TPL_PLACE_URL, &lc, &run->url, &len, &why);
         if (err == FO_OK && url_check(run->url, NULL, &why) == FO_EINVAL) {
             result_fail(res, ERR_INVALID_URL, "not fetched: the url after substitution: %s",
@@ -212,7 +212,7 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         }
     }
     for (size_t k = 0; err == FO_OK && k < c->nhdr; k++) {
-        if (c->hdr[k].nrefs == 0)
+        if (c->hdr[k].nrefs == 0 && !c->hdr[k].escapes)
             continue;
         if (run->headers == NULL) {
             run->headers = calloc(it->nheaders, sizeof(*run->headers));
@@ -231,7 +231,7 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         run->headers[k] = NULL;
         err = render_header(it->headers[k], &c->hdr[k], &lc, &run->headers[k], &why);
     }
-    if (err == FO_OK && c->body.nrefs > 0)
+    if (err == FO_OK && it->body != NULL && (c->body.nrefs > 0 || c->body.escapes))
         err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc, &run->body,
                      &run->body_len, &why);
     if (err == FO_OK) {

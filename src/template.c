@@ -161,6 +161,7 @@ static fo_err parse_into(struct tpl *t, const char *s, size_t len, enum tpl_part
         }
         if (i + 2 < len && s[i + 1] == '$' && s[i + 2] == '{') {
             /* "$${": a literal "${" */
+            t->escapes = 1;
             if ((err = add_lit(t, s + from, i - from)) != FO_OK ||
                 (err = add_lit(t, "${", 2)) != FO_OK)
                 return err;
@@ -228,6 +229,7 @@ static fo_err json_string_part(struct tpl *t, struct jt_arena *a, const char *ra
         goto out;
     }
     int one = tpl_is_one_ref(&sub);
+    t->escapes |= sub.escapes;
     if (one) {
         sub.parts[0].kind = TPL_REF_JSON;
     } else if ((err = add_lit(t, "\"", 1)) != FO_OK) {
