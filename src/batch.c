@@ -1081,8 +1081,15 @@ static fo_err compose_item_graph(struct batch_req *b, size_t i, struct fo_msg *m
     }
     return FO_OK;
 bad:
-    if (err == FO_EINVAL)
+    if (err == FO_EINVAL) {
         fo_msg_set(msg, "%s: %s", name, why.text);
+        for (size_t k = 0; k < c->ndeps; k++) {
+            const char *id = b->items[c->deps[k]].id;
+            if (strpbrk(id, ".}") != NULL)
+                fo_msg_set(msg, "%s: %s; an id used in a reference cannot hold '.' or '}' "
+                           "(\"%.*s\")", name, why.text, CLIP(id, 100));
+        }
+    }
     return err;
 }
 

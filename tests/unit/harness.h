@@ -75,5 +75,7 @@ struct unit_suite {
 /* One per file; main.c lists them. */
 extern const struct unit_suite encode_suite, policy_suite, config_suite, batch_suite,
     result_suite, jtree_suite, queue_suite, sched_suite, job_suite, util_suite;
+/* composition (issue 12) */
+extern const struct unit_suite compose_suite;
 
 #endif

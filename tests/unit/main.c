@@ -16,6 +16,7 @@ const char *unit_current_test = "";
 static const struct unit_suite *const suites[] = {
     &encode_suite, &policy_suite, &config_suite, &batch_suite, &result_suite, &jtree_suite,
     &queue_suite, &sched_suite, &job_suite, &util_suite,
+    &compose_suite,
 };
 
 int main(int argc, char **argv)

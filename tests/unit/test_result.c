@@ -151,6 +151,7 @@ static void test_error_codes(void)
         "invalid_url", "blocked_destination", "dns_failure", "connect_failed", "timeout",
         "deadline_exceeded", "too_large", "too_many_redirects", "tls_error", "upstream_error",
         "cancelled",
+        "failed_dependency", "select_failed",
     };
 
     CHECK_EQ_INT(ERR_COUNT - 1, FO_ARRAY_LEN(codes));
