@@ -745,6 +745,11 @@ int job_prepare_item(struct job *job, size_t i, struct result *res)
 
     if (c == NULL || !c->has_deps)
         return 1;
+    if (fo_now_us() >= job->deadline_us) {
+        /* as fetch_run says for any item that starts too late */
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return 0;
+    }
     if (job->runs == NULL) { /* made by job_new */
         result_fail(res, ERR_UPSTREAM, "out of memory");
         return 0;

@@ -35,6 +35,7 @@ from upstream import Upstream  # noqa: E402
 ERROR_CODES = {"invalid_url", "blocked_destination", "dns_failure", "connect_failed", "timeout",
                "deadline_exceeded", "too_large", "too_many_redirects", "tls_error",
                "upstream_error", "cancelled"}
+ERROR_CODES |= {"failed_dependency", "select_failed"}  # composition (issue 12)
 CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
                "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
                "batch_timeout_ms",
