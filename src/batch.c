@@ -1015,7 +1015,7 @@ static fo_err check_url_template(struct item_req *it, const struct tpl *t, const
         err = t->parts[p].kind == TPL_LIT ? buf_append(&u, t->parts[p].lit, t->parts[p].lit_len)
                                           : buf_putc(&u, '0');
     if (err == FO_OK && u.data != NULL) {
-        err = url_check(u.data, t->nrefs == 0 ? &it->hostkey : NULL, &why);
+        err = url_check(u.data, t->nrefs == 0 && it->hostkey == NULL ? &it->hostkey : NULL, &why);
         if (err == FO_EINVAL)
             fo_msg_set(msg, "%s: %s", name, why.text);
     }
