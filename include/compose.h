@@ -17,44 +17,16 @@
 #include <stddef.h>
 
 #include "batch.h"
+#include "compose_item.h"
 #include "result.h"
 #include "template.h"
 
-enum select_kind { SELECT_NONE = 0, SELECT_POINTER, SELECT_OBJECT };
-
-/* An item's composition fields (struct item_req's `compose`), all owned. */
-struct compose_item {
-    size_t *deps;    /* indices of the items in depends_on (no repeats) */
-    size_t ndeps;
-    char **dep_names; /* depends_on as given, until the batch's ids are known */
-    size_t ndep_names;
-    int run_always;  /* run_if "always" */
-    int has_deps;    /* depends_on given (even empty): url, headers, body are templates */
-    struct tpl url;  /* the url's template (has_deps) */
-    struct tpl *hdr; /* per item header: its value's template (has_deps), nhdr of them */
-    size_t nhdr;
-    struct tpl body; /* the body's template (has_deps and a body) */
-
-    enum select_kind select;
-    char *select_ptr;           /* SELECT_POINTER */
-    char **sel_names, **sel_ptrs; /* SELECT_OBJECT: nsel pairs */
-    size_t nsel;
-    char *group;                /* NULL: none */
-    char **resp_headers;        /* response_headers, lower case, no repeats */
-    size_t nresp;
-    int has_resp;               /* response_headers given (RESULT gets `headers`) */
-    char **keep;                /* resp_headers and the names dependants' references read */
-    size_t nkeep;
-};
-
-void compose_item_free(struct compose_item *c);
-
 /* An item's request after its references were resolved (owned strings). */
 struct compose_run {
-    char *url;       /* NULL: the item's own */
-    char **headers;  /* NULL: the item's own; else nheaders "Name: value" lines */
+    char *url;      /* NULL: the item's own */
+    char **headers; /* NULL: the item's own; else nheaders "Name: value" lines */
     size_t nheaders;
-    char *body;      /* NULL: the item's own */
+    char *body; /* NULL: the item's own */
     size_t body_len;
 };
 
@@ -75,14 +47,5 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
 /* Applies item it's select to an ok result: the body becomes the selection,
  * or the item fails select_failed (status kept, no body). */
 void compose_select(const struct item_req *it, struct result *res);
-
-/* The body text of a result as a JSON value for a deep merge: with group,
- * {"GROUP": body} written into tmp; else the body itself. NULL: left out. */
-const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
-                               size_t *len);
-
-/* Writes RESULT's ,"headers":{...} when the item asked for response_headers. */
-fo_err compose_put_headers(struct buf *out, const struct item_req *it,
-                           const struct result *r) FO_MUST_CHECK;
 
 #endif

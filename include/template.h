@@ -29,17 +29,17 @@
 enum tpl_field { TPL_STATUS = 1, TPL_BODY, TPL_BODY_PTR, TPL_HEADER };
 
 struct tpl_ref {
-    char *id;   /* owned */
+    char *id; /* owned */
     enum tpl_field field;
     char *arg;  /* TPL_BODY_PTR: the pointer; TPL_HEADER: the name, lower case; owned */
     char *text; /* the reference as written ("${a.body#/x}"), for messages; owned */
 };
 
 enum tpl_part_kind {
-    TPL_LIT = 0,    /* literal bytes */
-    TPL_REF,        /* a reference, written as its text (URL: percent-encoded) */
-    TPL_REF_JSON,   /* JSON body: a string that was one reference; the value itself */
-    TPL_REF_INSTR,  /* JSON body: a reference inside a longer string; text, JSON-escaped */
+    TPL_LIT = 0,   /* literal bytes */
+    TPL_REF,       /* a reference, written as its text (URL: percent-encoded) */
+    TPL_REF_JSON,  /* JSON body: a string that was one reference; the value itself */
+    TPL_REF_INSTR, /* JSON body: a reference inside a longer string; text, JSON-escaped */
 };
 
 struct tpl_part {
@@ -103,7 +103,8 @@ fo_err tpl_render(const struct tpl *t, enum tpl_place place, tpl_lookup_fn looku
                   struct buf *out, struct fo_msg *why) FO_MUST_CHECK;
 
 /* Appends the text form of v (see struct tpl_value). */
-fo_err tpl_value_text(struct jt_arena *a, const struct tpl_value *v, struct buf *out) FO_MUST_CHECK;
+fo_err tpl_value_text(struct jt_arena *a, const struct tpl_value *v,
+                      struct buf *out) FO_MUST_CHECK;
 
 /* A JSON Pointer's syntax: "" or "/..." with only ~0 and ~1 escapes. */
 int tpl_pointer_ok(const char *p, size_t len);

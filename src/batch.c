@@ -17,7 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "compose.h"
+#include "compose_item.h"
 #include "encode.h"
 #include "jtree.h"
 

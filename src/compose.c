@@ -18,26 +18,6 @@ static void strv_free(char **v, size_t n)
     free(v);
 }
 
-void compose_item_free(struct compose_item *c)
-{
-    if (c == NULL)
-        return;
-    free(c->deps);
-    strv_free(c->dep_names, c->ndep_names);
-    tpl_free(&c->url);
-    for (size_t i = 0; c->hdr != NULL && i < c->nhdr; i++)
-        tpl_free(&c->hdr[i]);
-    free(c->hdr);
-    tpl_free(&c->body);
-    free(c->select_ptr);
-    strv_free(c->sel_names, c->nsel);
-    strv_free(c->sel_ptrs, c->nsel);
-    free(c->group);
-    strv_free(c->resp_headers, c->nresp);
-    strv_free(c->keep, c->nkeep);
-    free(c);
-}
-
 void compose_run_free(struct compose_run *r)
 {
     free(r->url);
@@ -130,18 +110,18 @@ static fo_err lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *ref,
     return FO_OK;
 unresolved:
     fo_msg_set(why, "reference %.200s cannot be resolved (%s)", ref->text,
-               r == NULL                    ? "no such dependency"
-               : ref->field == TPL_STATUS   ? "no response arrived"
-               : ref->field == TPL_HEADER   ? "the header is absent"
-               : ref->field == TPL_BODY     ? "there is no body"
-               : r->enc != BODY_JSON        ? "the body is not JSON"
-                                            : "the pointer names nothing");
+               r == NULL                  ? "no such dependency"
+               : ref->field == TPL_STATUS ? "no response arrived"
+               : ref->field == TPL_HEADER ? "the header is absent"
+               : ref->field == TPL_BODY   ? "there is no body"
+               : r->enc != BODY_JSON      ? "the body is not JSON"
+                                          : "the pointer names nothing");
     return FO_ENOTFOUND;
 }
 
 /* Renders t into a new string (*len bytes, NUL-terminated). */
-static fo_err render(const struct tpl *t, enum tpl_place place, struct lookup_ctx *lc,
-                     char **out, size_t *len, struct fo_msg *why)
+static fo_err render(const struct tpl *t, enum tpl_place place, struct lookup_ctx *lc, char **out,
+                     size_t *len, struct fo_msg *why)
 {
     struct buf b;
     fo_err err;
@@ -232,8 +212,8 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         err = render_header(it->headers[k], &c->hdr[k], &lc, &run->headers[k], &why);
     }
     if (err == FO_OK && it->body != NULL && (c->body.nrefs > 0 || c->body.escapes))
-        err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc, &run->body,
-                     &run->body_len, &why);
+        err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc,
+                     &run->body, &run->body_len, &why);
     if (err == FO_OK) {
         buf_free(&lc.scratch);
         return 1;
@@ -307,48 +287,4 @@ void compose_select(const struct item_req *it, struct result *res)
 out:
     buf_free(&out);
     jt_arena_free(&a);
-}
-
-/* ---- answers -------------------------------------------------------------- */
-
-const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
-                               size_t *len)
-{
-    const struct compose_item *c = it->compose;
-
-    if (c == NULL || c->group == NULL) {
-        if (r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
-            return NULL;
-        *len = r->body_len;
-        return r->body;
-    }
-    buf_reset(tmp);
-    if (buf_putc(tmp, '{') != FO_OK || json_put_cstr(tmp, c->group) != FO_OK ||
-        buf_putc(tmp, ':') != FO_OK ||
-        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) != FO_OK ||
-        buf_putc(tmp, '}') != FO_OK)
-        return NULL;
-    *len = tmp->len;
-    return tmp->data;
-}
-
-fo_err compose_put_headers(struct buf *out, const struct item_req *it, const struct result *r)
-{
-    const struct compose_item *c = it->compose;
-    int first = 1;
-    fo_err err;
-
-    if (c == NULL || !c->has_resp)
-        return FO_OK;
-    if ((err = buf_puts(out, ",\"headers\":{")) != FO_OK)
-        return err;
-    for (size_t k = 0; k < c->nresp && err == FO_OK; k++) {
-        const char *v = result_header(r, c->resp_headers[k]);
-        if (v == NULL)
-            continue;
-        if ((err = json_put_key(out, c->resp_headers[k], first)) == FO_OK)
-            err = json_put_cstr(out, v);
-        first = 0;
-    }
-    return err != FO_OK ? err : buf_putc(out, '}');
 }

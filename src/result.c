@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "compose.h"
+#include "compose_item.h"
 #include "jtree.h"
 
 #define ITEM_ERROR_NAME(e, s) [e] = s,
@@ -58,6 +58,59 @@ void result_fail(struct result *r, enum item_error e, const char *fmt, ...)
 int result_ok(const struct result *r)
 {
     return r->error == ERR_NONE && r->status >= 200 && r->status <= 299;
+}
+
+/* ---- composition (issue 12): group and response headers ------------------- */
+
+static const char *result_header(const struct result *r, const char *name)
+{
+    for (size_t i = 0; i < r->nhdr; i++) {
+        if (strcmp(r->hdr_names[i], name) == 0)
+            return r->hdr_values[i];
+    }
+    return NULL;
+}
+
+static const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
+                               size_t *len)
+{
+    const struct compose_item *c = it->compose;
+
+    if (c == NULL || c->group == NULL) {
+        if (r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
+            return NULL;
+        *len = r->body_len;
+        return r->body;
+    }
+    buf_reset(tmp);
+    if (buf_putc(tmp, '{') != FO_OK || json_put_cstr(tmp, c->group) != FO_OK ||
+        buf_putc(tmp, ':') != FO_OK ||
+        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) != FO_OK ||
+        buf_putc(tmp, '}') != FO_OK)
+        return NULL;
+    *len = tmp->len;
+    return tmp->data;
+}
+
+static fo_err compose_put_headers(struct buf *out, const struct item_req *it, const struct result *r)
+{
+    const struct compose_item *c = it->compose;
+    int first = 1;
+    fo_err err;
+
+    if (c == NULL || !c->has_resp)
+        return FO_OK;
+    if ((err = buf_puts(out, ",\"headers\":{")) != FO_OK)
+        return err;
+    for (size_t k = 0; k < c->nresp && err == FO_OK; k++) {
+        const char *v = result_header(r, c->resp_headers[k]);
+        if (v == NULL)
+            continue;
+        if ((err = json_put_key(out, c->resp_headers[k], first)) == FO_OK)
+            err = json_put_cstr(out, v);
+        first = 0;
+    }
+    return err != FO_OK ? err : buf_putc(out, '}');
 }
 
 /* {"id":..,"url":..,"ok":..,"status":..,"duration_ms":..[,content_type][,body..][,error]} */

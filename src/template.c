@@ -142,8 +142,10 @@ static fo_err parse_ref(const char *s, size_t len, struct tpl_ref *r, struct fo_
 bad:
     free(r->arg);
     r->arg = NULL;
-    fo_msg_set(why, "malformed reference '${%.*s}' (expected ${ID.status}, ${ID.body}, "
-               "${ID.body#POINTER} or ${ID.headers.NAME})", (int)(len > 80 ? 80 : len), s);
+    fo_msg_set(why,
+               "malformed reference '${%.*s}' (expected ${ID.status}, ${ID.body}, "
+               "${ID.body#POINTER} or ${ID.headers.NAME})",
+               (int)(len > 80 ? 80 : len), s);
     return FO_EINVAL;
 }
 

@@ -33,22 +33,27 @@ static void test_graph_refusals(void)
     static const struct {
         const char *name, *body, *in_msg;
     } cases[] = {
-        { "unknown id", "[{\"url\":\"http://h/\",\"id\":\"x\",\"depends_on\":[\"nope\"]}]", "\"x\"" },
+        { "unknown id", "[{\"url\":\"http://h/\",\"id\":\"x\",\"depends_on\":[\"nope\"]}]",
+          "\"x\"" },
         { "itself", "[{\"url\":\"http://h/\",\"id\":\"x\",\"depends_on\":[\"x\"]}]", "itself" },
         { "cycle of two",
           "[{\"url\":\"http://h/\",\"id\":\"a\",\"depends_on\":[\"b\"]},"
-          "{\"url\":\"http://h/\",\"id\":\"b\",\"depends_on\":[\"a\"]}]", "cycle" },
+          "{\"url\":\"http://h/\",\"id\":\"b\",\"depends_on\":[\"a\"]}]",
+          "cycle" },
         { "cycle of three behind a dependant",
           "[{\"url\":\"http://h/\",\"id\":\"z\",\"depends_on\":[\"a\"]},"
           "{\"url\":\"http://h/\",\"id\":\"a\",\"depends_on\":[\"c\"]},"
           "{\"url\":\"http://h/\",\"id\":\"b\",\"depends_on\":[\"a\"]},"
-          "{\"url\":\"http://h/\",\"id\":\"c\",\"depends_on\":[\"b\"]}]", "cycle" },
+          "{\"url\":\"http://h/\",\"id\":\"c\",\"depends_on\":[\"b\"]}]",
+          "cycle" },
         { "reference not in depends_on",
           "[{\"url\":\"http://h/\",\"id\":\"a\"},{\"url\":\"http://h/\",\"id\":\"b\"},"
-          "{\"url\":\"http://h/${b.status}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]", "depends_on" },
+          "{\"url\":\"http://h/${b.status}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]",
+          "depends_on" },
         { "malformed reference",
           "[{\"url\":\"http://h/\",\"id\":\"a\"},"
-          "{\"url\":\"http://h/\",\"id\":\"c\",\"depends_on\":[\"a\"],\"headers\":{\"X\":\"${a.nope}\"}}]",
+          "{\"url\":\"http://h/"
+          "\",\"id\":\"c\",\"depends_on\":[\"a\"],\"headers\":{\"X\":\"${a.nope}\"}}]",
           "malformed" },
         { "unterminated reference",
           "[{\"url\":\"http://h/\",\"id\":\"a\"},"
@@ -56,9 +61,12 @@ static void test_graph_refusals(void)
           "'}'" },
         { "id with a dot",
           "[{\"url\":\"http://h/\",\"id\":\"a.b\"},"
-          "{\"url\":\"http://h/${a.b.status}\",\"id\":\"c\",\"depends_on\":[\"a.b\"]}]", "'.'" },
-        { "bad pointer", "[{\"url\":\"http://h/\",\"id\":\"a\"},"
-          "{\"url\":\"http://h/${a.body#x}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]", "malformed" },
+          "{\"url\":\"http://h/${a.b.status}\",\"id\":\"c\",\"depends_on\":[\"a.b\"]}]",
+          "'.'" },
+        { "bad pointer",
+          "[{\"url\":\"http://h/\",\"id\":\"a\"},"
+          "{\"url\":\"http://h/${a.body#x}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]",
+          "malformed" },
         { "run_if", "[{\"url\":\"http://h/\",\"run_if\":\"sometimes\"}]", "run_if" },
         { "depends_on type", "[{\"url\":\"http://h/\",\"depends_on\":\"a\"}]", "depends_on" },
         { "select pointer", "[{\"url\":\"http://h/\",\"select\":\"a/b\"}]", "select" },
@@ -66,9 +74,12 @@ static void test_graph_refusals(void)
         { "group", "[{\"url\":\"http://h/\",\"group\":7}]", "group" },
         { "response_headers", "[{\"url\":\"http://h/\",\"response_headers\":[\"a b\"]}]",
           "response_headers" },
-        { "merge_arrays", "{\"merge_arrays\":\"append\",\"requests\":[\"http://h/\"]}", "merge_arrays" },
-        { "template url not http", "[{\"url\":\"http://h/\",\"id\":\"a\"},"
-          "{\"url\":\"ftp://h/${a.status}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]", "http" },
+        { "merge_arrays", "{\"merge_arrays\":\"append\",\"requests\":[\"http://h/\"]}",
+          "merge_arrays" },
+        { "template url not http",
+          "[{\"url\":\"http://h/\",\"id\":\"a\"},"
+          "{\"url\":\"ftp://h/${a.status}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]",
+          "http" },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
@@ -124,10 +135,11 @@ static void test_item_body_as_written(void)
 {
     struct batch_req b;
     struct fo_msg msg;
-    const char *body = "{\"requests\":[{\"url\":\"http://h/\",\"method\":\"POST\","
-                       "\"body\":{\"a\": 1E+2, \"b\":0.1,\"c\":1e400,\"d\":[1.0, -0]}},"
-                       "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":\"1e400\"},"
-                       "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":123456789012345678901234567890}]}";
+    const char *body =
+        "{\"requests\":[{\"url\":\"http://h/\",\"method\":\"POST\","
+        "\"body\":{\"a\": 1E+2, \"b\":0.1,\"c\":1e400,\"d\":[1.0, -0]}},"
+        "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":\"1e400\"},"
+        "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":123456789012345678901234567890}]}";
 
     if (parse(body, &b, &msg) != FO_OK) {
         CHECK_FAIL_("parse: %s", msg.text);
@@ -169,9 +181,10 @@ static void test_template_parse(void)
         CHECK_FAIL_("%zu parts", t.n);
     }
     tpl_free(&t);
-    static const char *const bad[] = { "${x}", "${.status}", "${x.stat}", "${x.body#a}",
-                                       "${x.body#/~2}", "${x.headers.}", "${x.headers.a b}",
-                                       "${x.status", "x${" };
+    static const char *const bad[] = {
+        "${x}",          "${.status}",       "${x.stat}",  "${x.body#a}", "${x.body#/~2}",
+        "${x.headers.}", "${x.headers.a b}", "${x.status", "x${"
+    };
     for (size_t i = 0; i < FO_ARRAY_LEN(bad); i++) {
         CHECK_CASE(tpl_parse(bad[i], strlen(bad[i]), &t, &why) == FO_EINVAL, bad[i]);
     }
@@ -212,15 +225,17 @@ static fo_err fixed_lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *
 static void render_case(const char *src, int json, enum tpl_place place, const char *want,
                         fo_err want_err)
 {
-    static const char doc[] = "{\"s\": \"a b/\\u00e9\", \"n\": 1E+2, \"l\": [1, \"x\"], "
-                              "\"u\": \"http://h/p\", \"a/b\": 1, \"m~n\": 2, \"q\": \"\\\"\"}";
+    static const char doc[] =
+        "{\"s\": \"a b/\\u00e9\", \"n\": 1E+2, \"l\": [1, \"x\"], "
+        "\"u\": \"http://h/p\", \"a/b\": 1, \"m~n\": 2, \"q\": \"\\\"\"}";
     struct tpl t;
     struct fo_msg why;
     struct buf out;
     fo_err err;
 
     buf_init(&out, 0);
-    err = json ? tpl_parse_json(src, strlen(src), &t, &why) : tpl_parse(src, strlen(src), &t, &why);
+    err = json ? tpl_parse_json(src, strlen(src), &t, &why)
+               : tpl_parse(src, strlen(src), &t, &why);
     if (err != FO_OK) {
         CHECK_FAIL_("parse %s: %s", src, why.text);
         return;
@@ -239,43 +254,57 @@ static void test_template_render(void)
 {
     /* url: inside, percent-encoded text; whole, as is */
     render_case("http://h/?q=${d.body#/s}&n=${d.body#/n}&l=${d.body#/l}&s=${d.status}", 0,
-                TPL_PLACE_URL, "http://h/?q=a%20b%2F%C3%A9&n=1E%2B2&l=%5B1%2C%22x%22%5D&s=200", FO_OK);
+                TPL_PLACE_URL, "http://h/?q=a%20b%2F%C3%A9&n=1E%2B2&l=%5B1%2C%22x%22%5D&s=200",
+                FO_OK);
     render_case("${d.body#/u}", 0, TPL_PLACE_URL, "http://h/p", FO_OK);
     /* pointer escapes ~1 and ~0 */
     render_case("${d.body#/a~1b}-${d.body#/m~0n}", 0, TPL_PLACE_TEXT, "1-2", FO_OK);
     /* header: text; CR/LF refused */
-    render_case("Bearer ${d.body#/s} $${d.status}", 0, TPL_PLACE_HEADER, "Bearer a b/\xc3\xa9 ${d.status}",
-                FO_OK);
+    render_case("Bearer ${d.body#/s} $${d.status}", 0, TPL_PLACE_HEADER,
+                "Bearer a b/\xc3\xa9 ${d.status}", FO_OK);
     render_case("${d.headers.x-h}", 0, TPL_PLACE_HEADER, NULL, FO_EINVAL);
     /* string body: the whole body as received */
     render_case("${d.body}", 0, TPL_PLACE_TEXT,
                 "{\"s\": \"a b/\\u00e9\", \"n\": 1E+2, \"l\": [1, \"x\"], \"u\": \"http://h/p\", "
-                "\"a/b\": 1, \"m~n\": 2, \"q\": \"\\\"\"}", FO_OK);
+                "\"a/b\": 1, \"m~n\": 2, \"q\": \"\\\"\"}",
+                FO_OK);
     render_case("x${d.body#/missing}", 0, TPL_PLACE_TEXT, NULL, FO_ENOTFOUND);
     /* JSON body: typed values, text in longer strings, keys and escapes */
-    render_case("{\"n\": \"${d.body#/n}\", \"l\":[\"${d.body#/l}\", 2], \"m\": \"n=${d.body#/n} "
-                "l=${d.body#/l} q=${d.body#/q}\", \"${d.status}\": \"$${x}\", \"e\": \"\\u0024{d.status}\"}",
-                1, TPL_PLACE_JSON,
-                "{\"n\": 1E+2, \"l\":[[1, \"x\"], 2], \"m\": \"n=1E+2 l=[1,\\\"x\\\"] q=\\\"\", "
-                "\"${d.status}\": \"${x}\", \"e\": 200}", FO_OK);
+    render_case(
+        "{\"n\": \"${d.body#/n}\", \"l\":[\"${d.body#/l}\", 2], \"m\": \"n=${d.body#/n} "
+        "l=${d.body#/l} q=${d.body#/q}\", \"${d.status}\": \"$${x}\", \"e\": "
+        "\"\\u0024{d.status}\"}",
+        1, TPL_PLACE_JSON,
+        "{\"n\": 1E+2, \"l\":[[1, \"x\"], 2], \"m\": \"n=1E+2 l=[1,\\\"x\\\"] q=\\\"\", "
+        "\"${d.status}\": \"${x}\", \"e\": 200}",
+        FO_OK);
 }
 
 static void test_select(void)
 {
-    static const char body[] = "{\"a\": {\"b\": [10, {\"c\": 1.50}]}, \"x/y\": true, \"t~\": null}";
+    static const char body[] =
+        "{\"a\": {\"b\": [10, {\"c\": 1.50}]}, \"x/y\": true, \"t~\": null}";
     static const struct {
         const char *select; /* a pointer, or "{" + name=pointer pairs */
         const char *want;   /* NULL: select_failed */
     } cases[] = {
-        { "/a/b/1", "{\"c\": 1.50}" }, { "/a/b/0", "10" }, { "/x~1y", "true" }, { "/t~0", "null" },
-        { "", NULL /* whole: see below */ }, { "/a/b/2", NULL }, { "/a/b/-", NULL }, { "/zz", NULL },
+        { "/a/b/1", "{\"c\": 1.50}" },
+        { "/a/b/0", "10" },
+        { "/x~1y", "true" },
+        { "/t~0", "null" },
+        { "", NULL /* whole: see below */ },
+        { "/a/b/2", NULL },
+        { "/a/b/-", NULL },
+        { "/zz", NULL },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
-        struct compose_item c = { .select = SELECT_POINTER, .select_ptr = (char *)cases[i].select };
+        struct compose_item c = { .select = SELECT_POINTER,
+                                  .select_ptr = (char *)cases[i].select };
         struct item_req it = { .compose = &c };
-        struct result r = { .status = 200, .enc = BODY_JSON, .body = strdup(body),
-                            .body_len = strlen(body) };
+        struct result r = {
+            .status = 200, .enc = BODY_JSON, .body = strdup(body), .body_len = strlen(body)
+        };
         compose_select(&it, &r);
         if (cases[i].select[0] == '\0') {
             CHECK_STR(r.body, body);
@@ -290,9 +319,13 @@ static void test_select(void)
     }
     /* object form: null where the pointer names nothing */
     char *names[] = { "first", "gone" }, *ptrs[] = { "/a/b/1/c", "/a/q" };
-    struct compose_item c = { .select = SELECT_OBJECT, .sel_names = names, .sel_ptrs = ptrs, .nsel = 2 };
+    struct compose_item c = {
+        .select = SELECT_OBJECT, .sel_names = names, .sel_ptrs = ptrs, .nsel = 2
+    };
     struct item_req it = { .compose = &c };
-    struct result r = { .status = 200, .enc = BODY_JSON, .body = strdup(body), .body_len = strlen(body) };
+    struct result r = {
+        .status = 200, .enc = BODY_JSON, .body = strdup(body), .body_len = strlen(body)
+    };
     compose_select(&it, &r);
     CHECK_STR(r.body, "{\"first\":1.50,\"gone\":null}");
     result_clear(&r);
@@ -318,16 +351,19 @@ static void test_prepare(void)
     struct fo_msg msg;
     struct result res[3] = { 0 }, out = { 0 };
     struct compose_run run;
-    const char *body = "[{\"url\":\"http://h/a\",\"id\":\"a\"},{\"url\":\"http://h/b\",\"id\":\"b\"},"
-                       "{\"url\":\"${a.body#/next}\",\"id\":\"c\",\"depends_on\":[\"a\",\"b\"],"
-                       "\"headers\":{\"X-T\":\"${b.headers.x-t}\"}}]";
+    const char *body =
+        "[{\"url\":\"http://h/a\",\"id\":\"a\"},{\"url\":\"http://h/b\",\"id\":\"b\"},"
+        "{\"url\":\"${a.body#/next}\",\"id\":\"c\",\"depends_on\":[\"a\",\"b\"],"
+        "\"headers\":{\"X-T\":\"${b.headers.x-t}\"}}]";
 
     if (parse(body, &b, &msg) != FO_OK) {
         CHECK_FAIL_("parse: %s", msg.text);
         return;
     }
-    res[0] = (struct result){ .status = 200, .enc = BODY_JSON,
-                              .body = strdup("{\"next\": \"http://n/x?y=1\"}"), .body_len = 26 };
+    res[0] = (struct result){ .status = 200,
+                              .enc = BODY_JSON,
+                              .body = strdup("{\"next\": \"http://n/x?y=1\"}"),
+                              .body_len = 26 };
     res[1] = (struct result){ .status = 500 };
     /* run_if success: b is not ok */
     CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
@@ -383,7 +419,8 @@ static void test_merge_concat(void)
     CHECK_EQ_INT(jt_parse(&ar, c, strlen(c), 16, &v), FO_OK);
     CHECK_EQ_INT(jt_merge_concat(&ar, &acc, &v), FO_OK);
     CHECK_EQ_INT(jt_write(&out, &acc), FO_OK);
-    CHECK_STR(out.data, "{\"items\":[1, 2,3],\"m\":{\"t\":[\"a\",\"b\",\"c\"],\"e\":[9]},\"s\":5}");
+    CHECK_STR(out.data,
+              "{\"items\":[1, 2,3],\"m\":{\"t\":[\"a\",\"b\",\"c\"],\"e\":[9]},\"s\":5}");
     buf_free(&out);
     jt_arena_free(&ar);
 }
