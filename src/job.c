@@ -88,15 +88,15 @@ static void job_free(struct job *job)
 
     for (size_t i = 0; job->results != NULL && i < job->req.n; i++)
         result_clear(&job->results[i]);
+    for (size_t i = 0; job->runs != NULL && i < job->req.n; i++)
+        compose_run_free(&job->runs[i]);
+    free(job->runs);
     batch_req_free(&job->req);
     job_forward_free(job->forward, job->nforward);
     free(job->state);
     free(job->started_us);
     free(job->runner);
     free(job->results);
-    for (size_t i = 0; job->runs != NULL && i < job->req.n; i++)
-        compose_run_free(&job->runs[i]);
-    free(job->runs);
     job->doc.sink.ops->release(&job->doc.sink);
     config_unref(job->cfg);
     pthread_mutex_destroy(&job->lock);
