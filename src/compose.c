@@ -33,16 +33,37 @@ struct lookup_ctx {
     const struct compose_item *c;
     const struct result *res_of;
     struct buf scratch; /* a header value or status as JSON text */
+    /* Each dependency's JSON body parsed once for all of the item's
+     * references (url, headers, body): roots[k] for deps[k]. */
+    struct jt_arena arena;
+    struct jt_value *roots;
+    signed char *parsed; /* 0: not yet, 1: roots[k] holds it, -1: not JSON */
 };
 
-static const struct result *dep_result(const struct lookup_ctx *lc, const char *id)
+/* The dependency named id: its index in deps, or -1. */
+static long dep_index(const struct lookup_ctx *lc, const char *id)
 {
     for (size_t k = 0; k < lc->c->ndeps; k++) {
-        size_t d = lc->c->deps[k];
-        if (strcmp(lc->req->items[d].id, id) == 0)
-            return &lc->res_of[d];
+        if (strcmp(lc->req->items[lc->c->deps[k]].id, id) == 0)
+            return (long)k;
     }
-    return NULL;
+    return -1;
+}
+
+/* Dependency k's body as a tree, parsed on first use. */
+static fo_err dep_tree(struct lookup_ctx *lc, size_t k, const struct result *r,
+                       struct jt_value **out)
+{
+    fo_err err;
+
+    if (lc->parsed[k] == 0) {
+        err = jt_parse(&lc->arena, r->body, r->body_len, FO_MAX_JSON_DEPTH, &lc->roots[k]);
+        if (err == FO_ENOMEM)
+            return err;
+        lc->parsed[k] = err == FO_OK ? 1 : -1;
+    }
+    *out = &lc->roots[k];
+    return lc->parsed[k] > 0 ? FO_OK : FO_EINVAL;
 }
 
 static const char *result_header(const struct result *r, const char *name)
@@ -58,8 +79,9 @@ static fo_err lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *ref,
                      struct tpl_value *out, struct fo_msg *why)
 {
     struct lookup_ctx *lc = ctx;
-    const struct result *r = dep_result(lc, ref->id);
-    struct jt_value root, v;
+    long k = dep_index(lc, ref->id);
+    const struct result *r = k >= 0 ? &lc->res_of[lc->c->deps[k]] : NULL;
+    struct jt_value *root, v;
     const char *h;
     fo_err err;
 
@@ -88,16 +110,16 @@ static fo_err lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *ref,
         if (r->error != ERR_NONE || r->body == NULL || r->enc == BODY_NONE)
             goto unresolved;
         if (ref->field == TPL_BODY) {
-            if ((err = jt_parse(a, r->body, r->body_len, FO_MAX_JSON_DEPTH, &v)) != FO_OK)
+            if ((err = dep_tree(lc, (size_t)k, r, &root)) != FO_OK)
                 return err == FO_ENOMEM ? err : FO_ENOTFOUND;
-            *out = (struct tpl_value){ v.kind, v.raw, v.len, 1 };
+            *out = (struct tpl_value){ root->kind, root->raw, root->len, 1 };
             return FO_OK;
         }
         if (r->enc != BODY_JSON)
             goto unresolved;
-        err = jt_parse(a, r->body, r->body_len, FO_MAX_JSON_DEPTH, &root);
+        err = dep_tree(lc, (size_t)k, r, &root);
         if (err == FO_OK)
-            err = jt_pointer(a, &root, ref->arg, strlen(ref->arg), FO_MAX_JSON_DEPTH, &v);
+            err = jt_pointer(a, root, ref->arg, strlen(ref->arg), FO_MAX_JSON_DEPTH, &v);
         if (err == FO_ENOMEM)
             return err;
         if (err != FO_OK)
@@ -160,12 +182,20 @@ static fo_err render_header(const char *line, const struct tpl *t, struct lookup
     return FO_OK;
 }
 
+static void lookup_ctx_free(struct lookup_ctx *lc)
+{
+    buf_free(&lc->scratch);
+    jt_arena_free(&lc->arena);
+    free(lc->roots);
+    free(lc->parsed);
+}
+
 int compose_prepare(const struct batch_req *req, size_t i, const struct result *res_of,
                     struct compose_run *run, struct result *res)
 {
     const struct item_req *it = &req->items[i];
     const struct compose_item *c = it->compose;
-    struct lookup_ctx lc = { req, c, res_of, { 0 } };
+    struct lookup_ctx lc = { .req = req, .c = c, .res_of = res_of };
     struct fo_msg why;
     size_t len;
     fo_err err = FO_OK;
@@ -183,7 +213,12 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         }
     }
     buf_init(&lc.scratch, 0);
-    if (c->url.nrefs > 0 || c->url.escapes) {
+    jt_arena_init(&lc.arena);
+    lc.roots = calloc(c->ndeps + 1, sizeof(*lc.roots));
+    lc.parsed = calloc(c->ndeps + 1, sizeof(*lc.parsed));
+    if (lc.roots == NULL || lc.parsed == NULL)
+        err = FO_ENOMEM;
+    if (err == FO_OK && (c->url.nrefs > 0 || c->url.escapes)) {
         err = render(&c->url, TPL_PLACE_URL, &lc, &run->url, &len, &why);
         if (err == FO_OK && url_check(run->url, NULL, &why) == FO_EINVAL) {
             result_fail(res, ERR_INVALID_URL, "not fetched: the url after substitution: %s",
@@ -215,17 +250,17 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc,
                      &run->body, &run->body_len, &why);
     if (err == FO_OK) {
-        buf_free(&lc.scratch);
+        lookup_ctx_free(&lc);
         return 1;
     }
     if (err == FO_ENOMEM) {
-        buf_free(&lc.scratch);
+        lookup_ctx_free(&lc);
         compose_run_free(run);
         return -1;
     }
     result_fail(res, ERR_FAILED_DEP, "not fetched: %s", why.text);
 failed:
-    buf_free(&lc.scratch);
+    lookup_ctx_free(&lc);
     compose_run_free(run);
     return 0;
 }
