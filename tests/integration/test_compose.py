@@ -219,6 +219,35 @@ class ReferenceTest(ComposeCase):
             self.assertIn(name, r["error"]["message"])
         self.assertEqual(self.up.requests(tag=tag), [])
 
+    def test_run_if_always_with_no_response_and_plain_dollar_brace(self):
+        """run_if "always" after a dependency that got no response: a reference to its status
+        cannot be resolved (failed_dependency); a header of an item without depends_on keeps its
+        ${ as text."""
+        items = [{"id": "down", "url": "http://127.0.0.1:1/"},
+                 {"id": "after", "url": self.url("/echo"), "depends_on": ["down"], "run_if": "always",
+                  "headers": {"X-S": "${down.status}"}},
+                 {"id": "bare", "url": self.url("/echo"), "run_if": "always", "depends_on": ["down"]},
+                 {"id": "plain", "url": self.url("/echo"), "headers": {"X-T": "${down.status}"}}]
+        doc = self.batch({"requests": items}, total=4)
+        after = self.item(doc, "after")
+        self.assert_item_error(after, "failed_dependency", status=None)
+        self.assertIn("${down.status}", after["error"]["message"])
+        self.assertTrue(self.item(doc, "bare")["ok"])
+        self.assertEqual(self.echo_header(self.item(doc, "plain"), "X-T"), ["${down.status}"])
+
+    def test_many_dependants_compete_fairly(self):
+        """A fan of 12 dependants on one item all become runnable together when it finishes and
+        run at the same time (8 workers: in two waves, not twelve)."""
+        tag = new_tag()
+        items = [{"id": "root", "url": self.url("/delay", ms=200)}]
+        items += [{"id": f"d{i}", "url": self.url("/delay", ms=300, tag=tag), "depends_on": ["root"]}
+                  for i in range(12)]
+        t0 = time.monotonic()
+        doc = self.batch({"requests": items}, total=13)
+        self.assertEqual(doc["summary"]["ok"], 13)
+        self.assertLess(time.monotonic() - t0, 1.6)
+        self.assertGreaterEqual(self.up.max_inflight(tag), 6)
+
     def test_item_json_body_sent_as_written(self):
         """An item's JSON body keeps every number's spelling (1E+2, 0.1, 1e400) on its way upstream."""
         body = '{"a": 1E+2, "b": 0.1, "c": 1e400, "d": [1.0, -0, 123456789012345678901234567890]}'
