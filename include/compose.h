@@ -33,7 +33,8 @@ struct compose_run {
 void compose_run_free(struct compose_run *r);
 
 /*
- * Before item i runs: with run_if success and a dependency not ok, fails
+ * Before item i runs: a dependency ended by the batch deadline fails *res
+ * deadline_exceeded; with run_if success and a dependency not ok, fails
  * *res with failed_dependency (naming it); then resolves its templates
  * against res_of[dep] (finished results) into *run; a reference that
  * cannot be resolved, or a header value holding CR/LF/NUL, fails *res with

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "err.h"
 #include "template.h"
 
 enum select_kind { SELECT_NONE = 0, SELECT_POINTER, SELECT_OBJECT };
@@ -40,5 +41,15 @@ struct compose_item {
 };
 
 void compose_item_free(struct compose_item *c);
+
+/* Adds a name to `response_headers` (RESULT shows it; also kept by the
+ * fetch), lower-cased, no repeats; sets has_resp. For the item's own field
+ * and for a batch's defaults (an item without composition fields gets a
+ * zeroed struct compose_item first). FO_ENOMEM. */
+fo_err compose_response_header(struct compose_item *c, const char *name) FO_MUST_CHECK;
+
+/* Adds a name to the headers the fetch keeps (a dependant's reference
+ * reads it) without showing it in RESULT. FO_ENOMEM. */
+fo_err compose_keep_header(struct compose_item *c, const char *name) FO_MUST_CHECK;
 
 #endif

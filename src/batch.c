@@ -854,28 +854,6 @@ static fo_err compose_select_field(struct compose_item *c, json_t *v, const char
     return FO_OK;
 }
 
-/* Adds a lower-case header name to a list (no repeats). */
-static fo_err name_list_add(char ***list, size_t *n, const char *name)
-{
-    char **l, *low;
-
-    for (size_t i = 0; i < *n; i++) {
-        if (strcasecmp((*list)[i], name) == 0)
-            return FO_OK;
-    }
-    if ((low = strdup(name)) == NULL)
-        return FO_ENOMEM;
-    for (char *p = low; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    if ((l = realloc(*list, (*n + 1) * sizeof(*l))) == NULL) {
-        free(low);
-        return FO_ENOMEM;
-    }
-    l[(*n)++] = low;
-    *list = l;
-    return FO_OK;
-}
-
 static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, struct fo_msg *msg)
 {
     struct item_req *it = &b->items[i];
@@ -939,9 +917,7 @@ static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, st
                 err = FO_EINVAL;
             }
             if (err == FO_OK)
-                err = name_list_add(&c->resp_headers, &c->nresp, names[k]);
-            if (err == FO_OK)
-                err = name_list_add(&c->keep, &c->nkeep, names[k]);
+                err = compose_response_header(c, names[k]);
             free(names[k]);
         }
         free(names);
@@ -991,7 +967,7 @@ static fo_err check_refs(struct batch_req *b, size_t i, const struct tpl *t, con
             struct compose_item *dc = b->items[d].compose;
             if (dc == NULL && (dc = b->items[d].compose = calloc(1, sizeof(*dc))) == NULL)
                 return FO_ENOMEM;
-            fo_err err = name_list_add(&dc->keep, &dc->nkeep, r->arg);
+            fo_err err = compose_keep_header(dc, r->arg);
             if (err != FO_OK)
                 return err;
         }

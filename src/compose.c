@@ -203,6 +203,14 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
     memset(run, 0, sizeof(*run));
     if (c == NULL || !c->has_deps)
         return 1;
+    /* A dependency ended by the batch deadline: so did the batch (its
+     * fetch may notice the deadline a moment before the watcher does). */
+    for (size_t k = 0; k < c->ndeps; k++) {
+        if (res_of[c->deps[k]].error == ERR_DEADLINE) {
+            result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+            return 0;
+        }
+    }
     if (!c->run_always) {
         for (size_t k = 0; k < c->ndeps; k++) {
             if (!result_ok(&res_of[c->deps[k]])) {

@@ -3,7 +3,10 @@
  */
 #include "compose_item.h"
 
+#include <ctype.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 static void strv_free(char **v, size_t n)
 {
@@ -30,4 +33,39 @@ void compose_item_free(struct compose_item *c)
     strv_free(c->resp_headers, c->nresp);
     strv_free(c->keep, c->nkeep);
     free(c);
+}
+
+/* Adds a lower-case header name to a list (no repeats). */
+static fo_err name_list_add(char ***list, size_t *n, const char *name)
+{
+    char **l, *low;
+
+    for (size_t i = 0; i < *n; i++) {
+        if (strcasecmp((*list)[i], name) == 0)
+            return FO_OK;
+    }
+    if ((low = strdup(name)) == NULL)
+        return FO_ENOMEM;
+    for (char *p = low; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    if ((l = realloc(*list, (*n + 1) * sizeof(*l))) == NULL) {
+        free(low);
+        return FO_ENOMEM;
+    }
+    l[(*n)++] = low;
+    *list = l;
+    return FO_OK;
+}
+
+fo_err compose_keep_header(struct compose_item *c, const char *name)
+{
+    return name_list_add(&c->keep, &c->nkeep, name);
+}
+
+fo_err compose_response_header(struct compose_item *c, const char *name)
+{
+    fo_err err = name_list_add(&c->resp_headers, &c->nresp, name);
+
+    c->has_resp = 1;
+    return err != FO_OK ? err : compose_keep_header(c, name);
 }

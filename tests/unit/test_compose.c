@@ -388,6 +388,12 @@ static void test_prepare(void)
     if (run.headers != NULL)
         CHECK_STR(run.headers[0], "X-T: tok");
     compose_run_free(&run);
+    /* a dependency ended by the batch deadline: so does the dependant */
+    res[1].error = ERR_DEADLINE;
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
+    CHECK_EQ_INT(out.error, ERR_DEADLINE);
+    result_clear(&out);
+    res[1].error = ERR_NONE;
     /* a whole-url reference that is not an http(s) URL */
     free(res[0].body);
     res[0].body = strdup("{\"next\": \"file:///etc/passwd\"}");
