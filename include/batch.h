@@ -32,7 +32,8 @@ const char *http_method_name(enum http_method m);
 struct item_req {
     char *id;
     char *url;            /* as requested */
-    char *hostkey;        /* "host:port" of the URL, for per_host_limit */
+    char *hostkey;        /* "host:port" of the URL, for per_host_limit; NULL for a
+                             url template (composition: known once substituted) */
     enum http_method method;
     char **headers;       /* "Name: value" lines */
     size_t nheaders;
