@@ -744,15 +744,21 @@ static fo_err compose_raw_bodies(struct batch_req *b, const char *text, size_t l
                 goto out;
             }
             if (b->raw_span == NULL) {
-                b->raw_span = calloc(2 * (size_t)cfg->max_batch, sizeof(*b->raw_span));
-                if (b->raw_span == NULL) {
+                memcpy(*masked, text, len);
+                (*masked)[len] = '\0';
+                b->raw_text = text;
+            }
+            if (n >= b->nraw_span) {
+                /* grows to cover item n; items without a span stay 0 */
+                size_t cap = n < 8 ? 16 : 2 * n;
+                size_t *sp = realloc(b->raw_span, 2 * cap * sizeof(*sp));
+                if (sp == NULL) {
                     err = FO_ENOMEM;
                     goto out;
                 }
-                memcpy(*masked, text, len);
-                (*masked)[len] = '\0';
-                b->nraw_span = (size_t)cfg->max_batch;
-                b->raw_text = text;
+                memset(sp + 2 * b->nraw_span, 0, 2 * (cap - b->nraw_span) * sizeof(*sp));
+                b->raw_span = sp;
+                b->nraw_span = cap;
             }
             size_t off = (size_t)(body->raw - text);
             b->raw_span[2 * n] = off;

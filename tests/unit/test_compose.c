@@ -151,6 +151,27 @@ static void test_item_body_as_written(void)
     CHECK_EQ_INT(b.items[1].body_is_json, 0);
     CHECK_STR(b.items[2].body, "123456789012345678901234567890");
     batch_req_free(&b);
+    /* many items, JSON bodies far apart */
+    {
+        char big[8192];
+        size_t at = 0;
+        at += (size_t)snprintf(big + at, sizeof(big) - at, "[");
+        for (int k = 0; k < 40; k++)
+            at += (size_t)snprintf(big + at, sizeof(big) - at,
+                                   k == 1 || k == 39
+                                       ? "%s{\"url\":\"http://h/\",\"method\":\"PUT\","
+                                         "\"body\":[%d.0e0]}"
+                                       : "%s\"http://h/%d\"",
+                                   k ? "," : "", k);
+        (void)snprintf(big + at, sizeof(big) - at, "]");
+        if (parse(big, &b, &msg) != FO_OK) {
+            CHECK_FAIL_("parse: %s", msg.text);
+        } else {
+            CHECK_STR(b.items[1].body, "[1.0e0]");
+            CHECK_STR(b.items[39].body, "[39.0e0]");
+            batch_req_free(&b);
+        }
+    }
     /* a malformed batch is still refused with jansson's message */
     CHECK_EQ_INT(parse("[{\"url\":\"http://h/\",\"body\":{1}}]", &b, &msg), FO_EINVAL);
     CHECK(strstr(msg.text, "malformed JSON") != NULL);
