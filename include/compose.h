@@ -39,11 +39,13 @@ void compose_run_free(struct compose_run *r);
  * against res_of[dep] (finished results) into *run; a reference that
  * cannot be resolved, or a header value holding CR/LF/NUL, fails *res with
  * failed_dependency; a substituted url that is not absolute http(s) fails
- * it invalid_url. Returns 1 when the item is to be fetched (with *run), 0
+ * it invalid_url (so does one longer than FO_MAX_URL_LEN); a header value
+ * longer than FO_MAX_HEADER_LEN, or a body longer than max_body bytes, once
+ * substituted, fails it failed_dependency. Returns 1 when the item is to be fetched (with *run), 0
  * when *res holds its failure, -1 out of memory.
  */
 int compose_prepare(const struct batch_req *req, size_t i, const struct result *res_of,
-                    struct compose_run *run, struct result *res);
+                    size_t max_body, struct compose_run *run, struct result *res);
 
 /* Applies item it's select to an ok result: the body becomes the selection,
  * or the item fails select_failed (status kept, no body). */

@@ -38,6 +38,7 @@ struct lookup_ctx {
     struct jt_arena arena;
     struct jt_value *roots;
     signed char *parsed; /* 0: not yet, 1: roots[k] holds it, -1: not JSON */
+    int too_long;        /* the last render passed its cap */
 };
 
 /* The dependency named id: its index in deps, or -1. */
@@ -141,17 +142,23 @@ unresolved:
     return FO_ENOTFOUND;
 }
 
-/* Renders t into a new string (*len bytes, NUL-terminated). */
-static fo_err render(const struct tpl *t, enum tpl_place place, struct lookup_ctx *lc, char **out,
-                     size_t *len, struct fo_msg *why)
+/* Renders t into a new string (*len bytes, NUL-terminated) of at most cap
+ * bytes: past it FO_EINVAL, why saying that `what` is too long. */
+static fo_err render(const struct tpl *t, enum tpl_place place, struct lookup_ctx *lc, size_t cap,
+                     const char *what, char **out, size_t *len, struct fo_msg *why)
 {
     struct buf b;
     fo_err err;
 
-    buf_init(&b, 0);
+    buf_init(&b, cap);
     err = tpl_render(t, place, lookup, lc, &b, why);
     if (err == FO_OK && b.data == NULL)
         err = buf_puts(&b, "");
+    if (err == FO_ETOOBIG) {
+        lc->too_long = 1;
+        fo_msg_set(why, "the %s after substitution is longer than %zu bytes", what, cap);
+        err = FO_EINVAL;
+    }
     if (err != FO_OK) {
         buf_free(&b);
         return err;
@@ -168,7 +175,8 @@ static fo_err render_header(const char *line, const struct tpl *t, struct lookup
     char *value;
     fo_err err;
 
-    if ((err = render(t, TPL_PLACE_HEADER, lc, &value, &vlen, why)) != FO_OK)
+    if ((err = render(t, TPL_PLACE_HEADER, lc, FO_MAX_HEADER_LEN, "header value", &value, &vlen,
+                      why)) != FO_OK)
         return err;
     if ((*out = malloc(n + vlen + 3)) == NULL) {
         free(value);
@@ -191,7 +199,7 @@ static void lookup_ctx_free(struct lookup_ctx *lc)
 }
 
 int compose_prepare(const struct batch_req *req, size_t i, const struct result *res_of,
-                    struct compose_run *run, struct result *res)
+                    size_t max_body, struct compose_run *run, struct result *res)
 {
     const struct item_req *it = &req->items[i];
     const struct compose_item *c = it->compose;
@@ -227,7 +235,12 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
     if (lc.roots == NULL || lc.parsed == NULL)
         err = FO_ENOMEM;
     if (err == FO_OK && (c->url.nrefs > 0 || c->url.escapes)) {
-        err = render(&c->url, TPL_PLACE_URL, &lc, &run->url, &len, &why);
+        err =
+            render(&c->url, TPL_PLACE_URL, &lc, FO_MAX_URL_LEN + 1, "url", &run->url, &len, &why);
+        if (err == FO_EINVAL && lc.too_long) {
+            result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
+            goto failed;
+        }
         if (err == FO_OK && url_check(run->url, NULL, &why) == FO_EINVAL) {
             result_fail(res, ERR_INVALID_URL, "not fetched: the url after substitution: %s",
                         why.text);
@@ -255,8 +268,8 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
         err = render_header(it->headers[k], &c->hdr[k], &lc, &run->headers[k], &why);
     }
     if (err == FO_OK && it->body != NULL && (c->body.nrefs > 0 || c->body.escapes))
-        err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc,
-                     &run->body, &run->body_len, &why);
+        err = render(&c->body, it->body_is_json ? TPL_PLACE_JSON : TPL_PLACE_TEXT, &lc, max_body,
+                     "body", &run->body, &run->body_len, &why);
     if (err == FO_OK) {
         lookup_ctx_free(&lc);
         return 1;

@@ -755,7 +755,10 @@ int job_prepare_item(struct job *job, size_t i, struct result *res)
         return 0;
     }
     /* The dependencies are done: their results are no longer written. */
-    r = compose_prepare(&job->req, i, job->results, &run, res);
+    /* A substituted body: at most what a batch and one upstream body can hold. */
+    r = compose_prepare(&job->req, i, job->results,
+                        (size_t)job->cfg->max_body_bytes + (size_t)job->cfg->max_response_bytes,
+                        &run, res);
     if (r < 0) {
         result_fail(res, ERR_UPSTREAM, "out of memory");
         return 0;

@@ -93,7 +93,7 @@ static int op_compose_run(void)
         return 1;
     }
     res[0].body_len = strlen(doc);
-    r = compose_prepare(&b, 1, res, &run, &out);
+    r = compose_prepare(&b, 1, res, 1 << 20, &run, &out);
     if (r > 0)
         compose_run_free(&run);
     else if (r == 0 && (out.error != ERR_UPSTREAM || out.message == NULL ||

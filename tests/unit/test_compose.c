@@ -387,13 +387,13 @@ static void test_prepare(void)
                               .body_len = 26 };
     res[1] = (struct result){ .status = 500 };
     /* run_if success: b is not ok */
-    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, 1 << 20, &run, &out), 0);
     CHECK_EQ_INT(out.error, ERR_FAILED_DEP);
     CHECK(out.message != NULL && strstr(out.message, "\"b\"") != NULL);
     result_clear(&out);
     b.items[2].compose->run_always = 1;
     /* the header is absent */
-    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, 1 << 20, &run, &out), 0);
     CHECK(out.message != NULL && strstr(out.message, "${b.headers.x-t}") != NULL);
     if (out.message != NULL && strstr(out.message, "${b.headers.x-t}") == NULL)
         CHECK_FAIL_("message: %s", out.message);
@@ -403,7 +403,7 @@ static void test_prepare(void)
     res[1].hdr_names[0] = strdup("x-t");
     res[1].hdr_values[0] = strdup("tok");
     res[1].nhdr = 1;
-    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 1);
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, 1 << 20, &run, &out), 1);
     CHECK_STR(run.url, "http://n/x?y=1");
     CHECK(run.headers != NULL && run.nheaders == 1);
     if (run.headers != NULL)
@@ -411,7 +411,7 @@ static void test_prepare(void)
     compose_run_free(&run);
     /* a dependency ended by the batch deadline: so does the dependant */
     res[1].error = ERR_DEADLINE;
-    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, 1 << 20, &run, &out), 0);
     CHECK_EQ_INT(out.error, ERR_DEADLINE);
     result_clear(&out);
     res[1].error = ERR_NONE;
@@ -419,11 +419,34 @@ static void test_prepare(void)
     free(res[0].body);
     res[0].body = strdup("{\"next\": \"file:///etc/passwd\"}");
     res[0].body_len = strlen(res[0].body);
-    CHECK_EQ_INT(compose_prepare(&b, 2, res, &run, &out), 0);
+    CHECK_EQ_INT(compose_prepare(&b, 2, res, 1 << 20, &run, &out), 0);
     CHECK_EQ_INT(out.error, ERR_INVALID_URL);
     result_clear(&out);
     for (size_t i = 0; i < 3; i++)
         result_clear(&res[i]);
+    batch_req_free(&b);
+
+    /* a substituted body over its cap fails the item, naming the cap */
+    const char *capped =
+        "[{\"url\":\"http://h/a\",\"id\":\"a\"},{\"url\":\"http://h/b\","
+        "\"id\":\"b\",\"depends_on\":[\"a\"],\"method\":\"POST\","
+        "\"body\":\"${a.body}${a.body}\"}]";
+    if (parse(capped, &b, &msg) != FO_OK) {
+        CHECK_FAIL_("parse: %s", msg.text);
+        return;
+    }
+    res[0] = (struct result){ .status = 200,
+                              .enc = BODY_JSON,
+                              .body = strdup("[1, 2, 3, 4, 5, 6, 7, 8]"),
+                              .body_len = 24 };
+    CHECK_EQ_INT(compose_prepare(&b, 1, res, 30, &run, &out), 0);
+    CHECK_EQ_INT(out.error, ERR_FAILED_DEP);
+    CHECK(out.message != NULL && strstr(out.message, "longer than 30 bytes") != NULL);
+    result_clear(&out);
+    CHECK_EQ_INT(compose_prepare(&b, 1, res, 48, &run, &out), 1);
+    CHECK_STR(run.body, "[1, 2, 3, 4, 5, 6, 7, 8][1, 2, 3, 4, 5, 6, 7, 8]");
+    compose_run_free(&run);
+    result_clear(&res[0]);
     batch_req_free(&b);
 }
 
