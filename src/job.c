@@ -350,6 +350,8 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     size_t n = 0;
 
     memset(out, 0, sizeof(*out));
+    if (job->runs != NULL && job->runs[i].headers != NULL)
+        it = job_item_resolved(job, i, &resolved); /* references substituted */
     out->headers = malloc((job->nforward + it->nheaders + 1) * sizeof(*out->headers));
     out->cdn_loop = cdn_loop_line(job, it);
     if (out->headers == NULL || out->cdn_loop == NULL) {
@@ -357,8 +359,6 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
         FO_FREE(out->cdn_loop);
         return FO_ENOMEM;
     }
-    if (job->runs != NULL && job->runs[i].headers != NULL)
-        it = job_item_resolved(job, i, &resolved);
     /* Client headers named in forward_headers, unless the item gives the
      * same header (its own value wins); CDN-Loop only in cdn_loop. */
     for (size_t k = 0; k < job->nforward; k++) {
