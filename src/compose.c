@@ -111,8 +111,10 @@ static fo_err lookup(void *ctx, struct jt_arena *a, const struct tpl_ref *ref,
         if (r->error != ERR_NONE || r->body == NULL || r->enc == BODY_NONE)
             goto unresolved;
         if (ref->field == TPL_BODY) {
-            if ((err = dep_tree(lc, (size_t)k, r, &root)) != FO_OK)
-                return err == FO_ENOMEM ? err : FO_ENOTFOUND;
+            if ((err = dep_tree(lc, (size_t)k, r, &root)) == FO_ENOMEM)
+                return err;
+            if (err != FO_OK)
+                goto unresolved;
             *out = (struct tpl_value){ root->kind, root->raw, root->len, 1 };
             return FO_OK;
         }
