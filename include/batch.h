@@ -15,10 +15,13 @@
 #define FO_BATCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "err.h"
 #include "fanoutd.h"
+
+struct compose_item;
 
 enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
 enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
@@ -33,7 +36,8 @@ enum { ITEM_RETRY_MAX = 1u << 0, ITEM_RETRY_BACKOFF = 1u << 1 };
 struct item_req {
     char *id;
     char *url;            /* as requested */
-    char *hostkey;        /* "host:port" of the URL, for per_host_limit */
+    char *hostkey;        /* "host:port" of the URL, for per_host_limit; NULL for a
+                             url template (composition: known once substituted) */
     enum http_method method;
     char **headers;       /* "Name: value" lines */
     size_t nheaders;
@@ -51,6 +55,10 @@ struct item_req {
     unsigned retry_given; /* ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF */
     long retry_max;
     long retry_backoff_ms;
+
+    /* composition (issue 12): depends_on, run_if, references, select, group,
+     * response_headers (compose.h); NULL: none of them. Owned. */
+    struct compose_item *compose;
 };
 
 struct batch_req {
@@ -67,6 +75,13 @@ struct batch_req {
     char traceparent[56];     /* the client's valid traceparent value, "": none
                                  (set by the front end, not by batch_parse) */
     char *tracestate;         /* the whole "tracestate: ..." line, owned, or NULL */
+    /* composition (issue 12) */
+    int merge_concat;              /* merge_arrays "concat" */
+    uint32_t *dep_start, *dep_list; /* the scheduler's dependency lists, NULL: none */
+    const char *raw_text;          /* while parsing: the JSON body's text */
+    size_t *raw_span;              /* while parsing: item i's JSON body at
+                                      raw_span[2i] (offset), raw_span[2i+1] (length, 0: none) */
+    size_t nraw_span;
 };
 
 /* Routes jansson's allocations through fanoutd's allocator, so that an

@@ -147,7 +147,7 @@ uint64_t job_serial(const struct job *job);                 /* unique, for looku
 size_t job_items(const struct job *job);                    /* items in the batch */
 int64_t job_deadline_us(const struct job *job);             /* monotonic */
 const struct config *job_config(const struct job *job);     /* the config it started with */
-const char *job_item_dest(const struct job *job, size_t i); /* item i's "host:port" */
+const char *job_item_dest(const struct job *job, size_t i); /* item i's "host:port", NULL: none yet */
 /* 1 once the job has finished (running fetches are told to stop). */
 int job_stopped(const struct job *job);
 /* The suspended client's socket, set once by the watcher before the job's
@@ -204,5 +204,17 @@ fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out) FO_
  * them. Start fails with FO_ESYS (no thread could be made). */
 fo_err job_finisher_start(void) FO_MUST_CHECK;
 void job_finisher_stop(void);
+
+/* composition (issue 12) */
+
+/* Before item i's request is built (its worker, after job_begin_item):
+ * run_if and the references of an item with depends_on, resolved against
+ * its finished dependencies (compose_prepare). 1: fetch it (job_request
+ * then uses the resolved url, headers and body); 0: it is not fetched and
+ * *res holds its failure (failed_dependency, invalid_url). */
+int job_prepare_item(struct job *job, size_t i, struct result *res);
+
+/* The batch's dependency lists for sched_submit (both NULL: none). */
+void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list);
 
 #endif

@@ -114,4 +114,26 @@ fo_err jt_new_object(struct jt_arena *a, struct jt_value *out) FO_MUST_CHECK;
  * member by member (each key in its first spelling). */
 fo_err jt_write(struct buf *out, const struct jt_value *v) FO_MUST_CHECK;
 
+/* ---- composition (issue 12) ---- */
+
+/* The decoded text of string value v (valid UTF-8; may hold NUL) into
+ * the arena. FO_EINVAL when v is not a string, FO_ENOMEM. */
+fo_err jt_string(struct jt_arena *a, const struct jt_value *v, const char **out,
+                 size_t *out_len) FO_MUST_CHECK;
+
+/*
+ * Walks array arr element by element, in one pass: *pos 0 starts, and each
+ * call fills *out with the next element (an object built in a) and moves
+ * *pos past it. FO_ENOTFOUND at the end; FO_EINVAL (arr is not an array,
+ * or nested deeper than max_depth); FO_ENOMEM.
+ */
+fo_err jt_array_next(struct jt_arena *a, const struct jt_value *arr, size_t *pos,
+                     size_t max_depth, struct jt_value *out) FO_MUST_CHECK;
+
+/* jt_merge with merge_arrays "concat": where both sides hold an array, the
+ * merged value is dst's elements then src's (new text in a); otherwise as
+ * jt_merge. */
+fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst,
+                       const struct jt_value *src) FO_MUST_CHECK;
+
 #endif

@@ -29,7 +29,9 @@
     ACTION(ERR_TLS, "tls_error")                \
     ACTION(ERR_UPSTREAM, "upstream_error")      \
     ACTION(ERR_CANCELLED, "cancelled")          \
-    ACTION(ERR_CIRCUIT_OPEN, "circuit_open")
+    ACTION(ERR_CIRCUIT_OPEN, "circuit_open") \
+    ACTION(ERR_FAILED_DEP, "failed_dependency") \
+    ACTION(ERR_SELECT_FAILED, "select_failed")
 
 #define ITEM_ERROR_ENUM(e, s) e,
 enum item_error { ERR_NONE = 0, ITEM_ERRORS(ITEM_ERROR_ENUM) ERR_COUNT };
@@ -66,6 +68,12 @@ struct result {
     int cc_no_store; /* no-store, no-cache or private */
     long cc_max_age; /* max-age=N in seconds; -1: none */
     const char *cache;
+
+    /* composition (issue 12): the final response's headers that were kept
+     * (fetch_req keep_headers): lower-case names, repeats joined with ", ";
+     * owned. */
+    char **hdr_names, **hdr_values;
+    size_t nhdr;
 };
 
 void result_clear(struct result *r);

@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "compose_item.h"
 #include "encode.h"
+#include "jtree.h"
 
 static const char *const method_names[] = {
     [M_GET] = "GET", [M_HEAD] = "HEAD", [M_POST] = "POST", [M_PUT] = "PUT",
@@ -68,6 +70,7 @@ static void item_free(struct item_req *it)
         free(it->headers[i]);
     free(it->headers);
     free(it->body);
+    compose_item_free(it->compose);
     memset(it, 0, sizeof(*it));
 }
 
@@ -78,6 +81,9 @@ void batch_req_free(struct batch_req *b)
     FO_FREE(b->items);
     FO_FREE(b->tracestate);
     b->n = 0;
+    FO_FREE(b->dep_start);
+    FO_FREE(b->dep_list);
+    FO_FREE(b->raw_span);
 }
 
 /* One "xn--" label of n bytes: 1 when it is a valid A-label (it decodes to a
@@ -169,6 +175,15 @@ static int clip(const char *s, size_t max)
 }
 
 #define CLIP(s, max) clip((s), (max)), (s)
+
+/* composition (issue 12), at the end of this file */
+static int compose_url_deferred(json_t *obj, const char *url);
+static fo_err compose_set_url(struct item_req *it, const char *url);
+static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, struct fo_msg *msg);
+static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg);
+static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_msg *msg);
+static fo_err compose_raw_bodies(struct batch_req *b, const char *text, size_t len,
+                                 const struct config *cfg, char **masked);
 
 fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
 {
@@ -423,6 +438,7 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
         "url", "id", "method", "headers", "body", "timeout_ms",
         "coalesce", "cache", /* share */
         "retry",
+        "depends_on", "run_if", "select", "group", "response_headers", /* composition */
     };
     json_t *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id"), *v;
     const char *key;
@@ -473,6 +489,8 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
     if ((v = json_object_get(obj, "retry")) != NULL &&
         (err = parse_retry(it, v, name, msg)) != FO_OK)
         return err;
+    if (compose_url_deferred(obj, json_string_value(url)))
+        return compose_set_url(it, json_string_value(url));
     return set_url(it, json_string_value(url), index, msg);
 }
 
@@ -540,6 +558,8 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
             err = parse_item_object(&b->items[i], el, i, msg);
             if (err == FO_OK)
                 err = check_retry(&b->items[i], i, cfg, msg);
+            if (err == FO_OK)
+                err = compose_item_fields(b, i, el, msg);
         } else {
             fo_msg_set(msg, "item %zu must be a URL string or an item object", i);
             err = FO_EINVAL;
@@ -547,7 +567,9 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
         if (err != FO_OK)
             return err;
     }
-    return assign_ids(b, msg);
+    if ((err = assign_ids(b, msg)) != FO_OK)
+        return err;
+    return compose_graph(b, msg);
 }
 
 /* The fields a batch object may have (each on a line of its own). */
@@ -559,6 +581,7 @@ static const char *const batch_fields[] = {
     "defaults",
     "max_concurrency",
     "timings",
+    "merge_arrays",
 };
 
 static fo_err parse_batch_fields(struct batch_req *b, json_t *root, size_t nitems,
@@ -608,6 +631,8 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
             return FO_EINVAL;
         }
     }
+    if ((err = compose_batch_fields(b, root, msg)) != FO_OK)
+        return err;
     return parse_items(b, requests, cfg, msg);
 }
 
@@ -618,7 +643,12 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     json_t *root;
     fo_err err;
 
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    char *masked = NULL; /* the text with item JSON bodies masked (taken raw) */
+    if (compose_raw_bodies(b, body, len, cfg, &masked) != FO_OK)
+        return FO_ENOMEM;
+    root = json_loadb(masked != NULL ? masked : body, len,
+                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    free(masked);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
             return FO_ENOMEM;   /* batch_parse also reads jansson_out_of_memory */
@@ -912,6 +942,38 @@ static fo_err merge_headers(json_t *item_headers, json_t *defs)
     return FO_OK;
 }
 
+/* ---- composition (issue 12): depends_on, run_if, references, select, group,
+ * response_headers, merge_arrays; item JSON bodies taken as written ------- */
+
+/* An item with depends_on whose url holds "${": a template, checked in
+ * compose_graph (and again once substituted), not here. */
+static int compose_url_deferred(json_t *obj, const char *url)
+{
+    return json_object_get(obj, "depends_on") != NULL && strstr(url, "${") != NULL;
+}
+
+static fo_err compose_set_url(struct item_req *it, const char *url)
+{
+    return (it->url = strdup(url)) ? FO_OK : FO_ENOMEM;
+}
+
+static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_msg *msg)
+{
+    json_t *v = json_object_get(root, "merge_arrays");
+    const char *m;
+
+    if (v == NULL)
+        return FO_OK;
+    m = plain_string(v);
+    if (m != NULL && strcmp(m, "concat") == 0) {
+        b->merge_concat = 1;
+    } else if (m == NULL || strcmp(m, "replace") != 0) {
+        fo_msg_set(msg, "merge_arrays must be \"replace\" or \"concat\"");
+        return FO_EINVAL;
+    }
+    return FO_OK;
+}
+
 /*
  * Applies the batch's `defaults` to each item, on the JSON itself, before
  * the items are parsed (so every item field's parser sees them as the
@@ -954,6 +1016,81 @@ static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
                     return FO_ENOMEM;
             }
         }
+    }
+    return FO_OK;
+}
+
+/*
+ * Item JSON bodies are sent as written (numbers keep their spelling:
+ * 1E+2, 0.1, 1e400): the body is read once with jtree, each item's
+ * non-string JSON body span is remembered, and jansson reads a copy in
+ * which those spans are masked as `0` (same length, so its error
+ * positions stay true). A body jtree does not take (too deep, not JSON)
+ * leaves the text as it is (jansson then says what is wrong).
+ */
+static fo_err compose_raw_bodies(struct batch_req *b, const char *text, size_t len,
+                                 const struct config *cfg, char **masked)
+{
+    struct jt_arena a;
+    struct jt_value root, items, el, *body;
+    const struct jt_value *arr = NULL;
+    size_t pos = 0, n = 0;
+    fo_err err;
+
+    *masked = NULL;
+    jt_arena_init(&a);
+    err = jt_parse(&a, text, len, FO_MAX_JSON_DEPTH, &root);
+    if (err != FO_OK)
+        goto out;
+    if (root.kind == JT_ARRAY) {
+        arr = &root;
+    } else if (root.kind == JT_OBJECT && (body = jt_get(&root, "requests", 8)) != NULL &&
+               body->kind == JT_ARRAY) {
+        items = *body;
+        arr = &items;
+    }
+    if (arr == NULL)
+        goto out;
+    while ((err = jt_array_next(&a, arr, &pos, FO_MAX_JSON_DEPTH, &el)) == FO_OK) {
+        if (n >= (size_t)cfg->max_batch)
+            break;
+        body = jt_get(&el, "body", 4);
+        if (body != NULL && body->kind != JT_NULL && body->kind != JT_STRING) {
+            if (*masked == NULL && (*masked = malloc(len + 1)) == NULL) {
+                err = FO_ENOMEM;
+                goto out;
+            }
+            if (b->raw_span == NULL) {
+                memcpy(*masked, text, len);
+                (*masked)[len] = '\0';
+                b->raw_text = text;
+            }
+            if (n >= b->nraw_span) {
+                /* grows to cover item n; items without a span stay 0 */
+                size_t cap = n < 8 ? 16 : 2 * n;
+                size_t *sp = realloc(b->raw_span, 2 * cap * sizeof(*sp));
+                if (sp == NULL) {
+                    err = FO_ENOMEM;
+                    goto out;
+                }
+                memset(sp + 2 * b->nraw_span, 0, 2 * (cap - b->nraw_span) * sizeof(*sp));
+                b->raw_span = sp;
+                b->nraw_span = cap;
+            }
+            size_t off = (size_t)(body->raw - text);
+            b->raw_span[2 * n] = off;
+            b->raw_span[2 * n + 1] = body->len;
+            (*masked)[off] = '0';
+            memset(*masked + off + 1, ' ', body->len - 1);
+        }
+        n++;
+    }
+    err = FO_OK;
+out:
+    jt_arena_free(&a);
+    if (err == FO_ENOMEM) {
+        FO_FREE(*masked);
+        return FO_ENOMEM;
     }
     return FO_OK;
 }
@@ -1033,6 +1170,209 @@ static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, stru
     return FO_OK;
 }
 
+/* A string array's strings (without NUL), or NULL with msg set. */
+static char **string_array(json_t *v, size_t *n, const char *name, const char *field,
+                           struct fo_msg *msg, fo_err *err)
+{
+    char **out;
+    size_t k;
+    json_t *el;
+
+    *n = 0;
+    *err = FO_EINVAL;
+    if (!json_is_array(v)) {
+        fo_msg_set(msg, "%s: %s must be an array of strings", name, field);
+        return NULL;
+    }
+    if ((out = calloc(json_array_size(v) + 1, sizeof(*out))) == NULL) {
+        *err = FO_ENOMEM;
+        return NULL;
+    }
+    json_array_foreach(v, k, el) {
+        const char *s = plain_string(el);
+        if (s == NULL) {
+            fo_msg_set(msg, "%s: %s must be an array of strings", name, field);
+            goto fail;
+        }
+        if ((out[k] = strdup(s)) == NULL) {
+            *err = FO_ENOMEM;
+            goto fail;
+        }
+        *n = k + 1;
+    }
+    *err = FO_OK;
+    return out;
+fail:
+    for (size_t i = 0; i < *n; i++)
+        free(out[i]);
+    free(out);
+    *n = 0;
+    return NULL;
+}
+
+static fo_err compose_select_field(struct compose_item *c, json_t *v, const char *name,
+                                   struct fo_msg *msg)
+{
+    const char *key;
+    json_t *p;
+
+    if (json_is_string(v)) {
+        const char *s = plain_string(v);
+        if (s == NULL || !tpl_pointer_ok(s, strlen(s))) {
+            fo_msg_set(msg, "%s: select '%.*s' is not a JSON Pointer (\"\" or \"/...\")", name,
+                       CLIP(s ? s : "", 100));
+            return FO_EINVAL;
+        }
+        c->select = SELECT_POINTER;
+        return (c->select_ptr = strdup(s)) ? FO_OK : FO_ENOMEM;
+    }
+    if (!json_is_object(v) || json_object_size(v) == 0) {
+        fo_msg_set(msg, "%s: select must be a JSON Pointer string or a non-empty object of "
+                   "name to JSON Pointer", name);
+        return FO_EINVAL;
+    }
+    c->select = SELECT_OBJECT;
+    c->sel_names = calloc(json_object_size(v), sizeof(char *));
+    c->sel_ptrs = calloc(json_object_size(v), sizeof(char *));
+    if (c->sel_names == NULL || c->sel_ptrs == NULL)
+        return FO_ENOMEM;
+    json_object_foreach(v, key, p) {
+        const char *s = plain_string(p);
+        if (s == NULL || !tpl_pointer_ok(s, strlen(s))) {
+            fo_msg_set(msg, "%s: select '%.*s' must map to a JSON Pointer (\"\" or \"/...\")", name,
+                       CLIP(key, 100));
+            return FO_EINVAL;
+        }
+        c->sel_names[c->nsel] = strdup(key);
+        c->sel_ptrs[c->nsel] = strdup(s);
+        c->nsel++;
+        if (c->sel_names[c->nsel - 1] == NULL || c->sel_ptrs[c->nsel - 1] == NULL)
+            return FO_ENOMEM;
+    }
+    return FO_OK;
+}
+
+static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, struct fo_msg *msg)
+{
+    struct item_req *it = &b->items[i];
+    struct compose_item *c;
+    char name[160];
+    json_t *v;
+    fo_err err = FO_OK;
+
+    /* The body as written (see compose_raw_bodies). */
+    if (it->body_is_json && b->raw_span != NULL && i < b->nraw_span && b->raw_span[2 * i + 1] > 0) {
+        char *raw = strndup(b->raw_text + b->raw_span[2 * i], b->raw_span[2 * i + 1]);
+        if (raw == NULL)
+            return FO_ENOMEM;
+        free(it->body);
+        it->body = raw;
+        it->body_len = b->raw_span[2 * i + 1];
+    }
+    if (json_object_get(obj, "depends_on") == NULL && json_object_get(obj, "run_if") == NULL &&
+        json_object_get(obj, "select") == NULL && json_object_get(obj, "group") == NULL &&
+        json_object_get(obj, "response_headers") == NULL)
+        return FO_OK;
+    item_name(name, sizeof(name), i, it->id);
+    if ((c = it->compose = calloc(1, sizeof(*c))) == NULL)
+        return FO_ENOMEM;
+    if ((v = json_object_get(obj, "depends_on")) != NULL) {
+        c->dep_names = string_array(v, &c->ndep_names, name, "depends_on", msg, &err);
+        c->has_deps = 1;
+        if (err != FO_OK)
+            return err;
+    }
+    if ((v = json_object_get(obj, "run_if")) != NULL) {
+        const char *r = plain_string(v);
+        if (r != NULL && strcmp(r, "always") == 0) {
+            c->run_always = 1;
+        } else if (r == NULL || strcmp(r, "success") != 0) {
+            fo_msg_set(msg, "%s: run_if must be \"success\" or \"always\"", name);
+            return FO_EINVAL;
+        }
+    }
+    if ((v = json_object_get(obj, "select")) != NULL &&
+        (err = compose_select_field(c, v, name, msg)) != FO_OK)
+        return err;
+    if ((v = json_object_get(obj, "group")) != NULL) {
+        if (plain_string(v) == NULL) {
+            fo_msg_set(msg, "%s: group must be a string", name);
+            return FO_EINVAL;
+        }
+        if ((c->group = strdup(json_string_value(v))) == NULL)
+            return FO_ENOMEM;
+    }
+    if ((v = json_object_get(obj, "response_headers")) != NULL) {
+        size_t n;
+        char **names = string_array(v, &n, name, "response_headers", msg, &err);
+        if (err != FO_OK)
+            return err;
+        c->has_resp = 1;
+        for (size_t k = 0; k < n; k++) {
+            if (err == FO_OK && !header_name_ok(names[k])) {
+                fo_msg_set(msg, "%s: response_headers: '%.*s' is not a header name", name,
+                           CLIP(names[k], 100));
+                err = FO_EINVAL;
+            }
+            if (err == FO_OK)
+                err = compose_response_header(c, names[k]);
+            free(names[k]);
+        }
+        free(names);
+    }
+    return err;
+}
+
+static size_t item_by_id(const struct batch_req *b, const char *id)
+{
+    for (size_t k = 0; k < b->n; k++) {
+        if (strcmp(b->items[k].id, id) == 0)
+            return k;
+    }
+    return SIZE_MAX;
+}
+
+/* Checks each reference of t: its id among item i's dependencies; a header
+ * it reads is kept by that dependency's fetch. */
+static fo_err check_refs(struct batch_req *b, size_t i, const struct tpl *t, const char *name,
+                         struct fo_msg *msg)
+{
+    const struct compose_item *c = b->items[i].compose;
+
+    for (size_t p = 0; p < t->n; p++) {
+        const struct tpl_ref *r = &t->parts[p].ref;
+        size_t d = SIZE_MAX;
+        if (t->parts[p].kind == TPL_LIT)
+            continue;
+        for (size_t k = 0; k < c->ndeps && d == SIZE_MAX; k++) {
+            if (strcmp(b->items[c->deps[k]].id, r->id) == 0)
+                d = c->deps[k];
+        }
+        if (d == SIZE_MAX) {
+            for (size_t k = 0; k < c->ndeps; k++) {
+                const char *id = b->items[c->deps[k]].id;
+                if (strpbrk(id, ".}") != NULL && strncmp(r->text + 2, id, strlen(id)) == 0) {
+                    fo_msg_set(msg, "%s: reference %.100s: an id used in a reference cannot hold "
+                               "'.' or '}' (\"%.*s\")", name, r->text, CLIP(id, 100));
+                    return FO_EINVAL;
+                }
+            }
+            fo_msg_set(msg, "%s: reference %.100s names \"%.*s\", which is not in its depends_on",
+                       name, r->text, CLIP(r->id, 100));
+            return FO_EINVAL;
+        }
+        if (r->field == TPL_HEADER) {
+            struct compose_item *dc = b->items[d].compose;
+            if (dc == NULL && (dc = b->items[d].compose = calloc(1, sizeof(*dc))) == NULL)
+                return FO_ENOMEM;
+            fo_err err = compose_keep_header(dc, r->arg);
+            if (err != FO_OK)
+                return err;
+        }
+    }
+    return FO_OK;
+}
+
 /* retry.max above the config's max_retries is a 400 naming the item. */
 static fo_err check_retry(const struct item_req *it, size_t index, const struct config *cfg,
                           struct fo_msg *msg)
@@ -1046,4 +1386,178 @@ static fo_err check_retry(const struct item_req *it, size_t index, const struct 
                "%s: retry max %ld (given on the item or in defaults) is above max_retries (%ld)",
                name, it->retry_max, cfg->max_retries);
     return FO_EINVAL;
+}
+
+/* The url template with each reference as "0", checked as a url (a whole-
+ * url reference is checked once substituted). */
+static fo_err check_url_template(struct item_req *it, const struct tpl *t, const char *name,
+                                 struct fo_msg *msg)
+{
+    struct buf u;
+    struct fo_msg why;
+    fo_err err = FO_OK;
+
+    if (tpl_is_one_ref(t))
+        return FO_OK;
+    buf_init(&u, 0);
+    for (size_t p = 0; p < t->n && err == FO_OK; p++)
+        err = t->parts[p].kind == TPL_LIT ? buf_append(&u, t->parts[p].lit, t->parts[p].lit_len)
+                                          : buf_putc(&u, '0');
+    if (err == FO_OK && u.data != NULL) {
+        err = url_check(u.data, t->nrefs == 0 && it->hostkey == NULL ? &it->hostkey : NULL, &why);
+        if (err == FO_EINVAL)
+            fo_msg_set(msg, "%s: %s", name, why.text);
+    }
+    buf_free(&u);
+    return err;
+}
+
+/* Parses item i's templates and resolves its depends_on names. */
+static fo_err compose_item_graph(struct batch_req *b, size_t i, struct fo_msg *msg)
+{
+    struct item_req *it = &b->items[i];
+    struct compose_item *c = it->compose;
+    struct fo_msg why;
+    char name[160];
+    fo_err err = FO_OK;
+
+    item_name(name, sizeof(name), i, it->id);
+    c->deps = calloc(c->ndep_names + 1, sizeof(*c->deps));
+    for (size_t k = 0; c->deps != NULL && k < c->ndep_names && err == FO_OK; k++) {
+        size_t d = item_by_id(b, c->dep_names[k]), m;
+        if (d == SIZE_MAX) {
+            fo_msg_set(msg, "%s: depends_on names \"%.*s\", which is not an item of the batch",
+                       name, CLIP(c->dep_names[k], 100));
+            err = FO_EINVAL;
+        } else if (d == i) {
+            fo_msg_set(msg, "%s: depends on itself", name);
+            err = FO_EINVAL;
+        } else {
+            for (m = 0; m < c->ndeps && c->deps[m] != d; m++)
+                ;
+            if (m == c->ndeps)
+                c->deps[c->ndeps++] = d;
+        }
+    }
+    if (c->deps == NULL)
+        return FO_ENOMEM;
+    if (err != FO_OK)
+        return err;
+    /* The templates: url, header values, body. */
+    if ((err = tpl_parse(it->url, strlen(it->url), &c->url, &why)) != FO_OK)
+        goto bad;
+    if ((err = check_refs(b, i, &c->url, name, msg)) != FO_OK ||
+        (err = check_url_template(it, &c->url, name, msg)) != FO_OK)
+        return err;
+    if (it->nheaders > 0 && (c->hdr = calloc(it->nheaders, sizeof(*c->hdr))) == NULL)
+        return FO_ENOMEM;
+    for (size_t k = 0; k < it->nheaders; k++) {
+        const char *line = it->headers[k], *val = line + strcspn(line, ":;");
+        val += *val == ':' ? 2 : strlen(val);
+        c->nhdr = k + 1;
+        if ((err = tpl_parse(val, strlen(val), &c->hdr[k], &why)) != FO_OK)
+            goto bad;
+        if ((err = check_refs(b, i, &c->hdr[k], name, msg)) != FO_OK)
+            return err;
+    }
+    if (it->body != NULL) {
+        err = it->body_is_json ? tpl_parse_json(it->body, it->body_len, &c->body, &why)
+                               : tpl_parse(it->body, it->body_len, &c->body, &why);
+        if (err != FO_OK)
+            goto bad;
+        if ((err = check_refs(b, i, &c->body, name, msg)) != FO_OK)
+            return err;
+    }
+    return FO_OK;
+bad:
+    if (err == FO_EINVAL) {
+        fo_msg_set(msg, "%s: %s", name, why.text);
+        for (size_t k = 0; k < c->ndeps; k++) {
+            const char *id = b->items[c->deps[k]].id;
+            if (strpbrk(id, ".}") != NULL)
+                fo_msg_set(msg, "%s: %s; an id used in a reference cannot hold '.' or '}' "
+                           "(\"%.*s\")", name, why.text, CLIP(id, 100));
+        }
+    }
+    return err;
+}
+
+/* A cycle among the items not yet ordered: walk dependencies from one of
+ * them until an item repeats; that item is on a cycle. */
+static size_t cycle_member(const struct batch_req *b, const size_t *indeg, size_t start)
+{
+    size_t cur = start;
+
+    for (size_t step = 0; step < b->n; step++) {
+        const struct compose_item *c = b->items[cur].compose;
+        for (size_t k = 0; k < c->ndeps; k++) {
+            if (indeg[c->deps[k]] > 0) {
+                cur = c->deps[k];
+                break;
+            }
+        }
+    }
+    return cur;
+}
+
+static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg)
+{
+    size_t ndeps = 0, done = 0, *left = NULL, *order = NULL, head = 0;
+    char name[160];
+    fo_err err = FO_OK;
+
+    FO_FREE(b->raw_span);
+    b->nraw_span = 0;
+    b->raw_text = NULL;
+    for (size_t i = 0; i < b->n && err == FO_OK; i++) {
+        struct compose_item *c = b->items[i].compose;
+        if (c != NULL && c->has_deps)
+            err = compose_item_graph(b, i, msg);
+    }
+    for (size_t i = 0; i < b->n && err == FO_OK; i++)
+        ndeps += b->items[i].compose != NULL ? b->items[i].compose->ndeps : 0;
+    if (err != FO_OK || ndeps == 0)
+        return err;
+    /* Cycles: Kahn's order over "i waits for deps"; what stays is cyclic. */
+    left = calloc(b->n, sizeof(*left));
+    order = calloc(b->n, sizeof(*order));
+    b->dep_start = calloc(b->n + 1, sizeof(*b->dep_start));
+    b->dep_list = calloc(ndeps, sizeof(*b->dep_list));
+    if (left == NULL || order == NULL || b->dep_start == NULL || b->dep_list == NULL) {
+        err = FO_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0, at = 0; i < b->n; i++) {
+        const struct compose_item *c = b->items[i].compose;
+        b->dep_start[i] = (uint32_t)at;
+        for (size_t k = 0; c != NULL && k < c->ndeps; k++)
+            b->dep_list[at++] = (uint32_t)c->deps[k];
+        left[i] = c != NULL ? c->ndeps : 0;
+        if (left[i] == 0)
+            order[done++] = i;
+        b->dep_start[i + 1] = (uint32_t)at;
+    }
+    while (head < done) {
+        size_t d = order[head++];
+        for (size_t i = 0; i < b->n; i++) {
+            const struct compose_item *c = b->items[i].compose;
+            for (size_t k = 0; c != NULL && left[i] > 0 && k < c->ndeps; k++) {
+                if (c->deps[k] == d && --left[i] == 0)
+                    order[done++] = i;
+            }
+        }
+    }
+    if (done < b->n) {
+        size_t i = 0;
+        while (left[i] == 0)
+            i++;
+        i = cycle_member(b, left, i);
+        item_name(name, sizeof(name), i, b->items[i].id);
+        fo_msg_set(msg, "%s: its depends_on makes a cycle", name);
+        err = FO_EINVAL;
+    }
+out:
+    free(left);
+    free(order);
+    return err;
 }

@@ -96,6 +96,11 @@ struct fetcher {
     int64_t t_dns, t_connect, t_tls, t_ttfb;
     int cc_no_store;              /* share: Cache-Control no-store, no-cache, private */
     long cc_max_age;              /* share: max-age=N, -1: none */
+
+    /* composition (issue 12): the response headers req->keep_headers names,
+     * of the header block being read (lower-case names, repeats joined). */
+    char **kept_names, **kept_values;
+    size_t nkept;
 };
 
 /* One item's fetch across its hops: what fanoutd sends next. */
@@ -241,6 +246,10 @@ static int field_is(const char *line, size_t len, const char *name, size_t *name
     return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
+static void kept_clear(struct fetcher *f);
+static void kept_field(struct fetcher *f, const char *line, size_t len);
+static void kept_move(struct fetcher *f, struct result *res);
+
 /* "HTTP/1.1 200 OK": a new response starts; nothing of the last one stays. */
 static void response_begin(struct fetcher *f, const char *line, size_t len)
 {
@@ -261,6 +270,7 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->cc_no_store = 0;
     f->cc_max_age = -1;
     FO_FREE(f->location);
+    kept_clear(f);
 }
 
 /* One Content-Length field: every element of its list, and of every other
@@ -350,6 +360,8 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     size_t n, vlen;
     const char *v;
 
+    if (f->req != NULL && f->req->nkeep_headers > 0)
+        kept_field(f, line, len);
     if (field_is(line, len, "Content-Length", &n)) {
         v = field_value(line, len, n, &vlen);
         if (!content_length_agrees(f, v, vlen))
@@ -974,6 +986,7 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->has_retry_after = 0;
     f->location_too_long = 0;
     FO_FREE(f->location);
+    kept_clear(f);
     f->errbuf[0] = '\0';
     buf_reset(&f->body);
     headers = hop_headers(req, h, &ok);
@@ -1158,6 +1171,8 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
         f->nomem = 1;
     res->cc_no_store = f->cc_no_store;   /* share: for the cache */
     res->cc_max_age = f->cc_max_age;
+    if (res->status > 0)
+        kept_move(f, res);
     if (f->bad_length && !f->nomem) {
         result_fail(res, ERR_UPSTREAM, "the response's Content-Length headers disagree or are "
                                        "not numbers (RFC 9112 6.3)");
@@ -1237,8 +1252,95 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
         res->ttfb_ms = (double)f->t_ttfb / 1000.0;
     }
     FO_FREE(f->location);
+    kept_clear(f);
     buf_reset(&f->body);
     if (f->body.alloc > FETCH_KEEP_BUFFER)
         buf_free(&f->body);
     f->req = NULL;
+}
+
+/* ---- composition (issue 12): response headers kept ---------------------- */
+
+static void kept_clear(struct fetcher *f)
+{
+    for (size_t i = 0; i < f->nkept; i++) {
+        free(f->kept_names[i]);
+        free(f->kept_values[i]);
+    }
+    FO_FREE(f->kept_names);
+    FO_FREE(f->kept_values);
+    f->nkept = 0;
+}
+
+/* A header line of the block being read: kept if req->keep_headers names
+ * it (a repeat joins the earlier value with ", "). Invalid UTF-8 bytes
+ * become '?' so that the value can be written as JSON text. */
+static void kept_field(struct fetcher *f, const char *line, size_t len)
+{
+    const char *colon = memchr(line, ':', len);
+    size_t n, vlen, k;
+    const char *v;
+    char *nv;
+
+    if (colon == NULL || colon == line)
+        return;
+    n = (size_t)(colon - line);
+    for (k = 0; k < f->req->nkeep_headers; k++) {
+        const char *want = f->req->keep_headers[k];
+        if (strlen(want) == n && strncasecmp(want, line, n) == 0)
+            break;
+    }
+    if (k == f->req->nkeep_headers)
+        return;
+    v = field_value(line, len, n, &vlen);
+    for (k = 0; k < f->nkept; k++) {
+        if (strlen(f->kept_names[k]) == n && strncasecmp(f->kept_names[k], line, n) == 0)
+            break;
+    }
+    if (k == f->nkept) {
+        char **nn = realloc(f->kept_names, (f->nkept + 1) * sizeof(*nn));
+        if (nn != NULL)
+            f->kept_names = nn;
+        char **vv = realloc(f->kept_values, (f->nkept + 1) * sizeof(*vv));
+        if (vv != NULL)
+            f->kept_values = vv;
+        if (nn == NULL || vv == NULL || (f->kept_names[k] = strndup(line, n)) == NULL) {
+            f->nomem = 1;
+            return;
+        }
+        for (char *c = f->kept_names[k]; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        if ((f->kept_values[k] = strndup(v, vlen)) == NULL) {
+            free(f->kept_names[k]);
+            f->nomem = 1;
+            return;
+        }
+        f->nkept++;
+        nv = f->kept_values[k];
+    } else {
+        size_t old = strlen(f->kept_values[k]);
+        if ((nv = realloc(f->kept_values[k], old + vlen + 3)) == NULL) {
+            f->nomem = 1;
+            return;
+        }
+        memcpy(nv + old, ", ", 2);
+        memcpy(nv + old + 2, v, vlen);
+        nv[old + 2 + vlen] = '\0';
+        f->kept_values[k] = nv;
+    }
+    if (!utf8_valid(nv, strlen(nv))) {
+        for (unsigned char *c = (unsigned char *)nv; *c; c++)
+            if (*c >= 0x80)
+                *c = '?';
+    }
+}
+
+/* The final response's kept headers become the result's. */
+static void kept_move(struct fetcher *f, struct result *res)
+{
+    res->hdr_names = f->kept_names;
+    res->hdr_values = f->kept_values;
+    res->nhdr = f->nkept;
+    f->kept_names = f->kept_values = NULL;
+    f->nkept = 0;
 }

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "answer.h"
+#include "compose.h"
 #include "fanoutd.h"
 #include "log.h"
 #include "metrics.h"
@@ -78,6 +79,9 @@ struct job {
     struct answer_stream stream;
     int streaming;
     int stream_broken; /* a line was refused (cap, memory): the client is dropped */
+    /* composition (issue 12): item i's request with its references resolved
+     * (job_prepare_item), written only by the worker running item i. */
+    struct compose_run *runs;
 };
 
 /* Serial numbers for jobs; atomic, so no lock. */
@@ -98,6 +102,9 @@ static void job_free(struct job *job)
 
     for (size_t i = 0; job->results != NULL && i < job->req.n; i++)
         result_clear(&job->results[i]);
+    for (size_t i = 0; job->runs != NULL && i < job->req.n; i++)
+        compose_run_free(&job->runs[i]);
+    free(job->runs);
     batch_req_free(&job->req);
     job_forward_free(job->forward, job->nforward);
     free(job->state);
@@ -164,6 +171,13 @@ fo_err job_new(struct config *cfg, struct batch_req *req, char **forward, size_t
         job->first_us == NULL) {
         job_free(job);
         return FO_ENOMEM;
+    }
+    for (size_t i = 0; i < n && job->runs == NULL; i++) {
+        const struct compose_item *c = job->req.items[i].compose;
+        if (c != NULL && c->has_deps && (job->runs = calloc(n, sizeof(*job->runs))) == NULL) {
+            job_free(job);
+            return FO_ENOMEM;
+        }
     }
     atomic_init(&job->refs, 1);
     atomic_init(&job->stop, 0);
@@ -346,6 +360,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
     char *drop = NULL;
     int broken = 0;
 
+    compose_select(&job->req.items[i], res); /* before anything keeps or sends it */
     pthread_mutex_lock(&job->lock);
     job->runner[i] = NULL;
     if (job->finished == FINISH_NONE && job->state[i] != ITEM_DONE) {
@@ -462,14 +477,21 @@ static void job_request_v2(const struct job *job, const struct item_req *it, str
         out->tracestate = job->req.tracestate;
     }
 }
+/* composition (issue 12), at the end of this file */
+static const struct item_req *job_item_resolved(const struct job *job, size_t i,
+                                                struct item_req *copy);
+static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out);
 
 fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
 {
     const struct item_req *it = &job->req.items[i];
+    struct item_req resolved;
     const struct config *cfg = job->cfg;
     size_t n = 0;
 
     memset(out, 0, sizeof(*out));
+    if (job->runs != NULL && job->runs[i].headers != NULL)
+        it = job_item_resolved(job, i, &resolved); /* references substituted */
     out->headers = malloc((job->nforward + it->nheaders + 1) * sizeof(*out->headers));
     out->cdn_loop = cdn_loop_line(job, it);
     if (out->headers == NULL || out->cdn_loop == NULL) {
@@ -495,6 +517,7 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     out->has_content_type = it->has_content_type;
     out->body = it->body;
     out->body_len = it->body_len;
+    job_request_compose(job, i, out);
     out->body_is_json = it->body_is_json;
     out->timeout_ms = item_time_left(job, i);
     out->deadline_us = job->deadline_us;
@@ -1017,4 +1040,72 @@ fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out)
     job->streaming = 1;
     *out = &job->stream;
     return FO_OK;
+}
+
+/* ---- composition (issue 12) ------------------------------------------------ */
+
+int job_prepare_item(struct job *job, size_t i, struct result *res)
+{
+    const struct compose_item *c = job->req.items[i].compose;
+    struct compose_run run;
+    int r;
+
+    if (c == NULL || !c->has_deps)
+        return 1;
+    if (fo_now_us() >= job->deadline_us) {
+        /* as fetch_run says for any item that starts too late */
+        result_fail(res, ERR_DEADLINE, "the batch deadline passed before the item started");
+        return 0;
+    }
+    if (job->runs == NULL) { /* made by job_new */
+        result_fail(res, ERR_UPSTREAM, "out of memory");
+        return 0;
+    }
+    /* The dependencies are done: their results are no longer written. */
+    /* A substituted body: at most what a batch and one upstream body can hold. */
+    r = compose_prepare(&job->req, i, job->results,
+                        (size_t)job->cfg->max_body_bytes + (size_t)job->cfg->max_response_bytes,
+                        &run, res);
+    if (r < 0) {
+        result_fail(res, ERR_UPSTREAM, "out of memory");
+        return 0;
+    }
+    compose_run_free(&job->runs[i]);
+    if (r > 0)
+        job->runs[i] = run;
+    return r;
+}
+
+void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list)
+{
+    *start = job->req.dep_start;
+    *list = job->req.dep_list;
+}
+
+/* Item i with its resolved header lines (a shallow copy in *copy). */
+static const struct item_req *job_item_resolved(const struct job *job, size_t i,
+                                                struct item_req *copy)
+{
+    *copy = job->req.items[i];
+    copy->headers = job->runs[i].headers;
+    copy->nheaders = job->runs[i].nheaders;
+    return copy;
+}
+
+/* The resolved url and body, and the response headers to keep. */
+static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out)
+{
+    const struct compose_item *c = job->req.items[i].compose;
+    const struct compose_run *run = job->runs != NULL ? &job->runs[i] : NULL;
+
+    if (c == NULL)
+        return;
+    if (run != NULL && run->url != NULL)
+        out->url = run->url;
+    if (run != NULL && run->body != NULL) {
+        out->body = run->body;
+        out->body_len = run->body_len;
+    }
+    out->keep_headers = (const char *const *)c->keep;
+    out->nkeep_headers = c->nkeep;
 }

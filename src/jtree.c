@@ -846,3 +846,111 @@ fo_err jt_write(struct buf *out, const struct jt_value *v)
     }
     return buf_putc(out, '}');
 }
+
+/* ---- composition (issue 12): strings, array walks, concatenating merge ---- */
+
+fo_err jt_string(struct jt_arena *a, const struct jt_value *v, const char **out, size_t *out_len)
+{
+    if (v->kind != JT_STRING || v->len < 2)
+        return FO_EINVAL;
+    return decode_string(a, v->raw, v->len, out, out_len);
+}
+
+fo_err jt_array_next(struct jt_arena *a, const struct jt_value *arr, size_t *pos, size_t max_depth,
+                     struct jt_value *out)
+{
+    struct parser p = { .a = a, .s = (const unsigned char *)arr->raw, .len = arr->len,
+                        .pos = *pos == 0 ? 1 : *pos, .max_depth = max_depth };
+    fo_err err;
+
+    if (arr->kind != JT_ARRAY)
+        return FO_EINVAL;
+    skip_ws(&p);
+    if (*pos != 0) {
+        /* Past an element: a ',' goes on, anything else is the end. */
+        if (p.pos >= p.len || p.s[p.pos] != ',')
+            return FO_ENOTFOUND;
+        p.pos++;
+    } else if (p.pos < p.len && p.s[p.pos] == ']') {
+        return FO_ENOTFOUND;
+    }
+    memset(out, 0, sizeof(*out));
+    if ((err = parse_one(&p, out)) != FO_OK)
+        return err;
+    *pos = p.pos;
+    return FO_OK;
+}
+
+/* The text between an array's brackets, without the white space around it. */
+static void array_inner(const struct jt_value *v, const char **s, size_t *n)
+{
+    const char *b = v->raw + 1, *e = v->raw + v->len - 1;
+
+    while (b < e && (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r'))
+        b++;
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        e--;
+    *s = b;
+    *n = (size_t)(e - b);
+}
+
+/* dst becomes the array of dst's elements then src's (a new text in a). */
+static fo_err array_concat(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
+{
+    const char *ds, *ss;
+    size_t dn, sn;
+    char *t;
+
+    array_inner(dst, &ds, &dn);
+    array_inner(src, &ss, &sn);
+    if (sn == 0)
+        return FO_OK;
+    if (dn == 0) {
+        *dst = *src;
+        return FO_OK;
+    }
+    if ((t = arena_alloc(a, dn + sn + 3)) == NULL)
+        return FO_ENOMEM;
+    t[0] = '[';
+    memcpy(t + 1, ds, dn);
+    t[1 + dn] = ',';
+    memcpy(t + 2 + dn, ss, sn);
+    t[2 + dn + sn] = ']';
+    dst->raw = t;
+    dst->len = dn + sn + 3;
+    return FO_OK;
+}
+
+fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
+{
+    struct jt_object *d, *s;
+    fo_err err;
+
+    if (dst->kind != JT_OBJECT || src->kind != JT_OBJECT || dst->obj == NULL || src->obj == NULL)
+        return FO_EINVAL;
+    d = dst->obj;
+    s = src->obj;
+    if (s->n > 0)
+        d->edited = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        const struct jt_member *sm = &s->m[i];
+        long k = object_find(d, sm->name, sm->name_len, sm->hash);
+        if (k < 0) {
+            if (object_add(a, d) == NULL)
+                return FO_ENOMEM;
+            object_keyed(d, sm);
+            d->m[d->n - 1].value = sm->value;
+            continue;
+        }
+        struct jt_value *dv = &d->m[k].value;
+        if (dv->kind == JT_OBJECT && sm->value.kind == JT_OBJECT)
+            err = jt_merge_concat(a, dv, &sm->value);
+        else if (dv->kind == JT_ARRAY && sm->value.kind == JT_ARRAY)
+            err = array_concat(a, dv, &sm->value);
+        else
+            err = (*dv = sm->value, FO_OK);
+        if (err != FO_OK)
+            return err;
+    }
+    return FO_OK;
+}

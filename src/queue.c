@@ -184,7 +184,9 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     if (!job_begin_item(job, t->index, w))
         return 0; /* finished, or its client has gone */
     METRIC_ADD(workers_busy, 1);
-    if (job_request(job, t->index, &fr) != FO_OK) {
+    if (!job_prepare_item(job, t->index, &res)) {
+        /* not fetched: failed_dependency or an invalid substituted url */
+    } else if (job_request(job, t->index, &fr) != FO_OK) {
         result_fail(&res, ERR_UPSTREAM, "out of memory");
     } else {
         if (t->pin != NULL) {
@@ -439,6 +441,7 @@ fo_err queue_push(struct job *job, long capacity)
     struct sched_batch *b;
     fo_err err;
 
+    job_deps(job, &d.dep_start, &d.dep_list);
     job_ref(job);
     if ((err = sched_submit(pool.sched, &d, capacity, &b)) != FO_OK) {
         job_unref(job);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "compose_item.h"
 #include "jtree.h"
 
 #define ITEM_ERROR_NAME(e, s) [e] = s,
@@ -29,6 +30,12 @@ void result_clear(struct result *r)
     FO_FREE(r->content_type);
     FO_FREE(r->message);
     FO_FREE(r->body);
+    for (size_t i = 0; i < r->nhdr; i++) {
+        free(r->hdr_names[i]);
+        free(r->hdr_values[i]);
+    }
+    free(r->hdr_names);
+    free(r->hdr_values);
     memset(r, 0, sizeof(*r));
 }
 
@@ -70,6 +77,59 @@ static fo_err put_timings(struct buf *out, const struct result *r)
     return err != FO_OK ? err : buf_putc(out, '}');
 }
 
+/* ---- composition (issue 12): group and response headers ------------------- */
+
+static const char *result_header(const struct result *r, const char *name)
+{
+    for (size_t i = 0; i < r->nhdr; i++) {
+        if (strcmp(r->hdr_names[i], name) == 0)
+            return r->hdr_values[i];
+    }
+    return NULL;
+}
+
+static const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
+                               size_t *len)
+{
+    const struct compose_item *c = it->compose;
+
+    if (c == NULL || c->group == NULL) {
+        if (r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
+            return NULL;
+        *len = r->body_len;
+        return r->body;
+    }
+    buf_reset(tmp);
+    if (buf_putc(tmp, '{') != FO_OK || json_put_cstr(tmp, c->group) != FO_OK ||
+        buf_putc(tmp, ':') != FO_OK ||
+        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) != FO_OK ||
+        buf_putc(tmp, '}') != FO_OK)
+        return NULL;
+    *len = tmp->len;
+    return tmp->data;
+}
+
+static fo_err compose_put_headers(struct buf *out, const struct item_req *it, const struct result *r)
+{
+    const struct compose_item *c = it->compose;
+    int first = 1;
+    fo_err err;
+
+    if (c == NULL || !c->has_resp)
+        return FO_OK;
+    if ((err = buf_puts(out, ",\"headers\":{")) != FO_OK)
+        return err;
+    for (size_t k = 0; k < c->nresp && err == FO_OK; k++) {
+        const char *v = result_header(r, c->resp_headers[k]);
+        if (v == NULL)
+            continue;
+        if ((err = json_put_key(out, c->resp_headers[k], first)) == FO_OK)
+            err = json_put_cstr(out, v);
+        first = 0;
+    }
+    return err != FO_OK ? err : buf_putc(out, '}');
+}
+
 /* {"id":..,"url":..,"ok":..,"status":..,"duration_ms":..[,content_type][,body..][,error][,timings]} */
 static fo_err put_result(struct buf *out, const struct item_req *it, const struct result *r,
                          int with_body)
@@ -96,6 +156,7 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
         const char *enc = body_encoding_name(r->enc);
         TRY(enc && r->body ? json_put_cstr(out, enc) : buf_puts(out, "null"));
     }
+    TRY(compose_put_headers(out, it, r));
     if (r->error != ERR_NONE) {
         TRY(buf_puts(out, ",\"error\":{\"code\":"));
         TRY(json_put_cstr(out, item_error_code(r->error)));
@@ -154,24 +215,51 @@ static fo_err put_deep_data(struct buf *out, const struct batch_req *req, const 
 {
     struct jt_arena arena;
     struct jt_value acc, doc;
+    char **grouped = NULL; /* {GROUP: body} texts, alive until written */
+    struct buf tmp;
     fo_err err;
 
     jt_arena_init(&arena);
+    buf_init(&tmp, 0);
     if ((err = jt_new_object(&arena, &acc)) != FO_OK)
         goto out;
     for (size_t i = 0; i < req->n; i++) {
         const struct result *r = &res[i];
-        if (!result_ok(r) || r->enc != BODY_JSON || r->body_len == 0 || r->body[0] != '{')
+        const char *body;
+        size_t len;
+        if (!result_ok(r))
             continue;
+        /* A JSON object body, or any body under its group ({GROUP: body}). */
+        if ((body = compose_merge_body(&req->items[i], r, &tmp, &len)) == NULL) {
+            if (req->items[i].compose != NULL && req->items[i].compose->group != NULL) {
+                err = FO_ENOMEM;
+                goto out;
+            }
+            continue;
+        }
+        if (body == tmp.data) {
+            if (grouped == NULL && (grouped = calloc(req->n, sizeof(*grouped))) == NULL) {
+                err = FO_ENOMEM;
+                goto out;
+            }
+            body = grouped[i] = buf_steal(&tmp, &len);
+        }
         /* encode.c checked the body; should the tree still refuse it, it is left out. */
-        err = jt_parse(&arena, r->body, r->body_len, FO_MAX_JSON_DEPTH, &doc);
+        err = jt_parse(&arena, body, len, FO_MAX_JSON_DEPTH, &doc);
         if (err == FO_EINVAL)
             continue;
-        if (err != FO_OK || (err = jt_merge(&arena, &acc, &doc)) != FO_OK)
+        if (err == FO_OK)
+            err = req->merge_concat ? jt_merge_concat(&arena, &acc, &doc)
+                                    : jt_merge(&arena, &acc, &doc);
+        if (err != FO_OK)
             goto out;
     }
     err = jt_write(out, &acc);
 out:
+    for (size_t i = 0; grouped != NULL && i < req->n; i++)
+        free(grouped[i]);
+    free(grouped);
+    buf_free(&tmp);
     jt_arena_free(&arena);
     return err;
 }

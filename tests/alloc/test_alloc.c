@@ -14,6 +14,7 @@
 #include "alloc_shim.h"
 #include "answer.h"
 #include "batch.h"
+#include "compose.h"
 #include "config.h"
 #include "encode.h"
 #include "job.h"
@@ -52,6 +53,63 @@ static int op_batch_json(void)
                     " \"method\": \"POST\", \"headers\": {\"X-A\": \"1\", \"X-B\": \"\"},"
                     " \"body\": {\"k\": [1, 2, {\"z\": null}]}, \"timeout_ms\": 100},"
                     " {\"url\": \"https://[::1]:8443/c?q=1\", \"body\": \"text\"}]}", 1);
+}
+
+/* composition (issue 12): depends_on, references, select, group, response_headers */
+static int op_batch_compose(void)
+{
+    return op_batch("{\"merge\": \"deep\", \"merge_arrays\": \"concat\", \"requests\": ["
+                    "{\"url\": \"http://127.0.0.1:1/a\", \"id\": \"a\", \"response_headers\": [\"X-T\"],"
+                    " \"select\": {\"p\": \"/x\", \"q\": \"/y/0\"}, \"group\": \"g\"},"
+                    " {\"url\": \"${a.body#/next}\", \"id\": \"b\", \"depends_on\": [\"a\"],"
+                    " \"headers\": {\"X\": \"t=${a.headers.x-t} $${l}\"}, \"method\": \"POST\","
+                    " \"body\": {\"n\": \"${a.status}\", \"m\": \"x${a.body#/m}\", \"k\": 1E+2}},"
+                    " {\"url\": \"http://127.0.0.1:1/c?q=${b.body}\", \"depends_on\": [\"b\", \"a\"],"
+                    " \"run_if\": \"always\", \"body\": \"${b.status}\", \"method\": \"PUT\","
+                    " \"select\": \"/z\"}]}", 1);
+}
+
+/* compose_prepare (references resolved) and compose_select on finished results */
+static int op_compose_run(void)
+{
+    static const char body[] =
+        "[{\"url\": \"http://127.0.0.1:1/a\", \"id\": \"a\", \"select\": {\"p\": \"/next\"}},"
+        " {\"url\": \"${a.body#/next}\", \"id\": \"b\", \"depends_on\": [\"a\"],"
+        " \"headers\": {\"X\": \"t=${a.body#/n}\"}, \"method\": \"POST\","
+        " \"body\": {\"n\": \"${a.status}\", \"m\": \"x${a.body#/n}\"}}]";
+    static const char doc[] = "{\"next\": \"http://127.0.0.1:1/n\", \"n\": [1, 2]}";
+    struct batch_req b;
+    struct fo_msg msg;
+    struct result res[2] = { 0 }, out = { 0 };
+    struct compose_run run;
+    int rc = 0, r;
+
+    if (batch_parse(body, strlen(body), 1, cfg, &b, &msg) != FO_OK)
+        return 1;
+    res[0].status = 200;
+    res[0].enc = BODY_JSON;
+    if ((res[0].body = strdup(doc)) == NULL) {
+        batch_req_free(&b);
+        return 1;
+    }
+    res[0].body_len = strlen(doc);
+    r = compose_prepare(&b, 1, res, 1 << 20, &run, &out);
+    if (r > 0)
+        compose_run_free(&run);
+    else if (r == 0 && (out.error != ERR_UPSTREAM || out.message == NULL ||
+                        strstr(out.message, "memory") == NULL))
+        rc = -1; /* only running out of memory may stop it */
+    else
+        rc = 1;
+    result_clear(&out);
+    compose_select(&b.items[0], &res[0]);
+    if (res[0].error == ERR_UPSTREAM)
+        rc = rc < 0 ? rc : 1;
+    else if (res[0].error != ERR_NONE)
+        rc = -1;
+    result_clear(&res[0]);
+    batch_req_free(&b);
+    return rc;
 }
 
 static int op_batch_plain(void)
@@ -256,6 +314,7 @@ int main(void)
         { "merge bodies", op_merge_bodies },   { "merge deep", op_merge_deep },
         { "job lifecycle", op_job },           { "cidr lists", op_policy },
         { "job stream", op_job_stream_plain }, { "job stream gzip", op_job_stream_gzip },
+        { "batch_parse compose", op_batch_compose }, { "compose run", op_compose_run },
     };
     struct fo_msg msg;
 

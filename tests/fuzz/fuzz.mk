@@ -14,7 +14,8 @@ FUZZ_CC      ?= clang
 FUZZ_DIR     ?= build/fuzz
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := fuzz_batch_json fuzz_batch_plain fuzz_config fuzz_cidr fuzz_encode fuzz_merge \
-                fuzz_jtree
+                fuzz_jtree \
+                fuzz_template fuzz_select
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -173,3 +173,28 @@ write(M, "deep_big_numbers", b"\x02" + item(200, 0, b"application/json", b'{"n":
       item(201, 0, b"application/json", b'{"r": 1e400, "s": "x"}') + item(200, 0, b"application/json", b'[1, 2]'))
 write(M, "empty_and_head", b"\x01" + item(204, 0, None, b"") + item(200, 0, b"text/plain", b""))
 write(M, "unicode_ctype", b"\x00" + item(200, 0, "text/pl\u00e9in; x=\"\u2028\"".encode(), "\u2028".encode()))
+
+
+# ---- composition (issue 12) -----------------------------------------------
+write(J, "compose.json",
+      '{"merge":"deep","merge_arrays":"concat","requests":[{"url":"http://a/x","id":"a",'
+      '"response_headers":["X-T"]},{"url":"${a.body#/u}","id":"b","depends_on":["a"],"run_if":"always",'
+      '"headers":{"X":"${a.headers.x-t} $${l}"},"body":{"n":"${a.status}","m":"x${a.body}","k":1E+2},'
+      '"method":"POST","select":{"p":"/a~0/b~1"},"group":"g"},{"url":"http://h/${b.body#/q}?$${x}",'
+      '"depends_on":["b","a"],"body":"${b.status}","method":"PUT"}]}')
+
+# fuzz_template: byte 0 bit 0 = JSON body form, then the template
+T = "fuzz_template"
+write(T, "url", b"\x00http://h/${a.body#/x~0y}?q=${a.status}&h=${a.headers.X-Y}$${lit}$x")
+write(T, "header", b"\x00Bearer ${login.body#/token}")
+write(T, "json", b'\x01{"n": "${a.body#/n}", "m": "x=${a.body} $${y}", "${k.status}": '
+                 b'["\\u0024{a.status}", 1E+2]}')
+write(T, "malformed", b"\x00${a.nope}${")
+
+# fuzz_select: a pointer up to '\n', then the body
+S = "fuzz_select"
+body = b'{"data": {"items": [{"a": 1}, {"b": 1e400}]}, "x~y": {"a/b": 3}}'
+write(S, "array", b"/data/items/1\n" + body)
+write(S, "escapes", b"/x~0y/a~1b\n" + body)
+write(S, "missing", b"/missing\n[1, 2]")
+write(S, "text", b"\nnot json")

@@ -36,6 +36,7 @@ ERROR_CODES = {"invalid_url", "blocked_destination", "dns_failure", "connect_fai
                "deadline_exceeded", "too_large", "too_many_redirects", "tls_error",
                "upstream_error", "cancelled",
                "circuit_open"}
+ERROR_CODES |= {"failed_dependency", "select_failed"}  # composition (issue 12)
 CONFIG_KEYS = ["listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
                "max_response_bytes", "max_answer_bytes", "default_timeout_ms", "max_timeout_ms",
                "batch_timeout_ms",

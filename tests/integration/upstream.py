@@ -534,6 +534,13 @@ class _Handler(BaseHTTPRequestHandler):
             _NUMARRAYS[(key, n)] = body
         self._reply(200, body, "application/json")
 
+    def ep_hdrs(self, q, seen):
+        """doc as the body (ct), with extra response headers: h is a JSON list of [name, value]."""
+        self._wait(q)
+        extra = [tuple(p) for p in json.loads(q.get("h", "[]"))]
+        self._reply(int(q.get("status") or 200), q.get("doc", "{}"), q.get("ct", "application/json"),
+                    extra)
+
 
 _NUMARRAYS = {}   # (key, bytes) -> body: made once, the tests ask for the same big bodies
 

@@ -81,5 +81,7 @@ extern const struct unit_suite trace_suite, batch_fields_suite;
 extern const struct unit_suite share_suite; /* share */
 /* v2 streaming */
 extern const struct unit_suite stream_suite;
+/* composition (issue 12) */
+extern const struct unit_suite compose_suite;
 
 #endif

@@ -20,6 +20,7 @@ static const struct unit_suite *const suites[] = {
     &trace_suite, &batch_fields_suite, /* v2 traceparent, batch fields */
     &share_suite, /* share */
     &stream_suite, /* v2 streaming */
+    &compose_suite,
 };
 
 int main(int argc, char **argv)

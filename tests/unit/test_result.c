@@ -152,6 +152,7 @@ static void test_error_codes(void)
         "deadline_exceeded", "too_large", "too_many_redirects", "tls_error", "upstream_error",
         "cancelled",
         "circuit_open",
+        "failed_dependency", "select_failed",
     };
 
     CHECK_EQ_INT(ERR_COUNT - 1, FO_ARRAY_LEN(codes));
