@@ -687,6 +687,15 @@ static fo_err set_inject(struct config *cfg, const char *value, struct fo_msg *m
     if (*val == '@') {
         if ((err = inject_read_file(val + 1, text, sizeof(text), msg)) != FO_OK)
             goto out;
+        for (const char *c = text; *c; c++) {
+            if (iscntrl((unsigned char)*c) && *c != '\t') {
+                /* The same rule as a value written inline; never the value itself. */
+                fo_msg_set(msg, "the value in '%.200s' must not contain control characters",
+                           val + 1);
+                err = FO_EINVAL;
+                goto out;
+            }
+        }
         if ((r.src = strdup(val)) == NULL) {
             err = FO_ENOMEM;
             goto out;

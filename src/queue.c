@@ -153,6 +153,11 @@ static void item_fetch(struct job *job, size_t i, struct worker *w, const struct
     if (shared.timeout_ms <= 0)
         shared.timeout_ms = 1;
     fetch_run(w->fetcher, &shared, res);
+    /* Into the cache before the fetch leaves the in-flight table: an
+     * identical item arriving in between would otherwise find neither. */
+    if (cache_key != NULL)
+        share_cache_put(cache_key, res, fo_now_us(), cfg->cache_ttl_ms, cfg->cache_max_bytes);
+    FO_FREE(cache_key);
     share_lead_done(&w->share, res, res->error == ERR_TIMEOUT);
 miss:
     if (cache_key != NULL)
@@ -299,8 +304,8 @@ static int64_t attempt(struct job *job, const struct sched_task *t, struct worke
             if (!job_take_last(job, t->index, res))
                 result_fail(
                     res, ERR_CIRCUIT_OPEN,
-                    "the circuit breaker of %.200s is open after %ld consecutive failures; "
-                    "not fetched",
+                    "the circuit breaker of %.200s is open (or half-open with its one trial "
+                    "running) after %ld consecutive failures; not fetched",
                     dest, cfg->breaker_failures);
             return 0;
         }

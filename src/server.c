@@ -963,15 +963,19 @@ static int qvalue(const char *p, const char *end)
         if (p + 1 < end && (*p == 'q' || *p == 'Q') && p[1] == '=') {
             int q = 0, scale = 1000;
             p += 2;
-            if (p < end && (*p == '0' || *p == '1'))
-                q = (*p++ - '0') * 1000;
+            if (p >= end || (*p != '0' && *p != '1'))
+                return 0;   /* not a qvalue (RFC 9110 12.4.2): not acceptable */
+            q = (*p++ - '0') * 1000;
             if (p < end && *p == '.') {
                 for (p++; p < end && *p >= '0' && *p <= '9' && scale > 1; p++) {
                     scale /= 10;
                     q += (*p - '0') * scale;
                 }
             }
-            return q > 1000 ? 1000 : q;
+            p += strspn(p, " \t");
+            if (q > 1000 || (p < end && *p != ';'))
+                return 0;   /* 1.5, or 0.5x: not a qvalue */
+            return q;
         }
         p += strcspn(p, ";");
         if (p > end)

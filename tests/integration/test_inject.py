@@ -137,6 +137,14 @@ class InjectHeaderTest(InjectCase):
         self.assertIn("inject_header", done.stderr)
         self.assertIn(":", done.stderr)
 
+    def test_control_bytes_in_a_value_file_are_a_configuration_error(self):
+        """The same rule as a value written inline: no control byte but HTAB goes upstream."""
+        path = self.token_file("ab\x01cd\n")
+        done = run_cli("--inject-header", f"http://x/ X-K: @{path}", "--check-config")
+        self.assertEqual(done.returncode, 2, done.stdout)
+        self.assertIn("control characters", done.stderr)
+        self.assertNotIn("ab\x01cd", done.stderr)
+
     def test_bad_rules_are_configuration_errors(self):
         for rule in ("nospace", "ftp://x/ X-K: v", "http://x/ X-K v", "http://x/ Bad Name: v",
                      "http://x/ X-K:"):

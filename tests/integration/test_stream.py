@@ -546,7 +546,9 @@ class GzipTest(StreamCase):
 
     def test_gzip_refused_or_absent_is_plain(self):
         items = [self.url("/json", v="a")]
-        for ae in (None, "gzip;q=0", "identity", "gzip;q=0.000, deflate", "*;q=0", "gzip; q=0"):
+        # a q-value that is not one (RFC 9110 12.4.2: at most 1, three decimals) is no "yes"
+        for ae in (None, "gzip;q=0", "identity", "gzip;q=0.000, deflate", "*;q=0", "gzip; q=0",
+                   "gzip;q=1.5", "gzip;q=2", "gzip;q=0.5x"):
             with self.subTest(accept_encoding=ae):
                 resp = self.post(items, headers={"Accept-Encoding": ae} if ae else {})
                 self.assertIsNone(resp.header("Content-Encoding"))

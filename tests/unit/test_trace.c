@@ -35,6 +35,9 @@ static void test_parse(void)
         { "00-" TID "g" PID "-01", NULL },
         { "00-4bf92f3577b34da6a3ce929d0e0e473-" PID "0-01", NULL }, /* dash misplaced */
         { " 00-" TID "-" PID "-01", NULL },
+        /* optional white space after a field value is not part of it (RFC 9110 5.5) */
+        { "00-" TID "-" PID "-01 \t", "00-" TID "-" PID "-01" },
+        { "00-" TID "-" PID "-01 x", NULL },
         { "", NULL },
     };
     char out[TRACE_PARENT_LEN + 1];
