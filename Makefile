@@ -27,7 +27,7 @@ UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%.o)
 ACCEPTANCE ?= ../shared/acceptance/run.sh
 
 PHONY_SAN := check-asan check-tsan check-valgrind
-.PHONY: all clean test check $(PHONY_SAN) check-unit check-integration check-acceptance check-acceptance-v2 sample-config \
+.PHONY: all clean test check $(PHONY_SAN) check-unit check-integration check-acceptance sample-config \
         install uninstall deb
 
 PREFIX  ?= /usr/local
@@ -71,12 +71,7 @@ check-integration: fanoutd
 	python3 tests/integration/run.py
 
 check-acceptance: fanoutd
-	@if [ -x "$(ACCEPTANCE)" ]; then FANOUTD=./fanoutd "$(ACCEPTANCE)" test_contract; \
-	else echo "acceptance suite not found at $(ACCEPTANCE); skipped"; fi
-
-# The v2 module of the public suite: features still being built (not in make test).
-check-acceptance-v2: fanoutd
-	@if [ -x "$(ACCEPTANCE)" ]; then FANOUTD=./fanoutd "$(ACCEPTANCE)" test_v2; \
+	@if [ -x "$(ACCEPTANCE)" ]; then FANOUTD=./fanoutd "$(ACCEPTANCE)"; \
 	else echo "acceptance suite not found at $(ACCEPTANCE); skipped"; fi
 
 # Every suite runs even if an earlier one failed; the summary line counts all.

@@ -14,9 +14,8 @@
 #   service      tests/service/test_service.py: units, install, .deb, man pages,
 #                promtool, sd_notify, socket activation, request ids, access log
 #   fuzz         replay of every input the fuzzers found (tests/fuzz/regressions)
-#   acceptance   ../shared/acceptance/run.sh test_contract (the v1 module), when
-#                it is there; its v2 module tests features still being built:
-#                make check-acceptance-v2 runs it, outside make test
+#   acceptance   ../shared/acceptance/run.sh (its v1 and v2 modules), when it
+#                is there
 #
 # FANOUTD and UNIT_TESTS name the binaries (make check-asan and check-tsan
 # point them at sanitizer builds); SKIP lists suites to leave out.
@@ -87,7 +86,7 @@ fi
 if skip acceptance; then
     :
 elif [ -x ../shared/acceptance/run.sh ]; then
-    run acceptance ../shared/acceptance/run.sh test_contract
+    run acceptance ../shared/acceptance/run.sh
 else
     echo "== acceptance: ../shared/acceptance not found, skipped"; skipped=$((skipped + 1))
 fi
