@@ -78,8 +78,8 @@ struct answer_gzip {
     struct answer_sink *src; /* read from the start, in order */
     uint64_t src_pos;
     int src_done, done;
-    void *zs;                /* z_stream * */
-    char *in;                /* FO_GZIP_IN bytes of src at a time */
+    void *zs; /* z_stream * */
+    char *in; /* FO_GZIP_IN bytes of src at a time */
 };
 
 /* FO_ENOMEM (nothing to free). */
@@ -116,11 +116,11 @@ struct answer_stream {
     pthread_mutex_t lock; /* guards every field below */
     struct buf pending;   /* written, not yet read: pending.data[head..len) */
     size_t head;
-    size_t cap;           /* most bytes waiting unread */
+    size_t cap; /* most bytes waiting unread */
     int finished, failed, overflowed;
-    int gzip;             /* pending holds a gzip stream, flushed per line */
-    void *zs;             /* z_stream *, when gzip */
-    size_t items, lines;  /* item lines expected, lines written */
+    int gzip;            /* pending holds a gzip stream, flushed per line */
+    void *zs;            /* z_stream *, when gzip */
+    size_t items, lines; /* item lines expected, lines written */
     int64_t arrival_us, last_write_us, heartbeat_us;
     void (*park)(void *ctx), (*unpark)(void *ctx);
     void *wake_ctx;
@@ -138,8 +138,8 @@ fo_err answer_stream_init(struct answer_stream *s, size_t items, int64_t arrival
 /* Sets (or, with NULLs, clears) the consumer's park/unpark. Clear it before
  * the consumer goes away (it is not parked then: a parked consumer is not
  * being served). */
-void answer_stream_set_waker(struct answer_stream *s, void (*park)(void *), void (*unpark)(void *),
-                             void *ctx);
+void answer_stream_set_waker(struct answer_stream *s, void (*park)(void *),
+                             void (*unpark)(void *), void *ctx);
 
 /* 1 if a write was refused because the unread bytes would pass cap. */
 int answer_stream_overflowed(struct answer_stream *s);

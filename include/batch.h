@@ -35,20 +35,20 @@ enum { ITEM_RETRY_MAX = 1u << 0, ITEM_RETRY_BACKOFF = 1u << 1 };
 /* One item to fetch. Every pointer is owned by the item. */
 struct item_req {
     char *id;
-    char *url;            /* as requested */
-    char *hostkey;        /* "host:port" of the URL, for per_host_limit; NULL for a
+    char *url;     /* as requested */
+    char *hostkey; /* "host:port" of the URL, for per_host_limit; NULL for a
                              url template (composition: known once substituted) */
     enum http_method method;
-    char **headers;       /* "Name: value" lines */
+    char **headers; /* "Name: value" lines */
     size_t nheaders;
     int has_content_type; /* one of headers is Content-Type */
     char *body;           /* request body, or NULL for none */
     size_t body_len;
-    int body_is_json;     /* a non-string JSON body: send as application/json */
-    long timeout_ms;      /* 0: not given */
+    int body_is_json; /* a non-string JSON body: send as application/json */
+    long timeout_ms;  /* 0: not given */
     /* share: "coalesce": false and "cache": false */
-    int no_coalesce;      /* never leads nor rides a shared fetch */
-    int no_cache;         /* neither reads nor fills the cache */
+    int no_coalesce; /* never leads nor rides a shared fetch */
+    int no_cache;    /* neither reads nor fills the cache */
     /* Retries (issue 13): the item's "retry" members, each used only when
      * its bit in retry_given is set (else the config's retries and
      * retry_backoff_ms); job_new resolves both and sets both bits. */
@@ -62,24 +62,24 @@ struct item_req {
 };
 
 struct batch_req {
-    struct item_req *items;   /* owned array */
+    struct item_req *items; /* owned array */
     size_t n;
     enum merge_mode merge;
-    long timeout_ms;          /* 0: not given */
+    long timeout_ms; /* 0: not given */
 
     /* v2 batch policy, max_concurrency, timings, traceparent (batch_fields). */
     enum batch_policy policy;
-    long min_success;         /* POLICY_MIN_SUCCESS: 1 .. n */
-    long max_concurrency;     /* items fetching at once, 0: no cap */
-    int timings;              /* every RESULT gets "timings" */
-    char traceparent[56];     /* the client's valid traceparent value, "": none
+    long min_success;     /* POLICY_MIN_SUCCESS: 1 .. n */
+    long max_concurrency; /* items fetching at once, 0: no cap */
+    int timings;          /* every RESULT gets "timings" */
+    char traceparent[56]; /* the client's valid traceparent value, "": none
                                  (set by the front end, not by batch_parse) */
-    char *tracestate;         /* the whole "tracestate: ..." line, owned, or NULL */
+    char *tracestate;     /* the whole "tracestate: ..." line, owned, or NULL */
     /* composition (issue 12) */
-    int merge_concat;              /* merge_arrays "concat" */
+    int merge_concat;               /* merge_arrays "concat" */
     uint32_t *dep_start, *dep_list; /* the scheduler's dependency lists, NULL: none */
-    const char *raw_text;          /* while parsing: the JSON body's text */
-    size_t *raw_span;              /* while parsing: item i's JSON body at
+    const char *raw_text;           /* while parsing: the JSON body's text */
+    size_t *raw_span;               /* while parsing: item i's JSON body at
                                       raw_span[2i] (offset), raw_span[2i+1] (length, 0: none) */
     size_t nraw_span;
 };

@@ -20,17 +20,17 @@
 #include "fanoutd.h"
 
 struct buf {
-    char *data;     /* owned; NULL while nothing is allocated (after buf_init,
+    char *data; /* owned; NULL while nothing is allocated (after buf_init,
                        buf_free, buf_steal), else data[len] == '\0' after every
                        call, failed ones included (the NUL is not in len) */
     size_t len;
     size_t alloc;
-    size_t cap;     /* most bytes ever held; 0: no cap */
+    size_t cap; /* most bytes ever held; 0: no cap */
 };
 
 void buf_init(struct buf *b, size_t cap);
 void buf_free(struct buf *b);
-void buf_reset(struct buf *b);   /* len = 0, memory kept */
+void buf_reset(struct buf *b); /* len = 0, memory kept */
 
 fo_err buf_reserve(struct buf *b, size_t more) FO_MUST_CHECK;
 fo_err buf_append(struct buf *b, const void *data, size_t len) FO_MUST_CHECK;

@@ -22,70 +22,70 @@
 #include "policy.h"
 
 struct str_list {
-    char **v;      /* owned strings */
+    char **v; /* owned strings */
     size_t n;
 };
 
 /* share: one inject_header rule (a prefix and the header put there). */
 struct inject_rule {
-    char *origin;  /* "scheme://host:port", lower case, port always written */
-    char *path;    /* the prefix's path ("/" when it gave none) */
-    char *name;    /* header name */
-    char *line;    /* the whole "Name: value" line sent; a secret, never printed */
-    char *prefix;  /* the PREFIX as written, for --check-config */
-    char *src;     /* "@/path" when the value came from a file, else NULL */
+    char *origin; /* "scheme://host:port", lower case, port always written */
+    char *path;   /* the prefix's path ("/" when it gave none) */
+    char *name;   /* header name */
+    char *line;   /* the whole "Name: value" line sent; a secret, never printed */
+    char *prefix; /* the PREFIX as written, for --check-config */
+    char *src;    /* "@/path" when the value came from a file, else NULL */
 };
 
 struct config {
     _Atomic long refs;
-    unsigned long generation;           /* set when installed; grows on each reload */
+    unsigned long generation; /* set when installed; grows on each reload */
 
-    char *listen;                       /* as given, "host:port" or "unix:/path" */
-    struct sockaddr_storage listen_addr;  /* AF_INET, AF_INET6 or AF_UNIX */
+    char *listen;                        /* as given, "host:port" or "unix:/path" */
+    struct sockaddr_storage listen_addr; /* AF_INET, AF_INET6 or AF_UNIX */
     socklen_t listen_len;
     long workers;
     long queue_capacity;
     long max_batch;
     long max_body_bytes;
     long max_response_bytes;
-    long max_answer_bytes;              /* bodies held for one answer, as written */
+    long max_answer_bytes; /* bodies held for one answer, as written */
     long default_timeout_ms;
     long max_timeout_ms;
     long batch_timeout_ms;
     long max_redirects;
     struct cidr_list allow;
-    struct cidr_list deny;              /* the built-in defaults plus the file's */
+    struct cidr_list deny; /* the built-in defaults plus the file's */
     struct str_list forward_headers;
-    char *auth_token;                   /* "" when unset */
-    char *auth_token_src;               /* "@/path" as given, or NULL (a literal token) */
+    char *auth_token;     /* "" when unset */
+    char *auth_token_src; /* "@/path" as given, or NULL (a literal token) */
     long per_host_limit;
     long shutdown_grace_ms;
     long max_connections;
     long client_timeout_ms;
-    long log_level;                     /* enum log_level */
-    char *loop_token;                   /* this deployment's CDN-Loop token */
-    size_t file_bytes;                  /* bytes read from the file (0: empty or none) */
-    size_t file_keys;                   /* settings read from the file (0: none at all) */
-    long listen_mode;                   /* permission bits of a unix socket (0 - 0777) */
-    long reuse_port;                    /* 1: SO_REUSEPORT on a TCP listening socket */
+    long log_level;    /* enum log_level */
+    char *loop_token;  /* this deployment's CDN-Loop token */
+    size_t file_bytes; /* bytes read from the file (0: empty or none) */
+    size_t file_keys;  /* settings read from the file (0: none at all) */
+    long listen_mode;  /* permission bits of a unix socket (0 - 0777) */
+    long reuse_port;   /* 1: SO_REUSEPORT on a TCP listening socket */
 
     /* share: coalescing, cache, injected headers, sensitive_headers */
-    long coalesce;                      /* 1: identical in-flight GET/HEAD share one fetch */
-    long cache_ttl_ms;                  /* 0: no cache */
-    long cache_max_bytes;               /* bytes the cache may hold in all */
-    struct inject_rule *inject;         /* inject_header rules, owned */
+    long coalesce;              /* 1: identical in-flight GET/HEAD share one fetch */
+    long cache_ttl_ms;          /* 0: no cache */
+    long cache_max_bytes;       /* bytes the cache may hold in all */
+    struct inject_rule *inject; /* inject_header rules, owned */
     size_t ninject;
-    struct str_list sensitive_headers;  /* more names dropped on cross-origin redirects */
+    struct str_list sensitive_headers; /* more names dropped on cross-origin redirects */
     /* Retries, circuit breaker, rate (issue 13). */
-    long retries;                       /* retries per item by default */
-    long max_retries;                   /* most an item may ask for */
-    long retry_backoff_ms;              /* base of the backoff */
-    long retry_backoff_max_ms;          /* cap on one backoff wait */
-    long breaker_failures;              /* consecutive failures that open a breaker, 0: off */
-    long breaker_open_ms;               /* how long it stays open */
-    long per_host_rate;                 /* requests per second per host:port, 0: off */
+    long retries;              /* retries per item by default */
+    long max_retries;          /* most an item may ask for */
+    long retry_backoff_ms;     /* base of the backoff */
+    long retry_backoff_max_ms; /* cap on one backoff wait */
+    long breaker_failures;     /* consecutive failures that open a breaker, 0: off */
+    long breaker_open_ms;      /* how long it stays open */
+    long per_host_rate;        /* requests per second per host:port, 0: off */
     /* streaming */
-    long stream_heartbeat_ms;           /* heartbeat interval of a quiet stream; 0: none */
+    long stream_heartbeat_ms; /* heartbeat interval of a quiet stream; 0: none */
 };
 
 /* share: the inject_header rule whose prefix is the longest that url (an
@@ -97,8 +97,8 @@ const struct inject_rule *config_inject_match(const struct inject_rule *rules, s
 
 /* One command-line override: --key-name VALUE (key already in file form). */
 struct config_override {
-    const char *key;     /* borrowed from argv or static */
-    const char *value;   /* borrowed */
+    const char *key;   /* borrowed from argv or static */
+    const char *value; /* borrowed */
 };
 
 /*

@@ -66,7 +66,8 @@ int content_charset(const char *ctype, char *name, size_t size);
  * byte that is no character there, FO_EINVAL (then out is empty).
  * FO_ENOMEM when memory runs out.
  */
-fo_err charset_to_utf8(const char *charset, const char *in, size_t len, struct buf *out) FO_MUST_CHECK;
+fo_err charset_to_utf8(const char *charset, const char *in, size_t len,
+                       struct buf *out) FO_MUST_CHECK;
 
 /* Appends standard base64 (with padding) of data to out. */
 fo_err base64_put(struct buf *out, const void *data, size_t len) FO_MUST_CHECK;

@@ -14,13 +14,13 @@
 
 typedef enum {
     FO_OK = 0,
-    FO_ENOMEM,      /* allocation failed */
-    FO_EINVAL,      /* bad input (the message says what) */
-    FO_ETOOBIG,     /* input over a configured or built-in bound */
-    FO_ESYS,        /* a system call failed (errno kept in the message) */
-    FO_EFULL,       /* no room (queue capacity) */
-    FO_ESTOPPED,    /* the component is shutting down */
-    FO_ENOTFOUND,   /* the thing asked for does not exist (a JSON Pointer names nothing) */
+    FO_ENOMEM,    /* allocation failed */
+    FO_EINVAL,    /* bad input (the message says what) */
+    FO_ETOOBIG,   /* input over a configured or built-in bound */
+    FO_ESYS,      /* a system call failed (errno kept in the message) */
+    FO_EFULL,     /* no room (queue capacity) */
+    FO_ESTOPPED,  /* the component is shutting down */
+    FO_ENOTFOUND, /* the thing asked for does not exist (a JSON Pointer names nothing) */
 } fo_err;
 
 const char *fo_strerror(fo_err err);
@@ -32,8 +32,7 @@ struct fo_msg {
 };
 
 /* Formats into msg (may be NULL: then nothing happens); truncates safely. */
-void fo_msg_set(struct fo_msg *msg, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void fo_msg_set(struct fo_msg *msg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * The one checked number parser (in the spirit of OpenBSD's strtonum): s

@@ -143,11 +143,12 @@ int job_retry_item(struct job *job, size_t i, struct result *res);
 int job_take_last(struct job *job, size_t i, struct result *out);
 
 /* Read-only facts of a job (any thread, no lock). */
-uint64_t job_serial(const struct job *job);                 /* unique, for lookups */
-size_t job_items(const struct job *job);                    /* items in the batch */
-int64_t job_deadline_us(const struct job *job);             /* monotonic */
-const struct config *job_config(const struct job *job);     /* the config it started with */
-const char *job_item_dest(const struct job *job, size_t i); /* item i's "host:port", NULL: none yet */
+uint64_t job_serial(const struct job *job);             /* unique, for lookups */
+size_t job_items(const struct job *job);                /* items in the batch */
+int64_t job_deadline_us(const struct job *job);         /* monotonic */
+const struct config *job_config(const struct job *job); /* the config it started with */
+const char *job_item_dest(const struct job *job,
+                          size_t i); /* item i's "host:port", NULL: none yet */
 /* 1 once the job has finished (running fetches are told to stop). */
 int job_stopped(const struct job *job);
 /* The suspended client's socket, set once by the watcher before the job's

@@ -42,26 +42,26 @@ struct jt_object;
 /* One JSON value: its kind and raw span (borrowed from the source). */
 struct jt_value {
     enum jt_kind kind;
-    const char *raw;        /* the value's text as the source spells it */
+    const char *raw; /* the value's text as the source spells it */
     size_t len;
-    struct jt_object *obj;  /* JT_OBJECT: its members (arena); else NULL */
+    struct jt_object *obj; /* JT_OBJECT: its members (arena); else NULL */
 };
 
 struct jt_member {
-    const char *key;        /* raw spelling, with its quotes (borrowed) */
+    const char *key; /* raw spelling, with its quotes (borrowed) */
     size_t key_len;
-    const char *name;       /* decoded key (borrowed or arena) */
+    const char *name; /* decoded key (borrowed or arena) */
     size_t name_len;
-    uint64_t hash;          /* of the decoded key */
+    uint64_t hash; /* of the decoded key */
     struct jt_value value;
 };
 
 struct jt_object {
-    struct jt_member *m;    /* in order of first appearance (arena) */
+    struct jt_member *m; /* in order of first appearance (arena) */
     size_t n, cap;
-    uint32_t *index;        /* hash slots (member index + 1, 0: empty); NULL: search linearly */
-    size_t index_cap;       /* slots, a power of two */
-    int edited;             /* members no longer match raw: write them one by one */
+    uint32_t *index;  /* hash slots (member index + 1, 0: empty); NULL: search linearly */
+    size_t index_cap; /* slots, a power of two */
+    int edited;       /* members no longer match raw: write them one by one */
 };
 
 /* Bump allocator: chunks freed together by jt_arena_free. */
@@ -105,7 +105,8 @@ fo_err jt_pointer(struct jt_arena *a, const struct jt_value *root, const char *p
  * to src's nodes and text: both sources must outlive dst. Nodes of dst
  * are changed in place. FO_EINVAL if either is not an object, FO_ENOMEM.
  */
-fo_err jt_merge(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src) FO_MUST_CHECK;
+fo_err jt_merge(struct jt_arena *a, struct jt_value *dst,
+                const struct jt_value *src) FO_MUST_CHECK;
 
 /* An empty object with no source text (a merge's starting point). */
 fo_err jt_new_object(struct jt_arena *a, struct jt_value *out) FO_MUST_CHECK;

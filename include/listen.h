@@ -25,10 +25,10 @@
 #include "err.h"
 
 struct listener {
-    int fd;                                   /* listening, non-blocking; -1: none */
+    int fd; /* listening, non-blocking; -1: none */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* the file made, or "" */
-    dev_t dev;                                /* of that file, so that only ours */
-    ino_t ino;                                /* is removed at exit */
+    dev_t dev;                                              /* of that file, so that only ours */
+    ino_t ino;                                              /* is removed at exit */
 };
 
 /*

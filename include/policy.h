@@ -27,13 +27,13 @@
 #include "fanoutd.h"
 
 struct cidr {
-    int family;          /* AF_INET or AF_INET6 */
-    uint8_t addr[16];    /* network bytes; first 4 for AF_INET, host bits zero */
-    unsigned prefix;     /* 0..32 or 0..128 */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network bytes; first 4 for AF_INET, host bits zero */
+    unsigned prefix;  /* 0..32 or 0..128 */
 };
 
 struct cidr_list {
-    struct cidr *v;      /* owned */
+    struct cidr *v; /* owned */
     size_t n;
 };
 
@@ -59,10 +59,10 @@ enum policy_verdict { POLICY_ALLOW = 0, POLICY_DENY, POLICY_SELF };
 
 /* fanoutd's own listening socket, so that a batch cannot call fanoutd. */
 struct self_addr {
-    struct sockaddr_storage listen;   /* as bound (may be a wildcard) */
-    int wildcard;                     /* bound to 0.0.0.0 or :: */
-    uint8_t (*local)[16];             /* with a wildcard: this host's addresses, */
-    int *local_family;                /* as family + bytes (owned) */
+    struct sockaddr_storage listen; /* as bound (may be a wildcard) */
+    int wildcard;                   /* bound to 0.0.0.0 or :: */
+    uint8_t (*local)[16];           /* with a wildcard: this host's addresses, */
+    int *local_family;              /* as family + bytes (owned) */
     size_t nlocal;
 };
 
@@ -72,7 +72,8 @@ enum policy_verdict policy_check(const struct cidr_list *allow, const struct cid
 /* Fills self from the bound address (reads the host's interface addresses
  * when it is a wildcard). An AF_UNIX address is accepted and blocks nothing:
  * no http(s) URL reaches a unix socket. */
-fo_err self_addr_init(struct self_addr *self, const struct sockaddr *bound, socklen_t len) FO_MUST_CHECK;
+fo_err self_addr_init(struct self_addr *self, const struct sockaddr *bound,
+                      socklen_t len) FO_MUST_CHECK;
 void self_addr_free(struct self_addr *self);
 
 #endif

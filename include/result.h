@@ -29,7 +29,7 @@
     ACTION(ERR_TLS, "tls_error")                \
     ACTION(ERR_UPSTREAM, "upstream_error")      \
     ACTION(ERR_CANCELLED, "cancelled")          \
-    ACTION(ERR_CIRCUIT_OPEN, "circuit_open") \
+    ACTION(ERR_CIRCUIT_OPEN, "circuit_open")    \
     ACTION(ERR_FAILED_DEP, "failed_dependency") \
     ACTION(ERR_SELECT_FAILED, "select_failed")
 
@@ -40,11 +40,11 @@ enum item_error { ERR_NONE = 0, ITEM_ERRORS(ITEM_ERROR_ENUM) ERR_COUNT };
 const char *item_error_code(enum item_error e);
 
 struct result {
-    int status;               /* final HTTP status, 0: no response arrived */
-    char *content_type;       /* owned, valid UTF-8, NULL: none */
-    enum item_error error;    /* ERR_NONE: the fetch worked */
-    char *message;            /* owned human text when error != ERR_NONE */
-    char *body;               /* owned JSON value text when error == ERR_NONE */
+    int status;            /* final HTTP status, 0: no response arrived */
+    char *content_type;    /* owned, valid UTF-8, NULL: none */
+    enum item_error error; /* ERR_NONE: the fetch worked */
+    char *message;         /* owned human text when error != ERR_NONE */
+    char *body;            /* owned JSON value text when error == ERR_NONE */
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
@@ -98,6 +98,7 @@ fo_err result_put_line(struct buf *out, const struct item_req *it, const struct 
 
 /* Streaming: the last line, {"summary":{"total":..,"ok":..,"failed":..,
  * "duration_ms":..,"complete":BOOL}} and "\n". FO_ENOMEM. */
-fo_err summary_put_line(struct buf *out, size_t total, size_t ok, double duration_ms) FO_MUST_CHECK;
+fo_err summary_put_line(struct buf *out, size_t total, size_t ok,
+                        double duration_ms) FO_MUST_CHECK;
 
 #endif

@@ -14,7 +14,8 @@
 
 void access_request_id(struct MHD_Connection *conn, char *out, size_t size)
 {
-    static const char safe[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/+=@-";
+    static const char safe[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/+=@-";
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     unsigned char rnd[FO_REQUEST_ID_RANDOM];
     size_t n = id ? strlen(id) : 0;
@@ -50,7 +51,7 @@ void access_client(struct MHD_Connection *conn, char *out, size_t size)
         inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
         port = ntohs(in6->sin6_port);
     } else if (sa != NULL && sa->sa_family == AF_UNIX) {
-        (void)snprintf(out, size, "unix");   /* a unix socket's peer has no name */
+        (void)snprintf(out, size, "unix"); /* a unix socket's peer has no name */
         return;
     }
     (void)snprintf(out, size, "%s:%u", addr, port);
@@ -73,7 +74,9 @@ void access_log(const char *request_id, const char *client, unsigned status, siz
     }
     if (outcome == NULL)
         outcome = "refused";
-    log_info("access request_id=%s client=%s status=%u items=%zu ok=%zu failed=%zu bytes=%zu "
-             "duration_ms=%.1f outcome=%s", request_id, client, status, items, ok, items - ok,
-             bytes, (double)(fo_now_us() - arrival_us) / 1000.0, outcome);
+    log_info(
+        "access request_id=%s client=%s status=%u items=%zu ok=%zu failed=%zu bytes=%zu "
+        "duration_ms=%.1f outcome=%s",
+        request_id, client, status, items, ok, items - ok, bytes,
+        (double)(fo_now_us() - arrival_us) / 1000.0, outcome);
 }

@@ -23,7 +23,7 @@
 #include "jtree.h"
 
 static const char *const method_names[] = {
-    [M_GET] = "GET", [M_HEAD] = "HEAD", [M_POST] = "POST", [M_PUT] = "PUT",
+    [M_GET] = "GET",     [M_HEAD] = "HEAD",     [M_POST] = "POST",       [M_PUT] = "PUT",
     [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS",
 };
 
@@ -95,7 +95,7 @@ static int a_label_valid(const char *label, size_t n)
     int rc, ok;
 
     if (n >= sizeof(ascii))
-        return 0;   /* longer than a DNS label */
+        return 0; /* longer than a DNS label */
     for (size_t i = 0; i < n; i++)
         ascii[i] = (char)tolower((unsigned char)label[i]);
     ascii[n] = '\0';
@@ -105,7 +105,7 @@ static int a_label_valid(const char *label, size_t n)
     if (rc != IDN2_OK)
         return 0;
     rc = idn2_to_ascii_8z(u, &back, IDN2_NONTRANSITIONAL);
-    if (rc != IDN2_OK && rc != IDN2_MALLOC)   /* as url_host_to_ascii: IDNA2003 names too */
+    if (rc != IDN2_OK && rc != IDN2_MALLOC) /* as url_host_to_ascii: IDNA2003 names too */
         rc = idn2_to_ascii_8z(u, &back, IDN2_TRANSITIONAL);
     ok = rc == IDN2_MALLOC ? -1 : rc == IDN2_OK && strcmp(back, ascii) == 0;
     idn2_free(u);
@@ -141,7 +141,7 @@ fo_err url_host_to_ascii(const char *host, char **ace)
     *ace = NULL;
     for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
         if (*p == '\0')
-            return a_labels_check(host);   /* plain ASCII: used as written */
+            return a_labels_check(host); /* plain ASCII: used as written */
     }
     /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
      * with TR46 mapping (which also lowercases), falling back to the
@@ -153,11 +153,11 @@ fo_err url_host_to_ascii(const char *host, char **ace)
         return FO_ENOMEM;
     if (rc != IDN2_OK)
         return FO_EINVAL;
-    if ((err = a_labels_check(out)) != FO_OK) {   /* an "xn--" label written as such */
+    if ((err = a_labels_check(out)) != FO_OK) { /* an "xn--" label written as such */
         idn2_free(out);
         return err;
     }
-    *ace = strdup(out);   /* the caller frees with free(), not idn2_free() */
+    *ace = strdup(out); /* the caller frees with free(), not idn2_free() */
     idn2_free(out);
     return *ace != NULL ? FO_OK : FO_ENOMEM;
 }
@@ -170,7 +170,7 @@ static int clip(const char *s, size_t max)
     size_t n = strnlen(s, max);
 
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;            /* s[n] continues the character that s[n - 1] is in */
+        n--; /* s[n] continues the character that s[n - 1] is in */
     return (int)n;
 }
 
@@ -336,11 +336,10 @@ static fo_err set_headers(struct item_req *it, json_t *headers, const char *name
     it->headers = calloc(json_object_size(headers) + 1, sizeof(char *));
     if (it->headers == NULL)
         return FO_ENOMEM;
-    json_object_foreach(headers, key, val) {
+    json_object_foreach (headers, key, val) {
         size_t klen = strlen(key);
         if (!json_is_string(val)) {
-            fo_msg_set(msg, "%s: header '%.*s' must have a string value", name,
-                       CLIP(key, 100));
+            fo_msg_set(msg, "%s: header '%.*s' must have a string value", name, CLIP(key, 100));
             return FO_EINVAL;
         }
         const char *v = json_string_value(val);
@@ -431,14 +430,12 @@ static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, stru
 static fo_err check_retry(const struct item_req *it, size_t index, const struct config *cfg,
                           struct fo_msg *msg);
 
-static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
-                                struct fo_msg *msg)
+static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index, struct fo_msg *msg)
 {
     static const char *const known[] = {
-        "url", "id", "method", "headers", "body", "timeout_ms",
-        "coalesce", "cache", /* share */
-        "retry",
-        "depends_on", "run_if", "select", "group", "response_headers", /* composition */
+        "url",   "id",         "method", "headers", "body",  "timeout_ms",       "coalesce",
+        "cache",                                                                 /* share */
+        "retry", "depends_on", "run_if", "select",  "group", "response_headers", /* composition */
     };
     json_t *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id"), *v;
     const char *key;
@@ -446,7 +443,7 @@ static fo_err parse_item_object(struct item_req *it, json_t *obj, size_t index,
     fo_err err;
 
     item_name(name, sizeof(name), index, id && json_is_string(id) ? json_string_value(id) : NULL);
-    json_object_foreach(obj, key, v) {
+    json_object_foreach (obj, key, v) {
         size_t i;
         for (i = 0; i < FO_ARRAY_LEN(known) && strcmp(key, known[i]) != 0; i++)
             ;
@@ -574,14 +571,8 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
 
 /* The fields a batch object may have (each on a line of its own). */
 static const char *const batch_fields[] = {
-    "requests",
-    "timeout_ms",
-    "merge",
-    "policy",
-    "defaults",
-    "max_concurrency",
-    "timings",
-    "merge_arrays",
+    "requests", "timeout_ms",      "merge",   "policy",
+    "defaults", "max_concurrency", "timings", "merge_arrays",
 };
 
 static fo_err parse_batch_fields(struct batch_req *b, json_t *root, size_t nitems,
@@ -595,7 +586,7 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
     const char *key;
     fo_err err;
 
-    json_object_foreach(root, key, v) {
+    json_object_foreach (root, key, v) {
         size_t i;
         for (i = 0; i < FO_ARRAY_LEN(batch_fields) && strcmp(key, batch_fields[i]) != 0; i++)
             ;
@@ -651,7 +642,7 @@ static fo_err parse_json(struct batch_req *b, const char *body, size_t len,
     free(masked);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
-            return FO_ENOMEM;   /* batch_parse also reads jansson_out_of_memory */
+            return FO_ENOMEM; /* batch_parse also reads jansson_out_of_memory */
         if (len == 0)
             fo_msg_set(msg, "the body is empty");
         else
@@ -801,7 +792,7 @@ static fo_err parse_policy(struct batch_req *b, const json_t *v, size_t nitems, 
         fo_msg_set(msg, "policy must be \"best_effort\", \"fail_fast\" or {\"min_success\": N}");
         return FO_EINVAL;
     }
-    json_object_foreach((json_t *)v, key, val) {
+    json_object_foreach ((json_t *)v, key, val) {
         if (strcmp(key, "min_success") != 0) {
             fo_msg_set(msg, "policy: unknown field '%.*s' (expected min_success)", CLIP(key, 60));
             return FO_EINVAL;
@@ -809,8 +800,10 @@ static fo_err parse_policy(struct batch_req *b, const json_t *v, size_t nitems, 
     }
     val = json_object_get(v, "min_success");
     if (val == NULL || !whole_number(val, &n) || n < 1 || (unsigned long long)n > nitems) {
-        fo_msg_set(msg, "policy: min_success must be a whole number from 1 to the number of "
-                        "items (%zu)", nitems);
+        fo_msg_set(msg,
+                   "policy: min_success must be a whole number from 1 to the number of "
+                   "items (%zu)",
+                   nitems);
         return FO_EINVAL;
     }
     b->policy = POLICY_MIN_SUCCESS;
@@ -865,17 +858,20 @@ static fo_err check_defaults(json_t *defs, struct fo_msg *msg)
     fo_err err = FO_OK;
 
     if (!json_is_object(defs)) {
-        fo_msg_set(msg, "defaults must be an object (of headers, timeout_ms, retry, "
-                        "response_headers)");
+        fo_msg_set(msg,
+                   "defaults must be an object (of headers, timeout_ms, retry, "
+                   "response_headers)");
         return FO_EINVAL;
     }
-    json_object_foreach(defs, key, v) {
+    json_object_foreach (defs, key, v) {
         size_t i;
         for (i = 0; i < FO_ARRAY_LEN(default_fields) && strcmp(key, default_fields[i]) != 0; i++)
             ;
         if (i == FO_ARRAY_LEN(default_fields)) {
-            fo_msg_set(msg, "defaults: unknown field '%.*s' (expected headers, timeout_ms, "
-                            "retry, response_headers)", CLIP(key, 60));
+            fo_msg_set(msg,
+                       "defaults: unknown field '%.*s' (expected headers, timeout_ms, "
+                       "retry, response_headers)",
+                       CLIP(key, 60));
             return FO_EINVAL;
         }
     }
@@ -894,7 +890,7 @@ static fo_err check_defaults(json_t *defs, struct fo_msg *msg)
         size_t i;
         json_t *name;
         int ok = json_is_array(v);
-        json_array_foreach(v, i, name) {
+        json_array_foreach (v, i, name) {
             ok = ok && plain_string(name) != NULL && header_name_ok(json_string_value(name));
         }
         if (!ok) {
@@ -909,10 +905,12 @@ static fo_err check_defaults(json_t *defs, struct fo_msg *msg)
             fo_msg_set(msg, "defaults: retry must be an object {\"max\": N, \"backoff_ms\": B}");
             return FO_EINVAL;
         }
-        json_object_foreach(v, key, r) {
+        json_object_foreach (v, key, r) {
             if (strcmp(key, "max") != 0 && strcmp(key, "backoff_ms") != 0) {
-                fo_msg_set(msg, "defaults: retry: unknown field '%.*s' (expected max, "
-                                "backoff_ms)", CLIP(key, 60));
+                fo_msg_set(msg,
+                           "defaults: retry: unknown field '%.*s' (expected max, "
+                           "backoff_ms)",
+                           CLIP(key, 60));
                 return FO_EINVAL;
             }
             if (!whole_number(r, &n) || n < 0) {
@@ -931,9 +929,9 @@ static fo_err merge_headers(json_t *item_headers, json_t *defs)
     const char *dkey, *ikey;
     json_t *dval, *ival;
 
-    json_object_foreach(defs, dkey, dval) {
+    json_object_foreach (defs, dkey, dval) {
         int own = 0;
-        json_object_foreach(item_headers, ikey, ival) {
+        json_object_foreach (item_headers, ikey, ival) {
             own = own || strcasecmp(ikey, dkey) == 0;
         }
         if (!own && json_object_set(item_headers, dkey, dval) != 0)
@@ -994,7 +992,7 @@ static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
         return err;
     if (json_object_size(defs) == 0)
         return FO_OK;
-    json_array_foreach(requests, i, el) {
+    json_array_foreach (requests, i, el) {
         if (json_is_string(el)) {
             json_t *obj = json_object();
             if (obj == NULL || json_object_set(obj, "url", el) != 0 ||
@@ -1004,7 +1002,7 @@ static fo_err apply_defaults(json_t *root, json_t *requests, struct fo_msg *msg)
         }
         if (!json_is_object(el))
             continue; /* the item parser says what is wrong */
-        json_object_foreach(defs, key, v) {
+        json_object_foreach (defs, key, v) {
             json_t *own = json_object_get(el, key);
             if (strcmp(key, "headers") == 0 && json_is_object(own)) {
                 if ((err = merge_headers(own, v)) != FO_OK)
@@ -1147,7 +1145,7 @@ static fo_err parse_retry(struct item_req *it, json_t *v, const char *name, stru
         fo_msg_set(msg, "%s: retry must be an object {\"max\": N, \"backoff_ms\": B}", name);
         return FO_EINVAL;
     }
-    json_object_foreach(v, key, m) {
+    json_object_foreach (v, key, m) {
         if (strcmp(key, "max") == 0) {
             if (!whole_at_most(m, 1000000, &it->retry_max)) {
                 fo_msg_set(msg, "%s: retry.max must be a whole number >= 0", name);
@@ -1188,7 +1186,7 @@ static char **string_array(json_t *v, size_t *n, const char *name, const char *f
         *err = FO_ENOMEM;
         return NULL;
     }
-    json_array_foreach(v, k, el) {
+    json_array_foreach (v, k, el) {
         const char *s = plain_string(el);
         if (s == NULL) {
             fo_msg_set(msg, "%s: %s must be an array of strings", name, field);
@@ -1227,8 +1225,10 @@ static fo_err compose_select_field(struct compose_item *c, json_t *v, const char
         return (c->select_ptr = strdup(s)) ? FO_OK : FO_ENOMEM;
     }
     if (!json_is_object(v) || json_object_size(v) == 0) {
-        fo_msg_set(msg, "%s: select must be a JSON Pointer string or a non-empty object of "
-                   "name to JSON Pointer", name);
+        fo_msg_set(msg,
+                   "%s: select must be a JSON Pointer string or a non-empty object of "
+                   "name to JSON Pointer",
+                   name);
         return FO_EINVAL;
     }
     c->select = SELECT_OBJECT;
@@ -1236,11 +1236,11 @@ static fo_err compose_select_field(struct compose_item *c, json_t *v, const char
     c->sel_ptrs = calloc(json_object_size(v), sizeof(char *));
     if (c->sel_names == NULL || c->sel_ptrs == NULL)
         return FO_ENOMEM;
-    json_object_foreach(v, key, p) {
+    json_object_foreach (v, key, p) {
         const char *s = plain_string(p);
         if (s == NULL || !tpl_pointer_ok(s, strlen(s))) {
-            fo_msg_set(msg, "%s: select '%.*s' must map to a JSON Pointer (\"\" or \"/...\")", name,
-                       CLIP(key, 100));
+            fo_msg_set(msg, "%s: select '%.*s' must map to a JSON Pointer (\"\" or \"/...\")",
+                       name, CLIP(key, 100));
             return FO_EINVAL;
         }
         c->sel_names[c->nsel] = strdup(key);
@@ -1261,7 +1261,8 @@ static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, st
     fo_err err = FO_OK;
 
     /* The body as written (see compose_raw_bodies). */
-    if (it->body_is_json && b->raw_span != NULL && i < b->nraw_span && b->raw_span[2 * i + 1] > 0) {
+    if (it->body_is_json && b->raw_span != NULL && i < b->nraw_span &&
+        b->raw_span[2 * i + 1] > 0) {
         char *raw = strndup(b->raw_text + b->raw_span[2 * i], b->raw_span[2 * i + 1]);
         if (raw == NULL)
             return FO_ENOMEM;
@@ -1352,8 +1353,10 @@ static fo_err check_refs(struct batch_req *b, size_t i, const struct tpl *t, con
             for (size_t k = 0; k < c->ndeps; k++) {
                 const char *id = b->items[c->deps[k]].id;
                 if (strpbrk(id, ".}") != NULL && strncmp(r->text + 2, id, strlen(id)) == 0) {
-                    fo_msg_set(msg, "%s: reference %.100s: an id used in a reference cannot hold "
-                               "'.' or '}' (\"%.*s\")", name, r->text, CLIP(id, 100));
+                    fo_msg_set(msg,
+                               "%s: reference %.100s: an id used in a reference cannot hold "
+                               "'.' or '}' (\"%.*s\")",
+                               name, r->text, CLIP(id, 100));
                     return FO_EINVAL;
                 }
             }
@@ -1475,8 +1478,10 @@ bad:
         for (size_t k = 0; k < c->ndeps; k++) {
             const char *id = b->items[c->deps[k]].id;
             if (strpbrk(id, ".}") != NULL)
-                fo_msg_set(msg, "%s: %s; an id used in a reference cannot hold '.' or '}' "
-                           "(\"%.*s\")", name, why.text, CLIP(id, 100));
+                fo_msg_set(msg,
+                           "%s: %s; an id used in a reference cannot hold '.' or '}' "
+                           "(\"%.*s\")",
+                           name, why.text, CLIP(id, 100));
         }
     }
     return err;

@@ -36,7 +36,7 @@ fo_err buf_reserve(struct buf *b, size_t more)
 
     if (more > SIZE_MAX - b->len - 1)
         return FO_ETOOBIG;
-    need = b->len + more + 1;   /* room for a terminating NUL */
+    need = b->len + more + 1; /* room for a terminating NUL */
     if (b->cap != 0 && b->len + more > b->cap)
         return FO_ETOOBIG;
     if (need <= b->alloc)
@@ -47,7 +47,7 @@ fo_err buf_reserve(struct buf *b, size_t more)
     p = realloc(b->data, alloc);
     if (p == NULL)
         return FO_ENOMEM;
-    p[b->len] = '\0';   /* a fresh allocation is terminated too (see buf.h) */
+    p[b->len] = '\0'; /* a fresh allocation is terminated too (see buf.h) */
     b->data = p;
     b->alloc = alloc;
     return FO_OK;

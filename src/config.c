@@ -26,8 +26,18 @@
 #include "log.h"
 
 enum ctype {
-    CT_NUM, CT_LISTEN, CT_CIDRS, CT_DENY, CT_HEADERS, CT_STRING, CT_TOKEN, CT_CDNID,
-    CT_LOGLEVEL, CT_MODE, CT_BOOL, CT_INJECT
+    CT_NUM,
+    CT_LISTEN,
+    CT_CIDRS,
+    CT_DENY,
+    CT_HEADERS,
+    CT_STRING,
+    CT_TOKEN,
+    CT_CDNID,
+    CT_LOGLEVEL,
+    CT_MODE,
+    CT_BOOL,
+    CT_INJECT
 };
 
 struct config_key {
@@ -35,7 +45,7 @@ struct config_key {
     enum ctype type;
     size_t offset;
     const char *def;
-    long min, max;        /* CT_NUM and CT_MODE bounds */
+    long min, max; /* CT_NUM and CT_MODE bounds */
     const char *help;
 };
 
@@ -44,8 +54,8 @@ struct config_key {
 #define KEY_REPEATS(k) ((k)->type == CT_INJECT)
 
 #define OFF(field) offsetof(struct config, field)
-#define DAY_MS 86400000L
-#define GIB    1073741824L
+#define DAY_MS     86400000L
+#define GIB        1073741824L
 
 static const struct config_key keys[] = {
     { "listen", CT_LISTEN, OFF(listen), "127.0.0.1:8080", 0, 0,
@@ -55,8 +65,7 @@ static const struct config_key keys[] = {
       "threads doing blocking upstream fetches; needs a restart to change" },
     { "queue_capacity", CT_NUM, OFF(queue_capacity), "10000", 1, 10000000,
       "items waiting for a worker, over all batches; beyond: 503 overloaded" },
-    { "max_batch", CT_NUM, OFF(max_batch), "1000", 1, 1000000,
-      "items per batch; beyond: 413" },
+    { "max_batch", CT_NUM, OFF(max_batch), "1000", 1, 1000000, "items per batch; beyond: 413" },
     { "max_body_bytes", CT_NUM, OFF(max_body_bytes), "1048576", 1, GIB,
       "request body cap in bytes; beyond: 413" },
     { "max_response_bytes", CT_NUM, OFF(max_response_bytes), "8388608", 1, GIB,
@@ -72,8 +81,7 @@ static const struct config_key keys[] = {
       "batch deadline when the batch gives none" },
     { "max_redirects", CT_NUM, OFF(max_redirects), "5", 0, 50,
       "redirects followed per item (0: none; the 3xx is then the item's response)" },
-    { "allow", CT_CIDRS, OFF(allow), "", 0, 0,
-      "CIDRs always allowed, overriding deny" },
+    { "allow", CT_CIDRS, OFF(allow), "", 0, 0, "CIDRs always allowed, overriding deny" },
     { "deny", CT_DENY, OFF(deny), POLICY_DEFAULT_DENY, 0, 0,
       "CIDRs never fetched; added to the built-in defaults shown here" },
     { "forward_headers", CT_HEADERS, OFF(forward_headers), "", 0, 0,
@@ -81,7 +89,8 @@ static const struct config_key keys[] = {
       "ones: Connection, Content-Length, Host, TE, ...)" },
     { "auth_token", CT_TOKEN, OFF(auth_token), "", 0, 0,
       "when set, POST /batch needs 'Authorization: Bearer TOKEN'; @/path/file reads "
-      "TOKEN from that file (a regular file; at start and on reload; a trailing newline is dropped)" },
+      "TOKEN from that file (a regular file; at start and on reload; a trailing newline is "
+      "dropped)" },
     { "per_host_limit", CT_NUM, OFF(per_host_limit), "0", 0, 100000,
       "most concurrent fetches to one host:port (0: off)" },
     { "shutdown_grace_ms", CT_NUM, OFF(shutdown_grace_ms), "10000", 0, DAY_MS,
@@ -91,8 +100,7 @@ static const struct config_key keys[] = {
     { "client_timeout_ms", CT_NUM, OFF(client_timeout_ms), "30000", 0, DAY_MS,
       "an idle client connection is closed after this, in whole seconds rounded up, and a "
       "request must arrive whole within it of its first byte (0: never)" },
-    { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0,
-      "error, warn, info or debug" },
+    { "log_level", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, "error, warn, info or debug" },
     { "loop_token", CT_CDNID, OFF(loop_token), "fanoutd", 0, 0,
       "this deployment's token in CDN-Loop (RFC 8586); a batch naming it is refused 508" },
     { "listen_mode", CT_MODE, OFF(listen_mode), "0660", 0, 0777,
@@ -285,8 +293,9 @@ static void str_list_free(struct str_list *l)
 }
 
 /* Splits "a, b ,c" and calls fn on each trimmed non-empty element. */
-static fo_err split_list(const char *value, fo_err (*fn)(const char *item, void *ctx,
-                         struct fo_msg *msg), void *ctx, struct fo_msg *msg)
+static fo_err split_list(const char *value,
+                         fo_err (*fn)(const char *item, void *ctx, struct fo_msg *msg), void *ctx,
+                         struct fo_msg *msg)
 {
     char *copy = strdup(value), *save = NULL, *tok;
     fo_err err = FO_OK;
@@ -338,8 +347,10 @@ static fo_err add_header(const char *item, void *ctx, struct fo_msg *msg)
         }
     }
     if (fo_header_not_forwardable(item)) {
-        fo_msg_set(msg, "'%s' is a hop-by-hop or framing header (RFC 9110 7.6.1) and is "
-                   "never forwarded", item);
+        fo_msg_set(msg,
+                   "'%s' is a hop-by-hop or framing header (RFC 9110 7.6.1) and is "
+                   "never forwarded",
+                   item);
         return FO_EINVAL;
     }
     if (l->n >= FO_MAX_LIST_ITEMS) {
@@ -986,7 +997,7 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         err = load_file(cfg, path, msg);
     for (size_t i = 0; i < nov && err == FO_OK; i++) {
         const struct config_key *k = find_key(ov[i].key);
-        char flag[64];   /* the key as its flag is spelt: listen_mode -> listen-mode */
+        char flag[64]; /* the key as its flag is spelt: listen_mode -> listen-mode */
         size_t j;
         for (j = 0; ov[i].key[j] != '\0' && j + 1 < sizeof(flag); j++)
             flag[j] = ov[i].key[j] == '_' ? '-' : ov[i].key[j];
@@ -999,7 +1010,8 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
         }
     }
     if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries (issue 13) */
-        fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries, cfg->max_retries);
+        fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries,
+                   cfg->max_retries);
         err = FO_EINVAL;
     }
     if (err != FO_OK) {
@@ -1050,7 +1062,7 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
             fputs("***", out);
         break;
     case CT_LOGLEVEL:
-        fputs(log_level_name((enum log_level)*FIELD(cfg, k, const long)), out);
+        fputs(log_level_name((enum log_level) * FIELD(cfg, k, const long)), out);
         break;
     case CT_MODE:
         fprintf(out, "%04lo", (unsigned long)*FIELD(cfg, k, const long));
@@ -1133,10 +1145,12 @@ void config_print_help(FILE *out)
 
 void config_print_sample(FILE *out)
 {
-    fputs("# fanoutd configuration: every key with its default.\n"
-          "# Format: key = value; '#' starts a comment (at the start of a line or after\n"
-          "# white space); lists are comma-separated; an empty value is an empty list.\n"
-          "# Every key can also be given as --key-name VALUE on the command line.\n", out);
+    fputs(
+        "# fanoutd configuration: every key with its default.\n"
+        "# Format: key = value; '#' starts a comment (at the start of a line or after\n"
+        "# white space); lists are comma-separated; an empty value is an empty list.\n"
+        "# Every key can also be given as --key-name VALUE on the command line.\n",
+        out);
     for (size_t i = 0; i < FO_ARRAY_LEN(keys); i++)
         fprintf(out, "\n# %s\n%s = %s\n", keys[i].help, keys[i].name, keys[i].def);
 }

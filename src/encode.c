@@ -20,10 +20,14 @@
 const char *body_encoding_name(enum body_encoding enc)
 {
     switch (enc) {
-    case BODY_JSON:   return "json";
-    case BODY_TEXT:   return "text";
-    case BODY_BASE64: return "base64";
-    case BODY_NONE:   break;
+    case BODY_JSON:
+        return "json";
+    case BODY_TEXT:
+        return "text";
+    case BODY_BASE64:
+        return "base64";
+    case BODY_NONE:
+        break;
     }
     return NULL;
 }
@@ -40,11 +44,17 @@ static size_t utf8_next(const unsigned char *s, size_t len, size_t i, uint32_t *
         return 1;
     }
     if (c >= 0xc2 && c <= 0xdf) {
-        n = 2; v = c & 0x1f; min = 0x80;
+        n = 2;
+        v = c & 0x1f;
+        min = 0x80;
     } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3; v = c & 0x0f; min = 0x800;
+        n = 3;
+        v = c & 0x0f;
+        min = 0x800;
     } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4; v = c & 0x07; min = 0x10000;
+        n = 4;
+        v = c & 0x07;
+        min = 0x10000;
     } else {
         return 0;
     }
@@ -94,8 +104,8 @@ struct jv {
     const unsigned char *s;
     size_t len;
     size_t pos;
-    uint64_t *keys;       /* hashes of the keys of every open object: */
-    size_t nkeys, akeys;  /* `inline_keys` until they outgrow it, then heap */
+    uint64_t *keys;      /* hashes of the keys of every open object: */
+    size_t nkeys, akeys; /* `inline_keys` until they outgrow it, then heap */
     uint64_t inline_keys[JV_INLINE_KEYS];
 };
 
@@ -132,12 +142,14 @@ static uint64_t hash_cp(uint64_t h, uint32_t cp)
  * up every byte of every string. */
 #define JV_16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
 static const unsigned char plain_table[256] = {
-    JV_16(0), JV_16(0),                                /* 0x00-0x1f */
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,    /* 0x20-0x2f: '"' */
-    JV_16(1), JV_16(1),                                /* 0x30-0x4f */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,    /* 0x50-0x5f: '\\' */
-    JV_16(1), JV_16(1),                                /* 0x60-0x7f */
-    JV_16(0), JV_16(0), JV_16(0), JV_16(0),            /* 0x80-0xff */
+    JV_16(0), JV_16(0), /* 0x00-0x1f */
+    1,        1,        0,        1,        1, 1, 1, 1,
+    1,        1,        1,        1,        1, 1, 1, 1, /* 0x20-0x2f: '"' */
+    JV_16(1), JV_16(1),                                 /* 0x30-0x4f */
+    1,        1,        1,        1,        1, 1, 1, 1,
+    1,        1,        1,        1,        0, 1, 1, 1, /* 0x50-0x5f: '\\' */
+    JV_16(1), JV_16(1),                                 /* 0x60-0x7f */
+    JV_16(0), JV_16(0), JV_16(0), JV_16(0),             /* 0x80-0xff */
     JV_16(0), JV_16(0), JV_16(0), JV_16(0),
 };
 #undef JV_16
@@ -249,8 +261,12 @@ static int scan_string(struct jv *v, uint64_t *hash, int is_key)
                     return 0;
                 /* The character the escape stands for, so that "\n" and "\u000a"
                  * in keys hash alike. */
-                cp = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r'
-                   : c == 't' ? '\t' : c;
+                cp = c == 'b'   ? '\b'
+                     : c == 'f' ? '\f'
+                     : c == 'n' ? '\n'
+                     : c == 'r' ? '\r'
+                     : c == 't' ? '\t'
+                                : c;
                 v->pos += 2;
             }
             if (is_key)
@@ -358,7 +374,7 @@ static int keys_close(struct jv *v, size_t from)
 
 /* One frame per open container: its kind and where its keys start. */
 struct frame {
-    char kind;      /* '{' or '[' */
+    char kind; /* '{' or '[' */
     size_t keys_from;
 };
 
@@ -368,11 +384,16 @@ static int scan_scalar(struct jv *v)
     uint64_t h;
 
     switch (v->s[v->pos]) {
-    case '"': return scan_string(v, &h, 0);
-    case 't': return scan_literal(v, "true");
-    case 'f': return scan_literal(v, "false");
-    case 'n': return scan_literal(v, "null");
-    default:  return scan_number(v);
+    case '"':
+        return scan_string(v, &h, 0);
+    case 't':
+        return scan_literal(v, "true");
+    case 'f':
+        return scan_literal(v, "false");
+    case 'n':
+        return scan_literal(v, "null");
+    default:
+        return scan_number(v);
     }
 }
 
@@ -421,7 +442,7 @@ after_value:
             struct frame *top = &stack[depth - 1];
             if (c == ',') {
                 if (top->kind == '[')
-                    break;          /* next array element */
+                    break; /* next array element */
                 goto key;
             }
             if (c != (top->kind == '{' ? '}' : ']'))
@@ -444,7 +465,7 @@ key:
     }
 }
 
-#define JV_INLINE_DEPTH (FO_MAX_JSON_DEPTH + 1)   /* 8 KiB of frames on the stack */
+#define JV_INLINE_DEPTH (FO_MAX_JSON_DEPTH + 1) /* 8 KiB of frames on the stack */
 
 int json_valid(const char *s, size_t len, size_t max_depth, size_t *vstart, size_t *vend)
 {
@@ -513,8 +534,7 @@ int content_type_is_json(const char *ctype)
 
 fo_err base64_put(struct buf *out, const void *data, size_t len)
 {
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const unsigned char *p = data;
     size_t i, n = (len + 2) / 3 * 4;
     char *o;
@@ -608,7 +628,7 @@ int content_charset(const char *ctype, char *name, size_t size)
         while (*p == ' ' || *p == '\t')
             p++;
         size_t k = strcspn(p, "=;");
-        if (p[k] != '=') {          /* a parameter without a value */
+        if (p[k] != '=') { /* a parameter without a value */
             p += k;
             continue;
         }
@@ -657,8 +677,8 @@ fo_err charset_to_utf8(const char *charset, const char *in, size_t len, struct b
         !(len >= 2 && (memcmp(in, "\xff\xfe", 2) == 0 || memcmp(in, "\xfe\xff", 2) == 0)))
         charset = "UTF-16BE";
     else if (strcasecmp(charset, "UTF-32") == 0 &&
-             !(len >= 4 && (memcmp(in, "\xff\xfe\0\0", 4) == 0 ||
-                            memcmp(in, "\0\0\xfe\xff", 4) == 0)))
+             !(len >= 4 &&
+               (memcmp(in, "\xff\xfe\0\0", 4) == 0 || memcmp(in, "\0\0\xfe\xff", 4) == 0)))
         charset = "UTF-32BE";
     cd = iconv_open("UTF-8", charset);
     if (cd == (iconv_t)-1)
@@ -680,12 +700,12 @@ fo_err charset_to_utf8(const char *charset, const char *in, size_t len, struct b
             continue;
         }
         if (errno != E2BIG) {
-            err = FO_EINVAL;    /* EILSEQ: a byte that is no character; EINVAL: cut short */
+            err = FO_EINVAL; /* EILSEQ: a byte that is no character; EINVAL: cut short */
             goto out;
         }
         size_t room = out->cap - out->len;
         if (room == 0) {
-            err = FO_EINVAL;    /* past CHARSET_GROWTH_MAX */
+            err = FO_EINVAL; /* past CHARSET_GROWTH_MAX */
             goto out;
         }
         if ((err = buf_reserve(out, out->alloc < room ? out->alloc : room)) != FO_OK) {
@@ -720,7 +740,7 @@ fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t 
         if (err == FO_ENOMEM)
             return err;
         if (err != FO_OK)
-            goto base64;        /* unknown charset, or bytes that do not convert */
+            goto base64; /* unknown charset, or bytes that do not convert */
         text = conv.data;
         tlen = conv.len;
     }
@@ -729,7 +749,7 @@ fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t 
         text += 3;
         tlen -= 3;
     }
-    if (tlen == 0) {            /* only a byte order mark: an empty body, as above */
+    if (tlen == 0) { /* only a byte order mark: an empty body, as above */
         *enc = BODY_NONE;
         err = buf_puts(out, "null");
         goto out;

@@ -9,14 +9,22 @@
 const char *fo_strerror(fo_err err)
 {
     switch (err) {
-    case FO_OK:        return "success";
-    case FO_ENOMEM:    return "out of memory";
-    case FO_EINVAL:    return "invalid input";
-    case FO_ETOOBIG:   return "input too large";
-    case FO_ESYS:      return "system call failed";
-    case FO_EFULL:     return "no room left";
-    case FO_ESTOPPED:  return "shutting down";
-    case FO_ENOTFOUND: return "not found";
+    case FO_OK:
+        return "success";
+    case FO_ENOMEM:
+        return "out of memory";
+    case FO_EINVAL:
+        return "invalid input";
+    case FO_ETOOBIG:
+        return "input too large";
+    case FO_ESYS:
+        return "system call failed";
+    case FO_EFULL:
+        return "no room left";
+    case FO_ESTOPPED:
+        return "shutting down";
+    case FO_ENOTFOUND:
+        return "not found";
     }
     return "unknown error";
 }
@@ -40,7 +48,7 @@ void fo_msg_set(struct fo_msg *msg, const char *fmt, ...)
     for (i = len; i > 0 && len - i < 4; i--) {
         unsigned char c = (unsigned char)msg->text[i - 1];
         if ((c & 0xC0) == 0x80)
-            continue;       /* a continuation byte: look further back */
+            continue; /* a continuation byte: look further back */
         need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
         if (len - (i - 1) < need)
             msg->text[i - 1] = '\0';

@@ -57,15 +57,15 @@
 
 struct fetcher {
     struct fetch_env *env;
-    CURLM *multi;                 /* private to this worker; holds the connection cache */
+    CURLM *multi; /* private to this worker; holds the connection cache */
     CURL *easy;
-    unsigned long generation;     /* of the config the handle's connections were made under */
-    struct buf body;              /* the upstream body, reused from fetch to fetch */
+    unsigned long generation; /* of the config the handle's connections were made under */
+    struct buf body;          /* the upstream body, reused from fetch to fetch */
     char errbuf[CURL_ERROR_SIZE];
 
     /* Per fetch. */
-    const struct fetch_req *req;  /* borrowed for the fetch */
-    int blocked;                  /* POLICY_DENY or POLICY_SELF seen when connecting */
+    const struct fetch_req *req; /* borrowed for the fetch */
+    int blocked;                 /* POLICY_DENY or POLICY_SELF seen when connecting */
     char blocked_addr[INET6_ADDRSTRLEN];
     int too_large;
     int nomem;
@@ -73,18 +73,18 @@ struct fetcher {
     /* Per hop: the response as the header callback reads it. Only a final
      * (non-1xx) response counts; each status line starts afresh, so
      * nothing of an earlier response (1xx, or a redirect) leaks into it. */
-    int in_headers;               /* between a status line and its empty line */
-    int cur_status;               /* of the header block being read */
-    int status;                   /* final response whose header block is complete, 0: none */
-    int follow;                   /* a redirect may be followed on this hop */
-    int discard;                  /* the body is a followed redirect's: dropped */
+    int in_headers; /* between a status line and its empty line */
+    int cur_status; /* of the header block being read */
+    int status;     /* final response whose header block is complete, 0: none */
+    int follow;     /* a redirect may be followed on this hop */
+    int discard;    /* the body is a followed redirect's: dropped */
     size_t discarded;
-    char *location;               /* the 3xx's Location (first one), owned */
+    char *location; /* the 3xx's Location (first one), owned */
     int location_too_long;
     int has_ctype;
     char ctype[FO_MAX_CONTENT_TYPE + 1];
-    char clen[24];                /* the response's Content-Length digits, "" : none yet */
-    int bad_length;               /* two different (or invalid) Content-Length values */
+    char clen[24];  /* the response's Content-Length digits, "" : none yet */
+    int bad_length; /* two different (or invalid) Content-Length values */
     /* Retries (issue 13): the final response's Retry-After (the first one). */
     int has_retry_after;
     char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
@@ -94,8 +94,8 @@ struct fetcher {
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
     int64_t t_dns, t_connect, t_tls, t_ttfb;
-    int cc_no_store;              /* share: Cache-Control no-store, no-cache, private */
-    long cc_max_age;              /* share: max-age=N, -1: none */
+    int cc_no_store; /* share: Cache-Control no-store, no-cache, private */
+    long cc_max_age; /* share: max-age=N, -1: none */
 
     /* composition (issue 12): the response headers req->keep_headers names,
      * of the header block being read (lower-case names, repeats joined). */
@@ -105,12 +105,12 @@ struct fetcher {
 
 /* One item's fetch across its hops: what fanoutd sends next. */
 struct hop {
-    CURLU *url;                   /* the current URL; owned */
-    char *origin;                 /* the item's own "scheme://host:port"; owned */
-    enum http_method method;      /* this hop's method */
-    int send_body;                /* the item's body goes with this hop */
-    int body_dropped;             /* a redirect turned the request into a bodiless GET */
-    int cross_origin;             /* a redirect has left the item's origin (stays set) */
+    CURLU *url;                        /* the current URL; owned */
+    char *origin;                      /* the item's own "scheme://host:port"; owned */
+    enum http_method method;           /* this hop's method */
+    int send_body;                     /* the item's body goes with this hop */
+    int body_dropped;                  /* a redirect turned the request into a bodiless GET */
+    int cross_origin;                  /* a redirect has left the item's origin (stays set) */
     const struct inject_rule *inject0; /* share: the rule of the first URL, or NULL */
 };
 
@@ -222,7 +222,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         f->too_large = 1;
     else
         f->nomem = 1;
-    return 0;   /* stops the transfer */
+    return 0; /* stops the transfer */
 }
 
 /* A header field's value without surrounding white space and line end. */
@@ -346,7 +346,7 @@ static void cache_control(struct fetcher *f, const char *v, size_t len)
 static void response_end(struct fetcher *f)
 {
     if (!f->in_headers)
-        return;   /* the end of trailers */
+        return; /* the end of trailers */
     f->in_headers = 0;
     if (f->cur_status < 200)
         return;
@@ -369,12 +369,12 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     } else if (field_is(line, len, "Content-Type", &n)) {
         v = field_value(line, len, n, &vlen);
         if (vlen == 0)
-            return;   /* as libcurl: an empty value is no Content-Type */
+            return; /* as libcurl: an empty value is no Content-Type */
         if (vlen > FO_MAX_CONTENT_TYPE)
             vlen = FO_MAX_CONTENT_TYPE;
         memcpy(f->ctype, v, vlen);
         f->ctype[vlen] = '\0';
-        f->has_ctype = 1;   /* the last one wins, as in libcurl */
+        f->has_ctype = 1; /* the last one wins, as in libcurl */
     } else if (field_is(line, len, "Location", &n) && f->cur_status >= 300 &&
                f->cur_status < 400 && f->location == NULL && !f->location_too_long) {
         v = field_value(line, len, n, &vlen);
@@ -405,8 +405,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     else if ((len == 2 && line[0] == '\r' && line[1] == '\n') || (len == 1 && line[0] == '\n'))
         response_end(f);
     else if (f->in_headers)
-        response_field(f, line, len);   /* not trailers: they come after the block */
-    return f->bad_length ? 0 : len;     /* 0: the transfer stops */
+        response_field(f, line, len); /* not trailers: they come after the block */
+    return f->bad_length ? 0 : len;   /* 0: the transfer stops */
 }
 
 /* A request is about to be sent: libcurl calls this again when it re-sends
@@ -435,8 +435,8 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
     v = policy_check(f->req->allow, f->req->deny, &f->env->self, &addr->addr);
     if (v != POLICY_ALLOW) {
         const void *a = addr->family == AF_INET
-            ? (const void *)&((struct sockaddr_in *)&addr->addr)->sin_addr
-            : (const void *)&((struct sockaddr_in6 *)&addr->addr)->sin6_addr;
+                            ? (const void *)&((struct sockaddr_in *)&addr->addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)&addr->addr)->sin6_addr;
         f->blocked = (int)v;
         if (inet_ntop(addr->family, a, f->blocked_addr, sizeof(f->blocked_addr)) == NULL)
             (void)snprintf(f->blocked_addr, sizeof(f->blocked_addr), "?");
@@ -511,9 +511,9 @@ static int hop_keeps(const struct fetch_req *req, const struct hop *h,
                      const struct inject_rule *inject, const char *line)
 {
     if (header_is(line, "CDN-Loop"))
-        return 0;   /* folded into fanoutd's own (append_cdn_loop) */
+        return 0; /* folded into fanoutd's own (append_cdn_loop) */
     if (header_is(line, "Content-Length") || header_is(line, "Transfer-Encoding"))
-        return 0;   /* the framing is libcurl's, from the body it sends */
+        return 0; /* the framing is libcurl's, from the body it sends */
     if (h->cross_origin && header_in(line, origin_headers, FO_ARRAY_LEN(origin_headers)))
         return 0;
     /* share: sensitive_headers are origin-bound too */
@@ -562,7 +562,7 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
     /* share: the injected header, only on a hop under its prefix */
     if (inject != NULL && append(&list, inject->line) != FO_OK)
         goto fail;
-    if (append(&list, "Expect:") != FO_OK)   /* no 100-continue round trip */
+    if (append(&list, "Expect:") != FO_OK) /* no 100-continue round trip */
         goto fail;
     /* A body (or the empty one of a bodiless POST or PUT) gets no form
      * Content-Type from libcurl: the item's, JSON's, or none. */
@@ -573,9 +573,9 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
     if (req->cdn_loop != NULL && append(&list, req->cdn_loop) != FO_OK)
         goto fail;
     /* v2 traceparent: the item's own span on every hop, the client's tracestate. */
-    if (req->traceparent[0] != '\0' && (append(&list, req->traceparent) != FO_OK ||
-                                         (req->tracestate != NULL &&
-                                          append(&list, req->tracestate) != FO_OK)))
+    if (req->traceparent[0] != '\0' &&
+        (append(&list, req->traceparent) != FO_OK ||
+         (req->tracestate != NULL && append(&list, req->tracestate) != FO_OK)))
         goto fail;
     *ok = 1;
     return list;
@@ -625,8 +625,8 @@ static void set_constant_options(struct fetcher *f)
     curl_easy_setopt(e, CURLOPT_SHARE, f->env->share);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);  /* fetch_run follows redirects */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");            /* proxy variables are ignored */
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* decoded bytes count against the cap */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");           /* proxy variables are ignored */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* decoded bytes count against the cap */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -699,8 +699,7 @@ static fo_err hop_set_url(struct hop *h, const char *ref, struct fo_msg *why)
     err = url_host_to_ascii(host, &ace);
     if (err == FO_EINVAL)
         fo_msg_set(why, "'%.200s' is not a valid internationalised domain name", host);
-    if (err == FO_OK && ace != NULL &&
-        curl_url_set(h->url, CURLUPART_HOST, ace, 0) != CURLUE_OK) {
+    if (err == FO_OK && ace != NULL && curl_url_set(h->url, CURLUPART_HOST, ace, 0) != CURLUE_OK) {
         fo_msg_set(why, "'%.200s' is not a usable host name", ace);
         err = FO_EINVAL;
     }
@@ -758,8 +757,8 @@ static fo_err hop_next(struct hop *h, int status, const char *location, struct f
     if (strcmp(origin, h->origin) != 0)
         h->cross_origin = 1;
     free(origin);
-    if ((status == 303 && h->method != M_HEAD) || ((status == 301 || status == 302) &&
-                                                   h->method == M_POST)) {
+    if ((status == 303 && h->method != M_HEAD) ||
+        ((status == 301 || status == 302) && h->method == M_POST)) {
         h->method = M_GET;
         h->body_dropped = 1;
         h->send_body = 0;
@@ -827,7 +826,7 @@ static enum item_error map_error(CURLcode rc, const struct fetcher *f, int deadl
         return ERR_TOO_LARGE;
     case CURLE_WRITE_ERROR:
         return f->too_large ? ERR_TOO_LARGE : ERR_UPSTREAM;
-    case CURLE_ABORTED_BY_CALLBACK:   /* our own stop (see perform) */
+    case CURLE_ABORTED_BY_CALLBACK: /* our own stop (see perform) */
         return ERR_CANCELLED;
     default:
         return ERR_UPSTREAM;
@@ -839,7 +838,8 @@ static void fail_from_curl(struct result *res, CURLcode rc, const struct fetcher
 {
     enum item_error e = map_error(rc, f, deadline_bound);
     const char *detail = f->errbuf[0] && utf8_valid(f->errbuf, strlen(f->errbuf))
-                             ? f->errbuf : curl_easy_strerror(rc);
+                             ? f->errbuf
+                             : curl_easy_strerror(rc);
 
     switch (e) {
     case ERR_BLOCKED:
@@ -917,7 +917,7 @@ void fetch_prepare(struct fetcher *f, unsigned long generation)
 {
     if (f->easy == NULL) {
         if ((f->easy = curl_easy_init()) == NULL)
-            return;   /* fetch_run fails the item */
+            return; /* fetch_run fails the item */
         set_constant_options(f);
     }
     if (f->multi == NULL || generation > f->generation) {
@@ -999,7 +999,7 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     curl_easy_setopt(f->easy, CURLOPT_TIMEOUT_MS, left_ms);
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
-                     h->method == M_POST || h->method == M_PATCH ? 1L : 0L);  /* at most once */
+                     h->method == M_POST || h->method == M_PATCH ? 1L : 0L); /* at most once */
     set_method(f->easy, req, h);
     f->sends = 0;
     int64_t hop_start = fo_now_us();
@@ -1022,9 +1022,9 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
  * control bytes is 6x its size as \u0001 escapes). */
 static void encode_result(struct fetcher *f, const struct fetch_req *req, struct result *res)
 {
-    size_t left = f->body.len == 0 ? 0
-                : req->answer_left != NULL ? req->answer_left(req->answer_ctx)
-                                           : SIZE_MAX;
+    size_t left = f->body.len == 0           ? 0
+                  : req->answer_left != NULL ? req->answer_left(req->answer_ctx)
+                                             : SIZE_MAX;
     struct buf enc;
     fo_err err;
 
@@ -1035,7 +1035,7 @@ static void encode_result(struct fetcher *f, const struct fetch_req *req, struct
     buf_init(&enc, left);
     /* One allocation for the usual case: JSON copied, text quoted. */
     if (buf_reserve(&enc, f->body.len + 16) != FO_OK)
-        buf_free(&enc);   /* it will grow as it goes, or fail there */
+        buf_free(&enc); /* it will grow as it goes, or fail there */
     err = body_encode(&enc, res->content_type, f->body.data, f->body.len, &res->enc);
     if (err == FO_OK) {
         res->body = buf_steal(&enc, &res->body_len);
@@ -1138,7 +1138,7 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     for (long hops = 0;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
         if (left_ms <= 0) {
-            f->status = 0;   /* the next hop's response never came (the 3xx stays res's) */
+            f->status = 0; /* the next hop's response never came (the 3xx stays res's) */
             rc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
@@ -1146,7 +1146,7 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
         if (req->hop_done != NULL)
             report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
-            break;   /* a failure, or the final response */
+            break; /* a failure, or the final response */
         if (keep_response(f, res) != FO_OK) {
             err = FO_ENOMEM;
             goto url_failed;
@@ -1169,13 +1169,14 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
      * the last one that did arrive (a followed 3xx) stays the item's. */
     if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
-    res->cc_no_store = f->cc_no_store;   /* share: for the cache */
+    res->cc_no_store = f->cc_no_store; /* share: for the cache */
     res->cc_max_age = f->cc_max_age;
     if (res->status > 0)
         kept_move(f, res);
     if (f->bad_length && !f->nomem) {
-        result_fail(res, ERR_UPSTREAM, "the response's Content-Length headers disagree or are "
-                                       "not numbers (RFC 9112 6.3)");
+        result_fail(res, ERR_UPSTREAM,
+                    "the response's Content-Length headers disagree or are "
+                    "not numbers (RFC 9112 6.3)");
     } else if (rc != CURLE_OK || f->nomem) {
         fail_from_curl(res, f->nomem && rc == CURLE_OK ? CURLE_OUT_OF_MEMORY : rc, f, req,
                        deadline_bound, timeout_ms);
@@ -1190,9 +1191,10 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
 url_failed:
     if (err == FO_ENOMEM)
         result_fail(res, ERR_UPSTREAM, "out of memory");
-    else if (!utf8_valid(why.text, strlen(why.text)))   /* bytes from an upstream's Location */
-        result_fail(res, ERR_INVALID_URL, "not fetched: the redirect's Location is not a usable "
-                                          "http or https URL");
+    else if (!utf8_valid(why.text, strlen(why.text))) /* bytes from an upstream's Location */
+        result_fail(res, ERR_INVALID_URL,
+                    "not fetched: the redirect's Location is not a usable "
+                    "http or https URL");
     else
         result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
 out:

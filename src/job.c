@@ -503,8 +503,8 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
      * same header (its own value wins); CDN-Loop only in cdn_loop; never a
      * hop-by-hop or framing one (config refuses those names too). */
     for (size_t k = 0; k < job->nforward; k++) {
-        if (!item_has_header(it, job->forward[k]) && !fo_header_not_forwardable(job->forward[k]) &&
-            !trace_header(job->forward[k]))
+        if (!item_has_header(it, job->forward[k]) &&
+            !fo_header_not_forwardable(job->forward[k]) && !trace_header(job->forward[k]))
             out->headers[n++] = job->forward[k];
     }
     for (size_t k = 0; k < it->nheaders; k++) {

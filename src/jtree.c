@@ -23,7 +23,7 @@
 #include "encode.h"
 
 #define JT_CHUNK      (64 * 1024)
-#define JT_LINEAR_MAX 8          /* members searched linearly, without an index */
+#define JT_LINEAR_MAX 8 /* members searched linearly, without an index */
 
 struct jt_chunk {
     struct jt_chunk *next;
@@ -235,7 +235,7 @@ struct parser {
     size_t len;
     size_t pos;
     size_t max_depth;
-    struct jt_member *tmp;  /* members of the open built objects, innermost last (heap) */
+    struct jt_member *tmp; /* members of the open built objects, innermost last (heap) */
     size_t ntmp, atmp;
 };
 
@@ -245,11 +245,11 @@ struct parser {
 
 /* One open container. */
 struct frame {
-    char kind;              /* '{' or '[' */
-    char dup;               /* built object: a member's object had a duplicate key */
-    long slot;              /* where the container's value goes (SLOT_*, or a p->tmp index) */
-    long member;            /* built object: p->tmp index of the member being read */
-    size_t from;            /* built object: its first member in p->tmp */
+    char kind;   /* '{' or '[' */
+    char dup;    /* built object: a member's object had a duplicate key */
+    long slot;   /* where the container's value goes (SLOT_*, or a p->tmp index) */
+    long member; /* built object: p->tmp index of the member being read */
+    size_t from; /* built object: its first member in p->tmp */
 };
 
 static void skip_ws(struct parser *p)
@@ -372,7 +372,7 @@ static fo_err decode_string(struct jt_arena *a, const char *raw, size_t len, con
                             size_t *out_len)
 {
     const unsigned char *s = (const unsigned char *)raw;
-    char *o = arena_alloc(a, len);   /* decoded text is never longer */
+    char *o = arena_alloc(a, len); /* decoded text is never longer */
     size_t n = 0;
     uint32_t cp;
 
@@ -392,8 +392,12 @@ static fo_err decode_string(struct jt_arena *a, const char *raw, size_t len, con
             i += k;
             continue;
         }
-        o[n++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r'
-               : c == 't' ? '\t' : c;
+        o[n++] = c == 'b'   ? '\b'
+                 : c == 'f' ? '\f'
+                 : c == 'n' ? '\n'
+                 : c == 'r' ? '\r'
+                 : c == 't' ? '\t'
+                            : c;
         i += 2;
     }
     *out = o;
@@ -449,10 +453,14 @@ static int scan_scalar(struct parser *p)
     int escaped;
 
     switch (p->s[p->pos]) {
-    case '"': return scan_string(p, &escaped) ? JT_STRING : -1;
-    case 't': return scan_word(p, "true", 4) ? JT_TRUE : -1;
-    case 'f': return scan_word(p, "false", 5) ? JT_FALSE : -1;
-    case 'n': return scan_word(p, "null", 4) ? JT_NULL : -1;
+    case '"':
+        return scan_string(p, &escaped) ? JT_STRING : -1;
+    case 't':
+        return scan_word(p, "true", 4) ? JT_TRUE : -1;
+    case 'f':
+        return scan_word(p, "false", 5) ? JT_FALSE : -1;
+    case 'n':
+        return scan_word(p, "null", 4) ? JT_NULL : -1;
     default:
         if (p->s[p->pos] != '-' && (p->s[p->pos] < '0' || p->s[p->pos] > '9'))
             return -1;
@@ -540,7 +548,7 @@ static fo_err close_object(struct parser *p, const struct frame *f, struct jt_va
         long k = object_find(o, m->name, m->name_len, m->hash);
         if (k >= 0) {
             o->m[k].value = m->value;
-            o->edited = 1;          /* the raw text holds the key twice */
+            o->edited = 1; /* the raw text holds the key twice */
             continue;
         }
         o->m[o->n++] = *m;
@@ -566,7 +574,7 @@ static fo_err close_container(struct parser *p, struct frame *stack, size_t dept
     if (f->kind == '{' && (err = close_object(p, f, v)) != FO_OK)
         return err;
     if (v->obj != NULL && v->obj->edited && depth >= 2)
-        stack[depth - 2].dup = 1;   /* the enclosing object's text is stale too */
+        stack[depth - 2].dup = 1; /* the enclosing object's text is stale too */
     return FO_OK;
 }
 
@@ -582,7 +590,8 @@ static fo_err parse_at(struct parser *p, struct frame *stack, struct jt_value *r
     fo_err err;
 
     for (;;) {
-        long slot = depth == 0 ? (root != NULL ? SLOT_ROOT : SLOT_NONE) : slot_of(&stack[depth - 1]);
+        long slot = depth == 0 ? (root != NULL ? SLOT_ROOT : SLOT_NONE)
+                               : slot_of(&stack[depth - 1]);
         skip_ws(p);
         if (p->pos >= p->len)
             return FO_EINVAL;
@@ -660,8 +669,7 @@ static fo_err parse_one(struct parser *p, struct jt_value *out)
     struct frame inline_stack[JT_INLINE_DEPTH], *stack = inline_stack;
     fo_err err;
 
-    if (p->max_depth > JT_INLINE_DEPTH &&
-        (stack = malloc(p->max_depth * sizeof(*stack))) == NULL)
+    if (p->max_depth > JT_INLINE_DEPTH && (stack = malloc(p->max_depth * sizeof(*stack))) == NULL)
         return FO_ENOMEM;
     err = parse_at(p, stack, out);
     if (stack != inline_stack)
@@ -674,8 +682,9 @@ static fo_err parse_one(struct parser *p, struct jt_value *out)
 fo_err jt_parse(struct jt_arena *a, const char *text, size_t len, size_t max_depth,
                 struct jt_value *out)
 {
-    struct parser p = { .a = a, .s = (const unsigned char *)text, .len = len,
-                        .max_depth = max_depth };
+    struct parser p = {
+        .a = a, .s = (const unsigned char *)text, .len = len, .max_depth = max_depth
+    };
     fo_err err;
 
     memset(out, 0, sizeof(*out));
@@ -730,8 +739,11 @@ static long long array_index(const char *t, size_t n)
 static fo_err array_element(struct jt_arena *a, const struct jt_value *arr, long long idx,
                             size_t max_depth, struct jt_value *out)
 {
-    struct parser p = { .a = a, .s = (const unsigned char *)arr->raw, .len = arr->len,
-                        .pos = 1, .max_depth = max_depth };
+    struct parser p = { .a = a,
+                        .s = (const unsigned char *)arr->raw,
+                        .len = arr->len,
+                        .pos = 1,
+                        .max_depth = max_depth };
     fo_err err;
 
     skip_ws(&p);
@@ -781,7 +793,7 @@ fo_err jt_pointer(struct jt_arena *a, const struct jt_value *root, const char *p
         } else if (cur.kind == JT_ARRAY) {
             long long idx = array_index(name, name_len);
             if (idx < 0)
-                return FO_ENOTFOUND;   /* "-" and non-indices name nothing */
+                return FO_ENOTFOUND; /* "-" and non-indices name nothing */
             struct jt_value el;
             if ((err = array_element(a, &cur, idx, max_depth, &el)) != FO_OK)
                 return err;
@@ -856,11 +868,14 @@ fo_err jt_string(struct jt_arena *a, const struct jt_value *v, const char **out,
     return decode_string(a, v->raw, v->len, out, out_len);
 }
 
-fo_err jt_array_next(struct jt_arena *a, const struct jt_value *arr, size_t *pos, size_t max_depth,
-                     struct jt_value *out)
+fo_err jt_array_next(struct jt_arena *a, const struct jt_value *arr, size_t *pos,
+                     size_t max_depth, struct jt_value *out)
 {
-    struct parser p = { .a = a, .s = (const unsigned char *)arr->raw, .len = arr->len,
-                        .pos = *pos == 0 ? 1 : *pos, .max_depth = max_depth };
+    struct parser p = { .a = a,
+                        .s = (const unsigned char *)arr->raw,
+                        .len = arr->len,
+                        .pos = *pos == 0 ? 1 : *pos,
+                        .max_depth = max_depth };
     fo_err err;
 
     if (arr->kind != JT_ARRAY)

@@ -27,8 +27,10 @@ static fo_err clear_stale(const struct sockaddr_un *un, socklen_t len, struct fo
         return FO_ESYS;
     }
     if (!S_ISSOCK(st.st_mode)) {
-        fo_msg_set(msg, "cannot listen on unix:%s: the path exists and is not a socket "
-                   "(not removed)", un->sun_path);
+        fo_msg_set(msg,
+                   "cannot listen on unix:%s: the path exists and is not a socket "
+                   "(not removed)",
+                   un->sun_path);
         return FO_EINVAL;
     }
     /* Non-blocking: a live listener with a full backlog says EAGAIN at once
@@ -42,8 +44,10 @@ static fo_err clear_stale(const struct sockaddr_un *un, socklen_t len, struct fo
     saved = errno;
     close(fd);
     if (rc == 0 || saved == EAGAIN) {
-        fo_msg_set(msg, "cannot listen on unix:%s: another process is listening on it "
-                   "(another fanoutd?); not taking it over", un->sun_path);
+        fo_msg_set(msg,
+                   "cannot listen on unix:%s: another process is listening on it "
+                   "(another fanoutd?); not taking it over",
+                   un->sun_path);
         return FO_EINVAL;
     }
     if (saved != ECONNREFUSED) {

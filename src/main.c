@@ -26,15 +26,15 @@
 #include "notify.h"
 #include "server.h"
 
-#define EXIT_USAGE 2
-#define DRAIN_POLL_MS 50
-#define STATUS_EVERY_MS 2000      /* STATUS= to systemd, when it listens */
-#define STALL_MARGIN_MS 2000      /* beyond the longest fetch: the pool is wedged */
+#define EXIT_USAGE      2
+#define DRAIN_POLL_MS   50
+#define STATUS_EVERY_MS 2000 /* STATUS= to systemd, when it listens */
+#define STALL_MARGIN_MS 2000 /* beyond the longest fetch: the pool is wedged */
 
 struct options {
     const char *config_path;
     int check_config;
-    struct config_override *ov;    /* borrowed strings from argv */
+    struct config_override *ov; /* borrowed strings from argv */
     size_t nov;
 };
 
@@ -116,7 +116,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
  * progress, and sends a STATUS line now and then. */
 static void tick(void)
 {
-    static int64_t last_status, last_watchdog;   /* main thread only */
+    static int64_t last_status, last_watchdog; /* main thread only */
     static int wedged;
     int64_t now = fo_now_us(), wd = notify_watchdog_usec();
 
@@ -131,8 +131,10 @@ static void tick(void)
             last_watchdog = now;
             wedged = 0;
         } else if (!wedged) {
-            log_error("the worker pool has made no progress for over %lld ms with work "
-                      "waiting; no longer feeding the systemd watchdog", (long long)stall / 1000);
+            log_error(
+                "the worker pool has made no progress for over %lld ms with work "
+                "waiting; no longer feeding the systemd watchdog",
+                (long long)stall / 1000);
             wedged = 1;
         }
     }
@@ -172,7 +174,8 @@ static void reload(const struct options *opt)
      * truncated or commented out by mistake: it would turn auth off. */
     if (opt->config_path != NULL && fresh->file_keys == 0) {
         fo_msg_set(&msg, "%s %s", opt->config_path,
-                   fresh->file_bytes == 0 ? "is empty" : "has no settings (only blank lines or comments)");
+                   fresh->file_bytes == 0 ? "is empty"
+                                          : "has no settings (only blank lines or comments)");
         reload_failed(msg.text);
         config_unref(fresh);
         config_unref(old);
@@ -190,7 +193,7 @@ static void reload(const struct options *opt)
         if (strcmp(guarded_keys[i], "auth_token") == 0)
             log_warn("reload changes auth_token (%s)",
                      fresh->auth_token[0] != '\0' ? "a token is required"
-                                                   : "now empty: POST /batch needs no token");
+                                                  : "now empty: POST /batch needs no token");
         else
             log_warn("reload changes %s", guarded_keys[i]);
     }
@@ -312,7 +315,7 @@ int main(int argc, char **argv)
         int sig = sigtimedwait(&set, NULL, &wait);
         tick();
         if (sig < 0)
-            continue;          /* timeout or EINTR */
+            continue; /* timeout or EINTR */
         if (sig == SIGHUP) {
             reload(&opt);
             continue;

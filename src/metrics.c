@@ -12,11 +12,13 @@ static const char *const outcome_names[OUT_COUNT] = { BATCH_OUTCOMES(METRIC_NAME
 #undef METRIC_NAME
 
 /* Histogram buckets in seconds (upper bounds; +Inf is implied). */
-static const double buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 };
+static const double buckets[] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 struct histogram {
-    _Atomic int64_t count[NBUCKETS + 1];  /* non-cumulative; last is +Inf */
+    _Atomic int64_t count[NBUCKETS + 1]; /* non-cumulative; last is +Inf */
     _Atomic int64_t sum_us;
     _Atomic int64_t total;
 };
@@ -95,35 +97,45 @@ fo_err metrics_render(struct buf *out)
 {
     fo_err err = FO_OK;
 
-#define TRY(x) do { if ((err = (x)) != FO_OK) return err; } while (0)
-#define RENDER(field, name, type, help) \
+#define TRY(x)                    \
+    do {                          \
+        if ((err = (x)) != FO_OK) \
+            return err;           \
+    } while (0)
+#define RENDER(field, name, type, help)                                                        \
     TRY(buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name, \
                    (long long)get(&metrics.field)));
     METRICS(RENDER)
 #undef RENDER
-    TRY(buf_printf(out, "# HELP fanoutd_build_info Build information.\n"
-                        "# TYPE fanoutd_build_info gauge\n"
-                        "fanoutd_build_info{version=\"%s\"} 1\n", FANOUTD_VERSION));
-    TRY(buf_puts(out, "# HELP fanoutd_batches_total Batches by how they ended (rejections "
-                      "by their error code).\n# TYPE fanoutd_batches_total counter\n"));
+    TRY(buf_printf(out,
+                   "# HELP fanoutd_build_info Build information.\n"
+                   "# TYPE fanoutd_build_info gauge\n"
+                   "fanoutd_build_info{version=\"%s\"} 1\n",
+                   FANOUTD_VERSION));
+    TRY(buf_puts(out,
+                 "# HELP fanoutd_batches_total Batches by how they ended (rejections "
+                 "by their error code).\n# TYPE fanoutd_batches_total counter\n"));
     for (int i = 0; i < OUT_COUNT; i++)
         TRY(buf_printf(out, "fanoutd_batches_total{outcome=\"%s\"} %lld\n", outcome_names[i],
                        (long long)get(&batches_by_outcome[i])));
-    TRY(buf_printf(out, "# HELP fanoutd_items_total Items by outcome: ok, a non-2xx response, "
-                        "or a failed fetch.\n# TYPE fanoutd_items_total counter\n"
-                        "fanoutd_items_total{outcome=\"ok\"} %lld\n"
-                        "fanoutd_items_total{outcome=\"http_error\"} %lld\n"
-                        "fanoutd_items_total{outcome=\"error\"} %lld\n",
+    TRY(buf_printf(out,
+                   "# HELP fanoutd_items_total Items by outcome: ok, a non-2xx response, "
+                   "or a failed fetch.\n# TYPE fanoutd_items_total counter\n"
+                   "fanoutd_items_total{outcome=\"ok\"} %lld\n"
+                   "fanoutd_items_total{outcome=\"http_error\"} %lld\n"
+                   "fanoutd_items_total{outcome=\"error\"} %lld\n",
                    (long long)get(&items_ok), (long long)get(&items_http_error),
                    (long long)get(&items_error)));
-    TRY(buf_puts(out, "# HELP fanoutd_item_errors_total Failed items by error code.\n"
-                      "# TYPE fanoutd_item_errors_total counter\n"));
+    TRY(buf_puts(out,
+                 "# HELP fanoutd_item_errors_total Failed items by error code.\n"
+                 "# TYPE fanoutd_item_errors_total counter\n"));
     for (int i = ERR_NONE + 1; i < ERR_COUNT; i++)
         TRY(buf_printf(out, "fanoutd_item_errors_total{code=\"%s\"} %lld\n",
                        item_error_code((enum item_error)i), (long long)get(&item_errors[i])));
-    TRY(buf_puts(out, "# HELP fanoutd_breaker_transitions_total Circuit breaker state "
-                      "changes, by the state entered.\n"
-                      "# TYPE fanoutd_breaker_transitions_total counter\n"));
+    TRY(buf_puts(out,
+                 "# HELP fanoutd_breaker_transitions_total Circuit breaker state "
+                 "changes, by the state entered.\n"
+                 "# TYPE fanoutd_breaker_transitions_total counter\n"));
     for (size_t i = 0; i < FO_ARRAY_LEN(breaker_states); i++)
         TRY(buf_printf(out, "fanoutd_breaker_transitions_total{to=\"%s\"} %lld\n",
                        breaker_states[i], (long long)get(&breaker_moves[i])));

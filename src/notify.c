@@ -17,7 +17,7 @@
 #include "fanoutd.h"
 #include "log.h"
 
-#define LISTEN_FDS_START 3   /* SD_LISTEN_FDS_START */
+#define LISTEN_FDS_START 3 /* SD_LISTEN_FDS_START */
 
 /* Set once by notify_init before any thread starts; read-only after. */
 static struct sockaddr_un notify_addr;
@@ -45,7 +45,7 @@ void notify_init(void)
         notify_addr.sun_family = AF_UNIX;
         memcpy(notify_addr.sun_path, path, n);
         if (path[0] == '@')
-            notify_addr.sun_path[0] = '\0';   /* abstract namespace */
+            notify_addr.sun_path[0] = '\0'; /* abstract namespace */
         notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
     }
     if (wd != NULL && (wd_pid == NULL || is_our_pid(wd_pid))) {
@@ -71,7 +71,8 @@ int notify_send(const char *fmt, ...)
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&notify_addr, notify_len) < 0) {
+    if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&notify_addr, notify_len) <
+        0) {
         log_debug("cannot notify systemd: %s", strerror(errno));
         close(fd);
         return -1;

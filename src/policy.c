@@ -165,18 +165,18 @@ static int embedded_v4(const uint8_t *a6, uint8_t *v4)
     static const uint8_t zero[12];
     static const uint8_t nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
 
-    if (memcmp(a6, nat64, 12) == 0) {                 /* 64:ff9b::/96 */
+    if (memcmp(a6, nat64, 12) == 0) { /* 64:ff9b::/96 */
         memcpy(v4, a6 + 12, 4);
         return 1;
     }
-    if (a6[0] == 0x20 && a6[1] == 0x02) {             /* 6to4 2002:AABB:CCDD::/48 */
+    if (a6[0] == 0x20 && a6[1] == 0x02) { /* 6to4 2002:AABB:CCDD::/48 */
         memcpy(v4, a6 + 2, 4);
         return 1;
     }
-    if (memcmp(a6, zero, 12) == 0) {                  /* IPv4-compatible ::a.b.c.d */
+    if (memcmp(a6, zero, 12) == 0) { /* IPv4-compatible ::a.b.c.d */
         uint32_t w;
         memcpy(&w, a6 + 12, 4);
-        if (ntohl(w) == 1)                            /* ::1 is IPv6 loopback */
+        if (ntohl(w) == 1) /* ::1 is IPv6 loopback */
             return 0;
         /* :: itself (unspecified, reaches this host like 0.0.0.0) is judged
          * as 0.0.0.0, which the default deny list covers. */
@@ -251,11 +251,11 @@ enum policy_verdict policy_check(const struct cidr_list *allow, const struct cid
     uint16_t port;
 
     if (!sa_bytes(sa, &family, addr, &port))
-        return POLICY_DENY;          /* only IP sockets are ever opened */
+        return POLICY_DENY; /* only IP sockets are ever opened */
     if (is_self(self, family, addr, port))
         return POLICY_SELF;
     if (list_match(allow, family, addr))
-        return POLICY_ALLOW;     /* allow overrides deny, embedded forms too */
+        return POLICY_ALLOW; /* allow overrides deny, embedded forms too */
     if (list_match(deny, family, addr))
         return POLICY_DENY;
     if (family == AF_INET6 && embedded_v4(addr, v4)) {
@@ -294,8 +294,8 @@ fo_err self_addr_init(struct self_addr *self, const struct sockaddr *bound, sock
         return FO_OK;
     }
     for (p = ifa; p != NULL; p = p->ifa_next)
-        n += p->ifa_addr != NULL && (p->ifa_addr->sa_family == AF_INET ||
-                                     p->ifa_addr->sa_family == AF_INET6);
+        n += p->ifa_addr != NULL &&
+             (p->ifa_addr->sa_family == AF_INET || p->ifa_addr->sa_family == AF_INET6);
     self->local = calloc(n ? n : 1, sizeof(*self->local));
     self->local_family = calloc(n ? n : 1, sizeof(*self->local_family));
     if (self->local == NULL || self->local_family == NULL) {

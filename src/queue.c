@@ -68,11 +68,14 @@ static void ride_failed(struct job *job, const struct fetch_req *fr, struct resu
     if (job_stopped(job))
         result_fail(res, ERR_CANCELLED, "the batch finished while waiting for an identical fetch");
     else if (fr->deadline_us != 0 && fo_now_us() >= fr->deadline_us)
-        result_fail(res, ERR_DEADLINE, "the batch deadline passed while waiting for an "
-                                       "identical fetch");
+        result_fail(res, ERR_DEADLINE,
+                    "the batch deadline passed while waiting for an "
+                    "identical fetch");
     else
-        result_fail(res, ERR_TIMEOUT, "no complete response within %ld ms (waiting for an "
-                                      "identical fetch)", fr->timeout_ms);
+        result_fail(res, ERR_TIMEOUT,
+                    "no complete response within %ld ms (waiting for an "
+                    "identical fetch)",
+                    fr->timeout_ms);
 }
 
 /*
@@ -90,10 +93,11 @@ static void item_fetch(struct job *job, size_t i, struct worker *w, const struct
     const struct item_req *it = job_item(job, i);
     int coalesce = cfg->coalesce && !it->no_coalesce;
     int cache_on = cfg->cache_ttl_ms > 0 && !it->no_cache; /* the item gets "cache" */
-    int cache = cache_on && fr->method == M_GET;            /* only GET answers are kept */
+    int cache = cache_on && fr->method == M_GET;           /* only GET answers are kept */
     int64_t start = fo_now_us();
     int64_t own_limit = start + (int64_t)fr->timeout_ms * 1000;
-    int64_t limit = fr->deadline_us != 0 && fr->deadline_us < own_limit ? fr->deadline_us : own_limit;
+    int64_t limit = fr->deadline_us != 0 && fr->deadline_us < own_limit ? fr->deadline_us
+                                                                        : own_limit;
     const _Atomic int *stop = NULL;
     enum share_role role = SHARE_LEAD;
     char *key = NULL, *cache_key = NULL;
@@ -128,8 +132,8 @@ static void item_fetch(struct job *job, size_t i, struct worker *w, const struct
         goto miss;
     }
     if (role == SHARE_RIDE) {
-        int got = share_ride(&w->share, limit, job_stop_flag(job), wake_fetcher, w->fetcher, &stop,
-                             res);
+        int got = share_ride(&w->share, limit, job_stop_flag(job), wake_fetcher, w->fetcher,
+                             &stop, res);
         if (got != 2) {
             if (got == 0)
                 ride_failed(job, fr, res);
@@ -232,7 +236,7 @@ static int item_cache_fresh(struct job *job, size_t i, int64_t now_us)
     if (cfg->cache_ttl_ms <= 0 || it->no_cache || it->method != M_GET)
         return 0;
     if (job_request(job, i, &fr) != FO_OK)
-        return 0;   /* out of memory: rate-limited like any item */
+        return 0; /* out of memory: rate-limited like any item */
     if (share_key(&fr, cfg->generation, &key) == FO_OK && key != NULL)
         fresh = share_cache_fresh(key, now_us);
     free(key);

@@ -17,7 +17,8 @@
 #include "jtree.h"
 
 #define ITEM_ERROR_NAME(e, s) [e] = s,
-static const char *const error_codes[ERR_COUNT] = { [ERR_NONE] = NULL, ITEM_ERRORS(ITEM_ERROR_NAME) };
+static const char *const error_codes[ERR_COUNT] = { [ERR_NONE] = NULL,
+                                                    ITEM_ERRORS(ITEM_ERROR_NAME) };
 #undef ITEM_ERROR_NAME
 
 const char *item_error_code(enum item_error e)
@@ -52,7 +53,7 @@ void result_fail(struct result *r, enum item_error e, const char *fmt, ...)
     r->body_len = 0;
     r->enc = BODY_NONE;
     r->error = e;
-    r->message = strdup(text);   /* NULL on ENOMEM: written as a fixed text */
+    r->message = strdup(text); /* NULL on ENOMEM: written as a fixed text */
 }
 
 int result_ok(const struct result *r)
@@ -63,10 +64,10 @@ int result_ok(const struct result *r)
 /* v2: ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..} */
 static fo_err put_timings(struct buf *out, const struct result *r)
 {
-    const double v[] = { r->queue_ms, r->dns_ms, r->connect_ms, r->tls_ms, r->ttfb_ms,
-                         r->duration_ms };
-    static const char *const names[] = { "queue_ms", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms",
-                                         "total_ms" };
+    const double v[] = { r->queue_ms, r->dns_ms,  r->connect_ms,
+                         r->tls_ms,   r->ttfb_ms, r->duration_ms };
+    static const char *const names[] = { "queue_ms", "dns_ms",  "connect_ms",
+                                         "tls_ms",   "ttfb_ms", "total_ms" };
     fo_err err = buf_puts(out, ",\"timings\":{");
 
     for (size_t i = 0; i < FO_ARRAY_LEN(v) && err == FO_OK; i++) {
@@ -88,8 +89,8 @@ static const char *result_header(const struct result *r, const char *name)
     return NULL;
 }
 
-static const char *compose_merge_body(const struct item_req *it, const struct result *r, struct buf *tmp,
-                               size_t *len)
+static const char *compose_merge_body(const struct item_req *it, const struct result *r,
+                                      struct buf *tmp, size_t *len)
 {
     const struct compose_item *c = it->compose;
 
@@ -102,14 +103,16 @@ static const char *compose_merge_body(const struct item_req *it, const struct re
     buf_reset(tmp);
     if (buf_putc(tmp, '{') != FO_OK || json_put_cstr(tmp, c->group) != FO_OK ||
         buf_putc(tmp, ':') != FO_OK ||
-        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) != FO_OK ||
+        (r->body != NULL ? buf_append(tmp, r->body, r->body_len) : buf_puts(tmp, "null")) !=
+            FO_OK ||
         buf_putc(tmp, '}') != FO_OK)
         return NULL;
     *len = tmp->len;
     return tmp->data;
 }
 
-static fo_err compose_put_headers(struct buf *out, const struct item_req *it, const struct result *r)
+static fo_err compose_put_headers(struct buf *out, const struct item_req *it,
+                                  const struct result *r)
 {
     const struct compose_item *c = it->compose;
     int first = 1;
@@ -136,7 +139,11 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
 {
     fo_err err = FO_OK;
 
-#define TRY(x) do { if ((err = (x)) != FO_OK) return err; } while (0)
+#define TRY(x)                    \
+    do {                          \
+        if ((err = (x)) != FO_OK) \
+            return err;           \
+    } while (0)
     TRY(buf_puts(out, "{\"id\":"));
     TRY(json_put_cstr(out, it->id));
     TRY(buf_puts(out, ",\"url\":"));
@@ -180,8 +187,10 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
 
 static fo_err put_summary(struct buf *out, size_t total, size_t ok, double duration_ms)
 {
-    fo_err err = buf_printf(out, "\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
-                            "\"duration_ms\":", total, ok, total - ok);
+    fo_err err = buf_printf(out,
+                            "\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
+                            "\"duration_ms\":",
+                            total, ok, total - ok);
     if (err == FO_OK)
         err = json_put_ms(out, duration_ms);
     if (err == FO_OK)
@@ -341,8 +350,10 @@ fo_err result_put_line(struct buf *out, const struct item_req *it, const struct 
 
 fo_err summary_put_line(struct buf *out, size_t total, size_t ok, double duration_ms)
 {
-    fo_err err = buf_printf(out, "{\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
-                            "\"duration_ms\":", total, ok, total - ok);
+    fo_err err = buf_printf(out,
+                            "{\"summary\":{\"total\":%zu,\"ok\":%zu,\"failed\":%zu,"
+                            "\"duration_ms\":",
+                            total, ok, total - ok);
     if (err == FO_OK)
         err = json_put_ms(out, duration_ms);
     if (err == FO_OK)

@@ -56,8 +56,8 @@
 #include "trace.h"
 #include "watch.h"
 
-#define CT_JSON "application/json"
-#define CT_NDJSON "application/x-ndjson"
+#define CT_JSON    "application/json"
+#define CT_NDJSON  "application/x-ndjson"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
 /* REQ_OVERSIZED: the body passed max_body_bytes mid-upload; libmicrohttpd
@@ -71,51 +71,51 @@ enum req_state { REQ_BODY = 0, REQ_OVERSIZED, REQ_RUNNING, REQ_ANSWERED };
 struct request {
     enum req_state state;
     struct MHD_Connection *conn;
-    char request_id[ACCESS_ID_SIZE];   /* the client's X-Request-Id, or generated */
-    char client[ACCESS_CLIENT_SIZE];   /* "address:port", for the access log */
-    unsigned status;             /* of the answer, for the access log */
+    char request_id[ACCESS_ID_SIZE]; /* the client's X-Request-Id, or generated */
+    char client[ACCESS_CLIENT_SIZE]; /* "address:port", for the access log */
+    unsigned status;                 /* of the answer, for the access log */
     size_t bytes;
-    struct config *cfg;          /* a reference: the config this batch uses */
+    struct config *cfg; /* a reference: the config this batch uses */
     int64_t arrival_us;
-    struct buf body;             /* capped at max_body_bytes */
-    struct job *job;             /* a reference, once the batch is accepted */
-    size_t discarded;            /* bytes dropped in REQ_OVERSIZED */
-    int body_nomem;              /* REQ_OVERSIZED because memory ran out, not the cap */
-    int rejected;                /* the queue refused the accepted batch: */
-    enum refusal reject;         /* REFUSE_OVERLOADED or REFUSE_DRAINING */
-    const char *log_word;        /* a refusal's word for the access log */
-    size_t sent;                 /* answer bytes known written (read_answer) */
+    struct buf body;      /* capped at max_body_bytes */
+    struct job *job;      /* a reference, once the batch is accepted */
+    size_t discarded;     /* bytes dropped in REQ_OVERSIZED */
+    int body_nomem;       /* REQ_OVERSIZED because memory ran out, not the cap */
+    int rejected;         /* the queue refused the accepted batch: */
+    enum refusal reject;  /* REFUSE_OVERLOADED or REFUSE_DRAINING */
+    const char *log_word; /* a refusal's word for the access log */
+    size_t sent;          /* answer bytes known written (read_answer) */
     /* Resuming; guarded by srv.lock. */
-    struct request *sus_prev, *sus_next;   /* in srv.suspended while suspended */
-    int suspended;               /* suspended, and nobody has resumed it yet */
-    int forced;                  /* server_stop resumed it: close, unanswered */
-    int job_done;                /* on_finish has run */
-    int orphan;                  /* on_completed ran first: on_finish frees it */
+    struct request *sus_prev, *sus_next; /* in srv.suspended while suspended */
+    int suspended;                       /* suspended, and nobody has resumed it yet */
+    int forced;                          /* server_stop resumed it: close, unanswered */
+    int job_done;                        /* on_finish has run */
+    int orphan;                          /* on_completed ran first: on_finish frees it */
     /* Streaming and compression (contract v2). st is set once the stream
      * is started (read by the front end's thread and on_finish); completed
      * (srv.lock) once on_completed ran: fd may be closed from then on. */
-    int want_stream;             /* Accept: application/x-ndjson first */
-    int want_gzip;               /* Accept-Encoding allows gzip */
-    struct answer_stream *st;    /* the job's stream, or NULL: a document */
-    int fd;                      /* the client's socket, for dropping it */
+    int want_stream;          /* Accept: application/x-ndjson first */
+    int want_gzip;            /* Accept-Encoding allows gzip */
+    struct answer_stream *st; /* the job's stream, or NULL: a document */
+    int fd;                   /* the client's socket, for dropping it */
     int completed;
     enum MHD_RequestTerminationCode toe; /* how it ended, for on_finish's access line */
 };
 
 static struct server_state {
-    pthread_mutex_t lock;        /* guards cfg ... drain_end_us (see the top) */
-    pthread_cond_t changed;      /* signalled when in_flight, unsent or resuming drop */
+    pthread_mutex_t lock;   /* guards cfg ... drain_end_us (see the top) */
+    pthread_cond_t changed; /* signalled when in_flight, unsent or resuming drop */
     struct config *cfg;
     unsigned long generation;
-    long in_flight;              /* batches accepted whose answer is not ready */
-    long unsent;                 /* resumed batches whose answer is not sent */
-    long resuming;               /* MHD_resume_connection calls under way */
-    struct request *suspended;   /* list of suspended batch requests */
-    int64_t drain_end_us;        /* when the shutdown grace ends; 0: not draining */
+    long in_flight;            /* batches accepted whose answer is not ready */
+    long unsent;               /* resumed batches whose answer is not sent */
+    long resuming;             /* MHD_resume_connection calls under way */
+    struct request *suspended; /* list of suspended batch requests */
+    int64_t drain_end_us;      /* when the shutdown grace ends; 0: not draining */
     _Atomic int draining;
-    _Atomic long connections;    /* client connections open now */
+    _Atomic long connections; /* client connections open now */
     struct MHD_Daemon *mhd;
-    _Atomic int listening;       /* the listening socket is still open */
+    _Atomic int listening; /* the listening socket is still open */
 } srv = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -312,14 +312,14 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
  * connection as for a client that went away.
  */
 struct conn_ctx {
-    struct conn_ctx *prev, *next;   /* in conns.head, under conns.lock */
+    struct conn_ctx *prev, *next; /* in conns.head, under conns.lock */
     int fd;
-    _Atomic int64_t deadline_us;    /* 0: none */
-    int64_t start_us;           /* the current request's first byte (about) */
-    int64_t timeout_us;         /* client_timeout_ms when accepted; 0: none */
-    const char *target;         /* the raw request target, in MHD's buffer */
-    size_t target_len;          /* its bytes */
-    int target_bad;             /* a space, control byte or NUL in it */
+    _Atomic int64_t deadline_us; /* 0: none */
+    int64_t start_us;            /* the current request's first byte (about) */
+    int64_t timeout_us;          /* client_timeout_ms when accepted; 0: none */
+    const char *target;          /* the raw request target, in MHD's buffer */
+    size_t target_len;           /* its bytes */
+    int target_bad;              /* a space, control byte or NUL in it */
 };
 
 /* The connections with a conn_ctx. lock guards the list; an entry leaves it
@@ -351,7 +351,8 @@ void server_reap(void)
     }
     pthread_mutex_unlock(&conns.lock);
     if (n > 0)
-        log_debug("closed %d connections whose request did not arrive within client_timeout_ms", n);
+        log_debug("closed %d connections whose request did not arrive within client_timeout_ms",
+                  n);
 }
 
 static struct conn_ctx *conn_ctx(struct MHD_Connection *conn)
@@ -460,13 +461,13 @@ struct header_count {
     int content_length;
     int transfer_encoding;
     int host;
-    int bad_name;                /* empty, or not a token (white space before ':') */
-    int bad_value;               /* a control byte (a bare CR too) other than HTAB */
-    int bad_block;               /* see header_gap */
-    int eol;                     /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
+    int bad_name;  /* empty, or not a token (white space before ':') */
+    int bad_value; /* a control byte (a bare CR too) other than HTAB */
+    int bad_block; /* see header_gap */
+    int eol;       /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
     const char *te;
-    const char *line_end;        /* where the line before the next header ends */
-    const char *block_end;       /* where the header block ends */
+    const char *line_end;  /* where the line before the next header ends */
+    const char *block_end; /* where the header block ends */
 };
 
 /*
@@ -583,7 +584,7 @@ static unsigned te_refusal(const char *te, const char **why)
 }
 
 #define FO_STR_(x) #x
-#define FO_STR(x) FO_STR_(x)
+#define FO_STR(x)  FO_STR_(x)
 
 /* The checks every request passes before its body is read: answers (and
  * closes the connection) and returns 1 if the request is refused. req is the
@@ -612,22 +613,22 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
         hc.bad_block = 1;
     /* The version must follow the target as on_uri measured it: a NUL and a
      * "HTTP/1.1" of the client's own inside the target would end it early. */
-    if (cc->target_bad || url != cc->target ||
-        version != cc->target + cc->target_len + 1)
+    if (cc->target_bad || url != cc->target || version != cc->target + cc->target_len + 1)
         why = "the request target has white space, a control character or a NUL";
-    else if (url != method + strlen(method) + 1)   /* the library skips extra spaces */
+    else if (url != method + strlen(method) + 1) /* the library skips extra spaces */
         why = "the request line is not 'method SP target SP version' (one space each)";
     else if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0 &&
              strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
-        status = MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED;   /* the library takes 1.2 for 1.1 */
+        status = MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED; /* the library takes 1.2 for 1.1 */
     else if (cc->target_len > FO_MAX_TARGET)
         status = MHD_HTTP_URI_TOO_LONG;
     else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
              hc.count > FO_MAX_CLIENT_HEADERS)
         status = MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
     else if (hc.bad_name || hc.bad_block)
-        why = "a header line is malformed (an empty name, white space before the colon, "
-              "folding, or line ends of two kinds)";
+        why =
+            "a header line is malformed (an empty name, white space before the colon, "
+            "folding, or line ends of two kinds)";
     else if (hc.bad_value)
         why = "a header value has a control character (CR, LF, NUL, 0x01-0x1f or 0x7f)";
     else if (hc.host > 1)
@@ -649,8 +650,8 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
     if (status == MHD_HTTP_URI_TOO_LONG)
         why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
     if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
-        why = "more than " FO_STR(FO_MAX_CLIENT_HEADERS) " header lines, or more than "
-              FO_STR(FO_MAX_HEADER_BLOCK) " bytes of them";
+        why = "more than " FO_STR(FO_MAX_CLIENT_HEADERS) " header lines, or more than " FO_STR(
+            FO_MAX_HEADER_BLOCK) " bytes of them";
     if (why == NULL)
         return 0;
     *ret = respond_refusal(conn, req, refusal_of_malformed(status), NULL, "%s", why);
@@ -661,11 +662,11 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
  * FO_MAX_OTHER_BODY (or of a size not known in advance). */
 static int body_not_read(struct MHD_Connection *conn)
 {
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 
-    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+        NULL)
         return 1;
     /* libmicrohttpd has checked that a Content-Length is all digits. */
     long long len;
@@ -708,14 +709,14 @@ static int cdn_loop_names(const char *value, const char *token)
         size_t n = strcspn(p, " \t,;");
         if (n == tlen && strncasecmp(p, token, n) == 0)
             return 1;
-        p += strcspn(p, ",");   /* past any parameters to the next element */
+        p += strcspn(p, ","); /* past any parameters to the next element */
     }
     return 0;
 }
 
 struct loop_check {
-    const char *token;           /* this deployment's CDN-Loop token */
-    int looped;                  /* a CDN-Loop header names it */
+    const char *token; /* this deployment's CDN-Loop token */
+    int looped;        /* a CDN-Loop header names it */
 };
 
 static enum MHD_Result find_cdn_loop(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -741,7 +742,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
     if (loop.looped) {
         *ret = respond_refusal(conn, req, REFUSE_LOOP, NULL,
                                "this batch came back to fanoutd through its own fetches "
-                             "(CDN-Loop names '%s')", cfg->loop_token);
+                               "(CDN-Loop names '%s')",
+                               cfg->loop_token);
         return 1;
     }
 
@@ -760,7 +762,8 @@ static int refuse_early(struct MHD_Connection *conn, struct request *req, enum M
      * that is not a number is libmicrohttpd's to refuse.) */
     if (cl != NULL && fo_parse_num(cl, 0, cfg->max_body_bytes, &len) == FO_ETOOBIG) {
         *ret = respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
-                               "the body is larger than max_body_bytes (%ld)", cfg->max_body_bytes);
+                               "the body is larger than max_body_bytes (%ld)",
+                               cfg->max_body_bytes);
         return 1;
     }
     return 0;
@@ -860,14 +863,14 @@ static void on_job_finish(struct job *job, void *ctx)
     pthread_cond_broadcast(&srv.changed);
     pthread_mutex_unlock(&srv.lock);
     if (orphan)
-        request_free(req);      /* its connection closed unanswered meanwhile */
+        request_free(req); /* its connection closed unanswered meanwhile */
     else if (take)
-        resume(conn);           /* req belongs to libmicrohttpd's thread again */
+        resume(conn); /* req belongs to libmicrohttpd's thread again */
 }
 
 struct cdn_loop {
-    struct buf line;             /* "CDN-Loop: a, b", capped */
-    int failed;                  /* over the cap or out of memory */
+    struct buf line; /* "CDN-Loop: a, b", capped */
+    int failed;      /* over the cap or out of memory */
 };
 
 /* Joins the client's CDN-Loop headers into one "CDN-Loop: a, b" line. */
@@ -890,8 +893,8 @@ static enum MHD_Result join_cdn_loop(void *cls, enum MHD_ValueKind kind, const c
 /* The client headers named in forward_headers, as "Name: value" lines, and
  * always the client's CDN-Loop, which every fetch carries on with fanoutd's
  * token appended (fetch.c). */
-static fo_err collect_forward(struct MHD_Connection *conn, const struct request *req,
-                              char ***out, size_t *nout)
+static fo_err collect_forward(struct MHD_Connection *conn, const struct request *req, char ***out,
+                              size_t *nout)
 {
     const struct config *cfg = req->cfg;
     char **v = NULL;
@@ -911,7 +914,7 @@ static fo_err collect_forward(struct MHD_Connection *conn, const struct request 
     for (size_t i = 0; i < cfg->forward_headers.n; i++) {
         const char *name = cfg->forward_headers.v[i];
         if (strcasecmp(name, "CDN-Loop") == 0)
-            continue;   /* taken above */
+            continue; /* taken above */
         /* The request id goes upstream as fanoutd knows it (maybe generated). */
         const char *val = strcasecmp(name, "X-Request-Id") == 0
                               ? req->request_id
@@ -964,7 +967,7 @@ static int qvalue(const char *p, const char *end)
             int q = 0, scale = 1000;
             p += 2;
             if (p >= end || (*p != '0' && *p != '1'))
-                return 0;   /* not a qvalue (RFC 9110 12.4.2): not acceptable */
+                return 0; /* not a qvalue (RFC 9110 12.4.2): not acceptable */
             q = (*p++ - '0') * 1000;
             if (p < end && *p == '.') {
                 for (p++; p < end && *p >= '0' && *p <= '9' && scale > 1; p++) {
@@ -974,7 +977,7 @@ static int qvalue(const char *p, const char *end)
             }
             p += strspn(p, " \t");
             if (q > 1000 || (p < end && *p != ';'))
-                return 0;   /* 1.5, or 0.5x: not a qvalue */
+                return 0; /* 1.5, or 0.5x: not a qvalue */
             return q;
         }
         p += strcspn(p, ";");
@@ -1006,9 +1009,9 @@ static int accepts_gzip(const char *ae)
 
 /* v2 traceparent: the client's trace context (W3C), read once per batch. */
 struct trace_in {
-    const char *parent;  /* the one traceparent, or NULL */
-    int nparent;         /* traceparent headers seen: more than one is invalid */
-    struct buf state;    /* "tracestate: a, b" (repeated headers joined) */
+    const char *parent; /* the one traceparent, or NULL */
+    int nparent;        /* traceparent headers seen: more than one is invalid */
+    struct buf state;   /* "tracestate: a, b" (repeated headers joined) */
     int failed;
 };
 
@@ -1088,9 +1091,9 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
         batch_req_free(&parsed);
         return respond_out_of_memory(conn, req);
     }
-    if (job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req,
-                &req->job) != FO_OK)
-        return respond_out_of_memory(conn, req);   /* job_new freed parsed and fwd */
+    if (job_new(req->cfg, &parsed, fwd, nfwd, req->arrival_us, on_job_finish, req, &req->job) !=
+        FO_OK)
+        return respond_out_of_memory(conn, req); /* job_new freed parsed and fwd */
     if (req->want_stream)
         return start_stream(conn, req);
     req->state = REQ_RUNNING;
@@ -1109,7 +1112,8 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
+        log_warn("batch %llu: not watched (out of memory)",
+                 (unsigned long long)job_serial(req->job));
     err = queue_push(req->job, req->cfg->queue_capacity);
     if (err != FO_OK) {
         req->rejected = 1;
@@ -1212,8 +1216,9 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 
     if (req->want_gzip)
         return respond_doc_gzip(conn, req, sink);
-    resp = MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
-                                             FO_ANSWER_BLOCK, read_answer, req, NULL);
+    resp =
+        MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
+                                          FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
@@ -1291,11 +1296,12 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
     answer_stream_set_waker(st, stream_park, stream_unpark, conn);
     pthread_mutex_lock(&srv.lock);
     srv.in_flight++;
-    srv.unsent++;               /* on_completed counts it sent */
+    srv.unsent++; /* on_completed counts it sent */
     METRIC_SET(batches_in_flight, srv.in_flight);
     pthread_mutex_unlock(&srv.lock);
     if (watch_add(req->job, req->fd) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)", (unsigned long long)job_serial(req->job));
+        log_warn("batch %llu: not watched (out of memory)",
+                 (unsigned long long)job_serial(req->job));
     err = queue_push(req->job, req->cfg->queue_capacity);
     if (err != FO_OK) {
         /* Finished at once on this thread (on_finish included): 503. */
@@ -1335,20 +1341,22 @@ static enum MHD_Result answer_batch(struct MHD_Connection *conn, struct request 
     forced = req->forced;
     pthread_mutex_unlock(&srv.lock);
     if (forced)
-        return MHD_NO;          /* its answer is still being built: close */
+        return MHD_NO; /* its answer is still being built: close */
     if (req->rejected) {
         return respond_refusal(conn, req, req->reject, NULL,
                                req->reject == REFUSE_OVERLOADED
-                                 ? "the batch of %zu items does not fit in the work queue"
-                                 : "fanoutd is shutting down (batch of %zu items)", job_items(job));
+                                   ? "the batch of %zu items does not fit in the work queue"
+                                   : "fanoutd is shutting down (batch of %zu items)",
+                               job_items(job));
     }
     if ((sink = job_answer_sink(job)) == NULL)
-        return MHD_NO;          /* nobody to answer: close the connection */
+        return MHD_NO; /* nobody to answer: close the connection */
     if (sink->ops->failed(sink)) {
         /* The items were fetched: a retry would fetch them again, so this
          * is not "overloaded, try again" (no Retry-After). */
         return respond_refusal(conn, req, REFUSE_ANSWER_FAILED, NULL,
-                               "out of memory while building the answer of %zu items", job_items(job));
+                               "out of memory while building the answer of %zu items",
+                               job_items(job));
     }
     return respond_doc(conn, req);
 }
@@ -1385,11 +1393,11 @@ static enum MHD_Result handle_batch(struct MHD_Connection *conn, struct request 
             return respond_out_of_memory(conn, req); /* not the client's fault: 503 */
         return respond_refusal(conn, req, REFUSE_BODY_TOO_LARGE, NULL,
                                "the body is larger than max_body_bytes (%ld)",
-                             req->cfg->max_body_bytes);
+                               req->cfg->max_body_bytes);
     case REQ_RUNNING:
         return answer_batch(conn, req);
     case REQ_ANSWERED:
-        *upload_size = 0;       /* the rest of a refused body is dropped */
+        *upload_size = 0; /* the rest of a refused body is dropped */
         return MHD_YES;
     }
     return MHD_NO;
@@ -1426,7 +1434,8 @@ static char answer_next_call;
 
 static enum MHD_Result route(struct MHD_Connection *conn, const char *url, const char *method)
 {
-    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+              strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
     if (strcmp(url, "/healthz") == 0)
         return get ? serve_healthz(conn) : not_allowed(conn, "GET, HEAD");
@@ -1436,7 +1445,7 @@ static enum MHD_Result route(struct MHD_Connection *conn, const char *url, const
         return not_allowed(conn, "POST");
     int show = strlen(url) < 200 && utf8_valid(url, strlen(url));
     return respond_refusal(conn, NULL, REFUSE_NOT_FOUND, NULL, "no such endpoint%s%s",
-                         show ? ": " : "", show ? url : "");
+                           show ? ": " : "", show ? url : "");
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1449,7 +1458,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     if (*con_cls == &answer_next_call) {
         if (*upload_size > 0) {
-            *upload_size = 0;   /* a body sent to a GET endpoint is dropped */
+            *upload_size = 0; /* a body sent to a GET endpoint is dropped */
             return request_late(conn) ? MHD_NO : MHD_YES;
         }
         request_arrived(conn);
@@ -1463,7 +1472,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (refuse_malformed(conn, NULL, method, url, version, &ret))
             return ret;
         if (body_not_read(conn))
-            return route(conn, url, method);   /* answered now: the connection closes */
+            return route(conn, url, method); /* answered now: the connection closes */
         *con_cls = &answer_next_call;
         return MHD_YES;
     }
@@ -1495,7 +1504,7 @@ static void log_access(struct request *req, enum MHD_RequestTerminationCode toe,
 
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         bytes = req->sent;
-        if (req->status != 0)   /* an answer was under way */
+        if (req->status != 0) /* an answer was under way */
             outcome = toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown" : "client_gone";
     }
     if (orphan)
@@ -1549,7 +1558,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)cls;
 
     if (cc != NULL)
-        conn_deadline(cc, fo_now_us(), 2);  /* for the next request on the connection */
+        conn_deadline(cc, fo_now_us(), 2); /* for the next request on the connection */
 
     if (req == NULL || *con_cls == &answer_next_call) {
         *con_cls = NULL;
@@ -1571,7 +1580,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     log_access(req, toe, orphan);
     if (req->job != NULL)
-        job_unref(req->job);   /* on_finish's caller holds its own reference */
+        job_unref(req->job); /* on_finish's caller holds its own reference */
     if (!orphan)
         request_free(req);
 }
@@ -1675,7 +1684,8 @@ static unsigned connection_ceiling(void)
 {
     struct rlimit rl;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > 1000000)
         return 1000000;
     return (unsigned)rl.rlim_cur;
 }
@@ -1713,8 +1723,8 @@ fo_err server_start(struct config *cfg, int listen_fd)
 {
     /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
      * optimistically; fanoutd sets every socket option it needs itself. */
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     MHD_USE_TURBO;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     struct sockaddr_storage bound;
     socklen_t bound_len;
     char name[160];
@@ -1735,18 +1745,15 @@ fo_err server_start(struct config *cfg, int listen_fd)
         reuse[0] = reuse[1];
     if (bound.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv.mhd = MHD_start_daemon(flags, 0, on_accept, NULL, on_request, NULL,
-                               listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR,
-                               listen_fd >= 0 ? (intptr_t)listen_fd : (intptr_t)&cfg->listen_addr,
-                               MHD_OPTION_THREAD_POOL_SIZE, front_threads(),
-                               MHD_OPTION_CONNECTION_LIMIT, connection_ceiling(),
-                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-                               MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                               MHD_OPTION_ARRAY, reuse,
-                               MHD_OPTION_END);
+    srv.mhd = MHD_start_daemon(
+        flags, 0, on_accept, NULL, on_request, NULL,
+        listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR,
+        listen_fd >= 0 ? (intptr_t)listen_fd : (intptr_t)&cfg->listen_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, front_threads(), MHD_OPTION_CONNECTION_LIMIT,
+        connection_ceiling(), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+        NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_ARRAY, reuse, MHD_OPTION_END);
     if (srv.mhd == NULL) {
         log_error("cannot listen on %s (in use%s, or not an address of this host?)", name,
                   cfg->reuse_port ? " without reuse_port or by another user" : "");
@@ -1774,7 +1781,7 @@ void server_stop_listening(int take_backlog)
      * the last accept and close() is what net.ipv4.tcp_migrate_req moves to
      * another socket of a SO_REUSEPORT group. */
     if (take_backlog && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
-        take_backlog = 0;       /* never block here: leave the backlog to the kernel */
+        take_backlog = 0; /* never block here: leave the backlog to the kernel */
     while (take_backlog && taken < FO_LISTEN_BACKLOG) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -1852,7 +1859,8 @@ static int stop_signal_pending(void)
 {
     sigset_t set;
 
-    return sigpending(&set) == 0 && (sigismember(&set, SIGTERM) == 1 || sigismember(&set, SIGINT) == 1);
+    return sigpending(&set) == 0 &&
+           (sigismember(&set, SIGTERM) == 1 || sigismember(&set, SIGINT) == 1);
 }
 
 /* Resumes every connection still suspended (its answer still being built):
@@ -1871,8 +1879,9 @@ static void resume_all(void)
         pthread_mutex_unlock(&srv.lock);
         if (req == NULL)
             return;
-        log_warn("shutdown: the answer of batch %llu was still being built; closing its connection",
-                 serial);
+        log_warn(
+            "shutdown: the answer of batch %llu was still being built; closing its connection",
+            serial);
         resume(conn);
     }
 }

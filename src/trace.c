@@ -34,7 +34,7 @@ int trace_parse(const char *value, char *out)
         return 0;
     len = strlen(value);
     while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-        len--;   /* optional white space around a field value (RFC 9110 5.5) */
+        len--; /* optional white space around a field value (RFC 9110 5.5) */
     /* version(2) - trace-id(32) - parent-id(16) - flags(2) */
     if (len < TRACE_PARENT_LEN || value[2] != '-' || value[35] != '-' || value[52] != '-')
         return 0;

@@ -21,8 +21,9 @@ int64_t fo_now_ms(void)
 int fo_header_not_forwardable(const char *name)
 {
     static const char *const names[] = {
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Content-Length", "Host", "Expect", "CDN-Loop",
+        "Connection",        "Keep-Alive", "Proxy-Connection", "TE",   "Trailer",
+        "Transfer-Encoding", "Upgrade",    "Content-Length",   "Host", "Expect",
+        "CDN-Loop",
     };
     size_t n = strcspn(name, ":;");
 

@@ -28,21 +28,21 @@
 
 #include "log.h"
 
-#define WATCH_EVENTS 1024   /* events taken from epoll at once */
-#define WATCH_DUE    256    /* deadlines finished in one pass */
+#define WATCH_EVENTS 1024 /* events taken from epoll at once */
+#define WATCH_DUE    256  /* deadlines finished in one pass */
 #define WAKE_TAG     0    /* epoll tag of the eventfd; job serials start at 1 */
 
 struct entry {
-    struct job *job;     /* a reference */
+    struct job *job; /* a reference */
     uint64_t serial;
-    int fd;              /* client socket in the epoll set, or -1 */
+    int fd; /* client socket in the epoll set, or -1 */
 };
 
 static struct watch_state {
-    pthread_mutex_t lock;    /* guards entries, n, alloc, next_wake_us, stopping */
+    pthread_mutex_t lock; /* guards entries, n, alloc, next_wake_us, stopping */
     struct entry *entries;
     size_t n, alloc;
-    int64_t next_wake_us;    /* when the thread will wake on its own; 0: never */
+    int64_t next_wake_us; /* when the thread will wake on its own; 0: never */
     int stopping;
     int epfd, wakefd;
     pthread_t tid;
@@ -97,9 +97,9 @@ fo_err watch_add(struct job *job, int fd)
     }
     if (fd >= 0 && epoll_ctl(w.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         log_warn("cannot watch client socket %d: %s", fd, strerror(errno));
-        fd = -1;   /* the deadline is still watched */
+        fd = -1; /* the deadline is still watched */
     }
-    job_set_client_fd(job, fd);   /* before the job is queued: workers look at it too */
+    job_set_client_fd(job, fd); /* before the job is queued: workers look at it too */
     w.entries[w.n++] = (struct entry){ job_ref(job), job_serial(job), fd };
     need_wake = w.next_wake_us == 0 || job_deadline_us(job) < w.next_wake_us;
     pthread_mutex_unlock(&w.lock);
@@ -205,7 +205,7 @@ static void clients_gone(const struct epoll_event *evs, int n)
 
 static void *watch_main(void *arg)
 {
-    static struct epoll_event evs[WATCH_EVENTS];   /* only this thread uses it */
+    static struct epoll_event evs[WATCH_EVENTS]; /* only this thread uses it */
     (void)arg;
 
     for (;;) {

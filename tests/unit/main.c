@@ -10,16 +10,15 @@
 #include "config.h"
 #include "harness.h"
 
-int unit_check_failures;          /* see harness.h */
+int unit_check_failures; /* see harness.h */
 const char *unit_current_test = "";
 
 static const struct unit_suite *const suites[] = {
-    &encode_suite, &policy_suite, &config_suite, &batch_suite, &result_suite, &jtree_suite,
-    &queue_suite, &sched_suite, &job_suite, &util_suite,
-    &resil_suite,
-    &trace_suite, &batch_fields_suite, /* v2 traceparent, batch fields */
-    &share_suite, /* share */
-    &stream_suite, /* v2 streaming */
+    &encode_suite,  &policy_suite, &config_suite,       &batch_suite, &result_suite,
+    &jtree_suite,   &queue_suite,  &sched_suite,        &job_suite,   &util_suite,
+    &resil_suite,   &trace_suite,  &batch_fields_suite, /* v2 traceparent, batch fields */
+    &share_suite,                                       /* share */
+    &stream_suite,                                      /* v2 streaming */
     &compose_suite,
 };
 

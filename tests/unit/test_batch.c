@@ -53,8 +53,8 @@ static void test_array_of_strings(void)
     struct batch_req b;
     struct fo_msg msg;
 
-    CHECK_EQ_INT(parse("[\"http://a.example/x\", \"https://b.example:8443/y?q=1\"]", 1, &b,
-                       &msg), FO_OK);
+    CHECK_EQ_INT(parse("[\"http://a.example/x\", \"https://b.example:8443/y?q=1\"]", 1, &b, &msg),
+                 FO_OK);
     CHECK_EQ_INT(b.n, 2);
     if (b.n == 2) {
         CHECK_STR(b.items[0].id, "0");
@@ -79,7 +79,9 @@ static void test_mixed_array(void)
     struct fo_msg msg;
 
     CHECK_EQ_INT(parse("[\"http://a/x\", {\"url\": \"http://b/y\", \"id\": \"bee\"},"
-                       " {\"url\": \"http://c/z\"}, \"https://d/\"]", 1, &b, &msg), FO_OK);
+                       " {\"url\": \"http://c/z\"}, \"https://d/\"]",
+                       1, &b, &msg),
+                 FO_OK);
     CHECK_EQ_INT(b.n, 4);
     if (b.n == 4) {
         CHECK_STR(b.items[0].id, "0");
@@ -162,7 +164,7 @@ static void test_item_every_field(void)
     json_decref(got);
 
     CHECK_EQ_INT(b.items[2].method, M_DELETE);
-    CHECK(b.items[2].body == NULL);                  /* null: no body */
+    CHECK(b.items[2].body == NULL); /* null: no body */
     CHECK_EQ_INT(b.items[3].method, M_PATCH);
     CHECK_STR(b.items[3].body, "5");
     CHECK_EQ_INT(b.items[3].body_is_json, 1);
@@ -175,9 +177,10 @@ static void test_methods(void)
         const char *name;
         enum http_method m;
     } cases[] = {
-        { "GET", M_GET }, { "HEAD", M_HEAD }, { "POST", M_POST }, { "PUT", M_PUT },
-        { "PATCH", M_PATCH }, { "DELETE", M_DELETE }, { "OPTIONS", M_OPTIONS },
-        { "get", M_GET }, { "Delete", M_DELETE }, { "options", M_OPTIONS },
+        { "GET", M_GET },         { "HEAD", M_HEAD },   { "POST", M_POST },
+        { "PUT", M_PUT },         { "PATCH", M_PATCH }, { "DELETE", M_DELETE },
+        { "OPTIONS", M_OPTIONS }, { "get", M_GET },     { "Delete", M_DELETE },
+        { "options", M_OPTIONS },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
@@ -199,7 +202,7 @@ static void test_ids(void)
     static const struct {
         const char *body;
         fo_err want;
-        const char *in_msg;     /* must appear in the message on error */
+        const char *in_msg; /* must appear in the message on error */
     } cases[] = {
         /* An explicit id equal to another item's default id is a duplicate. */
         { "[{\"url\":\"http://a/\",\"id\":\"1\"}, \"http://b/\"]", FO_EINVAL, "\"1\"" },
@@ -228,15 +231,34 @@ static void test_json_bad_requests(void)
 {
     static const char *const bodies[] = {
         /* malformed JSON */
-        "", "[", "[\"http://a/\",]", "{\"requests\": [\"http://a/\"],}", "['http://a/']",
-        "[\"http://a/\"] [\"http://b/\"]", "[\"http://a/\"]x", "\xff",
+        "",
+        "[",
+        "[\"http://a/\",]",
+        "{\"requests\": [\"http://a/\"],}",
+        "['http://a/']",
+        "[\"http://a/\"] [\"http://b/\"]",
+        "[\"http://a/\"]x",
+        "\xff",
         "{\"requests\":[\"http://a/\"],\"requests\":[\"http://b/\"]}",
         /* wrong types and shapes */
-        "\"http://a/\"", "42", "null", "true", "{}", "{\"requests\": \"http://a/\"}",
-        "{\"requests\": {\"url\": \"http://a/\"}}", "{\"requests\": null}",
-        "[42]", "[\"http://a/\", null]", "[[\"http://a/\"]]", "[true]",
-        "[{\"url\": 5}]", "[{}]", "[{\"url\": null}]", "[{\"id\": \"x\"}]",
-        "[{\"url\":\"http://a/\",\"id\":null}]", "[{\"url\":\"http://a/\",\"id\":7}]",
+        "\"http://a/\"",
+        "42",
+        "null",
+        "true",
+        "{}",
+        "{\"requests\": \"http://a/\"}",
+        "{\"requests\": {\"url\": \"http://a/\"}}",
+        "{\"requests\": null}",
+        "[42]",
+        "[\"http://a/\", null]",
+        "[[\"http://a/\"]]",
+        "[true]",
+        "[{\"url\": 5}]",
+        "[{}]",
+        "[{\"url\": null}]",
+        "[{\"id\": \"x\"}]",
+        "[{\"url\":\"http://a/\",\"id\":null}]",
+        "[{\"url\":\"http://a/\",\"id\":7}]",
         "[{\"url\":\"http://a/\",\"id\":[\"x\"]}]",
         "[{\"url\":\"http://a/\",\"headers\":[\"X: y\"]}]",
         "[{\"url\":\"http://a/\",\"headers\":\"X: y\"}]",
@@ -279,14 +301,28 @@ static void test_json_bad_requests(void)
         "[{\"url\":\"http://a/\",\"timeout_ms\":true}]",
         "[{\"url\":\"http://a/\",\"timeout_ms\":[]}]",
         /* empty batches */
-        "[]", "{\"requests\": []}",
+        "[]",
+        "{\"requests\": []}",
         /* URLs that are not absolute http(s) */
-        "[\"file:///etc/passwd\"]", "[\"ftp://a.example/x\"]", "[\"mailto:a@b.example\"]",
-        "[\"/relative/path\"]", "[\"relative\"]", "[\"//a.example/x\"]", "[\"http:///nohost\"]",
-        "[\"http://[::1/\"]", "[\"http://\"]", "[\"https://\"]", "[\"\"]",
-        "[\"gopher://a/\"]", "[\"ws://a/\"]", "[\"http:a.example/x\"]",
-        "[\"javascript:alert(1)\"]", "[\"http://a b/\"]", "[\"http://a/\\n\"]",
-        "[\"http://a.example:99999/\"]", "[\"dict://a:11211/\"]",
+        "[\"file:///etc/passwd\"]",
+        "[\"ftp://a.example/x\"]",
+        "[\"mailto:a@b.example\"]",
+        "[\"/relative/path\"]",
+        "[\"relative\"]",
+        "[\"//a.example/x\"]",
+        "[\"http:///nohost\"]",
+        "[\"http://[::1/\"]",
+        "[\"http://\"]",
+        "[\"https://\"]",
+        "[\"\"]",
+        "[\"gopher://a/\"]",
+        "[\"ws://a/\"]",
+        "[\"http:a.example/x\"]",
+        "[\"javascript:alert(1)\"]",
+        "[\"http://a b/\"]",
+        "[\"http://a/\\n\"]",
+        "[\"http://a.example:99999/\"]",
+        "[\"dict://a:11211/\"]",
         "[{\"url\":\"file:///etc/passwd\"}]",
     };
 
@@ -351,8 +387,8 @@ static void test_too_many_items(void)
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
         struct batch_req b;
         struct fo_msg msg = { "" };
-        fo_err err = batch_parse(cases[i].body, strlen(cases[i].body), cases[i].is_json, cfg,
-                                 &b, &msg);
+        fo_err err =
+            batch_parse(cases[i].body, strlen(cases[i].body), cases[i].is_json, cfg, &b, &msg);
         if (err != cases[i].want)
             CHECK_FAIL_("max_batch 2, %s: %s, want %s", cases[i].body, fo_strerror(err),
                         fo_strerror(cases[i].want));
@@ -367,7 +403,7 @@ static void test_plain_lists(void)
 {
     static const struct {
         const char *body;
-        const char *urls[4];     /* NULL-terminated */
+        const char *urls[4]; /* NULL-terminated */
     } cases[] = {
         { "http://a/x\r\nhttp://b/y\r\n", { "http://a/x", "http://b/y" } },
         { "\thttp://a/\t http://b/ \n\n\nhttp://c/", { "http://a/", "http://b/", "http://c/" } },
@@ -410,12 +446,12 @@ static void test_plain_bad(void)
         { B("") },
         { B("# only a comment\n\n") },
         { B("   \r\n\t\n") },
-        { B("http://a/\xff\n") },                  /* invalid UTF-8 */
+        { B("http://a/\xff\n") }, /* invalid UTF-8 */
         { B("http://a/\n\xc0\xaf\n") },
-        { B("http://a/\0http://b/") },              /* NUL */
+        { B("http://a/\0http://b/") }, /* NUL */
         { B("http://a/\nftp://b/\n") },
         { B("http://a/\nnot-a-url\n") },
-        { B("[\"http://a/\"]") },                  /* JSON text without a JSON type */
+        { B("[\"http://a/\"]") }, /* JSON text without a JSON type */
     };
     struct config *cfg = batch_config(NULL);
 
@@ -463,7 +499,7 @@ static void test_url_check(void)
     static const struct {
         const char *url;
         int ok;
-        const char *hostkey;    /* NULL: not checked */
+        const char *hostkey; /* NULL: not checked */
     } cases[] = {
         { "http://a.example/", 1, "a.example:80" },
         { "https://a.example/", 1, "a.example:443" },
@@ -471,7 +507,9 @@ static void test_url_check(void)
         { "http://user:pw@h.example:81/p", 1, "h.example:81" },
         { "http://127.0.0.1:9/", 1, "127.0.0.1:9" },
         { "http://[::1]:8080/", 1, NULL },
-        { "http://b\xc3\xbc" "cher.test:81/\xc3\xa4?q=\xc3\xa9", 1, "xn--bcher-kva.test:81" },
+        { "http://b\xc3\xbc"
+          "cher.test:81/\xc3\xa4?q=\xc3\xa9",
+          1, "xn--bcher-kva.test:81" },
         { "file:///etc/passwd", 0, NULL },
         { "ftp://a/", 0, NULL },
         { "mailto:x@y", 0, NULL },
@@ -502,28 +540,38 @@ static void test_host_to_ascii(void)
     static const struct {
         const char *host;
         fo_err err;
-        const char *ace;        /* NULL: the host is used as written */
+        const char *ace; /* NULL: the host is used as written */
     } cases[] = {
-        { "b\xc3\xbc" "cher.test", FO_OK, "xn--bcher-kva.test" },
-        { "B\xc3\x9c" "CHER.Test", FO_OK, "xn--bcher-kva.test" },   /* mapped to lower case */
-        { "fa\xc3\x9f.de", FO_OK, "xn--fa-hia.de" },                 /* IDNA2008: sharp s kept */
-        { "\xe2\x98\x83.net", FO_OK, "xn--n3h.net" },                /* IDNA2003 fallback */
+        { "b\xc3\xbc"
+          "cher.test",
+          FO_OK, "xn--bcher-kva.test" },
+        { "B\xc3\x9c"
+          "CHER.Test",
+          FO_OK, "xn--bcher-kva.test" },              /* mapped to lower case */
+        { "fa\xc3\x9f.de", FO_OK, "xn--fa-hia.de" },  /* IDNA2008: sharp s kept */
+        { "\xe2\x98\x83.net", FO_OK, "xn--n3h.net" }, /* IDNA2003 fallback */
         { "\xe4\xb8\xad\xe6\x96\x87.example", FO_OK, "xn--fiq228c.example" },
         { "example.com", FO_OK, NULL },
-        { "Example.COM", FO_OK, NULL },                               /* ASCII: untouched */
+        { "Example.COM", FO_OK, NULL }, /* ASCII: untouched */
         { "xn--bcher-kva.test", FO_OK, NULL },
         { "127.0.0.1", FO_OK, NULL },
         { "[::1]", FO_OK, NULL },
-        { "b\xfc" "cher.test", FO_EINVAL, NULL },                     /* Latin-1, not UTF-8 */
-        { "a\xe2\x92\x88" "b.test", FO_EINVAL, NULL },               /* U+2488 disallowed */
-        { "XN--BCHER-KVA.localhost", FO_OK, NULL },                  /* a valid A-label */
+        { "b\xfc"
+          "cher.test",
+          FO_EINVAL, NULL }, /* Latin-1, not UTF-8 */
+        { "a\xe2\x92\x88"
+          "b.test",
+          FO_EINVAL, NULL },                        /* U+2488 disallowed */
+        { "XN--BCHER-KVA.localhost", FO_OK, NULL }, /* a valid A-label */
         { "www.xn--fa-hia.de", FO_OK, NULL },
-        { "xn--zz.localhost", FO_EINVAL, NULL },                     /* invalid A-labels */
+        { "xn--zz.localhost", FO_EINVAL, NULL }, /* invalid A-labels */
         { "xn--a.", FO_EINVAL, NULL },
         { "xn--.", FO_EINVAL, NULL },
         { "a.XN--ZZ", FO_EINVAL, NULL },
-        { "xn--abc-.test", FO_EINVAL, NULL },                        /* decodes to ASCII */
-        { "xn--a\xc3\xbc" ".test", FO_EINVAL, NULL },                /* "xn--" and a U-label */
+        { "xn--abc-.test", FO_EINVAL, NULL }, /* decodes to ASCII */
+        { "xn--a\xc3\xbc"
+          ".test",
+          FO_EINVAL, NULL }, /* "xn--" and a U-label */
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {

@@ -7,8 +7,8 @@
  * Config files are written to mkstemp files that each test removes.
  */
 #include <arpa/inet.h>
-#include <stdlib.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -20,43 +20,19 @@
 
 /* The contract's table, as config_dump prints the defaults. */
 static const char *const default_lines[] = {
-    "listen = 127.0.0.1:8080",
-    "workers = 64",
-    "queue_capacity = 10000",
-    "max_batch = 1000",
-    "max_body_bytes = 1048576",
-    "max_response_bytes = 8388608",
-    "max_answer_bytes = 67108864",
-    "default_timeout_ms = 10000",
-    "max_timeout_ms = 60000",
-    "batch_timeout_ms = 30000",
-    "max_redirects = 5",
-    "allow =",
+    "listen = 127.0.0.1:8080", "workers = 64", "queue_capacity = 10000", "max_batch = 1000",
+    "max_body_bytes = 1048576", "max_response_bytes = 8388608", "max_answer_bytes = 67108864",
+    "default_timeout_ms = 10000", "max_timeout_ms = 60000", "batch_timeout_ms = 30000",
+    "max_redirects = 5", "allow =",
     "deny = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, 224.0.0.0/4, ff00::/8, 255.255.255.255/32",
-    "forward_headers =",
-    "auth_token =",
-    "per_host_limit = 0",
-    "shutdown_grace_ms = 10000",
-    "max_connections = 1024",
-    "client_timeout_ms = 30000",
-    "log_level = info",
-    "loop_token = fanoutd",
-    "listen_mode = 0660",
-    "reuse_port = off",
+    "forward_headers =", "auth_token =", "per_host_limit = 0", "shutdown_grace_ms = 10000",
+    "max_connections = 1024", "client_timeout_ms = 30000", "log_level = info",
+    "loop_token = fanoutd", "listen_mode = 0660", "reuse_port = off",
     /* share */
-    "coalesce = off",
-    "cache_ttl_ms = 0",
-    "cache_max_bytes = 67108864",
-    "inject_header =",
-    "sensitive_headers =",
-    "retries = 0",
-    "max_retries = 5",
-    "retry_backoff_ms = 100",
-    "retry_backoff_max_ms = 5000",
-    "breaker_failures = 0",
-    "breaker_open_ms = 30000",
-    "per_host_rate = 0",
-    "stream_heartbeat_ms = 10000", /* streaming */
+    "coalesce = off", "cache_ttl_ms = 0", "cache_max_bytes = 67108864",
+    "inject_header =", "sensitive_headers =", "retries = 0", "max_retries = 5",
+    "retry_backoff_ms = 100", "retry_backoff_max_ms = 5000", "breaker_failures = 0",
+    "breaker_open_ms = 30000", "per_host_rate = 0", "stream_heartbeat_ms = 10000", /* streaming */
 };
 
 /* Writes text to a new temporary file; path gets its name. */
@@ -143,7 +119,7 @@ static void test_defaults_dump(void)
         CHECK_EQ_INT(count_lines(text), FO_ARRAY_LEN(default_lines));
         for (size_t i = 0; i < FO_ARRAY_LEN(default_lines); i++)
             CHECK_CASE(has_line(text, default_lines[i]), default_lines[i]);
-        CHECK(strstr(text, " \n") == NULL);        /* "key =" has no trailing blank */
+        CHECK(strstr(text, " \n") == NULL); /* "key =" has no trailing blank */
     }
     CHECK_EQ_INT(cfg->workers, 64);
     CHECK_EQ_INT(cfg->deny.n, 6);
@@ -191,9 +167,9 @@ static void test_file_values(void)
     CHECK_EQ_INT(cfg->max_redirects, 0);
     CHECK_EQ_INT(cfg->max_batch, 12);
     CHECK_EQ_INT(cfg->allow.n, 2);
-    CHECK_EQ_INT(cfg->deny.n, 8);                   /* 6 defaults + 2 */
+    CHECK_EQ_INT(cfg->deny.n, 8); /* 6 defaults + 2 */
     CHECK_EQ_INT(cfg->forward_headers.n, 2);
-    CHECK_STR(cfg->auth_token, "s3cret#part");      /* '#' inside a value is not a comment */
+    CHECK_STR(cfg->auth_token, "s3cret#part"); /* '#' inside a value is not a comment */
     CHECK_EQ_INT(ntohs(((struct sockaddr_in *)&cfg->listen_addr)->sin_port), 9099);
     text = dump_text(cfg);
     if (text != NULL) {
@@ -201,10 +177,11 @@ static void test_file_values(void)
         CHECK(has_line(text, "listen = 127.0.0.1:9099"));
         CHECK(has_line(text, "workers = 8"));
         CHECK(has_line(text, "allow = 10.1.0.0/16, 192.168.0.0/24"));
-        CHECK(has_line(text, "deny = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, 224.0.0.0/4, "
-                             "ff00::/8, 255.255.255.255/32, 10.0.0.0/8, 172.16.0.0/12"));
+        CHECK(has_line(text,
+                       "deny = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, 224.0.0.0/4, "
+                       "ff00::/8, 255.255.255.255/32, 10.0.0.0/8, 172.16.0.0/12"));
         CHECK(has_line(text, "forward_headers = X-Request-Id, Accept-Language"));
-        CHECK(has_line(text, "auth_token = ***"));   /* never the token itself */
+        CHECK(has_line(text, "auth_token = ***")); /* never the token itself */
         CHECK(has_line(text, "log_level = debug"));
         CHECK(has_line(text, "per_host_limit = 4"));
         CHECK(has_line(text, "client_timeout_ms = 0"));
@@ -217,8 +194,8 @@ static void test_empty_lists(void)
 {
     char path[64];
     struct fo_msg msg = { "" };
-    struct config *cfg = build_from("allow =\nforward_headers =   \nauth_token =\ndeny =\n",
-                                    NULL, 0, &msg, path, sizeof(path));
+    struct config *cfg = build_from("allow =\nforward_headers =   \nauth_token =\ndeny =\n", NULL,
+                                    0, &msg, path, sizeof(path));
     char *text;
 
     if (cfg == NULL) {
@@ -227,7 +204,7 @@ static void test_empty_lists(void)
     }
     CHECK_EQ_INT(cfg->allow.n, 0);
     CHECK_EQ_INT(cfg->forward_headers.n, 0);
-    CHECK_EQ_INT(cfg->deny.n, 6);                   /* an empty deny keeps the defaults */
+    CHECK_EQ_INT(cfg->deny.n, 6); /* an empty deny keeps the defaults */
     text = dump_text(cfg);
     if (text != NULL) {
         CHECK(has_line(text, "allow ="));
@@ -245,28 +222,28 @@ static void test_file_errors_name_line(void)
         const char *text;
         int line;
     } cases[] = {
-        { "workers = 8\nbogus = 1\n", 2 },                      /* unknown key */
-        { "\n# c\nworkers = abc\n", 3 },                        /* bad number */
-        { "workers = -1\n", 1 },                                /* negative */
+        { "workers = 8\nbogus = 1\n", 2 }, /* unknown key */
+        { "\n# c\nworkers = abc\n", 3 },   /* bad number */
+        { "workers = -1\n", 1 },           /* negative */
         { "max_batch = -5\n", 1 },
-        { "workers = 0\n", 1 },                                 /* below the minimum */
-        { "max_redirects = 51\n", 1 },                          /* above the maximum */
+        { "workers = 0\n", 1 },        /* below the minimum */
+        { "max_redirects = 51\n", 1 }, /* above the maximum */
         { "workers = 99999999999999999999999\n", 1 },
         { "workers = 1.5\n", 1 },
         { "workers = 0x10\n", 1 },
         { "workers = 8 eight\n", 1 },
         { "workers =\n", 1 },
-        { "log_level = info\ndeny = 10.0.0.1/8\n", 2 },         /* bad CIDR (host bits) */
+        { "log_level = info\ndeny = 10.0.0.1/8\n", 2 }, /* bad CIDR (host bits) */
         { "allow = 10.0.0.0/8, 300.0.0.0/8\n", 1 },
         { "allow = nonsense\n", 1 },
         { "log_level = verbose\n", 1 },
-        { "listen = 127.0.0.1\n", 1 },                          /* no port */
+        { "listen = 127.0.0.1\n", 1 }, /* no port */
         { "listen = [::1]\n", 1 },
         { "listen = 127.0.0.1:0\n", 1 },
         { "listen = 127.0.0.1:65536\n", 1 },
         { "listen = :8080\n", 1 },
         { "workers = 4\nqueue_capacity = 9\nworkers = 5\n", 3 }, /* duplicate key */
-        { "workers 4\n", 1 },                                   /* no '=' */
+        { "workers 4\n", 1 },                                    /* no '=' */
         { "auth_token = two words\n", 1 },
     };
 
@@ -299,20 +276,15 @@ static void test_overrides(void)
         { "workers", "16" },
         { "deny", "10.0.0.0/8" },
         { "log_level", "warn" },
-        { "workers", "17" },                        /* later overrides win */
+        { "workers", "17" }, /* later overrides win */
         { "loop_token", "edge-1.example:8080" },
     };
     static const struct config_override bad[][1] = {
-        { { "workers", "zero" } },
-        { { "workers", "-3" } },
-        { { "no_such_key", "1" } },
-        { { "deny", "10.0.0.1/8" } },
-        { { "listen", "localhost" } },
-        { { "log_level", "loud" } },
-        { { "loop_token", "" } },
-        { { "loop_token", "a,b" } },
-        { { "loop_token", "a;b" } },
-        { { "loop_token", "caf\xc3\xa9" } },
+        { { "workers", "zero" } },     { { "workers", "-3" } },
+        { { "no_such_key", "1" } },    { { "deny", "10.0.0.1/8" } },
+        { { "listen", "localhost" } }, { { "log_level", "loud" } },
+        { { "loop_token", "" } },      { { "loop_token", "a,b" } },
+        { { "loop_token", "a;b" } },   { { "loop_token", "caf\xc3\xa9" } },
     };
     char path[64];
     struct fo_msg msg = { "" };
@@ -324,13 +296,14 @@ static void test_overrides(void)
     } else {
         CHECK_EQ_INT(cfg->workers, 17);
         CHECK_STR(cfg->loop_token, "edge-1.example:8080");
-        CHECK_EQ_INT(cfg->max_batch, 5);            /* from the file */
+        CHECK_EQ_INT(cfg->max_batch, 5); /* from the file */
         CHECK_EQ_INT(cfg->deny.n, 7);
         char *text = dump_text(cfg);
         CHECK(text != NULL && has_line(text, "log_level = warn"));
-        CHECK(text != NULL && has_line(text, "deny = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, "
-                                             "224.0.0.0/4, ff00::/8, 255.255.255.255/32, "
-                                             "10.0.0.0/8"));
+        CHECK(text != NULL && has_line(text,
+                                       "deny = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, "
+                                       "224.0.0.0/4, ff00::/8, 255.255.255.255/32, "
+                                       "10.0.0.0/8"));
         free(text);
         config_unref(cfg);
     }
@@ -349,10 +322,8 @@ static void test_listen_forms(void)
         int family;
         unsigned port;
     } cases[] = {
-        { "[::1]:8080", AF_INET6, 8080 },
-        { "[::]:9000", AF_INET6, 9000 },
-        { "127.0.0.1:8080", AF_INET, 8080 },
-        { "0.0.0.0:1", AF_INET, 1 },
+        { "[::1]:8080", AF_INET6, 8080 },     { "[::]:9000", AF_INET6, 9000 },
+        { "127.0.0.1:8080", AF_INET, 8080 },  { "0.0.0.0:1", AF_INET, 1 },
         { "10.0.0.1:65535", AF_INET, 65535 },
     };
 
@@ -390,8 +361,9 @@ static void test_listen_unix_mode_reuse(void)
         { { "listen", "unix:" } },
         { { "listen", "unix:/run/fanoutd/" } },
         { { "listen", "unix:/run/fan\toutd.sock" } },
-        { { "listen", "unix:/a/very/long/path/that/goes/on/and/on/and/on/past/the/one/hundred/"
-                      "and/eight/bytes/of/sun_path/in/struct/sockaddr_un.sock" } },
+        { { "listen",
+            "unix:/a/very/long/path/that/goes/on/and/on/and/on/past/the/one/hundred/"
+            "and/eight/bytes/of/sun_path/in/struct/sockaddr_un.sock" } },
         { { "listen_mode", "0800" } },
         { { "listen_mode", "01777" } },
         { { "listen_mode", "rw-rw----" } },

@@ -28,36 +28,38 @@ static void test_utf8_valid(void)
     static const struct bytes_case cases[] = {
         { B(""), 1 },
         { B("plain ascii"), 1 },
-        { B("a\0b"), 1 },                               /* NUL is a valid code point */
-        { B("h\xc3\xa9llo"), 1 },                       /* U+00E9 */
-        { B("\xe2\x82\xac"), 1 },                       /* U+20AC */
-        { B("\xf0\x9f\x98\x80"), 1 },                   /* U+1F600, 4 bytes */
-        { B("\xf4\x8f\xbf\xbf"), 1 },                   /* U+10FFFF, the last */
-        { B("\xed\x9f\xbf"), 1 },                       /* U+D7FF, before the surrogates */
-        { B("\xee\x80\x80"), 1 },                       /* U+E000, after them */
-        { B("abcdefgh\xc3\xa9" "abcdefgh\xf0\x9f\x98\x80"), 1 },
-        { B("\xc0\xaf"), 0 },                           /* overlong '/' */
-        { B("\xc1\xbf"), 0 },                           /* overlong U+007F */
-        { B("\xe0\x80\xaf"), 0 },                       /* overlong 3-byte '/' */
-        { B("\xe0\x9f\xbf"), 0 },                       /* overlong U+07FF */
-        { B("\xf0\x80\x80\xaf"), 0 },                   /* overlong 4-byte '/' */
-        { B("\xf0\x8f\xbf\xbf"), 0 },                   /* overlong U+FFFF */
-        { B("\xed\xa0\x80"), 0 },                       /* U+D800 */
-        { B("\xed\xbf\xbf"), 0 },                       /* U+DFFF */
-        { B("\xed\xa0\xbd\xed\xb8\x80"), 0 },           /* CESU-8 surrogate pair */
-        { B("\xf4\x90\x80\x80"), 0 },                   /* U+110000 */
+        { B("a\0b"), 1 },             /* NUL is a valid code point */
+        { B("h\xc3\xa9llo"), 1 },     /* U+00E9 */
+        { B("\xe2\x82\xac"), 1 },     /* U+20AC */
+        { B("\xf0\x9f\x98\x80"), 1 }, /* U+1F600, 4 bytes */
+        { B("\xf4\x8f\xbf\xbf"), 1 }, /* U+10FFFF, the last */
+        { B("\xed\x9f\xbf"), 1 },     /* U+D7FF, before the surrogates */
+        { B("\xee\x80\x80"), 1 },     /* U+E000, after them */
+        { B("abcdefgh\xc3\xa9"
+            "abcdefgh\xf0\x9f\x98\x80"),
+          1 },
+        { B("\xc0\xaf"), 0 },                 /* overlong '/' */
+        { B("\xc1\xbf"), 0 },                 /* overlong U+007F */
+        { B("\xe0\x80\xaf"), 0 },             /* overlong 3-byte '/' */
+        { B("\xe0\x9f\xbf"), 0 },             /* overlong U+07FF */
+        { B("\xf0\x80\x80\xaf"), 0 },         /* overlong 4-byte '/' */
+        { B("\xf0\x8f\xbf\xbf"), 0 },         /* overlong U+FFFF */
+        { B("\xed\xa0\x80"), 0 },             /* U+D800 */
+        { B("\xed\xbf\xbf"), 0 },             /* U+DFFF */
+        { B("\xed\xa0\xbd\xed\xb8\x80"), 0 }, /* CESU-8 surrogate pair */
+        { B("\xf4\x90\x80\x80"), 0 },         /* U+110000 */
         { B("\xf5\x80\x80\x80"), 0 },
-        { B("\xf8\x88\x80\x80\x80"), 0 },               /* 5-byte form */
+        { B("\xf8\x88\x80\x80\x80"), 0 }, /* 5-byte form */
         { B("\xfe"), 0 },
         { B("\xff"), 0 },
-        { B("\x80"), 0 },                               /* lone continuation */
-        { B("\xc3"), 0 },                               /* truncated 2-byte */
-        { B("\xe2\x82"), 0 },                           /* truncated 3-byte */
-        { B("\xf0\x9f\x98"), 0 },                       /* truncated 4-byte */
-        { B("ok ok ok \xf0\x9f\x98"), 0 },              /* truncated at the end */
-        { B("\xe2\x28\xa1"), 0 },                       /* bad continuation */
-        { B("\xc3\xa9\xa9"), 0 },                       /* one continuation too many */
-        { B("abcdefghijklmnop\x80xyz"), 0 },            /* after the 8-byte fast path */
+        { B("\x80"), 0 },                    /* lone continuation */
+        { B("\xc3"), 0 },                    /* truncated 2-byte */
+        { B("\xe2\x82"), 0 },                /* truncated 3-byte */
+        { B("\xf0\x9f\x98"), 0 },            /* truncated 4-byte */
+        { B("ok ok ok \xf0\x9f\x98"), 0 },   /* truncated at the end */
+        { B("\xe2\x28\xa1"), 0 },            /* bad continuation */
+        { B("\xc3\xa9\xa9"), 0 },            /* one continuation too many */
+        { B("abcdefghijklmnop\x80xyz"), 0 }, /* after the 8-byte fast path */
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
@@ -74,15 +76,38 @@ static int jv(const char *s, size_t len, size_t depth)
 static void test_json_valid_accepts(void)
 {
     static const char *const valid[] = {
-        "0", "-0", "1", "-1", "12345678901234567890123", "-12345678901234567890123",
-        "1e300", "1E+2", "1e-2", "-0.5e-3", "3.14", "0.0", "true", "false", "null",
-        "\"\"", "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"",
-        "\"\\u00e9\\u00E9\"", "\"\\uD83D\\uDE00\"", "\"\\ud83d\\ude00\"",
-        "\"h\xc3\xa9 \xf0\x9f\x98\x80\"", "\"\x7f\"",
-        "{}", "[]", "[[]]", "[{}]", "{\"a\":{}}", "[ ]", "{ }",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "12345678901234567890123",
+        "-12345678901234567890123",
+        "1e300",
+        "1E+2",
+        "1e-2",
+        "-0.5e-3",
+        "3.14",
+        "0.0",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"",
+        "\"\\u00e9\\u00E9\"",
+        "\"\\uD83D\\uDE00\"",
+        "\"\\ud83d\\ude00\"",
+        "\"h\xc3\xa9 \xf0\x9f\x98\x80\"",
+        "\"\x7f\"",
+        "{}",
+        "[]",
+        "[[]]",
+        "[{}]",
+        "{\"a\":{}}",
+        "[ ]",
+        "{ }",
         " \t\r\n[1, {\"a\": [null, true]}, \"x\"] \n",
         "{\"a\":{\"b\":{\"c\":[1,2,{\"d\":null}]}}}",
-        "{\"a\":1,\"b\":{\"a\":2}}",                  /* same key in different objects */
+        "{\"a\":1,\"b\":{\"a\":2}}", /* same key in different objects */
         "[{\"a\":1},{\"a\":2}]",
         "{\"a\":1,\"A\":2,\"a \":3}",
         "{\"\":1}",
@@ -96,32 +121,75 @@ static void test_json_valid_accepts(void)
 static void test_json_valid_rejects(void)
 {
     static const struct bytes_case invalid[] = {
-        { B(""), 0 }, { B("   "), 0 },
-        { B("[1,]"), 0 }, { B("{\"a\":1,}"), 0 }, { B("[,1]"), 0 }, { B("[1,,2]"), 0 },
-        { B("01"), 0 }, { B("-01"), 0 }, { B("[01]"), 0 }, { B("00"), 0 },
-        { B("1."), 0 }, { B(".5"), 0 }, { B("+1"), 0 }, { B("1e"), 0 }, { B("1e+"), 0 },
-        { B("-"), 0 }, { B("0x10"), 0 }, { B("1.5.2"), 0 }, { B("1.e5"), 0 }, { B("-.5"), 0 },
-        { B("1e5.0"), 0 }, { B("- 1"), 0 },
-        { B("NaN"), 0 }, { B("Infinity"), 0 }, { B("-Infinity"), 0 }, { B("[NaN]"), 0 },
-        { B("'a'"), 0 }, { B("{'a':1}"), 0 }, { B("{a:1}"), 0 },
-        { B("\"a\tb\""), 0 }, { B("\"a\nb\""), 0 }, { B("\"\x01\""), 0 },
+        { B(""), 0 },
+        { B("   "), 0 },
+        { B("[1,]"), 0 },
+        { B("{\"a\":1,}"), 0 },
+        { B("[,1]"), 0 },
+        { B("[1,,2]"), 0 },
+        { B("01"), 0 },
+        { B("-01"), 0 },
+        { B("[01]"), 0 },
+        { B("00"), 0 },
+        { B("1."), 0 },
+        { B(".5"), 0 },
+        { B("+1"), 0 },
+        { B("1e"), 0 },
+        { B("1e+"), 0 },
+        { B("-"), 0 },
+        { B("0x10"), 0 },
+        { B("1.5.2"), 0 },
+        { B("1.e5"), 0 },
+        { B("-.5"), 0 },
+        { B("1e5.0"), 0 },
+        { B("- 1"), 0 },
+        { B("NaN"), 0 },
+        { B("Infinity"), 0 },
+        { B("-Infinity"), 0 },
+        { B("[NaN]"), 0 },
+        { B("'a'"), 0 },
+        { B("{'a':1}"), 0 },
+        { B("{a:1}"), 0 },
+        { B("\"a\tb\""), 0 },
+        { B("\"a\nb\""), 0 },
+        { B("\"\x01\""), 0 },
         { B("\"a\0b\""), 0 },
-        { B("\"\\x\""), 0 }, { B("\"\\'\""), 0 }, { B("\"\\u12\""), 0 },
-        { B("\"\\u12G4\""), 0 }, { B("\"\\"), 0 }, { B("\"abc"), 0 },
-        { B("\"\xc3\""), 0 }, { B("\"\xed\xa0\x80\""), 0 }, { B("\"\xc0\xaf\""), 0 },
-        { B("{\"\xff\":1}"), 0 },                            /* bad UTF-8 in a key */
-        { B("1 2"), 0 }, { B("[] []"), 0 }, { B("{}{}"), 0 }, { B("{\"a\":1}x"), 0 },
-        { B("[1 2]"), 0 }, { B("{\"a\":1 \"b\":2}"), 0 },
-        { B("["), 0 }, { B("{"), 0 }, { B("]"), 0 }, { B("[}"), 0 }, { B("{]"), 0 },
-        { B("{\"a\"}"), 0 }, { B("{\"a\" 1}"), 0 }, { B("{1:2}"), 0 }, { B("{\"a\":}"), 0 },
-        { B("tru"), 0 }, { B("nul"), 0 }, { B("True"), 0 }, { B("nulll"), 0 },
+        { B("\"\\x\""), 0 },
+        { B("\"\\'\""), 0 },
+        { B("\"\\u12\""), 0 },
+        { B("\"\\u12G4\""), 0 },
+        { B("\"\\"), 0 },
+        { B("\"abc"), 0 },
+        { B("\"\xc3\""), 0 },
+        { B("\"\xed\xa0\x80\""), 0 },
+        { B("\"\xc0\xaf\""), 0 },
+        { B("{\"\xff\":1}"), 0 }, /* bad UTF-8 in a key */
+        { B("1 2"), 0 },
+        { B("[] []"), 0 },
+        { B("{}{}"), 0 },
+        { B("{\"a\":1}x"), 0 },
+        { B("[1 2]"), 0 },
+        { B("{\"a\":1 \"b\":2}"), 0 },
+        { B("["), 0 },
+        { B("{"), 0 },
+        { B("]"), 0 },
+        { B("[}"), 0 },
+        { B("{]"), 0 },
+        { B("{\"a\"}"), 0 },
+        { B("{\"a\" 1}"), 0 },
+        { B("{1:2}"), 0 },
+        { B("{\"a\":}"), 0 },
+        { B("tru"), 0 },
+        { B("nul"), 0 },
+        { B("True"), 0 },
+        { B("nulll"), 0 },
         { B("{\"a\":1,\"a\":2}"), 0 },
-        { B("{\"a\":1,\"\\u0061\":2}"), 0 },                 /* same key, escaped */
+        { B("{\"a\":1,\"\\u0061\":2}"), 0 }, /* same key, escaped */
         { B("{\"\\/\":1,\"/\":2}"), 0 },
-        { B("{\"x\":{\"b\":1,\"b\":1}}"), 0 },              /* duplicate one level down */
+        { B("{\"x\":{\"b\":1,\"b\":1}}"), 0 }, /* duplicate one level down */
         { B("[{\"a\":1,\"b\":2,\"a\":3}]"), 0 },
         { B("{\"\xc3\xa9\":1,\"\\u00e9\":2}"), 0 },
-        { B("{\"\\u00E9\":1,\"\\u00e9\":2}"), 0 },           /* hex digit case */
+        { B("{\"\\u00E9\":1,\"\\u00e9\":2}"), 0 }, /* hex digit case */
         { B("{\"\\ud83d\\ude00\":1,\"\\uD83D\\uDE00\":2}"), 0 },
         /* U+1F600 raw and as an escaped surrogate pair: the same key. */
         { B("{\"\xf0\x9f\x98\x80\":1,\"\\ud83d\\ude00\":2}"), 0 },
@@ -129,8 +197,8 @@ static void test_json_valid_rejects(void)
 
     for (size_t i = 0; i < FO_ARRAY_LEN(invalid); i++) {
         if (jv(invalid[i].s, invalid[i].len, 64) != 0)
-            CHECK_FAIL_("json_valid accepted invalid case %zu: '%.*s'", i,
-                        (int)invalid[i].len, invalid[i].s);
+            CHECK_FAIL_("json_valid accepted invalid case %zu: '%.*s'", i, (int)invalid[i].len,
+                        invalid[i].s);
     }
 }
 
@@ -141,12 +209,21 @@ static void test_json_valid_depth_and_bounds(void)
         size_t depth;
         int want;
     } cases[] = {
-        { "1", 0, 1 }, { "\"s\"", 0, 1 }, { "[]", 0, 0 }, { "{}", 0, 0 },
-        { "[1]", 1, 1 }, { "[[1]]", 1, 0 },
-        { "[[1]]", 2, 1 }, { "[[[1]]]", 2, 0 }, { "[[]]", 2, 1 }, { "[[[]]]", 2, 0 },
-        { "{\"a\":{\"b\":1}}", 2, 1 }, { "{\"a\":{\"b\":{}}}", 2, 0 },
-        { "[{\"a\":[1]}]", 3, 1 }, { "[{\"a\":[1]}]", 2, 0 },
-        { "[[1],[2],[3]]", 2, 1 },                       /* siblings do not add up */
+        { "1", 0, 1 },
+        { "\"s\"", 0, 1 },
+        { "[]", 0, 0 },
+        { "{}", 0, 0 },
+        { "[1]", 1, 1 },
+        { "[[1]]", 1, 0 },
+        { "[[1]]", 2, 1 },
+        { "[[[1]]]", 2, 0 },
+        { "[[]]", 2, 1 },
+        { "[[[]]]", 2, 0 },
+        { "{\"a\":{\"b\":1}}", 2, 1 },
+        { "{\"a\":{\"b\":{}}}", 2, 0 },
+        { "[{\"a\":[1]}]", 3, 1 },
+        { "[{\"a\":[1]}]", 2, 0 },
+        { "[[1],[2],[3]]", 2, 1 }, /* siblings do not add up */
     };
     char deep[2 * 1000 + 1];
     size_t vs = 99, ve = 99;
@@ -164,7 +241,7 @@ static void test_json_valid_depth_and_bounds(void)
     memset(deep, '[', 1000);
     memset(deep + 1000, ']', 1000);
     CHECK_EQ_INT(jv(deep, 2000, FO_MAX_JSON_DEPTH), 0);
-    CHECK_EQ_INT(jv(deep, 1000, FO_MAX_JSON_DEPTH), 0);      /* unclosed */
+    CHECK_EQ_INT(jv(deep, 1000, FO_MAX_JSON_DEPTH), 0); /* unclosed */
 
     /* The bounds of the value exclude the white space around it. */
     CHECK_EQ_INT(json_valid(" \n [1, 2]\t ", 11, 8, &vs, &ve), 1);
@@ -279,7 +356,7 @@ static json_t *encode_and_parse(const char *ctype, const char *body, size_t len,
                                 enum body_encoding *enc, struct buf *out)
 {
     buf_init(out, 0);
-    *enc = (enum body_encoding)-1;
+    *enc = (enum body_encoding) - 1;
     if (body_encode(out, ctype, body, len, enc) != FO_OK)
         return NULL;
     /* Integers beyond 64 bits are valid JSON; jansson reads them only as reals. */
@@ -298,10 +375,10 @@ static void test_body_encode(void)
         const char *body;
         size_t len;
         enum body_encoding enc;
-        const char *out;        /* exact bytes written */
+        const char *out; /* exact bytes written */
     } cases[] = {
-        { "json verbatim, big number kept", "application/json", B("{\"n\": 12345678901234567890123}"),
-          BODY_JSON, "{\"n\": 12345678901234567890123}" },
+        { "json verbatim, big number kept", "application/json",
+          B("{\"n\": 12345678901234567890123}"), BODY_JSON, "{\"n\": 12345678901234567890123}" },
         { "json spelling kept", "application/json; charset=utf-8", B("[1e300, -0.5e-3, 1.0]"),
           BODY_JSON, "[1e300, -0.5e-3, 1.0]" },
         { "json white space trimmed", "application/json", B(" \r\n[1]\n\n"), BODY_JSON, "[1]" },
@@ -353,8 +430,8 @@ static void test_body_encode_base64_round_trip(void)
     for (size_t i = 0; i < sizeof(bytes); i++)
         bytes[i] = (unsigned char)(255 - i % 256);
     for (size_t len = sizeof(bytes) - 3; len <= sizeof(bytes); len++) {
-        json_t *v = encode_and_parse("application/octet-stream", (const char *)bytes, len, &enc,
-                                     &out);
+        json_t *v =
+            encode_and_parse("application/octet-stream", (const char *)bytes, len, &enc, &out);
         CHECK_EQ_INT(enc, BODY_BASE64);
         CHECK(json_is_string(v));
         if (json_is_string(v)) {
@@ -376,9 +453,9 @@ static void test_body_encode_output_parses(void)
 {
     static const struct bytes_case bodies[] = {
         { B("{\"s\":\"\\ud83d\\ude00\"}"), 0 },
-        { B("{\"s\":\"\\ud800\"}"), 0 },           /* lone high surrogate escape */
-        { B("[\"\\udc00x\"]"), 0 },               /* lone low surrogate escape */
-        { B("\"\\ude00\\ud83d\""), 0 },           /* pair in the wrong order */
+        { B("{\"s\":\"\\ud800\"}"), 0 }, /* lone high surrogate escape */
+        { B("[\"\\udc00x\"]"), 0 },      /* lone low surrogate escape */
+        { B("\"\\ude00\\ud83d\""), 0 },  /* pair in the wrong order */
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(bodies); i++) {
@@ -410,7 +487,7 @@ static void test_json_put_str(void)
         { B("\xe2\x80\xa8"), "\"\\u2028\"" },
         { B("x\xe2\x80\xa9y"), "\"x\\u2029y\"" },
         { B("\xe2\x80\xa8\xe2\x80\xa9"), "\"\\u2028\\u2029\"" },
-        { B("\xe2\x80\xa7\xe2\x80\xaa"), "\"\xe2\x80\xa7\xe2\x80\xaa\"" },  /* neighbours kept */
+        { B("\xe2\x80\xa7\xe2\x80\xaa"), "\"\xe2\x80\xa7\xe2\x80\xaa\"" }, /* neighbours kept */
         { B("h\xc3\xa9 \xf0\x9f\x98\x80"), "\"h\xc3\xa9 \xf0\x9f\x98\x80\"" },
         { B("</script>"), "\"</script>\"" },
     };
@@ -423,8 +500,7 @@ static void test_json_put_str(void)
         CHECK_EQ_INT(json_put_str(&b, cases[i].in, cases[i].len), FO_OK);
         /* \u escapes may use either case of hex digit. */
         if (strcasecmp(buf_cstr(&b), cases[i].out) != 0)
-            CHECK_FAIL_("json_put_str case %zu wrote %s, want %s", i, buf_cstr(&b),
-                        cases[i].out);
+            CHECK_FAIL_("json_put_str case %zu wrote %s, want %s", i, buf_cstr(&b), cases[i].out);
         CHECK(utf8_valid(b.data, b.len));
         v = json_loadb(b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         CHECK(json_is_string(v));
@@ -464,10 +540,10 @@ static void test_buf_cap(void)
 
     buf_init(&b, 8);
     CHECK_EQ_INT(buf_puts(&b, "12345"), FO_OK);
-    CHECK_EQ_INT(buf_puts(&b, "6789"), FO_ETOOBIG);     /* would pass the cap */
-    CHECK_STR(buf_cstr(&b), "12345");                   /* unchanged */
+    CHECK_EQ_INT(buf_puts(&b, "6789"), FO_ETOOBIG); /* would pass the cap */
+    CHECK_STR(buf_cstr(&b), "12345");               /* unchanged */
     CHECK_EQ_INT(b.len, 5);
-    CHECK_EQ_INT(buf_puts(&b, "678"), FO_OK);           /* exactly the cap */
+    CHECK_EQ_INT(buf_puts(&b, "678"), FO_OK); /* exactly the cap */
     CHECK_STR(buf_cstr(&b), "12345678");
     CHECK_EQ_INT(buf_putc(&b, '9'), FO_ETOOBIG);
     CHECK_EQ_INT(buf_printf(&b, "%d", 1), FO_ETOOBIG);
@@ -504,8 +580,8 @@ static void test_body_encode_bom_and_charsets(void)
           "\"\xc3\xa9\"" },
         { "latin-1 after another parameter", "text/plain; format=flowed; charset=latin1",
           B("\xe9"), BODY_TEXT, "\"\xc3\xa9\"" },
-        { "quoted parameter holding ;charset=", "text/plain; x=\";charset=latin1\"",
-          B("\xe9"), BODY_BASE64, "\"6Q==\"" },
+        { "quoted parameter holding ;charset=", "text/plain; x=\";charset=latin1\"", B("\xe9"),
+          BODY_BASE64, "\"6Q==\"" },
         { "windows-1252 euro", "text/plain; charset=windows-1252", B("\x80 5"), BODY_TEXT,
           "\"\xe2\x82\xac 5\"" },
         { "windows-1252 undefined byte", "text/plain; charset=windows-1252", B("\x81"),
@@ -527,7 +603,9 @@ static void test_body_encode_bom_and_charsets(void)
         { "json in latin-1", "application/json; charset=iso-8859-1",
           B("{\"caf\xe9\":123456789012345678901234567890}"), BODY_JSON,
           "{\"caf\xc3\xa9\":123456789012345678901234567890}" },
-        { "json in utf-16", "application/json; charset=utf-16", B("\xff\xfe[\0" "1\0]\0"),
+        { "json in utf-16", "application/json; charset=utf-16",
+          B("\xff\xfe[\0"
+            "1\0]\0"),
           BODY_JSON, "[1]" },
         { "bad json in latin-1 is text", "application/json; charset=latin1", B("{\xe9"),
           BODY_TEXT, "\"{\xc3\xa9\"" },
@@ -570,7 +648,7 @@ static void test_charset_bounds(void)
     big[sizeof(big) - 1] = '\0';
     memcpy(big, "text/plain;charset=", 19);
     CHECK_EQ_INT(content_charset(big, name, sizeof(name)), 1);
-    CHECK_STR(name, "");                       /* too long: no charset name */
+    CHECK_STR(name, ""); /* too long: no charset name */
     /* Growth: ISO-8859-1 at most 2x, UTF-16 1.5x; both inside the 3x cap. */
     memset(big, '\xe9', sizeof(big));
     CHECK_EQ_INT(charset_to_utf8("ISO-8859-1", big, sizeof(big), &out), FO_OK);
@@ -578,7 +656,7 @@ static void test_charset_bounds(void)
     CHECK(out.cap <= 3 * sizeof(big) + 16);
     buf_free(&out);
     for (size_t i = 0; i < sizeof(big); i += 2) {
-        big[i] = '\x20';                        /* U+20AC, 3 bytes in UTF-8 */
+        big[i] = '\x20'; /* U+20AC, 3 bytes in UTF-8 */
         big[i + 1] = '\xac';
     }
     CHECK_EQ_INT(charset_to_utf8("UTF-16BE", big, sizeof(big), &out), FO_OK);

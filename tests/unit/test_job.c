@@ -167,9 +167,10 @@ static void test_withdraw_then_finish(void)
  * if they reach the job (the configuration refuses their names). */
 static void test_request_drops_framing_headers(void)
 {
-    static const char *const lines[] = { "CDN-Loop: a", "Content-Length: 27", "X-Ok: 1",
-                                         "host: h", "Connection: close", "Transfer-Encoding;",
-                                         "TE: trailers", "X-Host: 2" };
+    static const char *const lines[] = { "CDN-Loop: a",       "Content-Length: 27",
+                                         "X-Ok: 1",           "host: h",
+                                         "Connection: close", "Transfer-Encoding;",
+                                         "TE: trailers",      "X-Host: 2" };
     struct config *cfg = make_config();
     const char *body = "[\"http://127.0.0.1:1/\"]";
     struct batch_req req;
@@ -180,7 +181,8 @@ static void test_request_drops_framing_headers(void)
     size_t n = FO_ARRAY_LEN(lines);
     char **fwd = calloc(n, sizeof(*fwd));
 
-    if (cfg == NULL || fwd == NULL || batch_parse(body, strlen(body), 1, cfg, &req, &msg) != FO_OK) {
+    if (cfg == NULL || fwd == NULL ||
+        batch_parse(body, strlen(body), 1, cfg, &req, &msg) != FO_OK) {
         CHECK_FAIL_("set-up");
         free(fwd);
         config_unref(cfg);

@@ -36,12 +36,17 @@ static void test_parse_accepts(void)
         { "{\"big\":123456789012345678901234567890,\"n\":1,\"id\":9007199254740993}",
           "{\"big\":123456789012345678901234567890,\"n\":1,\"id\":9007199254740993}" },
         { "{\"keep\":1,\"f\":1e400}", "{\"keep\":1,\"f\":1e400}" },
-        { "{\"z\":-0,\"one\":1.0,\"e\":1E+2,\"m\":-0.0e-0}", "{\"z\":-0,\"one\":1.0,\"e\":1E+2,\"m\":-0.0e-0}" },
+        { "{\"z\":-0,\"one\":1.0,\"e\":1E+2,\"m\":-0.0e-0}",
+          "{\"z\":-0,\"one\":1.0,\"e\":1E+2,\"m\":-0.0e-0}" },
         { " \n\t{ \"a\" : [ 1 , 2 ] }\r\n", "{ \"a\" : [ 1 , 2 ] }" },
         { "[1,{\"x\":[]},\"s\"]", "[1,{\"x\":[]},\"s\"]" },
         { "\"\\u00e9\\ud83d\\ude00\xc3\xa9\"", "\"\\u00e9\\ud83d\\ude00\xc3\xa9\"" },
-        { "true", "true" }, { "false", "false" }, { "null", "null" }, { "0", "0" },
-        { "{}", "{}" }, { "[]", "[]" },
+        { "true", "true" },
+        { "false", "false" },
+        { "null", "null" },
+        { "0", "0" },
+        { "{}", "{}" },
+        { "[]", "[]" },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++)
@@ -51,10 +56,12 @@ static void test_parse_accepts(void)
 static void test_parse_rejects(void)
 {
     static const char *const bad[] = {
-        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "01", "1.", ".5", "-",
-        "1e", "+1", "tru", "nul", "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"",
-        "\"\xff\"", "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"a\x01\"", "1 2", "{} x", "[1]]",
-        "{\"a\":1}}", "NaN", "Infinity", "{\"a\"}", "[\"a\":1]",
+        "",          " ",           "{",           "}",        "[1,]",         "{\"a\":1,}",
+        "{\"a\" 1}", "{a:1}",       "01",          "1.",       ".5",           "-",
+        "1e",        "+1",          "tru",         "nul",      "\"abc",        "\"\\x\"",
+        "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\xff\"", "\"\xc0\x80\"", "\"\xed\xa0\x80\"",
+        "\"a\x01\"", "1 2",         "{} x",        "[1]]",     "{\"a\":1}}",   "NaN",
+        "Infinity",  "{\"a\"}",     "[\"a\":1]",
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(bad); i++) {
@@ -96,7 +103,8 @@ static void test_parse_depth(void)
 
 static void test_spans_and_kinds(void)
 {
-    const char *text = "{\"a\":[1, 2],\"s\":\"x\",\"o\":{\"n\":-1.5e3},\"t\":true,\"f\":false,\"z\":null}";
+    const char *text =
+        "{\"a\":[1, 2],\"s\":\"x\",\"o\":{\"n\":-1.5e3},\"t\":true,\"f\":false,\"z\":null}";
     struct jt_arena a;
     struct jt_value v, *x;
 
@@ -107,7 +115,7 @@ static void test_spans_and_kinds(void)
     CHECK_EQ_INT(v.obj->n, 6);
     x = jt_get(&v, "a", 1);
     CHECK(x != NULL && x->kind == JT_ARRAY && x->len == 6 && memcmp(x->raw, "[1, 2]", 6) == 0);
-    CHECK(x != NULL && x->obj == NULL);          /* arrays stay spans */
+    CHECK(x != NULL && x->obj == NULL); /* arrays stay spans */
     x = jt_get(&v, "o", 1);
     CHECK(x != NULL && x->kind == JT_OBJECT);
     x = jt_get(x, "n", 1);
@@ -126,8 +134,9 @@ static void test_spans_and_kinds(void)
 
 static void test_escaped_keys(void)
 {
-    const char *text = "{\"\\u0061\":1,\"a\":2,\"\\/\\n\":3,\"\\ud83d\\ude00\":4,\"\xc3\xa9\":5,"
-                       "\"\\u00E9\":6}";
+    const char *text =
+        "{\"\\u0061\":1,\"a\":2,\"\\/\\n\":3,\"\\ud83d\\ude00\":4,\"\xc3\xa9\":5,"
+        "\"\\u00E9\":6}";
     struct jt_arena a;
     struct jt_value v;
 
@@ -140,7 +149,8 @@ static void test_escaped_keys(void)
     CHECK(jt_get(&v, "\xf0\x9f\x98\x80", 4) != NULL);
     CHECK(jt_get(&v, "\xc3\xa9", 2) != NULL && jt_get(&v, "\xc3\xa9", 2)->raw[0] == '6');
     jt_arena_free(&a);
-    CHECK_STR(round_trip(text), "{\"\\u0061\":2,\"\\/\\n\":3,\"\\ud83d\\ude00\":4,\"\xc3\xa9\":6}");
+    CHECK_STR(round_trip(text),
+              "{\"\\u0061\":2,\"\\/\\n\":3,\"\\ud83d\\ude00\":4,\"\xc3\xa9\":6}");
 }
 
 static void test_duplicate_keys(void)
@@ -204,8 +214,9 @@ static void test_merge(void)
         "{\"big\":123456789012345678901234567890,\"n\":1,\"id\":9007199254740993}",
         "{\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0}",
     };
-    CHECK_STR(merge(numbers, 2), "{\"big\":123456789012345678901234567890,\"n\":1,"
-                                 "\"id\":9007199254740993,\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0}");
+    CHECK_STR(merge(numbers, 2),
+              "{\"big\":123456789012345678901234567890,\"n\":1,"
+              "\"id\":9007199254740993,\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0}");
 
     static const char *const nested[] = {
         "{\"a\":{\"x\":1,\"arr\":[1,2,3],\"o\":{\"p\":1,\"q\":1}},\"s\":\"first\",\"objnow\":5,"
@@ -214,21 +225,24 @@ static void test_merge(void)
         "\"objnow\":{\"is\":\"object\"},\"scalnow\":\"scalar\"}",
         "{\"a\":{\"o\":{\"r\":30}},\"objnow\":{\"more\":[]}}",
     };
-    CHECK_STR(merge(nested, 3), "{\"a\":{\"x\":1,\"arr\":[9],\"o\":{\"p\":1,\"q\":2,\"r\":30},"
-                                "\"y\":2},\"s\":\"second\",\"objnow\":{\"is\":\"object\","
-                                "\"more\":[]},\"scalnow\":\"scalar\"}");
+    CHECK_STR(merge(nested, 3),
+              "{\"a\":{\"x\":1,\"arr\":[9],\"o\":{\"p\":1,\"q\":2,\"r\":30},"
+              "\"y\":2},\"s\":\"second\",\"objnow\":{\"is\":\"object\","
+              "\"more\":[]},\"scalnow\":\"scalar\"}");
 
     /* A key whose value changes type, back and forth. */
     static const char *const types[] = {
-        "{\"k\":{\"old\":true}}", "{\"k\":5}", "{\"k\":{\"new\":1}}", "{\"k\":[1]}",
-        "{\"k\":\"s\"}", "{\"k\":{\"last\":null}}",
+        "{\"k\":{\"old\":true}}", "{\"k\":5}",
+        "{\"k\":{\"new\":1}}",    "{\"k\":[1]}",
+        "{\"k\":\"s\"}",          "{\"k\":{\"last\":null}}",
     };
     CHECK_STR(merge(types, 6), "{\"k\":{\"last\":null}}");
     CHECK_STR(merge(types, 3), "{\"k\":{\"new\":1}}");
 
     /* Keys compare decoded; the first spelling is kept. */
     static const char *const keys[] = {
-        "{\"\\u0061\":{\"x\":1},\"\xc3\xa9\":1}", "{\"a\":{\"y\":2},\"\\u00e9\":2}",
+        "{\"\\u0061\":{\"x\":1},\"\xc3\xa9\":1}",
+        "{\"a\":{\"y\":2},\"\\u00e9\":2}",
     };
     CHECK_STR(merge(keys, 2), "{\"\\u0061\":{\"x\":1,\"y\":2},\"\xc3\xa9\":2}");
 
@@ -274,22 +288,38 @@ static const char *pointer(const char *text, const char *ptr, fo_err *err)
 static void test_pointer(void)
 {
     /* RFC 6901 section 5's document and examples. */
-    const char *doc = "{\"foo\": [\"bar\", \"baz\"], \"\": 0, \"a/b\": 1, \"c%d\": 2, \"e^f\": 3,"
-                      " \"g|h\": 4, \"i\\\\j\": 5, \"k\\\"l\": 6, \" \": 7, \"m~n\": 8}";
+    const char *doc =
+        "{\"foo\": [\"bar\", \"baz\"], \"\": 0, \"a/b\": 1, \"c%d\": 2, \"e^f\": 3,"
+        " \"g|h\": 4, \"i\\\\j\": 5, \"k\\\"l\": 6, \" \": 7, \"m~n\": 8}";
     static const struct {
         const char *ptr, *want;
         fo_err err;
     } cases[] = {
-        { "", NULL, FO_OK }, { "/foo", "[\"bar\", \"baz\"]", FO_OK }, { "/foo/0", "\"bar\"", FO_OK },
-        { "/", "0", FO_OK }, { "/a~1b", "1", FO_OK }, { "/c%d", "2", FO_OK }, { "/e^f", "3", FO_OK },
-        { "/g|h", "4", FO_OK }, { "/i\\j", "5", FO_OK }, { "/k\"l", "6", FO_OK }, { "/ ", "7", FO_OK },
-        { "/m~0n", "8", FO_OK }, { "/foo/1", "\"baz\"", FO_OK },
+        { "", NULL, FO_OK },
+        { "/foo", "[\"bar\", \"baz\"]", FO_OK },
+        { "/foo/0", "\"bar\"", FO_OK },
+        { "/", "0", FO_OK },
+        { "/a~1b", "1", FO_OK },
+        { "/c%d", "2", FO_OK },
+        { "/e^f", "3", FO_OK },
+        { "/g|h", "4", FO_OK },
+        { "/i\\j", "5", FO_OK },
+        { "/k\"l", "6", FO_OK },
+        { "/ ", "7", FO_OK },
+        { "/m~0n", "8", FO_OK },
+        { "/foo/1", "\"baz\"", FO_OK },
         /* what names nothing */
-        { "/foo/2", NULL, FO_ENOTFOUND }, { "/foo/-", NULL, FO_ENOTFOUND },
-        { "/foo/01", NULL, FO_ENOTFOUND }, { "/foo/+1", NULL, FO_ENOTFOUND },
-        { "/foo/ 1", NULL, FO_ENOTFOUND }, { "/nope", NULL, FO_ENOTFOUND },
-        { "/foo/0/x", NULL, FO_ENOTFOUND }, { "/a~1b/x", NULL, FO_ENOTFOUND },
-        { "/m~n", NULL, FO_EINVAL }, { "/m~2n", NULL, FO_EINVAL }, { "/m~", NULL, FO_EINVAL },
+        { "/foo/2", NULL, FO_ENOTFOUND },
+        { "/foo/-", NULL, FO_ENOTFOUND },
+        { "/foo/01", NULL, FO_ENOTFOUND },
+        { "/foo/+1", NULL, FO_ENOTFOUND },
+        { "/foo/ 1", NULL, FO_ENOTFOUND },
+        { "/nope", NULL, FO_ENOTFOUND },
+        { "/foo/0/x", NULL, FO_ENOTFOUND },
+        { "/a~1b/x", NULL, FO_ENOTFOUND },
+        { "/m~n", NULL, FO_EINVAL },
+        { "/m~2n", NULL, FO_EINVAL },
+        { "/m~", NULL, FO_EINVAL },
         { "foo", NULL, FO_EINVAL },
     };
     fo_err err;
@@ -303,14 +333,15 @@ static void test_pointer(void)
     CHECK(pointer(doc, "", &err) != NULL && strlen(pointer(doc, "", &err)) == strlen(doc));
 
     /* Into arrays and the objects inside them; escaped keys; numbers as written. */
-    const char *d2 = "{\"a\":[{\"b\":[10,{\"\\u0063\":123456789012345678901234567890}]},[[],1e400]],"
-                     "\"x\":{\"y\":{\"z\":-0}},\"x\":{\"w\":1}}";
+    const char *d2 =
+        "{\"a\":[{\"b\":[10,{\"\\u0063\":123456789012345678901234567890}]},[[],1e400]],"
+        "\"x\":{\"y\":{\"z\":-0}},\"x\":{\"w\":1}}";
     CHECK_STR(pointer(d2, "/a/0/b/1/c", &err), "123456789012345678901234567890");
     CHECK_STR(pointer(d2, "/a/1/1", &err), "1e400");
     CHECK_STR(pointer(d2, "/a/1/0", &err), "[]");
     CHECK(pointer(d2, "/a/1/0/0", &err) == NULL && err == FO_ENOTFOUND);
     CHECK(pointer(d2, "/a/0/b/1/c/0", &err) == NULL && err == FO_ENOTFOUND);
-    CHECK_STR(pointer(d2, "/x/w", &err), "1");                       /* duplicate: last wins */
+    CHECK_STR(pointer(d2, "/x/w", &err), "1"); /* duplicate: last wins */
     CHECK(pointer(d2, "/x/y", &err) == NULL && err == FO_ENOTFOUND);
     CHECK_STR(pointer("[0,1,2,3,4,5,6,7,8,9,10,11]", "/11", &err), "11");
     CHECK(pointer("[0,1]", "/99999999999999999999", &err) == NULL && err == FO_ENOTFOUND);

@@ -126,13 +126,13 @@ static void test_classify_defaults(void)
         { "::ffff:8.8.8.8", 0, POLICY_ALLOW },
         { "::ffff:169.255.0.0", 0, POLICY_ALLOW },
         /* IPv6 forms embedding a denied IPv4 address */
-        { "64:ff9b::a9fe:a9fe", 0, POLICY_DENY },          /* NAT64 169.254.169.254 */
-        { "64:ff9b::808:808", 0, POLICY_ALLOW },           /* NAT64 8.8.8.8 */
-        { "2002:a9fe:a9fe::", 0, POLICY_DENY },            /* 6to4 169.254.169.254 */
+        { "64:ff9b::a9fe:a9fe", 0, POLICY_DENY }, /* NAT64 169.254.169.254 */
+        { "64:ff9b::808:808", 0, POLICY_ALLOW },  /* NAT64 8.8.8.8 */
+        { "2002:a9fe:a9fe::", 0, POLICY_DENY },   /* 6to4 169.254.169.254 */
         { "2002:a9fe:a9fe:1::1", 0, POLICY_DENY },
-        { "2002:e000:1::", 0, POLICY_DENY },               /* 6to4 224.0.0.1 */
-        { "2002:808:808::1", 0, POLICY_ALLOW },            /* 6to4 8.8.8.8 */
-        { "::169.254.169.254", 0, POLICY_DENY },           /* IPv4-compatible */
+        { "2002:e000:1::", 0, POLICY_DENY },     /* 6to4 224.0.0.1 */
+        { "2002:808:808::1", 0, POLICY_ALLOW },  /* 6to4 8.8.8.8 */
+        { "::169.254.169.254", 0, POLICY_DENY }, /* IPv4-compatible */
         { "::8.8.8.8", 0, POLICY_ALLOW },
     };
     struct config *cfg = policy_config(NULL, NULL, NULL);
@@ -146,27 +146,23 @@ static void test_classify_defaults(void)
 static void test_classify_allow_overrides_deny(void)
 {
     static const struct classify_case loopback[] = {
-        { "127.0.0.1", 0, POLICY_ALLOW },
-        { "127.0.0.2", 0, POLICY_DENY },
-        { "127.0.0.0", 0, POLICY_DENY },
-        { "127.255.255.255", 0, POLICY_DENY },
-        { "126.255.255.255", 0, POLICY_ALLOW },
-        { "128.0.0.0", 0, POLICY_ALLOW },
-        { "::ffff:127.0.0.1", 0, POLICY_ALLOW },
-        { "::ffff:127.0.0.2", 0, POLICY_DENY },
-        { "169.254.1.1", 0, POLICY_DENY },                 /* the defaults are still there */
+        { "127.0.0.1", 0, POLICY_ALLOW },        { "127.0.0.2", 0, POLICY_DENY },
+        { "127.0.0.0", 0, POLICY_DENY },         { "127.255.255.255", 0, POLICY_DENY },
+        { "126.255.255.255", 0, POLICY_ALLOW },  { "128.0.0.0", 0, POLICY_ALLOW },
+        { "::ffff:127.0.0.1", 0, POLICY_ALLOW }, { "::ffff:127.0.0.2", 0, POLICY_DENY },
+        { "169.254.1.1", 0, POLICY_DENY }, /* the defaults are still there */
         { "fe80::1", 0, POLICY_DENY },
     };
     static const struct classify_case metadata[] = {
-        { "169.254.169.254", 0, POLICY_ALLOW },            /* allow beats a default deny */
+        { "169.254.169.254", 0, POLICY_ALLOW }, /* allow beats a default deny */
         { "169.254.169.253", 0, POLICY_DENY },
         { "::ffff:169.254.169.254", 0, POLICY_ALLOW },
         { "64:ff9b::a9fe:a9fe", 0, POLICY_ALLOW },
         { "fe80::1", 0, POLICY_ALLOW },
         { "fe80::2", 0, POLICY_DENY },
-        { "10.1.2.3", 0, POLICY_DENY },                    /* deny added by the config */
+        { "10.1.2.3", 0, POLICY_DENY }, /* deny added by the config */
         { "::ffff:10.1.2.3", 0, POLICY_DENY },
-        { "10.99.0.1", 0, POLICY_ALLOW },                  /* allowed /16 inside it */
+        { "10.99.0.1", 0, POLICY_ALLOW }, /* allowed /16 inside it */
         { "11.0.0.0", 0, POLICY_ALLOW },
     };
     struct config *cfg = policy_config("127.0.0.1/32", "127.0.0.0/8", NULL);
@@ -204,21 +200,21 @@ static void test_classify_self(void)
     static const struct classify_case exact[] = {
         { "127.0.0.1", 18080, POLICY_SELF },
         { "::ffff:127.0.0.1", 18080, POLICY_SELF },
-        { "127.0.0.1", 18081, POLICY_ALLOW },              /* same address, other port */
+        { "127.0.0.1", 18081, POLICY_ALLOW }, /* same address, other port */
         { "127.0.0.1", 80, POLICY_ALLOW },
-        { "127.0.0.2", 18080, POLICY_ALLOW },              /* not a wildcard */
+        { "127.0.0.2", 18080, POLICY_ALLOW }, /* not a wildcard */
         { "169.254.0.1", 18080, POLICY_DENY },
     };
     static const struct classify_case wildcard[] = {
         { "127.0.0.1", 18080, POLICY_SELF },
-        { "127.1.2.3", 18080, POLICY_SELF },               /* all of 127/8 is this host */
+        { "127.1.2.3", 18080, POLICY_SELF }, /* all of 127/8 is this host */
         { "::ffff:127.0.0.1", 18080, POLICY_SELF },
         { "127.0.0.1", 18081, POLICY_ALLOW },
         { "8.8.8.8", 18080, POLICY_ALLOW },
     };
     static const struct classify_case wildcard6[] = {
         { "::1", 18080, POLICY_SELF },
-        { "127.0.0.1", 18080, POLICY_SELF },               /* a dual-stack socket */
+        { "127.0.0.1", 18080, POLICY_SELF }, /* a dual-stack socket */
         { "::ffff:127.0.0.1", 18080, POLICY_SELF },
         { "::1", 18081, POLICY_ALLOW },
     };
@@ -269,11 +265,18 @@ static void test_classify_self_wildcard_interfaces(void)
 static void test_cidr_parse_errors(void)
 {
     static const char *const bad[] = {
-        "300.1.2.3/8", "10.0.0.1/8", "10.0.0.0/33", "::/129", "fe80::/129", "", "abc",
-        "10.0.0.0/08", "10.0.0.0/", "/8", "10.0.0.0/8/8", "10.0.0.0/-1", "10.0.0.0/ 8",
-        "10.0.0.0/8 ", "10.0.0.0/0x8", "10.0.0.0/1e1", "1.2.3/8", "010.0.0.0/8",
-        "0x0a.0.0.0/8", "10.0.0.0/0", "fe80::1/10", "::ffff:10.0.0.1/104", "1.2.3.4.5",
-        "10.0.0.0/4294967304",
+        "300.1.2.3/8",  "10.0.0.1/8",
+        "10.0.0.0/33",  "::/129",
+        "fe80::/129",   "",
+        "abc",          "10.0.0.0/08",
+        "10.0.0.0/",    "/8",
+        "10.0.0.0/8/8", "10.0.0.0/-1",
+        "10.0.0.0/ 8",  "10.0.0.0/8 ",
+        "10.0.0.0/0x8", "10.0.0.0/1e1",
+        "1.2.3/8",      "010.0.0.0/8",
+        "0x0a.0.0.0/8", "10.0.0.0/0",
+        "fe80::1/10",   "::ffff:10.0.0.1/104",
+        "1.2.3.4.5",    "10.0.0.0/4294967304",
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(bad); i++) {
@@ -327,16 +330,16 @@ static void test_cidr_contains(void)
         const char *ip;
         int want;
     } cases[] = {
-        { "10.0.0.0/8", "10.0.0.0", 1 }, { "10.0.0.0/8", "10.255.255.255", 1 },
-        { "10.0.0.0/8", "11.0.0.0", 0 }, { "10.0.0.0/8", "9.255.255.255", 0 },
-        { "10.0.0.0/9", "10.127.255.255", 1 }, { "10.0.0.0/9", "10.128.0.0", 0 },
-        { "10.128.0.0/9", "10.128.0.0", 1 }, { "10.128.0.0/9", "10.127.255.255", 0 },
-        { "1.2.3.4/32", "1.2.3.4", 1 }, { "1.2.3.4/32", "1.2.3.5", 0 },
-        { "0.0.0.0/0", "255.255.255.255", 1 }, { "0.0.0.0/0", "::1", 0 },
-        { "::/0", "2001:db8::1", 1 }, { "::/0", "1.2.3.4", 0 },
-        { "fe80::/10", "febf::", 1 }, { "fe80::/10", "fec0::", 0 },
+        { "10.0.0.0/8", "10.0.0.0", 1 },        { "10.0.0.0/8", "10.255.255.255", 1 },
+        { "10.0.0.0/8", "11.0.0.0", 0 },        { "10.0.0.0/8", "9.255.255.255", 0 },
+        { "10.0.0.0/9", "10.127.255.255", 1 },  { "10.0.0.0/9", "10.128.0.0", 0 },
+        { "10.128.0.0/9", "10.128.0.0", 1 },    { "10.128.0.0/9", "10.127.255.255", 0 },
+        { "1.2.3.4/32", "1.2.3.4", 1 },         { "1.2.3.4/32", "1.2.3.5", 0 },
+        { "0.0.0.0/0", "255.255.255.255", 1 },  { "0.0.0.0/0", "::1", 0 },
+        { "::/0", "2001:db8::1", 1 },           { "::/0", "1.2.3.4", 0 },
+        { "fe80::/10", "febf::", 1 },           { "fe80::/10", "fec0::", 0 },
         { "2001:db8::/127", "2001:db8::1", 1 }, { "2001:db8::/127", "2001:db8::2", 0 },
-        { "10.0.0.0/8", "::ffff:10.0.0.1", 0 },    /* raw bytes: families differ */
+        { "10.0.0.0/8", "::ffff:10.0.0.1", 0 }, /* raw bytes: families differ */
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
@@ -348,8 +351,7 @@ static void test_cidr_contains(void)
         CHECK_CASE(cidr_parse(cases[i].cidr, &c, &msg) == FO_OK, cases[i].cidr);
         CHECK_CASE(inet_pton(family, cases[i].ip, addr) == 1, cases[i].ip);
         if (cidr_contains(&c, family, addr) != cases[i].want)
-            CHECK_FAIL_("cidr_contains(%s, %s) != %d", cases[i].cidr, cases[i].ip,
-                        cases[i].want);
+            CHECK_FAIL_("cidr_contains(%s, %s) != %d", cases[i].cidr, cases[i].ip, cases[i].want);
     }
 }
 
@@ -364,7 +366,7 @@ static void test_cidr_list(void)
     CHECK_EQ_INT(cidr_parse("192.168.0.0/16", &b, &msg), FO_OK);
     CHECK_EQ_INT(cidr_list_add(&l, &a), FO_OK);
     CHECK_EQ_INT(cidr_list_add(&l, &b), FO_OK);
-    CHECK_EQ_INT(cidr_list_add(&l, &a), FO_OK);          /* a duplicate is not added */
+    CHECK_EQ_INT(cidr_list_add(&l, &a), FO_OK); /* a duplicate is not added */
     CHECK_EQ_INT(l.n, 2);
     CHECK_EQ_INT(cidr_list_copy(&copy, &l), FO_OK);
     CHECK_EQ_INT(copy.n, 2);

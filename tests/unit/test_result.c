@@ -18,11 +18,11 @@
 struct row {
     const char *id;
     const char *url;
-    int status;                 /* 0: no response */
-    const char *ctype;          /* NULL: none */
-    const char *body;           /* encoded JSON value text, NULL: none */
+    int status;        /* 0: no response */
+    const char *ctype; /* NULL: none */
+    const char *body;  /* encoded JSON value text, NULL: none */
     enum body_encoding enc;
-    enum item_error error;      /* ERR_NONE: fetched */
+    enum item_error error; /* ERR_NONE: fetched */
     const char *message;
     double ms;
 };
@@ -33,8 +33,7 @@ static char *dup_or_null(const char *s)
 }
 
 /* Fills req and res (n entries, freed with free_batch) from rows. */
-static void make_batch(const struct row *rows, size_t n, struct batch_req *req,
-                       struct result *res)
+static void make_batch(const struct row *rows, size_t n, struct batch_req *req, struct result *res)
 {
     memset(req, 0, sizeof(*req));
     req->items = calloc(n, sizeof(*req->items));
@@ -121,8 +120,8 @@ static const struct row mixed[] = {
     { "d", "http://d/4", 200, "text/plain", NULL, BODY_NONE, ERR_NONE, NULL, 2 },
     { "e", "http://e/5", 200, "text/plain", NULL, BODY_NONE, ERR_TOO_LARGE, "over the cap", 9 },
     { "f", "http://f/6", 204, NULL, "null", BODY_NONE, ERR_NONE, NULL, 1 },
-    { "g", "http://g/7", 200, "application/octet-stream", "\"AAE=\"", BODY_BASE64, ERR_NONE,
-      NULL, 1 },
+    { "g", "http://g/7", 200, "application/octet-stream", "\"AAE=\"", BODY_BASE64, ERR_NONE, NULL,
+      1 },
     { "h\"q\xc3\xa9", "http://h/8?a=\"b\"", 500, "application/json", "[1]", BODY_JSON, ERR_NONE,
       NULL, 1 },
 };
@@ -134,9 +133,9 @@ static void test_result_ok(void)
         enum item_error e;
         int want;
     } cases[] = {
-        { 200, ERR_NONE, 1 }, { 204, ERR_NONE, 1 }, { 299, ERR_NONE, 1 }, { 199, ERR_NONE, 0 },
-        { 300, ERR_NONE, 0 }, { 404, ERR_NONE, 0 }, { 0, ERR_NONE, 0 }, { 200, ERR_TOO_LARGE, 0 },
-        { 0, ERR_TIMEOUT, 0 },
+        { 200, ERR_NONE, 1 }, { 204, ERR_NONE, 1 },      { 299, ERR_NONE, 1 },
+        { 199, ERR_NONE, 0 }, { 300, ERR_NONE, 0 },      { 404, ERR_NONE, 0 },
+        { 0, ERR_NONE, 0 },   { 200, ERR_TOO_LARGE, 0 }, { 0, ERR_TIMEOUT, 0 },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
@@ -148,10 +147,9 @@ static void test_result_ok(void)
 static void test_error_codes(void)
 {
     static const char *const codes[] = {
-        "invalid_url", "blocked_destination", "dns_failure", "connect_failed", "timeout",
-        "deadline_exceeded", "too_large", "too_many_redirects", "tls_error", "upstream_error",
-        "cancelled",
-        "circuit_open",
+        "invalid_url",       "blocked_destination", "dns_failure", "connect_failed",
+        "timeout",           "deadline_exceeded",   "too_large",   "too_many_redirects",
+        "tls_error",         "upstream_error",      "cancelled",   "circuit_open",
         "failed_dependency", "select_failed",
     };
 
@@ -169,11 +167,11 @@ static void test_merge_none(void)
     if (doc == NULL)
         return;
     CHECK_EQ_INT(complete, 0);
-    CHECK_EQ_INT(json_object_size(doc), 2);              /* results, summary */
+    CHECK_EQ_INT(json_object_size(doc), 2); /* results, summary */
     CHECK_EQ_INT(json_array_size(results), FO_ARRAY_LEN(mixed));
     for (size_t i = 0; i < json_array_size(results) && i < FO_ARRAY_LEN(mixed); i++) {
         r = json_array_get(results, i);
-        CHECK_STR(json_string_value(json_object_get(r, "id")), mixed[i].id);    /* in order */
+        CHECK_STR(json_string_value(json_object_get(r, "id")), mixed[i].id); /* in order */
         CHECK_STR(json_string_value(json_object_get(r, "url")), mixed[i].url);
         CHECK(near(json_number_value(json_object_get(r, "duration_ms")), mixed[i].ms));
         /* content_type exactly when a response arrived */
@@ -267,7 +265,7 @@ static void test_merge_bodies(void)
     if (doc == NULL)
         return;
     CHECK_EQ_INT(complete, 0);
-    CHECK_EQ_INT(json_object_size(doc), 3);               /* data, errors, summary */
+    CHECK_EQ_INT(json_object_size(doc), 3); /* data, errors, summary */
     CHECK(json_object_get(doc, "results") == NULL);
     /* data: the ok items only, each body as in RESULT */
     CHECK_EQ_INT(json_object_size(data), 4);
@@ -311,8 +309,8 @@ static void test_merge_deep(void)
         { "3", "http://d/", 200, "text/plain", "\"{\\\"t\\\":1}\"", BODY_TEXT, ERR_NONE, NULL, 1 },
         { "4", "http://e/", 500, "application/json", "{\"a\":999}", BODY_JSON, ERR_NONE, NULL, 1 },
         { "5", "http://f/", 0, NULL, NULL, BODY_NONE, ERR_TIMEOUT, "slow", 1 },
-        { "6", "http://g/", 200, "application/json", "{\"n\":{\"x\":{\"deep\":1}},\"k\":{\"new\":1}}",
-          BODY_JSON, ERR_NONE, NULL, 1 },
+        { "6", "http://g/", 200, "application/json",
+          "{\"n\":{\"x\":{\"deep\":1}},\"k\":{\"new\":1}}", BODY_JSON, ERR_NONE, NULL, 1 },
         { "7", "http://h/", 200, "application/json", "\"scalar\"", BODY_JSON, ERR_NONE, NULL, 1 },
         { "8", "http://i/", 204, NULL, "null", BODY_NONE, ERR_NONE, NULL, 1 },
         { "9", "http://j/", 200, "application/json", "{\"u\":\"\xc3\xa9\\u00e9\",\"e\":{}}",
@@ -392,9 +390,10 @@ static void test_merge_deep_numbers(void)
           ERR_NONE, NULL, 1 },
     };
     char *doc = build_raw(rows, FO_ARRAY_LEN(rows), MERGE_DEEP);
-    const char *want = "{\"data\":{\"big\":123456789012345678901234567890,\"n\":2,"
-                       "\"id\":9007199254740993,\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0,"
-                       "\"neg\":-98765432109876543210,\"e\":1E-400},\"errors\":{},";
+    const char *want =
+        "{\"data\":{\"big\":123456789012345678901234567890,\"n\":2,"
+        "\"id\":9007199254740993,\"keep\":1,\"f\":1e400,\"z\":-0,\"r\":1.0,"
+        "\"neg\":-98765432109876543210,\"e\":1E-400},\"errors\":{},";
 
     CHECK(doc != NULL && strncmp(doc, want, strlen(want)) == 0);
     if (doc != NULL && strncmp(doc, want, strlen(want)) != 0)
@@ -409,14 +408,15 @@ static void test_merge_deep_keys(void)
         { "0", "http://a/", 200, "application/json",
           "{\"\\u0061\":{\"x\":1},\"t\":{\"o\":1},\"l\":[1,2]}", BODY_JSON, ERR_NONE, NULL, 1 },
         { "1", "http://b/", 200, "application/json",
-          "{\"t\":7,\"a\":{\"y\":{\"deep\":[]}},\"l\":{\"now\":\"object\"}}", BODY_JSON,
-          ERR_NONE, NULL, 1 },
-        { "2", "http://c/", 200, "application/json", "{\"t\":{\"again\":true},\"a\":{\"x\":1.50}}",
-          BODY_JSON, ERR_NONE, NULL, 1 },
+          "{\"t\":7,\"a\":{\"y\":{\"deep\":[]}},\"l\":{\"now\":\"object\"}}", BODY_JSON, ERR_NONE,
+          NULL, 1 },
+        { "2", "http://c/", 200, "application/json",
+          "{\"t\":{\"again\":true},\"a\":{\"x\":1.50}}", BODY_JSON, ERR_NONE, NULL, 1 },
     };
     char *doc = build_raw(rows, FO_ARRAY_LEN(rows), MERGE_DEEP);
-    const char *want = "{\"data\":{\"\\u0061\":{\"x\":1.50,\"y\":{\"deep\":[]}},"
-                       "\"t\":{\"again\":true},\"l\":{\"now\":\"object\"}},";
+    const char *want =
+        "{\"data\":{\"\\u0061\":{\"x\":1.50,\"y\":{\"deep\":[]}},"
+        "\"t\":{\"again\":true},\"l\":{\"now\":\"object\"}},";
 
     CHECK(doc != NULL && strncmp(doc, want, strlen(want)) == 0);
     if (doc != NULL && strncmp(doc, want, strlen(want)) != 0)
