@@ -8,6 +8,7 @@
 #                the seams between front end, job, scheduler and fetcher)
 #   alloc        allocation failure injection (tests/alloc)
 #   clang        the whole build under clang with -Werror (one test)
+#   format       make format-check: the sources in the .clang-format style
 #   integration  tests/integration/run.py against ./fanoutd
 #   robustness   tests/robustness/run.py: slow clients, connection limits,
 #                upstream faults, shutdown and reload edge cases
@@ -68,6 +69,23 @@ elif command -v clang >/dev/null; then
     rm -f "$log"
 else
     echo "== clang build: clang not installed, skipped"; skipped=$((skipped + 1))
+fi
+
+# Formatting: the sources in the .clang-format style (make format rewrites them).
+if skip format; then
+    :
+elif command -v clang-format >/dev/null; then
+    log=$(mktemp)
+    if make -s format-check >"$log" 2>&1; then
+        echo "1 passed, 0 failed" >"$log"
+    else
+        head -n 40 "$log"; echo "0 passed, 1 failed" >>"$log"
+    fi
+    tally "format-check" "$log" 0
+    keep_failures "format-check" "$log"
+    rm -f "$log"
+else
+    echo "== format-check: clang-format not installed, skipped"; skipped=$((skipped + 1))
 fi
 
 skip integration || run integration python3 tests/integration/run.py
