@@ -280,14 +280,30 @@ def config_text(config):
 
 
 class Daemon:
-    def __init__(self, config, extra_args=(), env=None, host="127.0.0.1"):
+    """fanoutd in its own temp directory: the one launcher of the tests.
+
+    config: dict written as the config file passed with --config (None: no file, no
+    --config). extra_args: more command-line arguments. env: its environment (None:
+    ours). prefix: argv put before the daemon's command (a wrapper). listen=False: no
+    --listen HOST:PORT (the config or the arguments say where it listens); then the
+    subclass says what healthy() means. binary: a command other than $FANOUTD's.
+    Its stdin is /dev/null; stdout and stderr both go to log_path, appended over restarts.
+    """
+
+    def __init__(self, config, extra_args=(), env=None, host="127.0.0.1", prefix=(),
+                 listen=True, binary=None):
         self.host = host
         self.dir = tmpdir()
         self.config_path = os.path.join(self.dir, "fanoutd.conf")
         self.log_path = os.path.join(self.dir, "fanoutd.log")
-        self.write_config(config)
+        self.has_config = config is not None
+        if self.has_config:
+            self.write_config(config)
         self.extra_args = list(extra_args)
         self.env = env
+        self.prefix = list(prefix)
+        self.listen = listen
+        self.binary = binary
         self.port = free_port(host)
         self.proc = None
         self._log = None
@@ -303,41 +319,57 @@ class Daemon:
 
     @property
     def argv(self):
-        return daemon_argv() + ["--config", self.config_path,
-                                "--listen", f"{self.listen_host}:{self.port}"] + self.extra_args
+        argv = list(self.binary) if self.binary else daemon_argv()
+        if self.has_config:
+            argv += ["--config", self.config_path]
+        if self.listen:
+            argv += ["--listen", f"{self.listen_host}:{self.port}"]
+        return self.prefix + argv + self.extra_args
 
     @property
     def listen_host(self):
         return f"[{self.host}]" if ":" in self.host else self.host
 
+    def spawn(self):
+        """Starts the process and returns at once (no health check): for tests that
+        watch the start itself. start() is the usual way."""
+        if self._log is not None:
+            self._log.close()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, env=self.env)
+        return self
+
+    def healthy(self):
+        """True if it answers GET /healthz with 200 now."""
+        try:
+            return request(self.port, "GET", "/healthz", timeout=1, host=self.host).status == 200
+        except OSError:
+            return False
+
     def start(self, timeout=10):
         # self.port comes from free_port(): if another process took it meanwhile, fanoutd
         # exits saying so, and it is started again on a fresh port (BIND_ATTEMPTS tries in
         # all). Any other early exit fails at once.
-        for attempt in range(1, BIND_ATTEMPTS + 1):
+        attempts = BIND_ATTEMPTS if self.listen else 1
+        for attempt in range(1, attempts + 1):
             logged = len(self.log())
             if self._attempt(timeout):
                 return self
-            if attempt == BIND_ATTEMPTS or not lost_port(self.log()[logged:]):
+            if attempt == attempts or not lost_port(self.log()[logged:]):
                 raise RuntimeError(f"fanoutd exited with {self.proc.returncode} before it was "
                                    f"healthy: {shlex.join(self.argv)}\n{self.tail()}")
-            self._log.close()
             self.port = free_port(self.host)
 
     def _attempt(self, timeout):
         """Starts fanoutd; True once it is healthy, False if it exits first."""
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, env=self.env)
+        self.spawn()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 return False
-            try:
-                if request(self.port, "GET", "/healthz", timeout=1, host=self.host).status == 200:
-                    return True
-            except OSError:
-                pass
+            if self.healthy():
+                return True
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"fanoutd not healthy within {timeout} s\n{self.tail()}")
@@ -356,6 +388,7 @@ class Daemon:
             return None
 
     def stop(self, bound=8):
+        """SIGTERM, SIGKILL after `bound` seconds; returns the exit status (None if never run)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             if self.wait(bound) is None:
@@ -364,6 +397,7 @@ class Daemon:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return self.proc.returncode if self.proc is not None else None
 
     def log(self):
         try:

@@ -55,7 +55,8 @@ Endpoints (query parameters):
 Bookkeeping: requests(tag), max_inflight(tag), connections(tag) (distinct client
 connections that carried requests with that tag), aborted(tag), count(key),
 raw_lines() (every request line, also unparseable ones) and handshakes() (TLS
-handshakes attempted, TLS mode only).
+handshakes attempted, TLS mode only). Upstream(record=False) keeps no
+requests() or raw_lines() history, for long runs (the soak).
 
 TLS mode: Upstream(tls=True) serves https with a self-signed certificate made at
 start-up with the openssl command; tls_available() says whether that can work.
@@ -119,9 +120,12 @@ class Seen:
 
 
 class Upstream:
-    def __init__(self, host="127.0.0.1", tls=False):
+    def __init__(self, host="127.0.0.1", tls=False, record=True):
+        """record=False: requests() and raw_lines() stay empty (no history kept, for
+        long runs such as the soak); counts and in-flight figures are still kept."""
         self.host = host
         self.tls = tls
+        self.record = record
         self._lock = threading.Lock()
         self._seen = []
         self._raw = []
@@ -206,7 +210,8 @@ class Upstream:
     # -- called by the handler ----------------------------------------------
     def _record(self, seen):
         with self._lock:
-            self._seen.append(seen)
+            if self.record:
+                self._seen.append(seen)
             n = self._inflight.get(seen.tag, 0) + 1
             self._inflight[seen.tag] = n
             self._max_inflight[seen.tag] = max(n, self._max_inflight.get(seen.tag, 0))
@@ -231,7 +236,8 @@ class Upstream:
 
     def _raw_line(self, line):
         with self._lock:
-            self._raw.append(line)
+            if self.record:
+                self._raw.append(line)
 
     def _handshake(self):
         with self._lock:
