@@ -16,77 +16,58 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "integration"))
-from harness import BIND_ATTEMPTS, free_port, lost_port  # noqa: E402 (ports picked one way)
+from harness import Daemon, Upstream  # noqa: E402 (the tests' one launcher and upstream)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 BINARY = os.environ.get("FAILMALLOC", os.path.join(ROOT, "build", "fanoutd-failmalloc"))
+FAIL_AFTER_MS = 400
 
 
-class Upstream(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class FailmallocDaemon(Daemon):
+    """The failing-allocator daemon. Up means: it accepts a connection (no /healthz: its
+    answer may already fail) and is still running past FAIL_AFTER_MS, when failures
+    are on (a connection alone may have reached another process that took the port:
+    then fanoutd exits "cannot listen" and Daemon.start() tries a fresh port)."""
 
-    def log_message(self, *args):
-        pass
+    def __init__(self, every):
+        super().__init__(None, ["--workers", "8", "--log-level", "warn"], binary=[BINARY],
+                         env=dict(os.environ, FO_FAIL_EVERY=str(every),
+                                  FO_FAIL_AFTER_MS=str(FAIL_AFTER_MS)))
 
-    def do_GET(self):
-        body = json.dumps({"path": self.path, "nested": {"k": [1, 2, 3]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def healthy(self):
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        time.sleep(FAIL_AFTER_MS / 1000 + 0.1)   # failures are on from here
+        return self.proc.poll() is None
 
 
 class FailingAllocationsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.up = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-        threading.Thread(target=cls.up.serve_forever, daemon=True).start()
-        cls.base = f"http://127.0.0.1:{cls.up.server_address[1]}"
+        cls.up = Upstream().start()
 
     @classmethod
     def tearDownClass(cls):
-        cls.up.shutdown()
-        cls.up.server_close()
+        cls.up.stop()
 
-    def start(self, every, attempts=BIND_ATTEMPTS):
-        env = dict(os.environ, FO_FAIL_EVERY=str(every), FO_FAIL_AFTER_MS="400")
-        for attempt in range(1, attempts + 1):
-            port = free_port()
-            log = tempfile.NamedTemporaryFile(prefix="fanoutd-failmalloc-", delete=False)
-            self.addCleanup(os.unlink, log.name)
-            proc = subprocess.Popen([BINARY, "--listen", f"127.0.0.1:{port}", "--workers", "8",
-                                     "--log-level", "warn"], env=env, stdout=log, stderr=log)
-            self.addCleanup(lambda p=proc: p.poll() is None and (p.kill(), p.wait()))
-            end = time.monotonic() + 10
-            while time.monotonic() < end and proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            time.sleep(0.5)   # past FO_FAIL_AFTER_MS: failures are on from here
-            # Still running, so it listens on port (a connection alone may have reached
-            # another process that took the port). If that process made fanoutd exit
-            # ("cannot listen"), start again on a fresh port; any other exit fails here.
-            if proc.poll() is None:
-                return proc, port, log.name
-            with open(log.name, errors="replace") as f:
-                output = f.read()
-            if attempt == attempts or not lost_port(output):
-                self.fail(f"fanoutd exited with {proc.returncode} on start: {output[-800:]}")
+    def start(self, every):
+        d = FailmallocDaemon(every)
+        self.addCleanup(d.stop)
+        try:
+            return d.start()
+        except RuntimeError as e:
+            self.fail(f"fanoutd did not start: {e}")
 
     def payloads(self):
-        urls = [f"{self.base}/item/{i}" for i in range(6)]
+        urls = [self.up.url("/doc", doc=json.dumps({"path": f"/item/{i}", "nested": {"k": [1, 2, 3]}}))
+                for i in range(6)]
         yield json.dumps(urls), "application/json", 6
         yield "\n".join(urls), "text/plain", 6
         for merge in ("none", "bodies", "deep"):
@@ -123,16 +104,16 @@ class FailingAllocationsTest(unittest.TestCase):
             self.skipTest(f"{BINARY} not built (make {os.path.relpath(BINARY, ROOT)})")
         for every in (5, 23, 101):
             with self.subTest(fail_every=every):
-                proc, port, log = self.start(every)
+                d = self.start(every)
                 seen = {}
                 for _ in range(8):
                     for body, ctype, n in self.payloads():
-                        outcome = self.check_answer(port, body, ctype, n)
+                        outcome = self.check_answer(d.port, body, ctype, n)
                         seen[outcome] = seen.get(outcome, 0) + 1
-                        self.assertIsNone(proc.poll(), f"fanoutd died: {open(log).read()[-800:]}")
-                proc.send_signal(signal.SIGTERM)
-                rc = proc.wait(20)
-                self.assertEqual(rc, 0, f"exit status {rc}: {open(log).read()[-800:]}")
+                        self.assertIsNone(d.proc.poll(), f"fanoutd died: {d.log()[-800:]}")
+                d.signal(signal.SIGTERM)
+                rc = d.wait(20)
+                self.assertEqual(rc, 0, f"exit status {rc}: {d.log()[-800:]}")
                 print(f"  every {every}th allocation failing: {seen}", file=sys.stderr)
                 if every >= 100:   # a batch needs over 100 allocations
                     self.assertGreater(seen.get("200", 0), 0, "no batch got through at all")
