@@ -66,7 +66,8 @@ class FailingAllocationsTest(unittest.TestCase):
             self.fail(f"fanoutd did not start: {e}")
 
     def payloads(self):
-        urls = [self.up.url("/doc", doc=json.dumps({"path": f"/item/{i}", "nested": {"k": [1, 2, 3]}}))
+        urls = [self.up.url("/doc", doc=json.dumps({"path": f"/item/{i}",
+                                                    "nested": {"k": [1, 2, 3]}}))
                 for i in range(6)]
         yield json.dumps(urls), "application/json", 6
         yield "\n".join(urls), "text/plain", 6
