@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """make soak (not in CI): SOAK_SECONDS (default 600) of mixed good and faulty
 batches at about 70% of the capacity measured first on the same mix, against
-./fanoutd (in the environment systemd/fanoutd.service gives it) and a local
-upstream. Every few seconds the daemon's RSS, open file
+./fanoutd ($FANOUTD overrides; in the environment systemd/fanoutd.service gives
+it) and a local upstream (tests/integration/harness.py's Daemon and upstream.py). Every few seconds the daemon's RSS, open file
 descriptors and threads are sampled. Passes only if they stay flat (the last
 minute against the first minute after warm-up) and every response accounts for
 every item. Loopback only; bounded in time. Ends with "N passed, N failed".
@@ -12,70 +12,27 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness import Daemon, Upstream  # noqa: E402 (the tests' one launcher and upstream)
+
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 SAMPLE_EVERY = 5
 CLIENTS = 8
+MAX_RESPONSE_BYTES = 100000
 
-
-class Upstream(BaseHTTPRequestHandler):
-    """/ok, /slow (20-80 ms), /status500, /big (over the cap), /reset, /short."""
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status, body, ctype="application/json"):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        p = self.path.split("?")[0]
-        if p == "/ok":
-            self.send(200, json.dumps({"ok": True, "path": self.path}).encode())
-        elif p == "/slow":
-            time.sleep(random.uniform(0.02, 0.08))
-            self.send(200, b'{"slow": true}')
-        elif p == "/status500":
-            self.send(500, b'{"error": "boom"}')
-        elif p == "/big":
-            self.send(200, b"x" * 200000, "text/plain")      # cap is 100000
-        elif p == "/reset":
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-        elif p == "/short":
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            self.wfile.write(b"s" * 10)
-            self.close_connection = True
-        else:
-            self.send(404, b"{}")
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The mix, on integration/upstream.py's endpoints: (path, query) by weight.
+KINDS = [("/json", {"v": "ok"})] * 6 + [("/delay", None)] * 2 + [
+    ("/status", {"code": 500}),
+    ("/big", {"bytes": 2 * MAX_RESPONSE_BYTES}),   # over the cap: too_large
+    ("/reset", {}),
+    ("/short", {"bytes": 1000, "send": 10}),
+]
 
 
 def proc_sample(pid):
@@ -96,9 +53,12 @@ class Load:
 
     def batch(self, rnd):
         n = rnd.randint(1, 20)
-        kinds = ["/ok"] * 6 + ["/slow"] * 2 + ["/status500", "/big", "/reset", "/short"]
-        items = [{"url": f"{self.up}{rnd.choice(kinds)}?r={rnd.random()}", "id": f"i{k}"}
-                 for k in range(n)]
+        items = []
+        for k in range(n):
+            path, query = rnd.choice(KINDS)
+            if query is None:
+                query = {"ms": rnd.randint(20, 80)}     # /delay: a slow answer, 20-80 ms
+            items.append({"url": self.up.url(path, r=rnd.random(), **query), "id": f"i{k}"})
         merge = rnd.choice(["none", "none", "bodies", "deep"])
         body = json.dumps({"merge": merge, "timeout_ms": 5000, "requests": items})
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -162,24 +122,14 @@ def unit_environment():
 
 
 def main():
-    up = Server(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=up.serve_forever, daemon=True).start()
-    up_url = f"http://127.0.0.1:{up.server_address[1]}"
-    port = free_port()
-    daemon = subprocess.Popen([os.path.join(ROOT, "fanoutd"), "--listen", f"127.0.0.1:{port}",
-                               "--workers", "64", "--max-response-bytes", "100000",
-                               "--log-level", "warn"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=unit_environment())
+    up = Upstream(record=False).start()
+    daemon = Daemon({"workers": 64, "max_response_bytes": MAX_RESPONSE_BYTES, "log_level": "warn"},
+                    env=unit_environment())
     results = []
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        probe = Load(port, up_url)
+        daemon.start()
+        port = daemon.port
+        probe = Load(port, up)
         t0 = time.monotonic()
         probe.run(10)
         capacity = probe.done / (time.monotonic() - t0)
@@ -189,14 +139,14 @@ def main():
                          if os.environ.get(k) != v) or "nothing"))
         print(f"capacity {capacity:.1f} batches/s on this mix; soaking at {rate:.1f} for {SECONDS} s",
               flush=True)
-        load = Load(port, up_url)
+        load = Load(port, up)
         samples = []
         runner = threading.Thread(target=load.run, args=(SECONDS, rate))
         start = time.monotonic()
         runner.start()
         while runner.is_alive():
             time.sleep(SAMPLE_EVERY)
-            rss, fds, threads, anon, file_ = proc_sample(daemon.pid)
+            rss, fds, threads, anon, file_ = proc_sample(daemon.proc.pid)
             samples.append((time.monotonic() - start, rss, fds, threads, anon))
             print(f"  t={samples[-1][0]:5.0f} s  rss {rss:6.1f} MiB (anon {anon:5.1f}, files {file_:4.1f})"
                   f"  fds {fds:4d}  threads {threads:3d}  batches {load.done}", flush=True)
@@ -220,17 +170,15 @@ def main():
              rss1 <= max(rss0 * 1.10, rss0 + 2)),
             ("file descriptors flat", fd1 <= fd0 + 8),
             ("threads flat", th1 <= th0),
-            ("daemon alive", daemon.poll() is None),
+            ("daemon alive", daemon.alive),
         ]
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            rc = daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            rc = None
+        if daemon.alive:
+            daemon.signal(signal.SIGTERM)
+        rc = daemon.wait(30) if daemon.proc is not None else None
+        daemon.stop()   # SIGKILL if it did not exit
         results.append(("clean exit on SIGTERM", rc == 0))
-        up.shutdown()
+        up.stop()
     for what, ok in results:
         print(f"{'ok  ' if ok else 'FAIL'} {what}")
     failed = sum(1 for _, ok in results if not ok)
