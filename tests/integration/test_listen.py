@@ -14,10 +14,8 @@ import socket
 import stat
 import subprocess
 import threading
-import time
 
-from harness import (Daemon, DaemonCase, config_text, daemon_argv, new_tag, request, run_cli,
-                     tmpdir, wait_for)
+from harness import Daemon, DaemonCase, new_tag, request, run_cli, tmpdir, wait_for
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -80,59 +78,18 @@ def connect_errno(path, as_user):
     return int(out) if out else None
 
 
-class UnixDaemon:
-    """fanoutd on `listen = unix:PATH`, started and stopped by the test."""
+class UnixDaemon(Daemon):
+    """fanoutd on `listen = unix:PATH` (from its config, no --listen), healthy once it
+    answers /healthz on that socket."""
 
     def __init__(self, path, **config):
         self.path = path
-        self.dir = tmpdir()
-        self.config_path = os.path.join(self.dir, "fanoutd.conf")
-        self.log_path = os.path.join(self.dir, "fanoutd.log")
         base = {"workers": 4, "shutdown_grace_ms": 2000, "listen": f"unix:{path}"}
         base.update(config)
-        with open(self.config_path, "w") as f:
-            f.write(config_text(base))
-        self.proc = None
-        self._log = None
+        super().__init__(base, listen=False)
 
-    def spawn(self):
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(daemon_argv() + ["--config", self.config_path],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log)
-        return self
-
-    def start(self, timeout=10):
-        self.spawn()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fanoutd exited with {self.proc.returncode}:\n{self.log()}")
-            if healthy_unix(self.path):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"fanoutd not healthy on unix:{self.path} within {timeout} s\n"
-                           f"{self.log()}")
-
-    def stop(self, bound=8):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(bound)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode if self.proc is not None else None
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+    def healthy(self):
+        return healthy_unix(self.path)
 
 
 def nobody():
@@ -313,8 +270,7 @@ class ReusePortTest(DaemonCase):
         b = Daemon(self.config(**overrides))
         b.port = port
         self.addCleanup(b.stop)
-        b._log = open(b.log_path, "ab")
-        b.proc = subprocess.Popen(b.argv, stdin=subprocess.DEVNULL, stdout=b._log, stderr=b._log)
+        b.spawn()
         wait_for(lambda: "listening on" in b.log() or b.proc.poll() is not None, 10,
                  "the second daemon to listen or exit")
         return b
