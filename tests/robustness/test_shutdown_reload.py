@@ -126,25 +126,19 @@ class StartupSignals(RobustCase):
     dynamic loader and library constructors, no program's code runs yet: the default
     action (terminated by SIGTERM, nothing started) is the only possible outcome there."""
 
-    def spawn(self, directory, i):
-        port = harness.free_port()
-        conf = os.path.join(directory, "fanoutd.conf")
-        with open(conf, "w") as f:
-            f.write(harness.config_text({"shutdown_grace_ms": 1000, "workers": 32}))
-        log = open(os.path.join(directory, f"run{i}.log"), "wb")
-        self.addCleanup(log.close)
-        argv = harness.daemon_argv() + ["--config", conf, "--listen", f"127.0.0.1:{port}"]
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
-        return p
+    def spawn(self):
+        """A fresh daemon (own directory, log, free port), started without waiting."""
+        d = harness.Daemon({"shutdown_grace_ms": 1000, "workers": 32})
+        self.addCleanup(d.stop)
+        return d.spawn()
 
     def run_all(self, wait_first):
-        directory = harness.tmpdir()
         delays = [0, 0, 0, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05]
         outcomes = []
-        for i, delay in enumerate(delays):
+        for delay in delays:
             for attempt in range(1, harness.BIND_ATTEMPTS + 1):
-                p = self.spawn(directory, i)
+                d = self.spawn()
+                p = d.proc
                 if wait_first is not None:
                     wait_first(p)
                 if delay:
@@ -155,14 +149,13 @@ class StartupSignals(RobustCase):
                     rc = p.wait(5)
                 except subprocess.TimeoutExpired:
                     rc = None
-                with open(os.path.join(directory, f"run{i}.log"), "rb") as f:
-                    output = f.read()
+                output = d.log()
                 # spawn() picks its port with free_port(): if another process took it, fanoutd
                 # exited saying so, and this moment is tried again on a fresh port.
                 if rc in (None, 0) or attempt == harness.BIND_ATTEMPTS \
-                        or not harness.lost_port(output.decode("utf-8", "replace")):
+                        or not harness.lost_port(output):
                     break
-            tail = output[-300:].decode("utf-8", "replace")
+            tail = output[-300:]
             outcomes.append((delay, rc, blocked, tail))
         bad = [(delay, describe_rc(rc), "SIGTERM blocked/caught when sent" if blocked else
                 "SIGTERM not yet blocked or caught when sent (dynamic loader, library "
