@@ -287,11 +287,13 @@ class Daemon:
     ours). prefix: argv put before the daemon's command (a wrapper). listen=False: no
     --listen HOST:PORT (the config or the arguments say where it listens); then the
     subclass says what healthy() means. binary: a command other than $FANOUTD's.
+    popen: more keyword arguments for subprocess.Popen (preexec_fn, close_fds: socket
+    activation hands a listening socket over as fd 3).
     Its stdin is /dev/null; stdout and stderr both go to log_path, appended over restarts.
     """
 
     def __init__(self, config, extra_args=(), env=None, host="127.0.0.1", prefix=(),
-                 listen=True, binary=None):
+                 listen=True, binary=None, popen=None):
         self.host = host
         self.dir = tmpdir()
         self.config_path = os.path.join(self.dir, "fanoutd.conf")
@@ -304,6 +306,7 @@ class Daemon:
         self.prefix = list(prefix)
         self.listen = listen
         self.binary = binary
+        self.popen = dict(popen or {})
         self.port = free_port(host)
         self.proc = None
         self._log = None
@@ -337,7 +340,7 @@ class Daemon:
             self._log.close()
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, env=self.env)
+                                     stderr=self._log, env=self.env, **self.popen)
         return self
 
     def healthy(self):
