@@ -15,20 +15,17 @@ import http.client
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "integration"))
-from harness import BIND_ATTEMPTS, free_port, lost_port  # noqa: E402 (ports picked one way)
+from harness import Daemon, Upstream, daemon_argv, free_port, wait_for  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
@@ -46,20 +43,6 @@ KEYS = ("listen", "workers", "queue_capacity", "max_batch", "max_body_bytes",
 UNITS = ("fanoutd.service", "fanoutd.socket", "fanoutd-unix.socket")
 
 
-def daemon_cmd():
-    spec = os.environ.get("FANOUTD", "").strip()
-    return shlex.split(spec) if spec else [os.path.join(ROOT, "fanoutd")]
-
-
-def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} (waited {timeout} s)")
-
-
 def call(port, method, path, body=None, headers=None, timeout=10):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -70,82 +53,57 @@ def call(port, method, path, body=None, headers=None, timeout=10):
         conn.close()
 
 
-class Echo(BaseHTTPRequestHandler):
-    """Upstream: answers every GET with the request headers as JSON."""
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def start_daemon(test, *args, env=None):
+    """fanoutd with these command-line arguments (no config file) on a free port, healthy;
+    stopped when the test ends."""
+    d = Daemon(None, args, env=env)
+    test.addCleanup(d.stop)
+    return d.start()
 
 
-class Daemon:
-    """fanoutd listening on a free port; `command` replaces the whole command line."""
+# sh sets LISTEN_PID to its own pid, which exec hands to fanoutd, as systemd does.
+ACTIVATE = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"]
 
-    def __init__(self, *args, env=None, preexec=None, close_fds=True, command=None, port=None):
-        self.dir = tempfile.mkdtemp(prefix="fanoutd-svc-")
-        self.log_path = os.path.join(self.dir, "log")
-        self.log = None
 
-        def spawn():
-            cmd = command or daemon_cmd() + ["--listen", f"127.0.0.1:{self.port}"] + list(args)
-            if self.log is not None:
-                self.log.close()
-            self.log = open(self.log_path, "wb")   # each start logs afresh
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                         stderr=subprocess.STDOUT, env=env, preexec_fn=preexec,
-                                         close_fds=close_fds)
+class ActivatedDaemon(Daemon):
+    """fanoutd started as systemd starts a socket-activated service: the listening socket
+    `sock` becomes its fd 3 with LISTEN_FDS=1 and LISTEN_PID set. Its --listen names a
+    port nobody uses (self.unused): it must be ignored. Healthy: /healthz answered on
+    the passed socket (TCP or unix)."""
 
-        self.port = port or free_port()
-        spawn()
-        if port is None and command is None:
-            # Our own pick: if another process took the port meanwhile, fanoutd exits
-            # saying so; start it again on a fresh one. Any other failure raises at once.
-            for _ in range(BIND_ATTEMPTS - 1):
-                if not self.lost_port():
-                    break
-                self.port = free_port()
-                spawn()
-            self.wait_healthy()
+    def __init__(self, sock):
+        fd = sock.fileno()
 
-    def lost_port(self):
-        """Waits until fanoutd answers or exits; True if it exited unable to bind its port."""
-        wait_until(lambda: self.proc.poll() is not None or self.healthy(), 10, "daemon start")
-        return self.proc.poll() is not None and lost_port(self.text())
+        def to_fd3():
+            os.dup2(fd, 3)              # a no-op when fd is 3 already,
+            os.set_inheritable(3, True)  # so clear close-on-exec explicitly
+
+        super().__init__(None, prefix=ACTIVATE,
+                         popen={"preexec_fn": to_fd3, "close_fds": False})
+        self.unused = self.port
+        self.family, self.address = sock.family, sock.getsockname()
+
+    def request(self, method, target, body=None, timeout=10):
+        """(status, body bytes) of one request over the passed socket."""
+        if self.family != socket.AF_UNIX:
+            status, _, data = call(self.address[1], method, target, body, timeout=timeout)
+            return status, data
+        conn = http.client.HTTPConnection("localhost", timeout=timeout)
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.settimeout(timeout)
+        conn.sock.connect(self.address)
+        try:
+            conn.request(method, target, body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def healthy(self):
         try:
-            return call(self.port, "GET", "/healthz", timeout=1)[0] == 200
+            return self.request("GET", "/healthz", timeout=1)[0] == 200
         except OSError:
             return False
-
-    def wait_healthy(self):
-        wait_until(lambda: self.proc.poll() is not None or self.healthy(), 10, "daemon start")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.text()}")
-        return self
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def make(*args, timeout=120):
@@ -284,7 +242,7 @@ class DebTest(unittest.TestCase):
 
 class DocsTest(unittest.TestCase):
     def test_every_key_in_man_page_and_sample_config(self):
-        dump = subprocess.run(daemon_cmd() + ["--check-config"], capture_output=True, text=True)
+        dump = subprocess.run(daemon_argv() + ["--check-config"], capture_output=True, text=True)
         keys = [line.split("=")[0].strip() for line in dump.stdout.splitlines() if "=" in line]
         self.assertEqual(sorted(keys), sorted(KEYS))
         with open(os.path.join(ROOT, "man/fanoutd.conf.5")) as f:
@@ -330,8 +288,7 @@ class DocsTest(unittest.TestCase):
 
 class MetricsTest(unittest.TestCase):
     def test_metrics_names_and_promtool(self):
-        d = Daemon().wait_healthy()
-        self.addCleanup(d.stop)
+        d = start_daemon(self)
         call(d.port, "POST", "/batch", b'["http://127.0.0.1:1/"]', {"Content-Type": "application/json"})
         status, headers, body = call(d.port, "GET", "/metrics")
         self.assertEqual(status, 200)
@@ -396,8 +353,7 @@ class NotifyTest(unittest.TestCase):
 
     def test_ready_status_reload_watchdog_stopping(self):
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_socket(), WATCHDOG_USEC="200000")
-        d = Daemon("--workers", "4", env=env)
-        self.addCleanup(d.stop)
+        d = start_daemon(self, "--workers", "4", env=env)
         self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1", since=0)
         self.assertTrue(d.healthy(), "READY=1 is sent once fanoutd listens")
         self.wait_message(lambda m: m.startswith("STATUS=") and "in flight" in m and "queued" in m,
@@ -423,8 +379,7 @@ class NotifyTest(unittest.TestCase):
     def test_no_watchdog_while_the_pool_is_wedged(self):
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_socket(), WATCHDOG_USEC="200000",
                    FANOUTD_TEST_WEDGE_WORKERS="1")
-        d = Daemon("--workers", "2", "--max-timeout-ms", "300", env=env)
-        self.addCleanup(d.stop)
+        d = start_daemon(self, "--workers", "2", "--max-timeout-ms", "300", env=env)
         self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1", since=0)
         t0 = time.monotonic()
         self.pump(0.8)
@@ -439,12 +394,11 @@ class NotifyTest(unittest.TestCase):
         self.pump(4.5)  # a second more than needed: messages are stamped when read
         now = time.monotonic()
         self.assertEqual(self.watchdogs(now - 1.0, now), [], "WATCHDOG=1 while the pool is wedged")
-        self.assertIn("no longer feeding the systemd watchdog", d.text())
+        self.assertIn("no longer feeding the systemd watchdog", d.log())
 
     def test_no_notify_socket_is_a_no_op(self):
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        d = Daemon(env=env).wait_healthy()
-        self.addCleanup(d.stop)
+        d = start_daemon(self, env=env)
         d.proc.send_signal(signal.SIGTERM)
         self.assertEqual(d.proc.wait(5), 0)
 
@@ -455,22 +409,15 @@ class SocketActivationTest(unittest.TestCase):
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         port = sock.getsockname()[1]
-        fd = sock.fileno()
-
-        def to_fd3():
-            os.dup2(fd, 3)              # a no-op when fd is 3 already,
-            os.set_inheritable(3, True)  # so clear close-on-exec explicitly
-
-        # `listen` names a port nobody uses: it must be ignored.
-        unused = free_port()
-        cmd = shlex.join(daemon_cmd() + ["--listen", f"127.0.0.1:{unused}"])
-        d = Daemon(preexec=to_fd3, close_fds=False, port=port,
-                   command=["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"])
-        sock.close()
+        d = ActivatedDaemon(sock)
         self.addCleanup(d.stop)
-        d.wait_healthy()
+        try:
+            d.start()
+        finally:
+            sock.close()
+        # `listen` names a port nobody uses: it must be ignored.
         with self.assertRaises(OSError):
-            socket.create_connection(("127.0.0.1", unused), timeout=1).close()
+            socket.create_connection(("127.0.0.1", d.unused), timeout=1).close()
         # Its own (passed) address is still refused as a destination.
         status, _, body = call(port, "POST", "/batch", f"http://127.0.0.1:{port}/healthz")
         self.assertEqual(status, 200)
@@ -485,46 +432,18 @@ class UnixSocketActivationTest(unittest.TestCase):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
         sock.listen(64)
-        fd = sock.fileno()
-
-        def to_fd3():
-            os.dup2(fd, 3)
-            os.set_inheritable(3, True)
-
-        # `listen` names a port nobody uses: it must be ignored.
-        cmd = shlex.join(daemon_cmd() + ["--listen", f"127.0.0.1:{free_port()}"])
-        log = open(os.path.join(tmp, "log"), "wb")
-        self.addCleanup(log.close)
-        proc = subprocess.Popen(["sh", "-c", f"LISTEN_PID=$$ LISTEN_FDS=1 exec {cmd}"],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=to_fd3, close_fds=False)
-        sock.close()
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
-
-        def unix_call(method, target, body=None):
-            conn = http.client.HTTPConnection("localhost", timeout=10)
-            conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.sock.settimeout(10)
-            conn.sock.connect(path)
-            try:
-                conn.request(method, target, body)
-                resp = conn.getresponse()
-                return resp.status, resp.read()
-            finally:
-                conn.close()
-
-        def healthy():
-            try:
-                return unix_call("GET", "/healthz")[0] == 200
-            except OSError:
-                return proc.poll() is not None
-        wait_until(healthy, 10, "fanoutd serving on the passed unix socket")
-        self.assertIsNone(proc.poll(), open(os.path.join(tmp, "log")).read())
-        status, body = unix_call("POST", "/batch", "http://127.0.0.1:1/")
+        d = ActivatedDaemon(sock)
+        self.addCleanup(d.stop)
+        try:
+            d.start()
+        finally:
+            sock.close()
+        self.assertIsNone(d.proc.poll(), d.log())
+        status, body = d.request("POST", "/batch", "http://127.0.0.1:1/")
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["results"][0]["error"]["code"], "connect_failed")
-        proc.send_signal(signal.SIGTERM)
-        self.assertEqual(proc.wait(10), 0)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait(10), 0)
         # the file belongs to whoever passed the socket (systemd): fanoutd leaves it
         self.assertTrue(os.path.exists(path))
 
@@ -532,19 +451,20 @@ class UnixSocketActivationTest(unittest.TestCase):
 class RequestIdTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.up = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-        threading.Thread(target=cls.up.serve_forever, daemon=True).start()
-        cls.url = f"http://127.0.0.1:{cls.up.server_address[1]}/echo"
+        cls.up = Upstream().start()
+        cls.url = cls.up.url("/echo")
 
     @classmethod
     def tearDownClass(cls):
-        cls.up.shutdown()
-        cls.up.server_close()
+        cls.up.stop()
 
     def start(self, *args):
-        d = Daemon(*args).wait_healthy()
-        self.addCleanup(d.stop)
-        return d
+        return start_daemon(self, *args)
+
+    @staticmethod
+    def sent(body):
+        """The request headers the upstream's /echo got for the first item, by lower-case name."""
+        return {k.lower(): v for k, v in json.loads(body)["results"][0]["body"]["headers"]}
 
     def test_client_id_echoed_and_forwarded_when_listed(self):
         d = self.start("--forward-headers", "X-Request-Id")
@@ -552,7 +472,7 @@ class RequestIdTest(unittest.TestCase):
                                      {"X-Request-Id": "abc-123"})
         self.assertEqual(status, 200)
         self.assertEqual(headers.get("X-Request-Id"), "abc-123")
-        self.assertEqual(json.loads(body)["results"][0]["body"].get("x-request-id"), "abc-123")
+        self.assertEqual(self.sent(body).get("x-request-id"), "abc-123")
 
     def test_generated_when_absent_or_unsafe_and_forwarded(self):
         d = self.start("--forward-headers", "x-request-id")
@@ -560,13 +480,13 @@ class RequestIdTest(unittest.TestCase):
             status, headers, body = call(d.port, "POST", "/batch", self.url, sent)
             rid = headers.get("X-Request-Id", "")
             self.assertRegex(rid, r"^[0-9a-f]{32}$", f"generated id for {sent}")
-            self.assertEqual(json.loads(body)["results"][0]["body"].get("x-request-id"), rid)
+            self.assertEqual(self.sent(body).get("x-request-id"), rid)
 
     def test_not_forwarded_unless_listed_and_echoed_on_errors(self):
         d = self.start()
         status, headers, body = call(d.port, "POST", "/batch", self.url, {"X-Request-Id": "r-1"})
         self.assertEqual(headers.get("X-Request-Id"), "r-1")
-        self.assertNotIn("x-request-id", json.loads(body)["results"][0]["body"])
+        self.assertNotIn("x-request-id", self.sent(body))
         status, headers, _ = call(d.port, "POST", "/batch", b"[", {"Content-Type": "application/json",
                                                                     "X-Request-Id": "r-2"})
         self.assertEqual((status, headers.get("X-Request-Id")), (400, "r-2"))
@@ -580,15 +500,15 @@ class RequestIdTest(unittest.TestCase):
         self.assertEqual(status, 200)
         call(d.port, "POST", "/batch", b"[]", {"Content-Type": "application/json",
                                                 "X-Request-Id": "refused-one"})
-        wait_until(lambda: "request_id=refused-one" in d.text(), 5, "access line of the 400")
-        line = [l for l in d.text().splitlines() if "request_id=log-me" in l][0]
+        wait_for(lambda: "request_id=refused-one" in d.log(), 5, "access line of the 400")
+        line = [l for l in d.log().splitlines() if "request_id=log-me" in l][0]
         fields = dict(re.findall(r"(\w+)=(\S+)", line))
         self.assertTrue(fields["client"].startswith("127.0.0.1:"), line)
         self.assertEqual((fields["status"], fields["items"], fields["ok"], fields["failed"]),
                          ("200", "2", "1", "1"), line)
         self.assertEqual(int(fields["bytes"]), len(resp), line)
         self.assertGreaterEqual(float(fields["duration_ms"]), 0)
-        refused = [l for l in d.text().splitlines() if "request_id=refused-one" in l][0]
+        refused = [l for l in d.log().splitlines() if "request_id=refused-one" in l][0]
         self.assertIn("status=400", refused)
 
 
