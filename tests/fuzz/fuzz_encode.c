@@ -123,7 +123,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *v = load_or_die(out.data, out.len, JSON_DECODE_ANY, &limit);
     switch (enc) {
     case BODY_NONE:
-        FUZZ_ASSERT(len == 0);
+        /* No bytes, or only a UTF-8 byte order mark (which is not part of the body). */
+        FUZZ_ASSERT(len == 0 || (!unconverted && tlen == 0));
         FUZZ_ASSERT(out.len == 4 && memcmp(out.data, "null", 4) == 0);
         break;
     case BODY_JSON:
