@@ -354,3 +354,34 @@ class CacheBoundTest(ShareCase):
         # its bound, or a leak of the answers, would grow by about that much; the allocator's
         # own churn stays within a few MiB
         self.assertLess(grown, 10 * 1024, f"RSS grew by {grown} KiB")
+
+
+class ShareKeptHeadersTest(ShareCase):
+    """A shared or cached result carries the kept response headers (response_headers and the
+    ones a reference reads) as a copy of its own: the daemon once crashed on both."""
+    CONFIG = {"workers": 8, "coalesce": "on", "cache_ttl_ms": 30000}
+
+    def hdrs_url(self, tag):
+        return self.url("/hdrs", tag=tag, doc='{"a":1}', h=json.dumps([["X-Tok", tag]]))
+
+    def test_response_headers_through_coalescing_and_the_cache(self):
+        tag = new_tag()
+        item = {"url": self.hdrs_url(tag), "response_headers": ["X-Tok"]}
+        for want in ("miss", "hit", "hit"):
+            r = self.results([item])[0]
+            self.assertEqual(r.get("cache"), want)
+            self.assertEqual(r["headers"], {"x-tok": tag})
+        doc = self.batch({"requests": [dict(item, id=f"i{k}") for k in range(6)]}, total=6)
+        self.assertEqual([r["headers"] for r in doc["results"]], [{"x-tok": tag}] * 6)
+        self.assertEqual(self.get("/healthz").status, 200)
+
+    def test_header_reference_through_coalescing_and_the_cache(self):
+        tag = new_tag()
+        for k in range(2):   # a: a miss, then a hit; b: a new URL each time
+            doc = self.batch({"requests": [
+                {"id": "a", "url": self.hdrs_url(tag)},
+                {"id": "b", "url": self.url("/echo", tag=tag, k=str(k)), "depends_on": ["a"],
+                 "headers": {"X-Got": "${a.headers.x-tok}"}}]}, total=2)
+            self.assertTrue(doc["results"][1]["ok"], doc["results"][1])
+        got = [r.header("X-Got") for r in self.up.requests(tag=tag) if r.path == "/echo"]
+        self.assertEqual(got, [[tag], [tag]])
