@@ -127,7 +127,7 @@ fo_err share_result_copy(const struct result *in, struct result *out)
     out->content_type = NULL;
     out->message = NULL;
     out->body = NULL;
-    out->hdr_names = NULL;  /* the kept response headers: a copy of its own */
+    out->hdr_names = NULL; /* the kept response headers: a copy of its own */
     out->hdr_values = NULL;
     out->nhdr = 0;
     if ((in->content_type != NULL && (out->content_type = strdup(in->content_type)) == NULL) ||
@@ -143,7 +143,7 @@ fo_err share_result_copy(const struct result *in, struct result *out)
         if ((out->hdr_names = calloc(in->nhdr, sizeof(*out->hdr_names))) == NULL ||
             (out->hdr_values = calloc(in->nhdr, sizeof(*out->hdr_values))) == NULL)
             goto fail;
-        out->nhdr = in->nhdr;   /* result_clear frees what was copied so far */
+        out->nhdr = in->nhdr; /* result_clear frees what was copied so far */
         for (size_t i = 0; i < in->nhdr; i++) {
             if ((out->hdr_names[i] = strdup(in->hdr_names[i])) == NULL ||
                 (out->hdr_values[i] = strdup(in->hdr_values[i])) == NULL)
