@@ -215,6 +215,12 @@ void job_finisher_stop(void);
  * *res holds its failure (failed_dependency, invalid_url). */
 int job_prepare_item(struct job *job, size_t i, struct result *res);
 
+/* After an attempt of item i (its worker, once the request built from it is
+ * freed): drops what job_prepare_item resolved, so that a batch holds the
+ * substituted bodies of its running items only, not of every item that ran
+ * (a retry resolves them again). */
+void job_release_item(struct job *job, size_t i);
+
 /* The batch's dependency lists for sched_submit (both NULL: none). */
 void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list);
 

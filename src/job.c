@@ -1076,6 +1076,12 @@ int job_prepare_item(struct job *job, size_t i, struct result *res)
     return r;
 }
 
+void job_release_item(struct job *job, size_t i)
+{
+    if (job->runs != NULL)
+        compose_run_free(&job->runs[i]);
+}
+
 void job_deps(const struct job *job, const uint32_t **start, const uint32_t **list)
 {
     *start = job->req.dep_start;

@@ -210,6 +210,7 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
         again = attempt(job, t, w, &fr, &res);
         fetch_req_free(&fr);
     }
+    job_release_item(job, t->index); /* its substituted url, headers and body */
     /* v2 timings: the wait from runnable to this worker (written when asked). */
     res.queue_ms = begin > t->runnable_us ? (double)(begin - t->runnable_us) / 1000.0 : 0;
     METRIC_ADD(workers_busy, -1);

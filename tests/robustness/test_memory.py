@@ -114,5 +114,24 @@ class MemoryTest(RobustCase):
                 d.stop()
 
 
+    def test_dependants_hold_only_the_bodies_being_sent(self):
+        """200 dependants each put a 2 MiB dependency body into their own JSON body: the
+        substituted bodies of the items that ran are dropped as each attempt ends, so the peak
+        grows with the workers running (4 x a few copies of 2 MiB), not with the 200 dependants
+        (400 MiB held at once before)."""
+        d = self.start_daemon(env=UNIT_ENV, workers=4, **SLOW_BUILDS)
+        self.answer([self.url("/json", v=i) for i in range(4)])   # warm the workers up
+        hwm0 = proc_status(d.pid, "VmHWM")
+        items = [{"id": "h", "url": self.big(2 * MIB, 97)}]
+        items += [{"id": f"d{i}", "url": self.url("/json", v=i), "method": "POST",
+                   "depends_on": ["h"], "body": {"v": "${h.body}"}} for i in range(200)]
+        resp = self.answer({"requests": items})
+        res = resp.json()["results"]
+        self.assertEqual(sum(1 for r in res if r["ok"]), 201, [r for r in res if not r["ok"]][:2])
+        grew = (proc_status(d.pid, "VmHWM") - hwm0) / 1024
+        if rss_checked():
+            self.assertLess(grew, 120, f"peak RSS grew {grew:.0f} MiB for 200 dependants")
+
+
 if __name__ == "__main__":
     unittest.main()
