@@ -237,8 +237,7 @@ int compose_prepare(const struct batch_req *req, size_t i, const struct result *
     if (lc.roots == NULL || lc.parsed == NULL)
         err = FO_ENOMEM;
     if (err == FO_OK && (c->url.nrefs > 0 || c->url.escapes)) {
-        err =
-            render(&c->url, TPL_PLACE_URL, &lc, FO_MAX_URL_LEN + 1, "url", &run->url, &len, &why);
+        err = render(&c->url, TPL_PLACE_URL, &lc, FO_MAX_URL_LEN, "url", &run->url, &len, &why);
         if (err == FO_EINVAL && lc.too_long) {
             result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
             goto failed;
