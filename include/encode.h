@@ -79,4 +79,9 @@ fo_err base64_put(struct buf *out, const void *data, size_t len) FO_MUST_CHECK;
 fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t len,
                    enum body_encoding *enc) FO_MUST_CHECK;
 
+/* Length of the JSON number (RFC 8259 section 6: -?int frac? exp?) that
+ * starts at s (len bytes), or 0 if none does. The one number scanner of the
+ * strict validator and of jtree. */
+size_t json_number_len(const unsigned char *s, size_t len);
+
 #endif

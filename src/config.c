@@ -407,9 +407,15 @@ static int token_text_ok(const char *p)
     return 1;
 }
 
-/* Reads the token from path into text (size bytes): one trailing newline
- * dropped; an empty, unreadable or too long file is an error naming it. */
-static fo_err read_token_file(const char *path, char *text, size_t size, struct fo_msg *msg)
+/*
+ * Reads a secret from the file at path into text (size bytes; at most
+ * size - 2 of them): one trailing newline (LF or CRLF) dropped. what names
+ * the setting in messages ("token", "inject_header"). An unreadable, not
+ * regular, too long or empty file is an error naming it (empty: a truncated
+ * file must not turn a secret off). The caller checks the text's characters.
+ */
+static fo_err read_secret_file(const char *path, const char *what, char *text, size_t size,
+                               struct fo_msg *msg)
 {
     /* O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang
      * start-up, a reload and so SIGTERM); only a regular file is read. */
@@ -420,26 +426,26 @@ static fo_err read_token_file(const char *path, char *text, size_t size, struct 
     fo_err err = FO_OK;
 
     if (fd < 0) {
-        fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        fo_msg_set(msg, "cannot read the %s file '%s': %s", what, path, strerror(errno));
         return FO_EINVAL;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fo_msg_set(msg, "the token file '%s' is not a regular file", path);
+        fo_msg_set(msg, "the %s file '%s' is not a regular file", what, path);
         close(fd);
         return FO_EINVAL;
     }
     if ((f = fdopen(fd, "r")) == NULL) {
-        fo_msg_set(msg, "cannot read the token file '%s': %s", path, strerror(errno));
+        fo_msg_set(msg, "cannot read the %s file '%s': %s", what, path, strerror(errno));
         close(fd);
         return FO_EINVAL;
     }
     n = fread(text, 1, size - 1, f);
     text[n] = '\0';
     if (ferror(f)) {
-        fo_msg_set(msg, "cannot read the token file '%s'", path);
+        fo_msg_set(msg, "cannot read the %s file '%s'", what, path);
         err = FO_EINVAL;
     } else if (n == size - 1 && fgetc(f) != EOF) {
-        fo_msg_set(msg, "the token file '%s' is longer than %zu bytes", path, size - 2);
+        fo_msg_set(msg, "the %s file '%s' is longer than %zu bytes", what, path, size - 2);
         err = FO_EINVAL;
     }
     fclose(f);
@@ -450,16 +456,27 @@ static fo_err read_token_file(const char *path, char *text, size_t size, struct 
     if (n > 0 && text[n - 1] == '\r')
         text[--n] = '\0';
     if (n == 0) {
-        /* Not "auth off": a truncated token file must not open the door. */
-        fo_msg_set(msg, "the token file '%s' is empty", path);
+        fo_msg_set(msg, "the %s file '%s' is empty", what, path);
         return FO_EINVAL;
     }
-    if (strlen(text) != n || !token_text_ok(text)) {
+    if (strlen(text) != n) {
+        fo_msg_set(msg, "the %s file '%s' holds a NUL", what, path);
+        return FO_EINVAL;
+    }
+    return FO_OK;
+}
+
+/* The token from path: a secret file whose text has no space or control character. */
+static fo_err read_token_file(const char *path, char *text, size_t size, struct fo_msg *msg)
+{
+    fo_err err = read_secret_file(path, "token", text, size, msg);
+
+    if (err == FO_OK && !token_text_ok(text)) {
         fo_msg_set(msg, "the token in '%s' must not contain spaces, control characters or NUL",
                    path);
         return FO_EINVAL;
     }
-    return FO_OK;
+    return err;
 }
 
 /* auth_token: the token itself, or "@/path" naming the file that holds it
@@ -615,41 +632,6 @@ bad:
     return FO_EINVAL;
 }
 
-/* An @FILE value: the file's text without its trailing newline; no other
- * CR, LF or NUL; not empty. */
-static fo_err inject_read_file(const char *path, char *text, size_t size, struct fo_msg *msg)
-{
-    FILE *f = fopen(path, "r");
-    size_t n;
-    fo_err err = FO_OK;
-
-    if (f == NULL) {
-        fo_msg_set(msg, "cannot read the inject_header file '%s': %s", path, strerror(errno));
-        return FO_EINVAL;
-    }
-    n = fread(text, 1, size - 1, f);
-    text[n] = '\0';
-    if (ferror(f)) {
-        fo_msg_set(msg, "cannot read the inject_header file '%s'", path);
-        err = FO_EINVAL;
-    } else if (n == size - 1 && fgetc(f) != EOF) {
-        fo_msg_set(msg, "the inject_header file '%s' is longer than %zu bytes", path, size - 2);
-        err = FO_EINVAL;
-    }
-    fclose(f);
-    if (err != FO_OK)
-        return err;
-    if (n > 0 && text[n - 1] == '\n')
-        text[--n] = '\0';
-    if (n > 0 && text[n - 1] == '\r')
-        text[--n] = '\0';
-    if (n == 0 || strlen(text) != n || strpbrk(text, "\r\n") != NULL) {
-        fo_msg_set(msg, "the inject_header file '%s' is empty or holds CR, LF or NUL", path);
-        return FO_EINVAL;
-    }
-    return FO_OK;
-}
-
 /* "PREFIX NAME: VALUE" or "PREFIX NAME: @/path": one more rule (an empty
  * value clears the list). The rule replaces an earlier one of the same
  * prefix and name. */
@@ -696,7 +678,7 @@ static fo_err set_inject(struct config *cfg, const char *value, struct fo_msg *m
     if ((err = inject_prefix(r.prefix, &r, msg)) != FO_OK)
         goto out;
     if (*val == '@') {
-        if ((err = inject_read_file(val + 1, text, sizeof(text), msg)) != FO_OK)
+        if ((err = read_secret_file(val + 1, "inject_header", text, sizeof(text), msg)) != FO_OK)
             goto out;
         for (const char *c = text; *c; c++) {
             if (iscntrl((unsigned char)*c) && *c != '\t') {

@@ -284,38 +284,51 @@ static int scan_string(struct jv *v, uint64_t *hash, int is_key)
     }
 }
 
-static int scan_digits(struct jv *v)
+static size_t digits(const unsigned char *s, size_t len, size_t pos)
 {
-    size_t start = v->pos;
+    size_t start = pos;
 
-    while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9')
-        v->pos++;
-    return v->pos > start;
+    while (pos < len && s[pos] >= '0' && s[pos] <= '9')
+        pos++;
+    return pos - start;
+}
+
+size_t json_number_len(const unsigned char *s, size_t len)
+{
+    size_t pos = 0, n;
+
+    if (pos < len && s[pos] == '-')
+        pos++;
+    if (pos >= len)
+        return 0;
+    if (s[pos] == '0')
+        pos++;
+    else if ((n = digits(s, len, pos)) == 0)
+        return 0;
+    else
+        pos += n;
+    if (pos < len && s[pos] == '.') {
+        if ((n = digits(s, len, pos + 1)) == 0)
+            return 0;
+        pos += 1 + n;
+    }
+    if (pos < len && (s[pos] == 'e' || s[pos] == 'E')) {
+        pos++;
+        if (pos < len && (s[pos] == '+' || s[pos] == '-'))
+            pos++;
+        if ((n = digits(s, len, pos)) == 0)
+            return 0;
+        pos += n;
+    }
+    return pos;
 }
 
 static int scan_number(struct jv *v)
 {
-    if (v->s[v->pos] == '-')
-        v->pos++;
-    if (v->pos >= v->len)
-        return 0;
-    if (v->s[v->pos] == '0')
-        v->pos++;
-    else if (!scan_digits(v))
-        return 0;
-    if (v->pos < v->len && v->s[v->pos] == '.') {
-        v->pos++;
-        if (!scan_digits(v))
-            return 0;
-    }
-    if (v->pos < v->len && (v->s[v->pos] == 'e' || v->s[v->pos] == 'E')) {
-        v->pos++;
-        if (v->pos < v->len && (v->s[v->pos] == '+' || v->s[v->pos] == '-'))
-            v->pos++;
-        if (!scan_digits(v))
-            return 0;
-    }
-    return 1;
+    size_t n = json_number_len(v->s + v->pos, v->len - v->pos);
+
+    v->pos += n;
+    return n > 0;
 }
 
 static int scan_literal(struct jv *v, const char *word)

@@ -106,7 +106,8 @@ struct fetcher {
 /* One item's fetch across its hops: what fanoutd sends next. */
 struct hop {
     CURLU *url;                        /* the current URL; owned */
-    char *origin;                      /* the item's own "scheme://host:port"; owned */
+    char *origin;                      /* the item's own "scheme://host:port", made at the
+                                          first redirect; owned, NULL before */
     enum http_method method;           /* this hop's method */
     int send_body;                     /* the item's body goes with this hop */
     int body_dropped;                  /* a redirect turned the request into a bodiless GET */
@@ -723,7 +724,7 @@ static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg
         return err;
     if (req->ninject > 0 && (err = hop_inject(req, h->url, &h->inject0)) != FO_OK)
         return err;
-    return url_origin(h->url, &h->origin);
+    return FO_OK; /* h->origin: at the first redirect (most fetches have none) */
 }
 
 static void hop_free(struct hop *h)
@@ -744,6 +745,9 @@ static fo_err hop_next(struct hop *h, int status, const char *location, struct f
     char *origin = NULL;
     fo_err err;
 
+    /* The item's own origin, from its URL while it is still the current one. */
+    if (h->origin == NULL && (err = url_origin(h->url, &h->origin)) != FO_OK)
+        return err;
     if (location[0] == '#') {
         /* Only a fragment: the same path and query (RFC 3986 5.2.2), which
          * libcurl's relative resolution gets wrong; a fragment is never sent. */

@@ -405,38 +405,12 @@ static fo_err decode_string(struct jt_arena *a, const char *raw, size_t len, con
     return FO_OK;
 }
 
-static int scan_digits(struct parser *p)
-{
-    size_t start = p->pos;
-
-    while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9')
-        p->pos++;
-    return p->pos > start;
-}
-
 static int scan_number(struct parser *p)
 {
-    if (p->s[p->pos] == '-')
-        p->pos++;
-    if (p->pos >= p->len)
-        return 0;
-    if (p->s[p->pos] == '0')
-        p->pos++;
-    else if (!scan_digits(p))
-        return 0;
-    if (p->pos < p->len && p->s[p->pos] == '.') {
-        p->pos++;
-        if (!scan_digits(p))
-            return 0;
-    }
-    if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
-        p->pos++;
-        if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
-            p->pos++;
-        if (!scan_digits(p))
-            return 0;
-    }
-    return 1;
+    size_t n = json_number_len(p->s + p->pos, p->len - p->pos);
+
+    p->pos += n;
+    return n > 0;
 }
 
 static int scan_word(struct parser *p, const char *w, size_t n)
@@ -808,38 +782,6 @@ fo_err jt_pointer(struct jt_arena *a, const struct jt_value *root, const char *p
 
 /* ---- merge and write ---------------------------------------------------- */
 
-fo_err jt_merge(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
-{
-    struct jt_object *d, *s;
-    fo_err err;
-
-    if (dst->kind != JT_OBJECT || src->kind != JT_OBJECT || dst->obj == NULL || src->obj == NULL)
-        return FO_EINVAL;
-    d = dst->obj;
-    s = src->obj;
-    if (s->n > 0)
-        d->edited = 1;
-    for (size_t i = 0; i < s->n; i++) {
-        const struct jt_member *sm = &s->m[i];
-        long k = object_find(d, sm->name, sm->name_len, sm->hash);
-        if (k < 0) {
-            if (object_add(a, d) == NULL)
-                return FO_ENOMEM;
-            object_keyed(d, sm);
-            d->m[d->n - 1].value = sm->value;
-            continue;
-        }
-        struct jt_value *dv = &d->m[k].value;
-        if (dv->kind == JT_OBJECT && sm->value.kind == JT_OBJECT) {
-            if ((err = jt_merge(a, dv, &sm->value)) != FO_OK)
-                return err;
-        } else {
-            *dv = sm->value;
-        }
-    }
-    return FO_OK;
-}
-
 fo_err jt_write(struct buf *out, const struct jt_value *v)
 {
     fo_err err;
@@ -936,7 +878,10 @@ static fo_err array_concat(struct jt_arena *a, struct jt_value *dst, const struc
     return FO_OK;
 }
 
-fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
+/* The one deep merge: objects merge recursively, later keys win; with
+ * concat, an array meeting an array is appended to it (merge_arrays). */
+static fo_err merge(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src,
+                    int concat)
 {
     struct jt_object *d, *s;
     fo_err err;
@@ -959,8 +904,8 @@ fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst, const struct jt
         }
         struct jt_value *dv = &d->m[k].value;
         if (dv->kind == JT_OBJECT && sm->value.kind == JT_OBJECT)
-            err = jt_merge_concat(a, dv, &sm->value);
-        else if (dv->kind == JT_ARRAY && sm->value.kind == JT_ARRAY)
+            err = merge(a, dv, &sm->value, concat);
+        else if (concat && dv->kind == JT_ARRAY && sm->value.kind == JT_ARRAY)
             err = array_concat(a, dv, &sm->value);
         else
             err = (*dv = sm->value, FO_OK);
@@ -968,4 +913,14 @@ fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst, const struct jt
             return err;
     }
     return FO_OK;
+}
+
+fo_err jt_merge(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
+{
+    return merge(a, dst, src, 0);
+}
+
+fo_err jt_merge_concat(struct jt_arena *a, struct jt_value *dst, const struct jt_value *src)
+{
+    return merge(a, dst, src, 1);
 }

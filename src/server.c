@@ -1169,6 +1169,29 @@ static void free_gzip(void *cls)
     free(r);
 }
 
+/* Queues a 200 answer: its Content-Type, the gzip headers when it is
+ * compressed, X-Batch-Complete for a document (complete >= 0; a stream says
+ * it in its summary line instead), X-Request-Id. Takes resp. */
+static enum MHD_Result queue_ok(struct MHD_Connection *conn, struct request *req,
+                                struct MHD_Response *resp, const char *ctype, int gzip,
+                                int complete)
+{
+    enum MHD_Result ret;
+
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (gzip) {
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    }
+    if (complete >= 0)
+        (void)MHD_add_response_header(resp, "X-Batch-Complete", complete ? "true" : "false");
+    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    req->status = MHD_HTTP_OK;
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 /* 200 with the job's document gzip-compressed block by block as it is sent
  * (chunked: its compressed size is not known up front). Out of memory for
  * the compressor: 500, as for a document that could not be built. */
@@ -1178,7 +1201,6 @@ static enum MHD_Result respond_doc_gzip(struct MHD_Connection *conn, struct requ
     struct job *job = req->job;
     struct gzip_reader *r = malloc(sizeof(*r));
     struct MHD_Response *resp;
-    enum MHD_Result ret;
 
     if (r == NULL || answer_gzip_init(&r->gz, sink) != FO_OK) {
         free(r);
@@ -1193,15 +1215,7 @@ static enum MHD_Result respond_doc_gzip(struct MHD_Connection *conn, struct requ
         free_gzip(r);
         return MHD_NO;
     }
-    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
-    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
-    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
-    (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
-    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
-    req->status = MHD_HTTP_OK;
-    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue_ok(conn, req, resp, CT_JSON, 1, job_complete(job));
 }
 
 /* 200 with the job's document, read out of it as it is sent (the
@@ -1210,7 +1224,6 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 {
     struct job *job = req->job;
     struct MHD_Response *resp;
-    enum MHD_Result ret;
     struct answer_sink *sink = job_answer_sink(job);
     uint64_t size = sink->ops->size(sink);
 
@@ -1221,14 +1234,8 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
                                           FO_ANSWER_BLOCK, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
-    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_JSON);
-    (void)MHD_add_response_header(resp, "X-Batch-Complete", job_complete(job) ? "true" : "false");
-    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
-    req->status = MHD_HTTP_OK;
     req->bytes = size == ANSWER_SIZE_UNKNOWN ? 0 : (size_t)size;
-    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue_ok(conn, req, resp, CT_JSON, 0, job_complete(job));
 }
 
 /* ---- POST /batch: streaming (NDJSON) ----------------------------------------- */
@@ -1275,7 +1282,6 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     struct MHD_Response *resp;
     struct answer_stream *st;
-    enum MHD_Result ret;
     fo_err err;
 
     if (job_set_stream(req->job, req->want_gzip, &st) != FO_OK) {
@@ -1317,16 +1323,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
                                job_items(req->job));
     }
     METRIC_ADD(streams, 1);
-    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CT_NDJSON);
-    if (req->want_gzip) {
-        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
-        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
-    }
-    (void)MHD_add_response_header(resp, "X-Request-Id", req->request_id);
-    req->status = MHD_HTTP_OK;
-    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue_ok(conn, req, resp, CT_NDJSON, req->want_gzip, -1);
 }
 
 /* The connection was resumed: the job has finished, or shutdown cut it. */
