@@ -145,6 +145,14 @@ class InjectHeaderTest(InjectCase):
         self.assertIn("control characters", done.stderr)
         self.assertNotIn("ab\x01cd", done.stderr)
 
+    def test_a_fifo_as_value_file_is_refused_at_once(self):
+        """Opening a FIFO must not wait for a writer (it would hang start-up and reload)."""
+        path = os.path.join(tmpdir(), "fifo")
+        os.mkfifo(path)
+        done = run_cli("--inject-header", f"http://x/ X-K: @{path}", "--check-config")
+        self.assertEqual(done.returncode, 2, done.stdout)
+        self.assertIn("not a regular file", done.stderr)
+
     def test_bad_rules_are_configuration_errors(self):
         for rule in ("nospace", "ftp://x/ X-K: v", "http://x/ X-K v", "http://x/ Bad Name: v",
                      "http://x/ X-K:"):
