@@ -24,7 +24,8 @@
  * waiting tasks (not handed out, not cancelled), over all batches.
  *
  * Life of a batch: sched_submit (the scheduler holds ctx from then on) ->
- * tasks handed out by sched_next / sched_try, each ended by sched_done or
+ * tasks handed out by sched_next / sched_try, each ended by sched_done (or
+ * the next sched_next) or
  * sched_retry -> sched_cancel, exactly once, by the owner (when the batch
  * has finished, or to withdraw its waiting tasks). Once cancelled and with
  * no task running, the batch is freed and ops->release(ctx) is called,
@@ -111,9 +112,13 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
  * (0: none). For tests and for sched_next. */
 int sched_try(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wake_us);
 
-/* Waits for the next task (up to the earliest not-before time, then looks
- * again); 0 when the scheduler stops. */
-int sched_next(struct sched *s, struct sched_task *t);
+/* Ends done (as sched_done; NULL: none) and waits for the next task: 1 and
+ * *t filled, 0 when the scheduler stops. The worker asking takes a task
+ * that is takeable at once itself; else it sleeps on the idle stack, the
+ * most recently idle first to be woken, and is woken with a task already
+ * taken for it (no lock hand-off). One idle worker sleeps until the
+ * earliest not-before time and then looks again. */
+int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t);
 
 /* A task handed out with t->resolve: resolves its destination's name
  * (blocking, no lock held), remembers the address for FO_NAME_TTL_MS and

@@ -5,7 +5,7 @@
  *   front end --queue_push--> sched_submit(job's items as tasks, item_ops)
  *                                  |
  *   worker: sched_next --> item_run: job_begin_item -> job_request ->
- *           fetch_run -> job_complete_item --> sched_done
+ *           fetch_run -> job_complete_item --> (the next) sched_next
  *
  * This is the one module that knows jobs, the scheduler and the fetcher
  * together: job.c stops the work through the hooks registered here
@@ -370,16 +370,22 @@ static void job_wake_hook(void *runner)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct sched_task t;
+    struct sched_task t, done;
+    int have_done = 0;
 
-    while (sched_next(pool.sched, &t)) {
+    /* The task just run is ended by the next sched_next, in the same hold
+     * of the scheduler's lock that takes the next one. */
+    while (sched_next(pool.sched, have_done ? &done : NULL, &t)) {
+        have_done = 0;
         if (t.resolve && !sched_resolve(pool.sched, &t))
             continue; /* waits behind its destination's limit */
         int64_t again = sched_run(&t, w);
-        if (again != 0)
+        if (again != 0) {
             sched_retry(pool.sched, &t, again);
-        else
-            sched_done(pool.sched, &t);
+        } else {
+            done = t;
+            have_done = 1;
+        }
     }
     return NULL;
 }

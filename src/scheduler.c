@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -98,11 +99,34 @@ struct timer {
     uint32_t index;
 };
 
+/*
+ * A worker asleep in sched_next. It lives on that worker's stack and is on
+ * the scheduler's idle stack until a waker pops it: the waker takes a task
+ * for it (try_locked, under the lock), stores it in `task` and posts `sem`,
+ * so the worker wakes with its task in hand and does not take the lock
+ * again. Popped without a task, it looks again (a new earliest timer, or
+ * the scheduler stopping).
+ */
+struct sched_waiter {
+    struct sched_waiter *next; /* the idle stack */
+    sem_t sem;                 /* posted once per pop, with the lock held */
+    int has_task;              /* written before the post */
+    struct sched_task task;
+};
+
 struct sched {
-    pthread_mutex_t lock;     /* guards every field below and every batch, lane, host */
-    pthread_cond_t work;      /* a task may be taken, or the earliest timer changed */
-    struct sched_batch *head; /* the ring; head is served next */
-    long depth;               /* tasks waiting, over all batches */
+    pthread_mutex_t lock; /* guards every field below and every batch, lane, host */
+    /* Idle workers, the most recently idle on top: work goes to the top
+     * one (unlock_wake), so under light load a few warm workers do it and
+     * the others sleep on. */
+    struct sched_waiter *idle;
+    struct sched_waiter *timer_watch; /* the idle worker that sleeps until the
+                                         earliest timer, or NULL */
+    int kick;                         /* a task may have become takeable since the lock
+                                         was taken: hand out at unlock_wake */
+    int timer_kick;                   /* the earliest timer moved earlier */
+    struct sched_batch *head;         /* the ring; head is served next */
+    long depth;                       /* tasks waiting, over all batches */
     int closed, stopping;
     struct host_slot *hosts[HOST_BUCKETS];
     struct host_slot *ready; /* hosts with a free slot and parked tasks */
@@ -428,7 +452,7 @@ static void host_make_ready(struct sched *s, struct host_slot *h)
         h->rnext = s->ready;
         s->ready = h;
         h->in_ready = 1;
-        pthread_cond_signal(&s->work);
+        s->kick = 1;
     }
 }
 
@@ -486,7 +510,7 @@ static void ready_push(struct sched *s, struct sched_batch *b, uint32_t i)
     b->ready[(b->rhead + b->nready) % b->n] = i;
     b->nready++;
     ring_update(s, b);
-    pthread_cond_signal(&s->work);
+    s->kick = 1;
 }
 
 static uint32_t ready_pop(struct sched_batch *b)
@@ -546,8 +570,9 @@ static int timer_push(struct sched *s, struct sched_batch *b, uint32_t i, int64_
     s->timers[s->ntimers] = (struct timer){ at_us, b, i };
     heap_up(s, s->ntimers++);
     b->ntimed++;
-    /* A sleeping worker may have to wake earlier now. */
-    pthread_cond_signal(&s->work);
+    /* The worker watching the timers may have to wake earlier now. */
+    if (s->timers[0].batch == b && s->timers[0].index == i && s->timers[0].at_us == at_us)
+        s->timer_kick = 1;
     return 0;
 }
 
@@ -588,6 +613,49 @@ static void timers_drop(struct sched *s, struct sched_batch *b)
     for (size_t k = s->ntimers / 2 + 1; k-- > 0;)
         heap_down(s, k);
     b->ntimed = 0;
+}
+
+/* ---- waking idle workers (lock held) ---------------------------------- */
+
+static int try_locked(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wake_us);
+
+static void idle_pop(struct sched *s, struct sched_waiter *w)
+{
+    struct sched_waiter **p = &s->idle;
+
+    while (*p != w)
+        p = &(*p)->next; /* w is almost always the top */
+    *p = w->next;
+    if (s->timer_watch == w)
+        s->timer_watch = NULL;
+}
+
+/* Posts w, popped, with has_task as set. */
+static void waiter_post(struct sched *s, struct sched_waiter *w, int has_task)
+{
+    idle_pop(s, w);
+    w->has_task = has_task;
+    sem_post(&w->sem);
+}
+
+/*
+ * Releases the lock after handing out what became takeable meanwhile: each
+ * idle worker, top first, is given a task while there are tasks to take
+ * (one futex wake each, and the worker never waits for this lock). One idle
+ * worker watches the timers: it is woken when the earliest timer moves
+ * earlier, and one is chosen when none watches.
+ */
+static void unlock_wake(struct sched *s)
+{
+    if (s->kick && s->idle != NULL) {
+        int64_t now = fo_now_us(), wake;
+        while (s->idle != NULL && try_locked(s, now, &s->idle->task, &wake))
+            waiter_post(s, s->idle, 1);
+    }
+    if (s->idle != NULL && s->ntimers > 0 && (s->timer_watch == NULL || s->timer_kick))
+        waiter_post(s, s->timer_watch != NULL ? s->timer_watch : s->idle, 0);
+    s->kick = s->timer_kick = 0;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -677,16 +745,11 @@ out:
 fo_err sched_new(struct sched **out)
 {
     struct sched *s = calloc(1, sizeof(*s));
-    pthread_condattr_t attr;
 
     *out = NULL;
     if (s == NULL)
         return FO_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* fo_now_us's clock */
-    pthread_cond_init(&s->work, &attr);
-    pthread_condattr_destroy(&attr);
     *out = s;
     return FO_OK;
 }
@@ -705,7 +768,6 @@ void sched_free(struct sched *s)
     }
     names_purge(s, 0, 1);
     free(s->timers);
-    pthread_cond_destroy(&s->work);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -770,13 +832,8 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
     if (s->waiting_since_us == 0)
         s->waiting_since_us = now;
     METRIC_SET(queue_depth, s->depth);
-    /* As many workers as there are tasks (a broadcast for a big batch). */
-    if (d->n >= 64)
-        pthread_cond_broadcast(&s->work);
-    else
-        for (size_t i = 0; i < d->n; i++)
-            pthread_cond_signal(&s->work);
-    pthread_mutex_unlock(&s->lock);
+    s->kick = 1; /* as many idle workers as there are tasks take one each */
+    unlock_wake(s);
     *out = b;
     return FO_OK;
 }
@@ -913,25 +970,7 @@ int sched_try(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wa
 
     pthread_mutex_lock(&s->lock);
     got = try_locked(s, now_us, t, wake_us);
-    pthread_mutex_unlock(&s->lock);
-    return got;
-}
-
-int sched_next(struct sched *s, struct sched_task *t)
-{
-    int got = 0;
-    int64_t wake;
-
-    pthread_mutex_lock(&s->lock);
-    while (!s->stopping && !(got = try_locked(s, fo_now_us(), t, &wake))) {
-        if (wake == 0) {
-            pthread_cond_wait(&s->work, &s->lock);
-        } else {
-            struct timespec ts = { (time_t)(wake / 1000000), (long)(wake % 1000000) * 1000 };
-            (void)pthread_cond_timedwait(&s->work, &s->lock, &ts);
-        }
-    }
-    pthread_mutex_unlock(&s->lock);
+    unlock_wake(s);
     return got;
 }
 
@@ -972,7 +1011,7 @@ int sched_resolve(struct sched *s, struct sched_task *t)
         t->host = h;
         t->pin = found ? h->key : NULL;
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock_wake(s);
     return run;
 }
 
@@ -1002,18 +1041,16 @@ static void task_leaves(struct sched *s, struct sched_task *t)
             if (l->host->running < b->per_host_limit)
                 host_make_ready(s, l->host);
         }
-        pthread_cond_signal(&s->work);
+        s->kick = 1;
     }
 }
 
-void sched_done(struct sched *s, struct sched_task *t)
+/* sched_done with the lock held: the batch's ctx to release once the lock
+ * is let go (the batch is gone then), or NULL. */
+static void *done_locked(struct sched *s, struct sched_task *t, int64_t now)
 {
     struct sched_batch *b = t->batch;
-    const struct sched_ops *ops = b->ops;
-    int64_t now = fo_now_us();
-    void *release;
 
-    pthread_mutex_lock(&s->lock);
     task_leaves(s, t);
     if (b->rdep_start != NULL && !b->cancelled) {
         for (uint32_t k = b->rdep_start[t->index]; k < b->rdep_start[t->index + 1]; k++) {
@@ -1024,10 +1061,19 @@ void sched_done(struct sched *s, struct sched_task *t)
             }
         }
     }
-    release = batch_end(b);
-    pthread_mutex_unlock(&s->lock);
+    return batch_end(b);
+}
+
+void sched_done(struct sched *s, struct sched_task *t)
+{
+    const struct sched_ops *ops = t->batch->ops;
+    void *release;
+
+    pthread_mutex_lock(&s->lock);
+    release = done_locked(s, t, fo_now_us());
+    unlock_wake(s);
     if (release != NULL && ops->release != NULL)
-        ops->release(release); /* b is gone */
+        ops->release(release); /* the batch is gone */
 }
 
 void sched_retry(struct sched *s, struct sched_task *t, int64_t not_before_us)
@@ -1046,9 +1092,88 @@ void sched_retry(struct sched *s, struct sched_task *t, int64_t not_before_us)
     } else {
         release = batch_end(b);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock_wake(s);
     if (release != NULL && ops->release != NULL)
         ops->release(release);
+}
+
+/* Sleeps on the idle stack until popped (with a task, or to look again) or,
+ * when w watches the timers, until wake_us. Called with the lock held and
+ * w pushed; returns with the lock let go. 1: popped with w->task. */
+static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
+                     const struct sched_ops *ops, void *release)
+{
+    int rc;
+
+    unlock_wake(s); /* may pop w at once */
+    if (release != NULL && ops->release != NULL)
+        ops->release(release); /* before sleeping: the batch is gone */
+    if (wake_us == 0) {
+        while ((rc = sem_wait(&w->sem)) != 0 && errno == EINTR)
+            ;
+    } else {
+        struct timespec ts = { (time_t)(wake_us / 1000000), (long)(wake_us % 1000000) * 1000 };
+        while ((rc = sem_clockwait(&w->sem, CLOCK_MONOTONIC, &ts)) != 0 && errno == EINTR)
+            ;
+    }
+    if (rc == 0)
+        return w->has_task; /* the post came after has_task and task were written */
+    /* The earliest timer is due: off the stack, unless a waker popped w
+     * meanwhile (its post, made under the lock, is then already there). */
+    pthread_mutex_lock(&s->lock);
+    int popped = 1;
+    for (struct sched_waiter *i = s->idle; i != NULL; i = i->next)
+        popped = popped && i != w;
+    if (!popped)
+        idle_pop(s, w);
+    pthread_mutex_unlock(&s->lock);
+    if (popped) {
+        while (sem_wait(&w->sem) != 0)
+            ;
+        return w->has_task;
+    }
+    return 0;
+}
+
+int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t)
+{
+    const struct sched_ops *ops = done != NULL ? done->batch->ops : NULL;
+    struct sched_waiter w;
+    void *release = NULL;
+    int64_t wake;
+    int got = 0;
+
+    sem_init(&w.sem, 0, 0);
+    pthread_mutex_lock(&s->lock);
+    if (done != NULL)
+        release = done_locked(s, done, fo_now_us());
+    for (;;) {
+        if (s->stopping)
+            break;
+        if (try_locked(s, fo_now_us(), t, &wake)) {
+            got = 1;
+            break;
+        }
+        w.next = s->idle;
+        w.has_task = 0;
+        s->idle = &w;
+        if (wake != 0 && s->timer_watch == NULL)
+            s->timer_watch = &w;
+        else
+            wake = 0;
+        if (idle_wait(s, &w, wake, ops, release)) {
+            *t = w.task;
+            sem_destroy(&w.sem);
+            return 1;
+        }
+        release = NULL;
+        pthread_mutex_lock(&s->lock);
+    }
+    unlock_wake(s);
+    if (release != NULL && ops->release != NULL)
+        ops->release(release);
+    sem_destroy(&w.sem);
+    return got;
 }
 
 void sched_cancel(struct sched *s, struct sched_batch *b)
@@ -1071,7 +1196,7 @@ void sched_cancel(struct sched *s, struct sched_batch *b)
     b->waiting = 0;
     METRIC_SET(queue_depth, s->depth);
     release = batch_end(b);
-    pthread_mutex_unlock(&s->lock);
+    unlock_wake(s);
     if (release != NULL && ops->release != NULL)
         ops->release(release);
 }
@@ -1087,7 +1212,8 @@ void sched_stop(struct sched *s)
 {
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
-    pthread_cond_broadcast(&s->work);
+    while (s->idle != NULL)
+        waiter_post(s, s->idle, 0);
     pthread_mutex_unlock(&s->lock);
 }
 
