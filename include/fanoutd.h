@@ -36,11 +36,14 @@
 
 /* Internal tunables. */
 #define FO_WORKER_STACK      (256 * 1024) /* pthread stack of fetch workers */
-#define FO_FRONT_THREADS_MAX 4            /* libmicrohttpd thread pool, at most */
-#define FO_RETRY_AFTER       "1"          /* Retry-After (seconds) on 503 */
-#define FO_DRAIN_FLUSH_MS    2000         /* after grace: least time to send answers */
-#define FO_FINISHERS_MAX     16           /* threads building deadline/shutdown answers */
-#define FO_STOP_POLL_MS      100 /* shutdown: how often a further stop signal is looked for */
+#define FO_WORKERS_FLOOR     4     /* workers kept when idle (queue.c: the pool is elastic) */
+#define FO_WORKER_IDLE_MS    30000 /* a worker idle this long leaves, down to the floor */
+#define FO_FRONT_THREADS_MAX 4     /* libmicrohttpd thread pool, at most */
+#define FO_RETRY_AFTER       "1"   /* Retry-After (seconds) on 503 */
+#define FO_DRAIN_FLUSH_MS    2000  /* after grace: least time to send answers */
+#define FO_FINISHERS_MAX     16    /* threads building deadline/shutdown answers */
+#define FO_STOP_POLL_MS      100   /* shutdown: how often a further stop signal is looked for */
+#define FO_CLIENT_POLL_US    1000  /* a job's client socket polled at most this often (job.c) */
 #define FO_ANSWER_BLOCK      (256u << 10) /* bytes of an answer handed to the socket at once */
 #define FO_MMAP_THRESHOLD    (256u << 10) /* blocks this large are mmapped (main.c) */
 #define FO_STREAM_BLOCK      (16u << 10)  /* bytes of a stream handed to the socket at once */

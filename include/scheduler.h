@@ -113,12 +113,19 @@ fo_err sched_submit(struct sched *s, const struct sched_batch_desc *d, long capa
 int sched_try(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wake_us);
 
 /* Ends done (as sched_done; NULL: none) and waits for the next task: 1 and
- * *t filled, 0 when the scheduler stops. The worker asking takes a task
- * that is takeable at once itself; else it sleeps on the idle stack, the
- * most recently idle first to be woken, and is woken with a task already
- * taken for it (no lock hand-off). One idle worker sleeps until the
- * earliest not-before time and then looks again. */
-int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t);
+ * *t filled, 0 when the scheduler stops, -1 when idle_us (> 0; 0: no
+ * limit) passed with nothing to do. The worker asking takes a task that is
+ * takeable at once itself; else it sleeps on the idle stack, the most
+ * recently idle first to be woken, and is woken with a task already taken
+ * for it (no lock hand-off). One idle worker sleeps until the earliest
+ * not-before time and then looks again (it is never let go for idling). */
+int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t, int64_t idle_us);
+
+/* Registers grow(ctx, want), called with no lock held whenever tasks
+ * became ready and no worker was idle to take them (want: the tasks
+ * waiting, an upper bound of the workers that would help). Set before any
+ * worker starts; NULL: never asked. */
+void sched_set_grow(struct sched *s, void (*grow)(void *ctx, long want), void *ctx);
 
 /* A task handed out with t->resolve: resolves its destination's name
  * (blocking, no lock held), remembers the address for FO_NAME_TTL_MS and

@@ -105,7 +105,10 @@ struct fetcher {
 
 /* One item's fetch across its hops: what fanoutd sends next. */
 struct hop {
-    CURLU *url;                        /* the current URL; owned */
+    CURLU *url;                        /* the current URL; owned. NULL while plain is set */
+    const char *plain;                 /* the item's URL, sent as written (plain_url): parsed
+                                          into url only when a redirect, an injected header
+                                          or the breaker needs its parts; borrowed */
     char *origin;                      /* the item's own "scheme://host:port", made at the
                                           first redirect; owned, NULL before */
     enum http_method method;           /* this hop's method */
@@ -563,7 +566,7 @@ static struct curl_slist *hop_headers(const struct fetch_req *req, const struct 
     /* share: the injected header, only on a hop under its prefix */
     if (inject != NULL && append(&list, inject->line) != FO_OK)
         goto fail;
-    if (append(&list, "Expect:") != FO_OK) /* no 100-continue round trip */
+    if (fields && append(&list, "Expect:") != FO_OK) /* no 100-continue round trip */
         goto fail;
     /* A body (or the empty one of a bodiless POST or PUT) gets no form
      * Content-Type from libcurl: the item's, JSON's, or none. */
@@ -711,6 +714,36 @@ out:
     return err;
 }
 
+/*
+ * 1 if url goes out exactly as written, so that libcurl may parse it once
+ * from CURLOPT_URL: http or https, printable ASCII only (batch.c's
+ * url_check has refused white space and control bytes), so that
+ * hop_set_url would encode nothing, and no "xn--" label, whose A-label
+ * hop_set_url would check.
+ */
+static int plain_url(const char *url)
+{
+    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if (*p >= 0x80 || ((*p | 0x20) == 'x' && strncasecmp((const char *)p, "xn--", 4) == 0))
+            return 0;
+    }
+    return 1;
+}
+
+/* h->url from h->plain, when a hop needs the URL's parts. */
+static fo_err hop_parse(struct hop *h, struct fo_msg *why)
+{
+    if (h->url != NULL)
+        return FO_OK;
+    if ((h->url = curl_url()) == NULL)
+        return FO_ENOMEM;
+    fo_err err = hop_set_url(h, h->plain, why);
+    h->plain = NULL;
+    return err;
+}
+
 static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg *why)
 {
     fo_err err;
@@ -718,9 +751,8 @@ static fo_err hop_init(struct hop *h, const struct fetch_req *req, struct fo_msg
     memset(h, 0, sizeof(*h));
     h->method = req->method;
     h->send_body = req->body != NULL && req->method != M_HEAD;
-    if ((h->url = curl_url()) == NULL)
-        return FO_ENOMEM;
-    if ((err = hop_set_url(h, req->url, why)) != FO_OK)
+    h->plain = req->url;
+    if ((!plain_url(req->url) || req->ninject > 0) && (err = hop_parse(h, why)) != FO_OK)
         return err;
     if (req->ninject > 0 && (err = hop_inject(req, h->url, &h->inject0)) != FO_OK)
         return err;
@@ -745,6 +777,8 @@ static fo_err hop_next(struct hop *h, int status, const char *location, struct f
     char *origin = NULL;
     fo_err err;
 
+    if ((err = hop_parse(h, why)) != FO_OK)
+        return err;
     /* The item's own origin, from its URL while it is still the current one. */
     if (h->origin == NULL && (err = url_origin(h->url, &h->origin)) != FO_OK)
         return err;
@@ -994,12 +1028,12 @@ static CURLcode run_hop(struct fetcher *f, const struct fetch_req *req, const st
     f->errbuf[0] = '\0';
     buf_reset(&f->body);
     headers = hop_headers(req, h, &ok);
-    if (!ok || curl_url_get(h->url, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+    if (!ok || (h->plain == NULL && curl_url_get(h->url, CURLUPART_URL, &url, 0) != CURLUE_OK)) {
         curl_slist_free_all(headers);
         f->nomem = 1;
         return CURLE_OUT_OF_MEMORY;
     }
-    curl_easy_setopt(f->easy, CURLOPT_URL, url);
+    curl_easy_setopt(f->easy, CURLOPT_URL, h->plain != NULL ? h->plain : url);
     curl_easy_setopt(f->easy, CURLOPT_TIMEOUT_MS, left_ms);
     curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(f->easy, CURLOPT_FRESH_CONNECT,
@@ -1111,13 +1145,15 @@ static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct 
 }
 
 /* Tells req->hop_done how the hop to h's "host:port" went. */
-static void report_hop(const struct fetcher *f, const struct fetch_req *req, const struct hop *h,
+static void report_hop(const struct fetcher *f, const struct fetch_req *req, struct hop *h,
                        CURLcode rc, int deadline_bound)
 {
     char *host = NULL, *port = NULL;
     char hostport[FO_MAX_URL_LEN + 16];
+    struct fo_msg why;
 
-    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+    if (hop_parse(h, &why) == FO_OK &&
+        curl_url_get(h->url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
         curl_url_get(h->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
         int n = snprintf(hostport, sizeof(hostport), "%s:%s", host, port);
         if (n > 0 && (size_t)n < sizeof(hostport))

@@ -40,6 +40,9 @@ struct job {
      * watch_add before the job is queued; open while the job runs (the
      * connection stays suspended until the job finishes). */
     int client_fd;
+    /* When a worker last polled client_fd (job_begin_item), monotonic us;
+     * guarded by lock. */
+    int64_t client_polled_us;
 
     /* Set once when the job finishes; running fetches poll it to abort. */
     _Atomic int stop;
@@ -224,14 +227,23 @@ static int client_left(int fd)
 
 int job_begin_item(struct job *job, size_t i, void *runner)
 {
+    int64_t now = fo_now_us();
     int run;
 
     pthread_mutex_lock(&job->lock);
-    /* Unfinished, so the connection is still suspended and its fd open. */
-    run = job->finished == FINISH_NONE && !client_left(job->client_fd);
+    /* Unfinished, so the connection is still suspended and its fd open.
+     * The watcher cancels the job when its client goes; the poll here
+     * only closes the gap until it has, so it is made at most once per
+     * FO_CLIENT_POLL_US for a job (not once for each of a batch's items,
+     * which start within that time of each other). */
+    run = job->finished == FINISH_NONE;
+    if (run && now - job->client_polled_us >= FO_CLIENT_POLL_US) {
+        job->client_polled_us = now;
+        run = !client_left(job->client_fd);
+    }
     if (run) {
         job->state[i] = ITEM_RUNNING;
-        job->started_us[i] = fo_now_us();
+        job->started_us[i] = now;
         job->runner[i] = runner;
     }
     pthread_mutex_unlock(&job->lock);

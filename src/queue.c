@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "breaker.h"
@@ -28,24 +29,37 @@
 #include "scheduler.h"
 #include "share.h"
 
-/* A worker: its thread, its fetcher, and what it leads or rides of a
+/* A worker slot: its thread, its fetcher, and what it leads or rides of a
  * shared fetch (share.h). The job's runner for its items is the worker. */
 struct worker {
     pthread_t tid;
+    enum { SLOT_FREE, SLOT_RUNNING, SLOT_EXITED } state; /* EXITED: to be joined */
     struct fetcher *fetcher;
     struct share_slot share;
 };
 
-/* Set by queue_start on the main thread before any worker starts, and
- * read-only after (queue_stop joins the workers, then frees their array). */
+/*
+ * The pool is elastic: it starts FO_WORKERS_FLOOR threads (or `workers`,
+ * if fewer), starts more when items are ready and no worker is idle (the
+ * scheduler's grow hook), up to `workers`, and lets a worker go when it has
+ * had nothing to do for FO_WORKER_IDLE_MS while more than the floor run.
+ * So a large `workers` costs nothing at idle; a burst after a quiet spell
+ * pays for the threads it starts (about 30 us each).
+ */
 static struct pool {
-    struct sched *sched;
-    struct worker *workers;
-    long nworkers;
+    struct sched *sched; /* set by queue_start before any worker starts */
+    struct fetch_env *env;
+    pthread_mutex_t lock;   /* guards the fields below and every slot's state */
+    struct worker *workers; /* `max` slots */
+    long max, floor;
+    long nthreads;   /* slots RUNNING (threads not yet retired) */
+    int64_t idle_us; /* FO_WORKER_IDLE_MS, or the testing aid's value */
+    long starting;   /* started, not yet asking for work */
+    int stopping;
     /* Testing aid (FANOUTD_TEST_WEDGE_WORKERS set at start): workers never
      * take work, so the watchdog's stall detection can be shown. */
     int wedge;
-} pool;
+} pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---- a job's items as the scheduler's tasks ------------------------------ */
 
@@ -367,16 +381,45 @@ static void job_wake_hook(void *runner)
 
 /* ---- the workers ------------------------------------------------------------ */
 
+/* A worker leaves: idle too long with more than the floor running. 1 when
+ * it may go (its slot is then EXITED; the next start or queue_stop joins
+ * it). */
+static int worker_retire(struct worker *w)
+{
+    int go;
+
+    pthread_mutex_lock(&pool.lock);
+    go = pool.nthreads > pool.floor && !pool.stopping;
+    if (go) {
+        pool.nthreads--;
+        w->state = SLOT_EXITED;
+        METRIC_SET(workers, pool.nthreads);
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return go;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct sched_task t, done;
-    int have_done = 0;
+    int have_done = 0, got;
 
+    pthread_mutex_lock(&pool.lock);
+    pool.starting--;
+    pthread_mutex_unlock(&pool.lock);
     /* The task just run is ended by the next sched_next, in the same hold
      * of the scheduler's lock that takes the next one. */
-    while (sched_next(pool.sched, have_done ? &done : NULL, &t)) {
+    for (;;) {
+        got = sched_next(pool.sched, have_done ? &done : NULL, &t, pool.idle_us);
         have_done = 0;
+        if (got == 0)
+            break;
+        if (got < 0) {
+            if (worker_retire(w))
+                break;
+            continue;
+        }
         if (t.resolve && !sched_resolve(pool.sched, &t))
             continue; /* waits behind its destination's limit */
         int64_t again = sched_run(&t, w);
@@ -386,6 +429,12 @@ static void *worker_main(void *arg)
             done = t;
             have_done = 1;
         }
+    }
+    /* Its keep-alive connections close with it; a retired worker's fetcher
+     * goes now, a stopped one's at queue_stop. */
+    if (got < 0) {
+        fetcher_free(w->fetcher);
+        w->fetcher = NULL;
     }
     return NULL;
 }
@@ -405,10 +454,64 @@ static void *wedged_main(void *arg)
     return NULL;
 }
 
+/* Starts one worker in a free slot. pool.lock held. */
+static fo_err worker_start(void)
+{
+    struct worker *w = NULL;
+    pthread_attr_t attr;
+    int rc;
+
+    for (long i = 0; i < pool.max && w == NULL; i++) {
+        if (pool.workers[i].state != SLOT_RUNNING)
+            w = &pool.workers[i];
+    }
+    if (w == NULL)
+        return FO_EFULL;
+    if (w->state == SLOT_EXITED) {
+        pthread_join(w->tid, NULL); /* it has left sched_next: at once */
+        w->state = SLOT_FREE;
+    }
+    if ((w->fetcher = fetcher_new(pool.env)) == NULL)
+        return FO_ENOMEM;
+    memset(&w->share, 0, sizeof(w->share));
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
+    rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        fetcher_free(w->fetcher);
+        w->fetcher = NULL;
+        return FO_ESYS;
+    }
+    w->state = SLOT_RUNNING;
+    pool.nthreads++;
+    pool.starting++;
+    METRIC_SET(workers, pool.nthreads);
+    return FO_OK;
+}
+
+/* The scheduler's grow hook: up to `want` more workers (less those already
+ * starting), within `workers`. A thread that cannot start is logged; the
+ * running ones take the work. */
+static void pool_grow(void *ctx, long want)
+{
+    (void)ctx;
+    pthread_mutex_lock(&pool.lock);
+    want -= pool.starting;
+    while (want-- > 0 && pool.nthreads < pool.max && !pool.stopping) {
+        fo_err err = worker_start();
+        if (err != FO_OK) {
+            log_warn("cannot start worker %ld of %ld (%s); the %ld running take the work",
+                     pool.nthreads + 1, pool.max, fo_strerror(err), pool.nthreads);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
 fo_err queue_start(long workers, struct fetch_env *env)
 {
-    pthread_attr_t attr;
-    fo_err err;
+    fo_err err = FO_OK;
 
     pool.wedge = getenv("FANOUTD_TEST_WEDGE_WORKERS") != NULL;
     if (pool.wedge)
@@ -420,26 +523,27 @@ fo_err queue_start(long workers, struct fetch_env *env)
         queue_stop();
         return FO_ENOMEM;
     }
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
-    for (long i = 0; i < workers; i++) {
-        struct worker *w = &pool.workers[i];
-        if ((w->fetcher = fetcher_new(env)) == NULL) {
-            err = FO_ENOMEM;
-            break;
-        }
-        if (pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w) != 0) {
-            fetcher_free(w->fetcher);
-            log_error("cannot start worker %ld of %ld", i + 1, workers);
-            err = FO_ESYS;
-            break;
-        }
-        pool.nworkers++;
-    }
-    pthread_attr_destroy(&attr);
-    METRIC_SET(workers, pool.nworkers);
-    if (err != FO_OK)
+    pool.env = env;
+    pool.max = workers;
+    /* Testing aid: FANOUTD_TEST_WORKER_IDLE_MS, so that a test need not
+     * wait FO_WORKER_IDLE_MS to see the pool shrink. */
+    const char *idle = getenv("FANOUTD_TEST_WORKER_IDLE_MS");
+    long long idle_ms = FO_WORKER_IDLE_MS;
+    if (idle != NULL && fo_parse_num(idle, 1, FO_WORKER_IDLE_MS, &idle_ms) != FO_OK)
+        idle_ms = FO_WORKER_IDLE_MS;
+    pool.idle_us = (int64_t)idle_ms * 1000;
+    /* Wedged (a testing aid), all of them, as none will ever be idle. */
+    pool.floor = pool.wedge || workers < FO_WORKERS_FLOOR ? workers : FO_WORKERS_FLOOR;
+    if (!pool.wedge)
+        sched_set_grow(pool.sched, pool_grow, NULL);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.nthreads < pool.floor && (err = worker_start()) == FO_OK)
+        ;
+    pthread_mutex_unlock(&pool.lock);
+    if (err != FO_OK) {
+        log_error("cannot start worker %ld of %ld", pool.nthreads + 1, pool.floor);
         queue_stop();
+    }
     return err;
 }
 
@@ -483,12 +587,20 @@ void queue_stop(void)
     wedge_stop = 1;
     pthread_cond_broadcast(&wedge_cond);
     pthread_mutex_unlock(&wedge_lock);
-    for (long i = 0; i < pool.nworkers; i++) {
-        pthread_join(pool.workers[i].tid, NULL);
-        fetcher_free(pool.workers[i].fetcher);
+    /* No worker starts from now on; those running leave sched_next. */
+    pthread_mutex_lock(&pool.lock);
+    pool.stopping = 1;
+    pthread_mutex_unlock(&pool.lock);
+    for (long i = 0; i < pool.max; i++) {
+        struct worker *w = &pool.workers[i];
+        if (w->state == SLOT_FREE)
+            continue;
+        pthread_join(w->tid, NULL);
+        fetcher_free(w->fetcher); /* NULL for a retired worker */
+        w->state = SLOT_FREE;
     }
     FO_FREE(pool.workers);
-    pool.nworkers = 0;
+    pool.max = pool.nthreads = 0;
     share_cache_clear();
     /* The scheduler stays: the front end may still offer a batch until it
      * stops (refused: FO_ESTOPPED), and a job may still end its

@@ -111,6 +111,7 @@ struct sched_waiter {
     struct sched_waiter *next; /* the idle stack */
     sem_t sem;                 /* posted once per pop, with the lock held */
     int has_task;              /* written before the post */
+    int timed_out;             /* idle_wait: its time passed, not popped */
     struct sched_task task;
 };
 
@@ -125,8 +126,12 @@ struct sched {
     int kick;                         /* a task may have become takeable since the lock
                                          was taken: hand out at unlock_wake */
     int timer_kick;                   /* the earliest timer moved earlier */
-    struct sched_batch *head;         /* the ring; head is served next */
-    long depth;                       /* tasks waiting, over all batches */
+    /* Asked, without the lock, for more workers when work waits and no
+     * worker is idle (sched_set_grow; set before any worker starts). */
+    void (*grow)(void *ctx, long want);
+    void *grow_ctx;
+    struct sched_batch *head; /* the ring; head is served next */
+    long depth;               /* tasks waiting, over all batches */
     int closed, stopping;
     struct host_slot *hosts[HOST_BUCKETS];
     struct host_slot *ready; /* hosts with a free slot and parked tasks */
@@ -647,6 +652,8 @@ static void waiter_post(struct sched *s, struct sched_waiter *w, int has_task)
  */
 static void unlock_wake(struct sched *s)
 {
+    long want = 0;
+
     if (s->kick && s->idle != NULL) {
         int64_t now = fo_now_us(), wake;
         while (s->idle != NULL && try_locked(s, now, &s->idle->task, &wake))
@@ -654,8 +661,14 @@ static void unlock_wake(struct sched *s)
     }
     if (s->idle != NULL && s->ntimers > 0 && (s->timer_watch == NULL || s->timer_kick))
         waiter_post(s, s->timer_watch != NULL ? s->timer_watch : s->idle, 0);
+    /* Tasks are ready (or parked behind a destination with a free slot)
+     * and no worker is idle: the pool may start more. */
+    if (s->kick && s->idle == NULL && s->grow != NULL && (s->head != NULL || s->ready != NULL))
+        want = s->depth;
     s->kick = s->timer_kick = 0;
     pthread_mutex_unlock(&s->lock);
+    if (want > 0)
+        s->grow(s->grow_ctx, want);
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -1105,6 +1118,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
 {
     int rc;
 
+    w->timed_out = 0;
     unlock_wake(s); /* may pop w at once */
     if (release != NULL && ops->release != NULL)
         ops->release(release); /* before sleeping: the batch is gone */
@@ -1118,7 +1132,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
     }
     if (rc == 0)
         return w->has_task; /* the post came after has_task and task were written */
-    /* The earliest timer is due: off the stack, unless a waker popped w
+    /* The earliest timer is due, or the idle time is up: off the stack, unless a waker popped w
      * meanwhile (its post, made under the lock, is then already there). */
     pthread_mutex_lock(&s->lock);
     int popped = 1;
@@ -1132,15 +1146,16 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
             ;
         return w->has_task;
     }
+    w->timed_out = 1;
     return 0;
 }
 
-int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t)
+int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t, int64_t idle_us)
 {
     const struct sched_ops *ops = done != NULL ? done->batch->ops : NULL;
     struct sched_waiter w;
     void *release = NULL;
-    int64_t wake;
+    int64_t wake, idle_end = idle_us > 0 ? fo_now_us() + idle_us : 0;
     int got = 0;
 
     sem_init(&w.sem, 0, 0);
@@ -1158,15 +1173,21 @@ int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t)
         w.has_task = 0;
         s->idle = &w;
         if (wake != 0 && s->timer_watch == NULL)
-            s->timer_watch = &w;
+            s->timer_watch = &w; /* the watcher waits for the timer only */
         else
-            wake = 0;
+            wake = idle_end;
+        int watching = s->timer_watch == &w;
         if (idle_wait(s, &w, wake, ops, release)) {
             *t = w.task;
             sem_destroy(&w.sem);
             return 1;
         }
         release = NULL;
+        if (w.timed_out && !watching && idle_end != 0 && fo_now_us() >= idle_end) {
+            got = -1; /* idle for idle_us: the pool may let this worker go */
+            pthread_mutex_lock(&s->lock);
+            break;
+        }
         pthread_mutex_lock(&s->lock);
     }
     unlock_wake(s);
@@ -1199,6 +1220,12 @@ void sched_cancel(struct sched *s, struct sched_batch *b)
     unlock_wake(s);
     if (release != NULL && ops->release != NULL)
         ops->release(release);
+}
+
+void sched_set_grow(struct sched *s, void (*grow)(void *ctx, long want), void *ctx)
+{
+    s->grow = grow;
+    s->grow_ctx = ctx;
 }
 
 void sched_close(struct sched *s)

@@ -1229,9 +1229,13 @@ static enum MHD_Result respond_doc(struct MHD_Connection *conn, struct request *
 
     if (req->want_gzip)
         return respond_doc_gzip(conn, req, sink);
-    resp =
-        MHD_create_response_from_callback(size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
-                                          FO_ANSWER_BLOCK, read_answer, req, NULL);
+    /* libmicrohttpd allocates the block with the response: no larger than
+     * the document (a small answer then costs no mapping of its own). */
+    size_t block = size != ANSWER_SIZE_UNKNOWN && size < FO_ANSWER_BLOCK
+                       ? (size < FO_STREAM_BLOCK ? FO_STREAM_BLOCK : (size_t)size)
+                       : FO_ANSWER_BLOCK;
+    resp = MHD_create_response_from_callback(
+        size == ANSWER_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size, block, read_answer, req, NULL);
     if (resp == NULL)
         return MHD_NO;
     req->bytes = size == ANSWER_SIZE_UNKNOWN ? 0 : (size_t)size;

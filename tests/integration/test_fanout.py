@@ -1,6 +1,8 @@
 """Fan-out and scheduling: concurrency, per_host_limit, fairness across batches, keep-alive."""
 
 import json
+import os
+import re
 import socket
 import time
 import unittest
@@ -16,6 +18,51 @@ def open_batch(port, payload):
     s.sendall(b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     return s
+
+
+class ElasticPoolTest(DaemonCase):
+    """The pool starts a few workers, grows up to `workers` when items wait and no worker
+    is idle, and lets idle workers go again (FANOUTD_TEST_WORKER_IDLE_MS stands in for
+    the 30 s a worker idles before it leaves)."""
+
+    PER_TEST = True
+    CONFIG = {"workers": 64}
+
+    def workers(self):
+        m = re.search(r"^fanoutd_workers (\d+)$", self.get("/metrics").body.decode(), re.M)
+        return int(m.group(1))
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.daemon.proc.pid}/task"))
+
+    def test_grows_under_load_and_shrinks_when_idle(self):
+        self.start_daemon(env=dict(os.environ, FANOUTD_TEST_WORKER_IDLE_MS="400"))
+        self.assertEqual(self.workers(), 4, "at idle only the floor of 4 workers runs")
+        idle_threads = self.threads()
+        for round_ in range(2):
+            tag = new_tag()
+            start = time.monotonic()
+            doc = self.batch([self.url("/delay", ms=400, tag=tag, i=i) for i in range(50)],
+                             total=50)
+            elapsed = time.monotonic() - start
+            self.assertEqual(doc["summary"]["ok"], 50)
+            self.assertLess(elapsed, 2.5, f"round {round_}: 50 x 400 ms took {elapsed:.2f} s: "
+                                          "the pool did not grow to run them at once")
+            self.assertGreaterEqual(self.up.max_inflight(tag), 40)
+            self.assertGreaterEqual(self.workers(), 50)
+            self.assertLessEqual(self.workers(), 64)
+            wait_for(lambda: self.workers() == 4, 10, "idle workers to leave, down to 4")
+            wait_for(lambda: self.threads() == idle_threads, 10, "their threads to end")
+
+    def test_never_more_than_workers(self):
+        self.start_daemon(workers=8)
+        tag = new_tag()
+        start = time.monotonic()
+        doc = self.batch([self.url("/delay", ms=300, tag=tag, i=i) for i in range(24)], total=24)
+        self.assertEqual(doc["summary"]["ok"], 24)
+        self.assertEqual(self.up.max_inflight(tag), 8)
+        self.assertGreaterEqual(time.monotonic() - start, 0.85, "24 x 300 ms on 8 workers")
+        self.assertEqual(self.workers(), 8)
 
 
 class FanoutTest(DaemonCase):
