@@ -273,6 +273,10 @@ class _Server6(_Server):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as nginx, Go and Node set on their connections: http.server writes the
+    # headers and the body separately, and with Nagle on, the body of an answer on a
+    # reused connection waits for the client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
     server_version = "fanoutd-it-upstream/1"
 
     def log_message(self, format, *args):
