@@ -160,12 +160,15 @@ bench:
 bench-scaling: fanoutd
 	python3 bench/scaling.py
 
+bench-v2: fanoutd
+	python3 bench/v2.py
+
 # Ten minutes of mixed good and faulty batches at ~70% of capacity; RSS,
 # descriptors and threads must stay flat (SOAK_SECONDS to change).
 soak: fanoutd
 	python3 tests/soak.py
 
-.PHONY: bench bench-scaling soak
+.PHONY: bench bench-scaling bench-v2 soak
 
 # Fuzzing (libFuzzer, clang): see tests/fuzz/fuzz.mk.
 -include tests/fuzz/fuzz.mk

@@ -33,6 +33,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -110,7 +111,9 @@ struct timer {
 struct sched_waiter {
     struct sched_waiter *next; /* the idle stack */
     sem_t sem;                 /* posted once per pop, with the lock held */
-    int has_task;              /* written before the post */
+    _Atomic int has_task;      /* stored (release) after task, before the post: the
+                                  woken worker loads it (acquire) before reading task,
+                                  whichever wait woke it */
     int timed_out;             /* idle_wait: its time passed, not popped */
     struct sched_task task;
 };
@@ -639,7 +642,7 @@ static void idle_pop(struct sched *s, struct sched_waiter *w)
 static void waiter_post(struct sched *s, struct sched_waiter *w, int has_task)
 {
     idle_pop(s, w);
-    w->has_task = has_task;
+    atomic_store_explicit(&w->has_task, has_task, memory_order_release);
     sem_post(&w->sem);
 }
 
@@ -1131,7 +1134,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
             ;
     }
     if (rc == 0)
-        return w->has_task; /* the post came after has_task and task were written */
+        return atomic_load_explicit(&w->has_task, memory_order_acquire);
     /* The earliest timer is due, or the idle time is up: off the stack, unless a waker popped w
      * meanwhile (its post, made under the lock, is then already there). */
     pthread_mutex_lock(&s->lock);
@@ -1144,7 +1147,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
     if (popped) {
         while (sem_wait(&w->sem) != 0)
             ;
-        return w->has_task;
+        return atomic_load_explicit(&w->has_task, memory_order_acquire);
     }
     w->timed_out = 1;
     return 0;
@@ -1170,7 +1173,7 @@ int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t, i
             break;
         }
         w.next = s->idle;
-        w.has_task = 0;
+        atomic_store_explicit(&w.has_task, 0, memory_order_relaxed);
         s->idle = &w;
         if (wake != 0 && s->timer_watch == NULL)
             s->timer_watch = &w; /* the watcher waits for the timer only */
