@@ -110,7 +110,7 @@ struct timer {
  */
 struct sched_waiter {
     struct sched_waiter *next; /* the idle stack */
-    sem_t sem;                 /* posted once per pop, with the lock held */
+    sem_t sem;                 /* posted once per pop, after the lock is let go */
     _Atomic int has_task;      /* stored (release) after task, before the post: the
                                   woken worker loads it (acquire) before reading task,
                                   whichever wait woke it */
@@ -638,12 +638,26 @@ static void idle_pop(struct sched *s, struct sched_waiter *w)
         s->timer_watch = NULL;
 }
 
-/* Posts w, popped, with has_task as set. */
-static void waiter_post(struct sched *s, struct sched_waiter *w, int has_task)
+/* Pops w with has_task as set, onto *wake: the waiters to post once the
+ * lock is let go (a post wakes a thread; made under the lock, it would
+ * keep the lock held through a system call per worker). */
+static void waiter_pop(struct sched *s, struct sched_waiter *w, int has_task,
+                       struct sched_waiter **wake)
 {
     idle_pop(s, w);
     atomic_store_explicit(&w->has_task, has_task, memory_order_release);
-    sem_post(&w->sem);
+    w->next = *wake;
+    *wake = w;
+}
+
+/* Posts the waiters waiter_pop gathered; no lock held. */
+static void waiters_post(struct sched_waiter *wake)
+{
+    while (wake != NULL) {
+        struct sched_waiter *w = wake;
+        wake = w->next; /* before the post: w lives on its thread's stack */
+        sem_post(&w->sem);
+    }
 }
 
 /*
@@ -655,21 +669,23 @@ static void waiter_post(struct sched *s, struct sched_waiter *w, int has_task)
  */
 static void unlock_wake(struct sched *s)
 {
+    struct sched_waiter *posts = NULL;
     long want = 0;
 
     if (s->kick && s->idle != NULL) {
         int64_t now = fo_now_us(), wake;
         while (s->idle != NULL && try_locked(s, now, &s->idle->task, &wake))
-            waiter_post(s, s->idle, 1);
+            waiter_pop(s, s->idle, 1, &posts);
     }
     if (s->idle != NULL && s->ntimers > 0 && (s->timer_watch == NULL || s->timer_kick))
-        waiter_post(s, s->timer_watch != NULL ? s->timer_watch : s->idle, 0);
+        waiter_pop(s, s->timer_watch != NULL ? s->timer_watch : s->idle, 0, &posts);
     /* Tasks are ready (or parked behind a destination with a free slot)
      * and no worker is idle: the pool may start more. */
     if (s->kick && s->idle == NULL && s->grow != NULL && (s->head != NULL || s->ready != NULL))
         want = s->depth;
     s->kick = s->timer_kick = 0;
     pthread_mutex_unlock(&s->lock);
+    waiters_post(posts);
     if (want > 0)
         s->grow(s->grow_ctx, want);
 }
@@ -1136,7 +1152,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
     if (rc == 0)
         return atomic_load_explicit(&w->has_task, memory_order_acquire);
     /* The earliest timer is due, or the idle time is up: off the stack, unless a waker popped w
-     * meanwhile (its post, made under the lock, is then already there). */
+     * meanwhile (its post then comes once the waker lets the lock go). */
     pthread_mutex_lock(&s->lock);
     int popped = 1;
     for (struct sched_waiter *i = s->idle; i != NULL; i = i->next)
@@ -1240,11 +1256,14 @@ void sched_close(struct sched *s)
 
 void sched_stop(struct sched *s)
 {
+    struct sched_waiter *posts = NULL;
+
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
     while (s->idle != NULL)
-        waiter_post(s, s->idle, 0);
+        waiter_pop(s, s->idle, 0, &posts);
     pthread_mutex_unlock(&s->lock);
+    waiters_post(posts);
 }
 
 long sched_depth(struct sched *s)
