@@ -24,22 +24,31 @@ cmd="bash $shared/run.sh --sut '$sut' --sut-name fanoutd $args"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Idle RSS: fanoutd started with the same flags, nothing sent, after 1 s.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# shellcheck disable=SC2086 # $unit_env holds several words
-env $unit_env ./fanoutd --listen 127.0.0.1:$port --workers "$workers" --log-level warn &
-pid=$!
-sleep 1
-idle_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-kill $pid; wait $pid || true
+# Idle memory: fanoutd started with the same flags, nothing sent, after 1 s:
+# RSS with the benchmark's workers, and private (anonymous) memory with the
+# default workers (64), the benchmark's and 1024.
+idle_kib=0
+anon_json="{"
+for w in 64 "$workers" 1024; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # shellcheck disable=SC2086 # $unit_env holds several words
+    env $unit_env ./fanoutd --listen 127.0.0.1:$port --workers "$w" --log-level warn &
+    pid=$!
+    sleep 1
+    [ "$w" = "$workers" ] && idle_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+    anon_json="$anon_json\"$w\": $(awk '/RssAnon/ {print $2}' /proc/$pid/status),"
+    kill $pid; wait $pid || true
+done
+anon_json="${anon_json%,}}"
 
 # shellcheck disable=SC2086 # $args holds several arguments
 bash "$shared/run.sh" --sut "$sut" --sut-name fanoutd $args --out "$tmp/results.json" \
     | tee "$tmp/table.txt"
-python3 - "$tmp/results.json" "$idle_kib" <<'PY'
+python3 - "$tmp/results.json" "$idle_kib" "$anon_json" <<'PY'
 import json, sys
 res = json.load(open(sys.argv[1]))
 res["idle_rss_mib"] = int(sys.argv[2]) / 1024
+res["idle_anon_kib"] = json.loads(sys.argv[3])
 json.dump(res, open(sys.argv[1], "w"), indent=1)
 PY
 sed -i '/^(.*details in .*)$/d' "$tmp/table.txt"

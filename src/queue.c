@@ -14,10 +14,12 @@
  */
 #include "queue.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "breaker.h"
 #include "fetch.h"
@@ -34,6 +36,9 @@
 struct worker {
     pthread_t tid;
     enum { SLOT_FREE, SLOT_RUNNING, SLOT_EXITED } state; /* EXITED: to be joined */
+    void *stack; /* its stack and guard page (FO_WORKER_STACK + one page), mmapped
+                    here and unmapped when the thread is joined: glibc would keep
+                    the stacks of exited threads (up to 40 MiB) for reuse */
     struct fetcher *fetcher;
     struct share_slot share;
 };
@@ -381,18 +386,37 @@ static void job_wake_hook(void *runner)
 
 /* ---- the workers ------------------------------------------------------------ */
 
+#define STACK_GUARD 4096
+
+/* Joins the thread of an EXITED slot (it has left sched_next, so at once)
+ * and unmaps its stack. pool.lock held. */
+static void slot_reap(struct worker *w)
+{
+    pthread_join(w->tid, NULL);
+    if (w->stack != NULL)
+        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
+    w->stack = NULL;
+    w->state = SLOT_FREE;
+}
+
 /* A worker leaves: idle too long with more than the floor running. 1 when
- * it may go (its slot is then EXITED; the next start or queue_stop joins
- * it). */
-static int worker_retire(struct worker *w)
+ * it may go (its slot is then EXITED: the next worker to leave, the next
+ * start or queue_stop joins it). The last to leave, at the floor, gives
+ * the heap's free pages back to the kernel. */
+static int worker_retire(struct worker *w, int *last)
 {
     int go;
 
     pthread_mutex_lock(&pool.lock);
     go = pool.nthreads > pool.floor && !pool.stopping;
     if (go) {
+        for (long i = 0; i < pool.max; i++) {
+            if (pool.workers[i].state == SLOT_EXITED)
+                slot_reap(&pool.workers[i]);
+        }
         pool.nthreads--;
         w->state = SLOT_EXITED;
+        *last = pool.nthreads == pool.floor;
         METRIC_SET(workers, pool.nthreads);
     }
     pthread_mutex_unlock(&pool.lock);
@@ -403,7 +427,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct sched_task t, done;
-    int have_done = 0, got;
+    int have_done = 0, got, last = 0;
 
     pthread_mutex_lock(&pool.lock);
     pool.starting--;
@@ -416,7 +440,7 @@ static void *worker_main(void *arg)
         if (got == 0)
             break;
         if (got < 0) {
-            if (worker_retire(w))
+            if (worker_retire(w, &last))
                 break;
             continue;
         }
@@ -435,6 +459,8 @@ static void *worker_main(void *arg)
     if (got < 0) {
         fetcher_free(w->fetcher);
         w->fetcher = NULL;
+        if (last)
+            malloc_trim(0); /* the leavers' connection buffers, in every arena */
     }
     return NULL;
 }
@@ -467,20 +493,30 @@ static fo_err worker_start(void)
     }
     if (w == NULL)
         return FO_EFULL;
-    if (w->state == SLOT_EXITED) {
-        pthread_join(w->tid, NULL); /* it has left sched_next: at once */
-        w->state = SLOT_FREE;
-    }
-    if ((w->fetcher = fetcher_new(pool.env)) == NULL)
+    if (w->state == SLOT_EXITED)
+        slot_reap(w);
+    w->stack = mmap(NULL, FO_WORKER_STACK + STACK_GUARD, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (w->stack == MAP_FAILED) {
+        w->stack = NULL;
         return FO_ENOMEM;
+    }
+    (void)mprotect(w->stack, STACK_GUARD, PROT_NONE); /* stacks grow down */
+    if ((w->fetcher = fetcher_new(pool.env)) == NULL) {
+        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
+        w->stack = NULL;
+        return FO_ENOMEM;
+    }
     memset(&w->share, 0, sizeof(w->share));
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
+    pthread_attr_setstack(&attr, (char *)w->stack + STACK_GUARD, FO_WORKER_STACK);
     rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         fetcher_free(w->fetcher);
         w->fetcher = NULL;
+        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
+        w->stack = NULL;
         return FO_ESYS;
     }
     w->state = SLOT_RUNNING;
@@ -595,9 +631,10 @@ void queue_stop(void)
         struct worker *w = &pool.workers[i];
         if (w->state == SLOT_FREE)
             continue;
-        pthread_join(w->tid, NULL);
+        w->state = SLOT_EXITED; /* sched_stop has sent it out of sched_next */
+        slot_reap(w);
         fetcher_free(w->fetcher); /* NULL for a retired worker */
-        w->state = SLOT_FREE;
+        w->fetcher = NULL;
     }
     FO_FREE(pool.workers);
     pool.max = pool.nthreads = 0;
