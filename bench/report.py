@@ -5,6 +5,7 @@ data for bench/chart.svg (make bench). Standard library only.
     bench/report.py RESULTS_JSON TABLE_TXT COMMAND OUT_MD OUT_DAT
 """
 import json
+import os
 import sys
 import time
 
@@ -102,6 +103,12 @@ lines = [
     "![sub-requests per second and CPU per sub-request](chart.svg)",
     "",
 ]
+# The v2 figures (streaming, dependencies, coalescing and cache) come from
+# `make bench-v2`, which writes bench/V2.md: its last run is carried here.
+v2 = os.path.join(os.path.dirname(os.path.abspath(out_md)), "V2.md")
+if os.path.exists(v2):
+    body = open(v2).read().split("\n", 1)[1].strip()
+    lines += ["## v2 features (bench/V2.md, `make bench-v2`)", "", body.replace("\n## ", "\n### "), ""]
 open(out_md, "w").write("\n".join(lines))
 
 with open(out_dat, "w") as f:
