@@ -21,7 +21,8 @@
     ACTION(queue_depth, "fanoutd_queue_depth", "gauge",                                        \
            "Items waiting for a worker, over all batches.")                                    \
     ACTION(workers_busy, "fanoutd_workers_busy", "gauge", "Workers running a fetch now.")      \
-    ACTION(workers, "fanoutd_workers", "gauge", "Worker threads started.")                     \
+    ACTION(workers, "fanoutd_workers", "gauge",                                                \
+           "Worker threads running now (up to workers; 4 kept at idle).")                      \
     ACTION(upstream_bytes, "fanoutd_upstream_response_bytes_total", "counter",                 \
            "Upstream response body bytes received (decoded).")                                 \
     ACTION(reloads, "fanoutd_config_reloads_total", "counter",                                 \

@@ -121,11 +121,18 @@ int sched_try(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wa
  * not-before time and then looks again (it is never let go for idling). */
 int sched_next(struct sched *s, struct sched_task *done, struct sched_task *t, int64_t idle_us);
 
-/* Registers grow(ctx, want), called with no lock held whenever tasks
- * became ready and no worker was idle to take them (want: the tasks
- * waiting, an upper bound of the workers that would help). Set before any
- * worker starts; NULL: never asked. */
-void sched_set_grow(struct sched *s, void (*grow)(void *ctx, long want), void *ctx);
+/* Registers the pool's grow hook: when tasks became runnable and no worker
+ * is idle, each task that can run now (below its destination's and batch's
+ * limits, its time come) is taken, up to `spare` of them, and grow(ctx,
+ * task) is called for it with no lock held: the pool starts a worker whose
+ * first task it is (the task is handed out: it must be run and ended like
+ * any, or given back with sched_retry). A task that cannot run starts no
+ * worker. Set before any worker starts. */
+void sched_set_grow(struct sched *s, void (*grow)(void *ctx, struct sched_task *first), void *ctx,
+                    long spare);
+
+/* The pool may start n more workers (a worker left: n = 1). */
+void sched_spare(struct sched *s, long n);
 
 /* A task handed out with t->resolve: resolves its destination's name
  * (blocking, no lock held), remembers the address for FO_NAME_TTL_MS and

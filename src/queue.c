@@ -41,13 +41,16 @@ struct worker {
                     the stacks of exited threads (up to 40 MiB) for reuse */
     struct fetcher *fetcher;
     struct share_slot share;
+    struct sched_task first; /* the task it was started for (has_first) */
+    int has_first;
 };
 
 /*
  * The pool is elastic: it starts FO_WORKERS_FLOOR threads (or `workers`,
- * if fewer), starts more when items are ready and no worker is idle (the
- * scheduler's grow hook), up to `workers`, and lets a worker go when it has
- * had nothing to do for FO_WORKER_IDLE_MS while more than the floor run.
+ * if fewer), starts another for each item that can run now when no worker
+ * is idle (the scheduler's grow hook hands it that item), up to `workers`,
+ * and lets a worker go when it has had nothing to do for FO_WORKER_IDLE_MS
+ * while more than the floor run (the scheduler may then start one more).
  * So a large `workers` costs nothing at idle; a burst after a quiet spell
  * pays for the threads it starts (about 30 us each).
  */
@@ -59,7 +62,7 @@ static struct pool {
     long max, floor;
     long nthreads;   /* slots RUNNING (threads not yet retired) */
     int64_t idle_us; /* FO_WORKER_IDLE_MS, or the testing aid's value */
-    long starting;   /* started, not yet asking for work */
+    int grow_failed; /* a worker could not be started (logged once) */
     int stopping;
     /* Testing aid (FANOUTD_TEST_WEDGE_WORKERS set at start): workers never
      * take work, so the watchdog's stall detection can be shown. */
@@ -420,6 +423,8 @@ static int worker_retire(struct worker *w, int *last)
         METRIC_SET(workers, pool.nthreads);
     }
     pthread_mutex_unlock(&pool.lock);
+    if (go)
+        sched_spare(pool.sched, 1);
     return go;
 }
 
@@ -429,13 +434,19 @@ static void *worker_main(void *arg)
     struct sched_task t, done;
     int have_done = 0, got, last = 0;
 
-    pthread_mutex_lock(&pool.lock);
-    pool.starting--;
-    pthread_mutex_unlock(&pool.lock);
+    /* Named for ps -L and top -H: a worker started by the pool's growth
+     * would otherwise carry the name of the front-end thread that started it. */
+    (void)pthread_setname_np(pthread_self(), "fanoutd-worker");
     /* The task just run is ended by the next sched_next, in the same hold
      * of the scheduler's lock that takes the next one. */
     for (;;) {
-        got = sched_next(pool.sched, have_done ? &done : NULL, &t, pool.idle_us);
+        if (w->has_first) {
+            t = w->first; /* the task the worker was started for */
+            w->has_first = 0;
+            got = 1;
+        } else {
+            got = sched_next(pool.sched, have_done ? &done : NULL, &t, pool.idle_us);
+        }
         have_done = 0;
         if (got == 0)
             break;
@@ -480,8 +491,9 @@ static void *wedged_main(void *arg)
     return NULL;
 }
 
-/* Starts one worker in a free slot. pool.lock held. */
-static fo_err worker_start(void)
+/* Starts one worker in a free slot, with first as its first task (or
+ * none). pool.lock held. */
+static fo_err worker_start(const struct sched_task *first)
 {
     struct worker *w = NULL;
     pthread_attr_t attr;
@@ -508,6 +520,9 @@ static fo_err worker_start(void)
         return FO_ENOMEM;
     }
     memset(&w->share, 0, sizeof(w->share));
+    w->has_first = first != NULL;
+    if (first != NULL)
+        w->first = *first;
     pthread_attr_init(&attr);
     pthread_attr_setstack(&attr, (char *)w->stack + STACK_GUARD, FO_WORKER_STACK);
     rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
@@ -521,28 +536,30 @@ static fo_err worker_start(void)
     }
     w->state = SLOT_RUNNING;
     pool.nthreads++;
-    pool.starting++;
     METRIC_SET(workers, pool.nthreads);
     return FO_OK;
 }
 
-/* The scheduler's grow hook: up to `want` more workers (less those already
- * starting), within `workers`. A thread that cannot start is logged; the
- * running ones take the work. */
-static void pool_grow(void *ctx, long want)
+/* The scheduler's grow hook: a worker for first, a task taken for it. One
+ * that cannot start gives the task back (to run on a worker that frees up)
+ * and its place in the pool is not asked for again. */
+static void pool_grow(void *ctx, struct sched_task *first)
 {
+    fo_err err = FO_ESTOPPED;
+
     (void)ctx;
     pthread_mutex_lock(&pool.lock);
-    want -= pool.starting;
-    while (want-- > 0 && pool.nthreads < pool.max && !pool.stopping) {
-        fo_err err = worker_start();
-        if (err != FO_OK) {
+    if (!pool.stopping && pool.nthreads < pool.max)
+        err = worker_start(first);
+    if (err != FO_OK && !pool.grow_failed) {
+        pool.grow_failed = 1;
+        if (err != FO_ESTOPPED)
             log_warn("cannot start worker %ld of %ld (%s); the %ld running take the work",
                      pool.nthreads + 1, pool.max, fo_strerror(err), pool.nthreads);
-            break;
-        }
     }
     pthread_mutex_unlock(&pool.lock);
+    if (err != FO_OK)
+        sched_retry(pool.sched, first, 0);
 }
 
 fo_err queue_start(long workers, struct fetch_env *env)
@@ -565,15 +582,18 @@ fo_err queue_start(long workers, struct fetch_env *env)
      * wait FO_WORKER_IDLE_MS to see the pool shrink. */
     const char *idle = getenv("FANOUTD_TEST_WORKER_IDLE_MS");
     long long idle_ms = FO_WORKER_IDLE_MS;
-    if (idle != NULL && fo_parse_num(idle, 1, FO_WORKER_IDLE_MS, &idle_ms) != FO_OK)
+    if (idle != NULL && fo_parse_num(idle, 1, FO_WORKER_IDLE_MS, &idle_ms) != FO_OK) {
+        log_warn("FANOUTD_TEST_WORKER_IDLE_MS='%.40s' is not 1-%d; workers idle %d ms", idle,
+                 FO_WORKER_IDLE_MS, FO_WORKER_IDLE_MS);
         idle_ms = FO_WORKER_IDLE_MS;
+    }
     pool.idle_us = (int64_t)idle_ms * 1000;
     /* Wedged (a testing aid), all of them, as none will ever be idle. */
     pool.floor = pool.wedge || workers < FO_WORKERS_FLOOR ? workers : FO_WORKERS_FLOOR;
-    if (!pool.wedge)
-        sched_set_grow(pool.sched, pool_grow, NULL);
+    if (!pool.wedge) /* before any worker starts: read without a lock */
+        sched_set_grow(pool.sched, pool_grow, NULL, pool.max - pool.floor);
     pthread_mutex_lock(&pool.lock);
-    while (pool.nthreads < pool.floor && (err = worker_start()) == FO_OK)
+    while (pool.nthreads < pool.floor && (err = worker_start(NULL)) == FO_OK)
         ;
     pthread_mutex_unlock(&pool.lock);
     if (err != FO_OK) {

@@ -129,10 +129,12 @@ struct sched {
     int kick;                         /* a task may have become takeable since the lock
                                          was taken: hand out at unlock_wake */
     int timer_kick;                   /* the earliest timer moved earlier */
-    /* Asked, without the lock, for more workers when work waits and no
-     * worker is idle (sched_set_grow; set before any worker starts). */
-    void (*grow)(void *ctx, long want);
+    /* Asked, without the lock, to start a worker for a task taken for it
+     * when no worker was idle (sched_set_grow; set before any worker
+     * starts); spare: how many more workers it may start. */
+    void (*grow)(void *ctx, struct sched_task *first);
     void *grow_ctx;
+    long spare;
     struct sched_batch *head; /* the ring; head is served next */
     long depth;               /* tasks waiting, over all batches */
     int closed, stopping;
@@ -667,10 +669,16 @@ static void waiters_post(struct sched_waiter *wake)
  * worker watches the timers: it is woken when the earliest timer moves
  * earlier, and one is chosen when none watches.
  */
+/* A task taken for a worker yet to be started. */
+struct grow_task {
+    struct grow_task *next;
+    struct sched_task task;
+};
+
 static void unlock_wake(struct sched *s)
 {
     struct sched_waiter *posts = NULL;
-    long want = 0;
+    struct grow_task *grow = NULL;
 
     if (s->kick && s->idle != NULL) {
         int64_t now = fo_now_us(), wake;
@@ -679,15 +687,31 @@ static void unlock_wake(struct sched *s)
     }
     if (s->idle != NULL && s->ntimers > 0 && (s->timer_watch == NULL || s->timer_kick))
         waiter_pop(s, s->timer_watch != NULL ? s->timer_watch : s->idle, 0, &posts);
-    /* Tasks are ready (or parked behind a destination with a free slot)
-     * and no worker is idle: the pool may start more. */
-    if (s->kick && s->idle == NULL && s->grow != NULL && (s->head != NULL || s->ready != NULL))
-        want = s->depth;
+    /* No worker is idle: a task that can run now (its destination and
+     * batch below their limits, its time come) is taken for a new worker,
+     * while the pool may start one. A task that cannot run starts none. */
+    if (s->kick && s->idle == NULL && s->grow != NULL) {
+        int64_t now = fo_now_us(), wake;
+        while (s->spare > 0) {
+            struct grow_task *g = malloc(sizeof(*g));
+            if (g == NULL || !try_locked(s, now, &g->task, &wake)) {
+                free(g);
+                break;
+            }
+            s->spare--;
+            g->next = grow;
+            grow = g;
+        }
+    }
     s->kick = s->timer_kick = 0;
     pthread_mutex_unlock(&s->lock);
     waiters_post(posts);
-    if (want > 0)
-        s->grow(s->grow_ctx, want);
+    while (grow != NULL) {
+        struct grow_task *g = grow;
+        grow = g->next;
+        s->grow(s->grow_ctx, &g->task);
+        free(g);
+    }
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -1241,10 +1265,20 @@ void sched_cancel(struct sched *s, struct sched_batch *b)
         ops->release(release);
 }
 
-void sched_set_grow(struct sched *s, void (*grow)(void *ctx, long want), void *ctx)
+void sched_set_grow(struct sched *s, void (*grow)(void *ctx, struct sched_task *first), void *ctx,
+                    long spare)
 {
     s->grow = grow;
     s->grow_ctx = ctx;
+    s->spare = spare;
+}
+
+void sched_spare(struct sched *s, long n)
+{
+    pthread_mutex_lock(&s->lock);
+    s->spare += n;
+    s->kick = 1; /* a slot came free: what waits may get a worker now */
+    unlock_wake(s);
 }
 
 void sched_close(struct sched *s)

@@ -54,6 +54,17 @@ class ElasticPoolTest(DaemonCase):
             wait_for(lambda: self.workers() == 4, 10, "idle workers to leave, down to 4")
             wait_for(lambda: self.threads() == idle_threads, 10, "their threads to end")
 
+    def test_items_that_cannot_run_start_no_worker(self):
+        # per_host_limit 4: the 4 workers kept at idle are all the items may use at once,
+        # so the 26 waiting ones must not start threads (they would idle for 30 s).
+        self.start_daemon(per_host_limit=4)
+        tag = new_tag()
+        doc = self.batch([self.url("/delay", ms=100, tag=tag, i=i) for i in range(30)], total=30)
+        self.assertEqual(doc["summary"]["ok"], 30)
+        self.assertEqual(self.up.max_inflight(tag), 4)
+        self.assertEqual(self.workers(), 4, "workers were started for items held back by "
+                                            "per_host_limit")
+
     def test_never_more_than_workers(self):
         self.start_daemon(workers=8)
         tag = new_tag()
