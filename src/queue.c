@@ -14,6 +14,7 @@
  */
 #include "queue.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -527,10 +528,21 @@ static fo_err worker_start(const struct sched_task *first)
     pthread_attr_setstack(&attr, (char *)w->stack + STACK_GUARD, FO_WORKER_STACK);
     rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
     pthread_attr_destroy(&attr);
+    if (rc == EINVAL) {
+        /* The thread's static TLS does not fit beside the stack (so under
+         * ThreadSanitizer, whose per-thread state is TLS): glibc's own. */
+        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
+        w->stack = NULL;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
+        rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
+        pthread_attr_destroy(&attr);
+    }
     if (rc != 0) {
         fetcher_free(w->fetcher);
         w->fetcher = NULL;
-        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
+        if (w->stack != NULL)
+            munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
         w->stack = NULL;
         return FO_ESYS;
     }

@@ -111,8 +111,10 @@ struct timer {
 struct sched_waiter {
     struct sched_waiter *next; /* the idle stack */
     sem_t sem;                 /* posted once per pop, after the lock is let go */
-    _Atomic int has_task;      /* stored (release) after task, before the post: the
-                                  woken worker loads it (acquire) before reading task,
+    int pending;               /* has_task to be, set by waiter_pop */
+    _Atomic int has_task;      /* stored (release) by the poster as its last touch of
+                                  the waiter, before the post: the woken worker loads it
+                                  (acquire) before it reads task or reuses its stack,
                                   whichever wait woke it */
     int timed_out;             /* idle_wait: its time passed, not popped */
     struct sched_task task;
@@ -647,7 +649,7 @@ static void waiter_pop(struct sched *s, struct sched_waiter *w, int has_task,
                        struct sched_waiter **wake)
 {
     idle_pop(s, w);
-    atomic_store_explicit(&w->has_task, has_task, memory_order_release);
+    w->pending = has_task;
     w->next = *wake;
     *wake = w;
 }
@@ -658,6 +660,7 @@ static void waiters_post(struct sched_waiter *wake)
     while (wake != NULL) {
         struct sched_waiter *w = wake;
         wake = w->next; /* before the post: w lives on its thread's stack */
+        atomic_store_explicit(&w->has_task, w->pending, memory_order_release);
         sem_post(&w->sem);
     }
 }
