@@ -14,7 +14,6 @@
  */
 #include "queue.h"
 
-#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -391,6 +390,13 @@ static void job_wake_hook(void *runner)
 /* ---- the workers ------------------------------------------------------------ */
 
 #define STACK_GUARD 4096
+/* Under ThreadSanitizer a thread's static TLS (its per-thread state) does
+ * not fit beside a FO_WORKER_STACK stack: glibc then allocates the stacks. */
+#if defined(__SANITIZE_THREAD__)
+#define POOL_STACKS 0
+#else
+#define POOL_STACKS 1
+#endif
 
 /* Joins the thread of an EXITED slot (it has left sched_next, so at once)
  * and unmaps its stack. pool.lock held. */
@@ -508,36 +514,25 @@ static fo_err worker_start(const struct sched_task *first)
         return FO_EFULL;
     if (w->state == SLOT_EXITED)
         slot_reap(w);
-    w->stack = mmap(NULL, FO_WORKER_STACK + STACK_GUARD, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (w->stack == MAP_FAILED) {
-        w->stack = NULL;
+    if ((w->fetcher = fetcher_new(pool.env)) == NULL)
         return FO_ENOMEM;
-    }
-    (void)mprotect(w->stack, STACK_GUARD, PROT_NONE); /* stacks grow down */
-    if ((w->fetcher = fetcher_new(pool.env)) == NULL) {
-        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
-        w->stack = NULL;
-        return FO_ENOMEM;
-    }
     memset(&w->share, 0, sizeof(w->share));
     w->has_first = first != NULL;
     if (first != NULL)
         w->first = *first;
     pthread_attr_init(&attr);
-    pthread_attr_setstack(&attr, (char *)w->stack + STACK_GUARD, FO_WORKER_STACK);
+    w->stack = POOL_STACKS ? mmap(NULL, FO_WORKER_STACK + STACK_GUARD, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0)
+                           : MAP_FAILED;
+    if (w->stack != MAP_FAILED) {
+        (void)mprotect(w->stack, STACK_GUARD, PROT_NONE); /* stacks grow down */
+        pthread_attr_setstack(&attr, (char *)w->stack + STACK_GUARD, FO_WORKER_STACK);
+    } else {
+        w->stack = NULL; /* glibc's own, of the same size */
+        pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
+    }
     rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
     pthread_attr_destroy(&attr);
-    if (rc == EINVAL) {
-        /* The thread's static TLS does not fit beside the stack (so under
-         * ThreadSanitizer, whose per-thread state is TLS): glibc's own. */
-        munmap(w->stack, FO_WORKER_STACK + STACK_GUARD);
-        w->stack = NULL;
-        pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, FO_WORKER_STACK);
-        rc = pthread_create(&w->tid, &attr, pool.wedge ? wedged_main : worker_main, w);
-        pthread_attr_destroy(&attr);
-    }
     if (rc != 0) {
         fetcher_free(w->fetcher);
         w->fetcher = NULL;
