@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from soak import unit_environment  # noqa: E402 (the daemon runs as its unit runs it)
 DELAY_MS = 50
 REPEAT = 3
-STREAM_REPEAT = 5
 
 
 def free_port():
@@ -67,53 +66,6 @@ def batch_ms(port, urls):
     if resp.status != 200 or doc["summary"]["failed"]:
         raise RuntimeError(f"bad batch: {resp.status} {str(doc)[:200]}")
     return ms
-
-
-def first_line_ms(port, urls):
-    """A streamed batch (Accept: application/x-ndjson): ms to its first result line, and to
-    its summary line."""
-    body = json.dumps({"timeout_ms": 60000, "requests": urls})
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    t0 = time.perf_counter()
-    conn.request("POST", "/batch", body, {"Content-Type": "application/json",
-                                          "Accept": "application/x-ndjson"})
-    resp = conn.getresponse()
-    first = None
-    for _ in range(len(urls) * 100 + 10):
-        line = resp.readline()
-        if not line:
-            raise RuntimeError("stream ended without its summary line")
-        if first is None and b'"index"' in line:
-            first = (time.perf_counter() - t0) * 1000
-        if line.startswith(b'{"summary"'):
-            break
-    last = (time.perf_counter() - t0) * 1000
-    conn.close()
-    return first, last
-
-
-def measure_stream(up):
-    """Time to the first line of a stream against the buffered answer's time, for one 10 ms
-    item among 99 of 1 s (128 workers, so every item runs at once)."""
-    port = free_port()
-    proc = subprocess.Popen([os.path.join(ROOT, "fanoutd"), "--listen", f"127.0.0.1:{port}",
-                             "--workers", "128", "--log-level", "warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=unit_environment())
-    try:
-        wait_port(port)
-        urls = [f"{up}/delay?ms=10"] + [f"{up}/delay?ms=1000&i={i}" for i in range(99)]
-        batch_ms(port, urls)                               # warm-up: connections
-        firsts, ends, buffered = [], [], []
-        for _ in range(STREAM_REPEAT):
-            first, last = first_line_ms(port, urls)
-            firsts.append(first)
-            ends.append(last)
-            buffered.append(batch_ms(port, urls))
-        return statistics.median(firsts), statistics.median(ends), statistics.median(buffered)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
 
 
 def measure(up, workers, n, path):
@@ -158,9 +110,6 @@ def main():
             rows_workers.append((w, slow))
             print(f"workers {w}: {slow[0]:.1f} ms, idle {slow[1]:.1f} MiB, peak {slow[2]:.1f} MiB",
                   file=sys.stderr)
-        stream = measure_stream(up)
-        print(f"stream: first line {stream[0]:.1f} ms, summary {stream[1]:.1f} ms, "
-              f"buffered {stream[2]:.1f} ms", file=sys.stderr)
     finally:
         os.killpg(nginx.pid, signal.SIGTERM)
         nginx.wait(10)
@@ -185,13 +134,7 @@ def main():
             "|---:|---:|---:|---:|---:|"]
     for w, slow in rows_workers:
         out.append(f"| {w} | {slow[0]:.1f} | {-(-1000 // w) * DELAY_MS} | {slow[1]:.1f} | {slow[2]:.1f} |")
-    out += ["", "## Streaming (one /delay 10 ms item and 99 of 1000 ms, 128 workers)", "",
-            f"Median of {STREAM_REPEAT} batches each way: a client that streams "
-            "(`Accept: application/x-ndjson`) has the fast item's line long before a client "
-            "of the buffered document has anything.", "",
-            "| first result line ms (stream) | summary line ms (stream) | whole document ms (buffered) |",
-            "|---:|---:|---:|",
-            f"| {stream[0]:.1f} | {stream[1]:.1f} | {stream[2]:.1f} |"]
+    out += ["", "Streaming, dependencies, coalescing and the cache: `make bench-v2` (bench/V2.md)."]
     out.append("")
     with open(os.path.join(ROOT, "bench", "SCALING.md"), "w") as f:
         f.write("\n".join(out))

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 BENCH = os.path.join(ROOT, os.pardir, "shared", "bench")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from soak import unit_environment  # noqa: E402 (the daemon runs as its unit runs it)
+from scaling import free_port, wait_port  # noqa: E402 (bench/, this script's folder)
 WORKERS = 128
 STREAM_REPEAT = 5
 CHAIN_LEN = 5
@@ -46,23 +46,6 @@ CACHE_TTL_MS = 1000
 SHARE_CONFIGS = (("both off", False, 0), ("coalesce on", True, 0),
                  ("cache on (ttl 1000 ms)", False, CACHE_TTL_MS),
                  ("both on", True, CACHE_TTL_MS))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class Daemon:

@@ -84,4 +84,8 @@ fo_err body_encode(struct buf *out, const char *ctype, const char *body, size_t 
  * strict validator and of jtree. */
 size_t json_number_len(const unsigned char *s, size_t len);
 
+/* The 4 hex digits at p (of a \uXXXX escape, RFC 8259 section 7), either
+ * case, as *out: 1, or 0 when one is not a hex digit. Reads 4 bytes. */
+int json_hex4(const unsigned char *p, uint32_t *out);
+
 #endif

@@ -177,7 +177,7 @@ static inline void skip_ws(struct jv *v)
     skip_ws_slow(v);
 }
 
-static int hex4(const unsigned char *p, uint32_t *out)
+int json_hex4(const unsigned char *p, uint32_t *out)
 {
     uint32_t v = 0;
 
@@ -204,7 +204,7 @@ static int scan_u_escape(struct jv *v, uint32_t *cp)
 {
     uint32_t lo;
 
-    if (v->len - v->pos < 6 || !hex4(v->s + v->pos + 2, cp))
+    if (v->len - v->pos < 6 || !json_hex4(v->s + v->pos + 2, cp))
         return 0;
     v->pos += 6;
     if (*cp >= 0xdc00 && *cp <= 0xdfff)
@@ -212,7 +212,7 @@ static int scan_u_escape(struct jv *v, uint32_t *cp)
     if (*cp < 0xd800 || *cp > 0xdbff)
         return 1;
     if (v->len - v->pos < 6 || v->s[v->pos] != '\\' || v->s[v->pos + 1] != 'u' ||
-        !hex4(v->s + v->pos + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+        !json_hex4(v->s + v->pos + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
         return 0;
     v->pos += 6;
     *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);

@@ -262,36 +262,16 @@ static void skip_ws(struct parser *p)
     }
 }
 
-static int hex4(const unsigned char *s, uint32_t *out)
-{
-    uint32_t v = 0;
-
-    for (int k = 0; k < 4; k++) {
-        unsigned char c = s[k];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (uint32_t)(c - 'A' + 10);
-        else
-            return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 /* \uXXXX (or a surrogate pair of them) at s[i]: the code point and the length. */
 static size_t u_escape(const unsigned char *s, size_t len, size_t i, uint32_t *cp)
 {
     uint32_t lo;
 
-    if (len - i < 6 || !hex4(s + i + 2, cp) || (*cp >= 0xdc00 && *cp <= 0xdfff))
+    if (len - i < 6 || !json_hex4(s + i + 2, cp) || (*cp >= 0xdc00 && *cp <= 0xdfff))
         return 0;
     if (*cp < 0xd800 || *cp > 0xdbff)
         return 6;
-    if (len - i < 12 || s[i + 6] != '\\' || s[i + 7] != 'u' || !hex4(s + i + 8, &lo) ||
+    if (len - i < 12 || s[i + 6] != '\\' || s[i + 7] != 'u' || !json_hex4(s + i + 8, &lo) ||
         lo < 0xdc00 || lo > 0xdfff)
         return 0;
     *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);

@@ -631,15 +631,20 @@ static void timers_drop(struct sched *s, struct sched_batch *b)
 
 static int try_locked(struct sched *s, int64_t now_us, struct sched_task *t, int64_t *wake_us);
 
-static void idle_pop(struct sched *s, struct sched_waiter *w)
+/* Takes w off the idle stack: 1, or 0 when it was not on it (a waker
+ * popped it). */
+static int idle_pop(struct sched *s, struct sched_waiter *w)
 {
     struct sched_waiter **p = &s->idle;
 
-    while (*p != w)
+    while (*p != NULL && *p != w)
         p = &(*p)->next; /* w is almost always the top */
+    if (*p == NULL)
+        return 0;
     *p = w->next;
     if (s->timer_watch == w)
         s->timer_watch = NULL;
+    return 1;
 }
 
 /* Pops w with has_task as set, onto *wake: the waiters to post once the
@@ -648,7 +653,7 @@ static void idle_pop(struct sched *s, struct sched_waiter *w)
 static void waiter_pop(struct sched *s, struct sched_waiter *w, int has_task,
                        struct sched_waiter **wake)
 {
-    idle_pop(s, w);
+    (void)idle_pop(s, w);
     w->pending = has_task;
     w->next = *wake;
     *wake = w;
@@ -693,7 +698,7 @@ static void unlock_wake(struct sched *s)
     /* No worker is idle: a task that can run now (its destination and
      * batch below their limits, its time come) is taken for a new worker,
      * while the pool may start one. A task that cannot run starts none. */
-    if (s->kick && s->idle == NULL && s->grow != NULL) {
+    if (s->kick && s->idle == NULL && s->grow != NULL && s->spare > 0) {
         int64_t now = fo_now_us(), wake;
         while (s->spare > 0) {
             struct grow_task *g = malloc(sizeof(*g));
@@ -1181,11 +1186,7 @@ static int idle_wait(struct sched *s, struct sched_waiter *w, int64_t wake_us,
     /* The earliest timer is due, or the idle time is up: off the stack, unless a waker popped w
      * meanwhile (its post then comes once the waker lets the lock go). */
     pthread_mutex_lock(&s->lock);
-    int popped = 1;
-    for (struct sched_waiter *i = s->idle; i != NULL; i = i->next)
-        popped = popped && i != w;
-    if (!popped)
-        idle_pop(s, w);
+    int popped = !idle_pop(s, w);
     pthread_mutex_unlock(&s->lock);
     if (popped) {
         while (sem_wait(&w->sem) != 0)

@@ -1053,6 +1053,24 @@ static fo_err trace_context(struct MHD_Connection *conn, struct batch_req *b)
     return FO_OK;
 }
 
+/* Watches the job's client (fd) for leaving, and queues its items. Not
+ * queued (full, or draining): the error, with req marked for the 503 that
+ * the caller's job_finish(FINISH_REJECTED) leads to. */
+static fo_err watch_and_queue(struct request *req, int fd)
+{
+    fo_err err;
+
+    if (watch_add(req->job, fd) != FO_OK)
+        log_warn("batch %llu: not watched (out of memory)",
+                 (unsigned long long)job_serial(req->job));
+    err = queue_push(req->job, req->cfg->queue_capacity);
+    if (err != FO_OK) {
+        req->rejected = 1;
+        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
+    }
+    return err;
+}
+
 static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *req)
 {
     struct batch_req parsed;
@@ -1111,13 +1129,7 @@ static enum MHD_Result start_batch(struct MHD_Connection *conn, struct request *
     pthread_mutex_unlock(&srv.lock);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (watch_add(req->job, ci ? ci->connect_fd : -1) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)",
-                 (unsigned long long)job_serial(req->job));
-    err = queue_push(req->job, req->cfg->queue_capacity);
-    if (err != FO_OK) {
-        req->rejected = 1;
-        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
+    if (watch_and_queue(req, ci ? ci->connect_fd : -1) != FO_OK) {
         job_finish(req->job, FINISH_REJECTED);
     }
     return MHD_YES;
@@ -1286,7 +1298,6 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     struct MHD_Response *resp;
     struct answer_stream *st;
-    fo_err err;
 
     if (job_set_stream(req->job, req->want_gzip, &st) != FO_OK) {
         job_unref(req->job);
@@ -1309,14 +1320,8 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
     srv.unsent++; /* on_completed counts it sent */
     METRIC_SET(batches_in_flight, srv.in_flight);
     pthread_mutex_unlock(&srv.lock);
-    if (watch_add(req->job, req->fd) != FO_OK)
-        log_warn("batch %llu: not watched (out of memory)",
-                 (unsigned long long)job_serial(req->job));
-    err = queue_push(req->job, req->cfg->queue_capacity);
-    if (err != FO_OK) {
+    if (watch_and_queue(req, req->fd) != FO_OK) {
         /* Finished at once on this thread (on_finish included): 503. */
-        req->rejected = 1;
-        req->reject = err == FO_EFULL ? REFUSE_OVERLOADED : REFUSE_DRAINING;
         answer_stream_set_waker(st, NULL, NULL, NULL);
         job_finish(req->job, FINISH_REJECTED);
         MHD_destroy_response(resp);
