@@ -28,8 +28,8 @@
 #include "err.h"
 
 #define ANSWER_SIZE_UNKNOWN UINT64_MAX
-#define ANSWER_END          ((ssize_t)-1) /* read: every byte has been read */
-#define ANSWER_BROKEN       ((ssize_t)-2) /* read: a stream cut short (cap, failure) */
+#define ANSWER_END          ((ssize_t)(-1)) /* read: every byte has been read */
+#define ANSWER_BROKEN       ((ssize_t)(-2)) /* read: a stream cut short (cap, failure) */
 
 struct answer_sink;
 

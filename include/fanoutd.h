@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define FANOUTD_VERSION "1.0.0"
+#define FANOUTD_VERSION "2.1.0"
 
 /* Input bounds (outside input never grows a buffer past these). */
 #define FO_MAX_URL_LEN      8192 /* bytes in one item URL */
@@ -33,6 +33,10 @@
 #define FO_MAX_CLIENT_HEADERS 100   /* header lines in a client's request; beyond: 431 */
 #define FO_MAX_TOKEN_FILE     4096  /* bytes of an auth_token @FILE */
 #define FO_MAX_OTHER_BODY     (64u << 10) /* body bytes read on any path but POST /batch */
+
+/* A constant's value as a string literal, for messages: FO_STR(FO_MAX_TARGET). */
+#define FO_STR_(x) #x
+#define FO_STR(x)  FO_STR_(x)
 
 /* Internal tunables. */
 #define FO_WORKER_STACK      (256 * 1024) /* pthread stack of fetch workers */

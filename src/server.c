@@ -28,7 +28,6 @@
  */
 #include "server.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -48,6 +47,7 @@
 #include "batch.h"
 #include "buf.h"
 #include "encode.h"
+#include "http_strict.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
@@ -284,17 +284,7 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
 
 /* ---- strict HTTP and the request deadline (every request) ---------------- */
 
-/*
- * What libmicrohttpd 0.9.75 checks by itself is not enough, and where it
- * checks, it answers in HTML: MHD_OPTION_STRICT_FOR_CLIENT 1 refuses a space
- * in the request target (closing without an answer) and HTTP/1.1 without
- * Host (its 400 is queued inside the header parser, whose caller then builds
- * the header block a second time: two status lines, as for a bad
- * Content-Length); only level -1, the lenient one, refuses white space
- * before a colon. So the option stays at its default and every check is
- * made here, on the first call of the access handler, before any byte of a
- * body is read: the answer is JSON, sent once, and the connection closed.
- */
+/* The strict HTTP rules themselves are http_strict.c's. */
 
 /*
  * Per connection (libmicrohttpd's socket context), made in on_connection
@@ -317,9 +307,7 @@ struct conn_ctx {
     _Atomic int64_t deadline_us; /* 0: none */
     int64_t start_us;            /* the current request's first byte (about) */
     int64_t timeout_us;          /* client_timeout_ms when accepted; 0: none */
-    const char *target;          /* the raw request target, in MHD's buffer */
-    size_t target_len;           /* its bytes */
-    int target_bad;              /* a space, control byte or NUL in it */
+    struct http_target target;   /* the current request's, from on_uri */
 };
 
 /* The connections with a conn_ctx. lock guards the list; an entry leaves it
@@ -406,185 +394,23 @@ static void request_arrived(struct MHD_Connection *conn)
     set_idle_timeout(conn, cc->timeout_us);
 }
 
-/* 1 if p is the protocol version as libmicrohttpd leaves it behind the
- * target: "HTTP/d.d" and the NUL that ended the line. */
-static int at_version(const char *p)
-{
-    return strncmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) && p[6] == '.' &&
-           isdigit((unsigned char)p[7]) && p[8] == '\0';
-}
-
 /*
  * MHD_OPTION_URI_LOG_CALLBACK: the raw request target, before libmicrohttpd
- * splits and decodes it. Notes the time and any byte a target must not have
- * (a NUL would otherwise end it early: "/healthz\0x" read as "/healthz").
- *
- * It also ends the query string right after the '?': fanoutd reads no query
- * argument, and libmicrohttpd 0.9.75 keeps each one in the connection's
- * memory pool, where 800 "a=b&" overflow it; it then queues a 431 that its
- * own caller overwrites, and the connection hangs until the idle timeout.
- * The target is in libmicrohttpd's writable read buffer, which it cuts up
- * itself right after this call.
+ * splits and decodes it. Notes the time, and what http_strict needs to know
+ * of the target.
  */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct conn_ctx *cc = conn_ctx(conn);
-    char *query = NULL;
-    const char *p;
     (void)cls;
 
     if (cc == NULL)
         return NULL;
     cc->start_us = fo_now_us();
     conn_deadline(cc, cc->start_us, 1);
-    cc->target = uri;
-    cc->target_bad = uri == NULL || uri[0] == '\0';
-    if (uri == NULL)
-        return NULL;
-    /* libmicrohttpd calls this only with a version after the target. A
-     * client's own "\0HTTP/1.1\0" in the target stops the scan early; the
-     * access handler sees that the version is not where the scan ended. */
-    for (p = uri; *p != '\0' || !at_version(p + 1); p++) {
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            cc->target_bad = 1;
-        if (*p == '?' && query == NULL)
-            query = (char *)p;
-    }
-    cc->target_len = (size_t)(p - uri);
-    if (query != NULL && query + 1 < p)
-        query[1] = '\0';
+    http_strict_target(&cc->target, uri);
     return NULL;
 }
-
-struct header_count {
-    int count;
-    int content_length;
-    int transfer_encoding;
-    int host;
-    int bad_name;  /* empty, or not a token (white space before ':') */
-    int bad_value; /* a control byte (a bare CR too) other than HTAB */
-    int bad_block; /* see header_gap */
-    int eol;       /* bytes of a line end: 1 ("\n") or 2 ("\r\n") */
-    const char *te;
-    const char *line_end;  /* where the line before the next header ends */
-    const char *block_end; /* where the header block ends */
-};
-
-/*
- * libmicrohttpd 0.9.75 takes a header line with an empty name (": v") for
- * the end of the header block: it drops the line and reads what follows as
- * the next request. The block, still in its read buffer with each line end
- * turned into NULs, shows it: from one header's value to the next header's
- * name there is nothing but one line end, and after the last value nothing
- * but two (that line's and the empty line's), every line ending as the
- * request line does. A folded value (obsolete, and copied elsewhere by the
- * library) fails the same check. Returns 0 if [from, to) is n line ends.
- */
-static int header_gap(struct header_count *hc, const char *from, const char *to, int n)
-{
-    size_t len = (size_t)(to - from);
-
-    if (from == NULL || to < from || to > hc->block_end)
-        return 1;
-    if (hc->eol == 0 && n == 1 && (len == 1 || len == 2))
-        hc->eol = (int)len;
-    if (hc->eol == 0 && n == 2 && (len == 2 || len == 4))
-        hc->eol = (int)len / 2;
-    if (len != (size_t)(hc->eol * n))
-        return 1;
-    for (size_t i = 0; i < len; i++) {
-        if (from[i] != '\0')
-            return 1;
-    }
-    return 0;
-}
-
-static int is_tchar(unsigned char c)
-{
-    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
-{
-    struct header_count *hc = cls;
-    (void)kind;
-
-    hc->count++;
-    if (header_gap(hc, hc->line_end, key, 1) != 0 || value < key)
-        hc->bad_block = 1;
-    hc->line_end = value != NULL ? value + strlen(value) : NULL;
-    if (key[0] == '\0')
-        hc->bad_name = 1;
-    for (const char *p = key; *p != '\0'; p++) {
-        if (!is_tchar((unsigned char)*p))
-            hc->bad_name = 1;
-    }
-    /* RFC 9110 5.5: no CR, LF, NUL or other control byte in a value (a bare
-     * CR is not a line end to libmicrohttpd, but might be to whoever is next). */
-    for (const char *p = value != NULL ? value : ""; *p != '\0'; p++) {
-        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
-            hc->bad_value = 1;
-    }
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        hc->content_length++;
-    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-        hc->transfer_encoding++;
-        hc->te = value;
-    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
-        hc->host++;
-    }
-    return MHD_YES;
-}
-
-/*
- * A Transfer-Encoding other than exactly "chunked": 400 when the list is
- * malformed or chunked is not its one last coding (RFC 9112 6.3), 501 for a
- * coding fanoutd does not decode. Returns 0 for "chunked".
- */
-static unsigned te_refusal(const char *te, const char **why)
-{
-    int n = 0, chunked = 0, chunked_last = 0;
-    const char *p = te;
-
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *start = p;
-        while (is_tchar((unsigned char)*p))
-            p++;
-        size_t len = (size_t)(p - start);
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (len == 0 || (*p != ',' && *p != '\0')) {
-            *why = "the Transfer-Encoding header is not a list of codings";
-            return MHD_HTTP_BAD_REQUEST;
-        }
-        n++;
-        chunked_last = len == 7 && strncasecmp(start, "chunked", 7) == 0;
-        chunked += chunked_last;
-        if (*p++ == '\0')
-            break;
-    }
-    /* libmicrohttpd decodes the body as chunked only if the value is exactly
-     * that; with white space after it, it would read to the end of the
-     * connection instead. */
-    if (n == 1 && chunked_last && strcasecmp(te, "chunked") == 0)
-        return 0;
-    if (n == 1 && chunked_last) {
-        *why = "the Transfer-Encoding header is not exactly 'chunked'";
-        return MHD_HTTP_BAD_REQUEST;
-    }
-    if (chunked > 1 || (chunked == 1 && !chunked_last)) {
-        *why = "chunked must be the last transfer coding, and given once";
-        return MHD_HTTP_BAD_REQUEST;
-    }
-    *why = "only the chunked transfer coding is supported";
-    return MHD_HTTP_NOT_IMPLEMENTED;
-}
-
-#define FO_STR_(x) #x
-#define FO_STR(x)  FO_STR_(x)
 
 /* The checks every request passes before its body is read: answers (and
  * closes the connection) and returns 1 if the request is refused. req is the
@@ -593,9 +419,8 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
                             const char *url, const char *version, enum MHD_Result *ret)
 {
     struct conn_ctx *cc = conn_ctx(conn);
-    struct header_count hc = { 0 };
-    unsigned status = MHD_HTTP_BAD_REQUEST;
-    const char *why = NULL;
+    const char *why;
+    unsigned status;
 
     if (cc == NULL) {
         /* No connection state: on_connection ran out of memory. Not the
@@ -604,55 +429,8 @@ static int refuse_malformed(struct MHD_Connection *conn, struct request *req, co
                                "fanoutd is out of memory; try again later");
         return 1;
     }
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    hc.line_end = version + strlen(version);
-    hc.block_end = ci != NULL ? method + ci->header_size : NULL;
-    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
-    if (header_gap(&hc, hc.line_end, hc.block_end, 2) != 0)
-        hc.bad_block = 1;
-    /* The version must follow the target as on_uri measured it: a NUL and a
-     * "HTTP/1.1" of the client's own inside the target would end it early. */
-    if (cc->target_bad || url != cc->target || version != cc->target + cc->target_len + 1)
-        why = "the request target has white space, a control character or a NUL";
-    else if (url != method + strlen(method) + 1) /* the library skips extra spaces */
-        why = "the request line is not 'method SP target SP version' (one space each)";
-    else if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0 &&
-             strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
-        status = MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED; /* the library takes 1.2 for 1.1 */
-    else if (cc->target_len > FO_MAX_TARGET)
-        status = MHD_HTTP_URI_TOO_LONG;
-    else if ((ci != NULL && ci->header_size > FO_MAX_HEADER_BLOCK) ||
-             hc.count > FO_MAX_CLIENT_HEADERS)
-        status = MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
-    else if (hc.bad_name || hc.bad_block)
-        why =
-            "a header line is malformed (an empty name, white space before the colon, "
-            "folding, or line ends of two kinds)";
-    else if (hc.bad_value)
-        why = "a header value has a control character (CR, LF, NUL, 0x01-0x1f or 0x7f)";
-    else if (hc.host > 1)
-        why = "more than one Host header";
-    else if (hc.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
-        why = "an HTTP/1.1 request needs a Host header";
-    else if (hc.content_length > 1)
-        why = "more than one Content-Length header";
-    else if (hc.content_length && hc.transfer_encoding)
-        why = "both Content-Length and Transfer-Encoding are present";
-    else if (hc.transfer_encoding > 1)
-        why = "more than one Transfer-Encoding header";
-    else if (hc.transfer_encoding && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
-        why = "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: faulty framing)";
-    else if (hc.te != NULL)
-        status = te_refusal(hc.te, &why);
-    if (status == MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED)
-        why = "only HTTP/1.0 and HTTP/1.1 are supported";
-    if (status == MHD_HTTP_URI_TOO_LONG)
-        why = "the request target is longer than " FO_STR(FO_MAX_TARGET) " bytes";
-    if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE)
-        why = "more than " FO_STR(FO_MAX_CLIENT_HEADERS) " header lines, or more than " FO_STR(
-            FO_MAX_HEADER_BLOCK) " bytes of them";
-    if (why == NULL)
+    status = http_strict_check(conn, &cc->target, method, url, version, &why);
+    if (status == 0)
         return 0;
     *ret = respond_refusal(conn, req, refusal_of_malformed(status), NULL, "%s", why);
     return 1;
@@ -1737,6 +1515,7 @@ fo_err server_start(struct config *cfg, int listen_fd)
     fo_err err;
 
     server_reload(cfg);
+    log_info("strict HTTP: %s", http_strict_init());
     if ((err = server_listen_address(cfg, listen_fd, &bound, &bound_len)) != FO_OK)
         return err;
     describe_listener(cfg, listen_fd, &bound, name, sizeof(name));
@@ -1759,7 +1538,8 @@ fo_err server_start(struct config *cfg, int listen_fd)
         connection_ceiling(), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
         NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, NULL, MHD_OPTION_ARRAY, reuse, MHD_OPTION_END);
+        mhd_log, NULL, MHD_OPTION_ARRAY, reuse, MHD_OPTION_ARRAY, http_strict_options(),
+        MHD_OPTION_END);
     if (srv.mhd == NULL) {
         log_error("cannot listen on %s (in use%s, or not an address of this host?)", name,
                   cfg->reuse_port ? " without reuse_port or by another user" : "");

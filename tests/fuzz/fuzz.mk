@@ -8,7 +8,7 @@
 #
 # The library sources are compiled into build/fuzz/obj with the fuzzer's
 # coverage instrumentation and ASan+UBSan, never into the normal build folder.
-# Needs clang and libclang-rt-14-dev (Debian).
+# Needs clang and its runtime, libclang-rt-NN-dev (NN: clang's major version; scripts/setup deps installs it).
 
 FUZZ_CC      ?= clang
 FUZZ_DIR     ?= build/fuzz

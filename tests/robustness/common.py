@@ -26,6 +26,20 @@ from harness import (Background, Daemon, DaemonCase, request, raw_status, raw_bo
 SIGNAMES = {s.value: s.name for s in signal.Signals}
 
 
+def mhd_version():
+    """The libmicrohttpd the daemon runs on, as a tuple ((0, 9, 75) on Debian 12, (1, 0, 1)
+    on Debian 13), asked of the shared library itself."""
+    import ctypes
+    lib = ctypes.CDLL("libmicrohttpd.so.12")
+    lib.MHD_get_version.restype = ctypes.c_char_p
+    return tuple(int(x) for x in lib.MHD_get_version().decode().split(".")[:3])
+
+
+# 1.0 parses strictly itself (client discipline level 1, see src/http_strict.c) and answers
+# what it refuses with its own HTML 400 before fanoutd sees the request.
+MHD_STRICT = mhd_version() >= (0, 9, 77)
+
+
 def describe_rc(rc):
     if rc is None:
         return "still running"

@@ -212,7 +212,8 @@ class InstallTest(unittest.TestCase):
 
 
 class DebTest(unittest.TestCase):
-    @unittest.skipUnless(shutil.which("dpkg-deb"), "dpkg-deb not installed")
+    @unittest.skipUnless(shutil.which("dpkg-buildpackage") and shutil.which("dh"),
+                         "dpkg-dev or debhelper not installed (scripts/setup deps installs them)")
     def test_deb_installs_every_file(self):
         tmp = tempfile.mkdtemp(prefix="fanoutd-deb-")
         self.addCleanup(shutil.rmtree, tmp, True)
@@ -227,17 +228,73 @@ class DebTest(unittest.TestCase):
         self.assertNotIn("-dev", depends)
         scratch = os.path.join(tmp, "scratch")
         self.assertEqual(subprocess.run(["dpkg", "-x", deb, scratch]).returncode, 0)
-        for rel in ("usr/bin/fanoutd", "lib/systemd/system/fanoutd.service",
-                    "lib/systemd/system/fanoutd.socket", "lib/systemd/system/fanoutd-unix.socket",
-                    "etc/fanoutd/fanoutd.conf",
+        # Units where systemd's pkg-config file says: /lib on Debian 12, /usr/lib on 13.
+        units = "usr/lib/systemd/system"
+        if not os.path.isdir(os.path.join(scratch, units)):
+            units = "lib/systemd/system"
+        for rel in ("usr/bin/fanoutd", units + "/fanoutd.service", units + "/fanoutd.socket",
+                    units + "/fanoutd-unix.socket", "etc/fanoutd/fanoutd.conf",
+                    "usr/share/doc/fanoutd/copyright", "usr/share/doc/fanoutd/changelog.gz",
                     "usr/share/man/man8/fanoutd.8.gz", "usr/share/man/man5/fanoutd.conf.5.gz"):
             self.assertTrue(os.path.isfile(os.path.join(scratch, rel)), rel)
+        with open(os.path.join(scratch, units, "fanoutd.service")) as f:
+            self.assertIn("ExecStart=/usr/bin/fanoutd ", f.read())
+        with open(os.path.join(scratch, "usr/bin/fanoutd"), "rb") as f:
+            self.assertNotIn(b".symtab", f.read(), "the packaged binary is stripped")
+        scripts = os.path.join(tmp, "control")
+        self.assertEqual(subprocess.run(["dpkg-deb", "-e", deb, scripts]).returncode, 0)
+        with open(os.path.join(scripts, "postinst")) as f:
+            self.assertRegex(f.read(), r"_dh_action=restart", "the postinst restarts on upgrade")
+        with open(os.path.join(scripts, "prerm")) as f:
+            self.assertIn("stop 'fanoutd.service'", f.read(), "the prerm stops on removal")
+        maint = subprocess.run(["dpkg-deb", "-f", deb, "Maintainer"], capture_output=True,
+                               text=True).stdout
+        self.assertNotIn("localhost", maint)
         conffiles = subprocess.run(["dpkg-deb", "--info", deb, "conffiles"], capture_output=True,
                                    text=True).stdout
         self.assertIn("/etc/fanoutd/fanoutd.conf", conffiles)
         ver = subprocess.run([os.path.join(scratch, "usr/bin/fanoutd"), "--version"],
                              capture_output=True, text=True)
         self.assertEqual(ver.returncode, 0)
+
+
+class SetupRunTest(unittest.TestCase):
+    """The README's first command, `scripts/setup run [ARGS...]`: it builds (installing
+    nothing that is already there) and starts fanoutd with config/fanoutd.conf and the
+    arguments given, which serves /healthz and a plain-list batch."""
+
+    def test_setup_run_passes_its_arguments(self):
+        up = Upstream().start()
+        self.addCleanup(up.stop)
+        port = free_port()
+        proc = subprocess.Popen([os.path.join(ROOT, "scripts/setup"), "run", "--listen",
+                                 f"127.0.0.1:{port}", "--workers", "8"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+        def stop():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+        self.addCleanup(stop)
+
+        def healthy():
+            try:
+                return call(port, "GET", "/healthz", timeout=1)[0] == 200
+            except OSError:
+                return proc.poll() is not None
+        wait_for(healthy, 120, "scripts/setup run to serve /healthz")
+        self.assertIsNone(proc.poll(), "scripts/setup run exited")
+        urls = f"{up.url('/json', v='a')}\n{up.url('/json', v='b')}\n"
+        status, _, body = call(port, "POST", "/batch", urls)
+        self.assertEqual(status, 200, body[:300])
+        doc = json.loads(body)
+        self.assertEqual([r["body"] for r in doc["results"]], [{"v": "a"}, {"v": "b"}])
+        os.killpg(proc.pid, signal.SIGTERM)
+        log = proc.communicate(timeout=15)[0].decode(errors="replace")
+        self.assertEqual(proc.returncode, 0, log[-2000:])
+        self.assertIn(f"listening on 127.0.0.1:{port} with 8 workers", log)
 
 
 class DocsTest(unittest.TestCase):
