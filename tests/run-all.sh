@@ -15,8 +15,10 @@
 #   service      tests/service/test_service.py: units, install, .deb, man pages,
 #                promtool, sd_notify, socket activation, request ids, access log
 #   fuzz         replay of every input the fuzzers found (tests/fuzz/regressions)
-#   acceptance   ../shared/acceptance/run.sh (its v1 and v2 modules), when it
-#                is there
+#   acceptance   ../shared/acceptance/run.sh, when it is there: the modules in
+#                $ACCEPTANCE_MODULES (default test_contract and test_v2, the
+#                parts of the contract that are built; test_v3 joins as v3 does:
+#                `make check-acceptance` runs all three)
 #
 # FANOUTD and UNIT_TESTS name the binaries (make check-asan and check-tsan
 # point them at sanitizer builds); SKIP lists suites to leave out.
@@ -104,7 +106,8 @@ fi
 if skip acceptance; then
     :
 elif [ -x ../shared/acceptance/run.sh ]; then
-    run acceptance ../shared/acceptance/run.sh
+    # shellcheck disable=SC2086 # a list of module names
+    run acceptance ../shared/acceptance/run.sh ${ACCEPTANCE_MODULES:-test_contract test_v2}
 else
     echo "== acceptance: ../shared/acceptance not found, skipped"; skipped=$((skipped + 1))
 fi

@@ -14,6 +14,7 @@ The last line is "N passed, N failed" (one per check)."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,8 +161,10 @@ def steps(out, env, up_port):
     port = free_port()
     with open(CONF) as f:
         conf = f.read()
+    edited = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{port}", conf)
+    check("the configuration names listen", edited != conf)
     with open(CONF, "w") as f:
-        f.write(conf + f"\nlisten = 127.0.0.1:{port}\n")
+        f.write(edited)
     calls = os.path.join(STATE, "calls")
     run(os.path.join(HERE, "systemctl"), "start", "fanoutd.service", env=env)
     check("the service starts from the installed unit and answers /healthz", wait_healthy(port),
