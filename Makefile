@@ -32,7 +32,8 @@ PHONY_SAN := check-asan check-tsan check-valgrind
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
-UNITDIR ?= /lib/systemd/system
+# systemd's unit directory: /lib/systemd/system on Debian 12, /usr/lib/... on 13.
+UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 SYSCONFDIR ?= /etc
 
 all: $(BIN)

@@ -126,5 +126,6 @@ def run(suite, verbosity, cleanup=None):
         failed = result.fixture_failures
     sys.stderr.write(f"\n(ran in {time.monotonic() - start:.1f} s)\n")
     sys.stderr.flush()
-    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    # On a line of its own, whatever a test left unterminated on stdout.
+    print(f"\n{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 0 if failed == 0 and passed > 0 else 1

@@ -3,6 +3,7 @@
 import base64
 import json
 import math
+import sys
 import time
 import unittest
 
@@ -192,7 +193,8 @@ class MergeTest(DaemonCase):
         self.assertEqual(len(doc["data"]["a"]), (n - 8) // 2)
         self.assertTrue(raw.startswith(b'{"data":{"a":[1,1,1,'), raw[:40])
         print(f"\n    deep merge of an {n}-byte body: {best * 1000:.0f} ms round trip "
-              f"(summary.duration_ms {doc['summary']['duration_ms']:.0f})", end=" ")
+              f"(summary.duration_ms {doc['summary']['duration_ms']:.0f})", end=" ",
+              file=sys.stderr, flush=True)  # beside unittest's own "... ok", on stderr
         self.assertLess(best, 5.0, "deep merge of one 8 MB body should take well under a second")
 
 
