@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "batch.h"
+#include "config.h"
+#include "http.h"
 #include "policy.h"
 #include "trace.h"
 

@@ -9,8 +9,6 @@
 #include "batch.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
-#include <idn2.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -21,11 +19,7 @@
 #include "compose_item.h"
 #include "encode.h"
 #include "jtree.h"
-
-static const char *const method_names[] = {
-    [M_GET] = "GET",     [M_HEAD] = "HEAD",     [M_POST] = "POST",       [M_PUT] = "PUT",
-    [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS",
-};
+#include "url.h"
 
 /* Request headers an item may not set: they would change the framing of
  * the upstream request, which fanoutd owns. */
@@ -49,11 +43,6 @@ static void *jansson_malloc(size_t n)
 void batch_json_init(void)
 {
     json_set_alloc_funcs(jansson_malloc, free);
-}
-
-const char *http_method_name(enum http_method m)
-{
-    return method_names[m];
 }
 
 int batch_is_json_type(const char *ct)
@@ -86,95 +75,7 @@ void batch_req_free(struct batch_req *b)
     FO_FREE(b->raw_span);
 }
 
-/* One "xn--" label of n bytes: 1 when it is a valid A-label (it decodes to a
- * U-label that converts back to the same label), 0 when not, -1 for want of
- * memory. */
-static int a_label_valid(const char *label, size_t n)
-{
-    char ascii[64], *u = NULL, *back = NULL;
-    int rc, ok;
-
-    if (n >= sizeof(ascii))
-        return 0; /* longer than a DNS label */
-    for (size_t i = 0; i < n; i++)
-        ascii[i] = (char)tolower((unsigned char)label[i]);
-    ascii[n] = '\0';
-    rc = idn2_to_unicode_8z8z(ascii, &u, 0);
-    if (rc == IDN2_MALLOC)
-        return -1;
-    if (rc != IDN2_OK)
-        return 0;
-    rc = idn2_to_ascii_8z(u, &back, IDN2_NONTRANSITIONAL);
-    if (rc != IDN2_OK && rc != IDN2_MALLOC) /* as url_host_to_ascii: IDNA2003 names too */
-        rc = idn2_to_ascii_8z(u, &back, IDN2_TRANSITIONAL);
-    ok = rc == IDN2_MALLOC ? -1 : rc == IDN2_OK && strcmp(back, ascii) == 0;
-    idn2_free(u);
-    idn2_free(back);
-    return ok;
-}
-
-/* FO_EINVAL when a label of the ASCII name starts "xn--" (any case) and is
- * not a valid A-label ("xn--zz", "xn--a", "xn--"): DNS would be asked for a
- * name no IDN can have. */
-static fo_err a_labels_check(const char *name)
-{
-    for (const char *p = name; *p != '\0';) {
-        size_t n = strcspn(p, ".");
-        if (n >= 4 && strncasecmp(p, "xn--", 4) == 0) {
-            int ok = a_label_valid(p, n);
-            if (ok <= 0)
-                return ok < 0 ? FO_ENOMEM : FO_EINVAL;
-        }
-        p += n;
-        if (*p == '.')
-            p++;
-    }
-    return FO_OK;
-}
-
-fo_err url_host_to_ascii(const char *host, char **ace)
-{
-    char *out = NULL;
-    fo_err err;
-    int rc;
-
-    *ace = NULL;
-    for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
-        if (*p == '\0')
-            return a_labels_check(host); /* plain ASCII: used as written */
-    }
-    /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
-     * with TR46 mapping (which also lowercases), falling back to the
-     * transitional mapping for names only IDNA2003 accepted. */
-    rc = idn2_to_ascii_8z(host, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
-    if (rc != IDN2_OK && rc != IDN2_MALLOC)
-        rc = idn2_to_ascii_8z(host, &out, IDN2_TRANSITIONAL);
-    if (rc == IDN2_MALLOC)
-        return FO_ENOMEM;
-    if (rc != IDN2_OK)
-        return FO_EINVAL;
-    if ((err = a_labels_check(out)) != FO_OK) { /* an "xn--" label written as such */
-        idn2_free(out);
-        return err;
-    }
-    *ace = strdup(out); /* the caller frees with free(), not idn2_free() */
-    idn2_free(out);
-    return *ace != NULL ? FO_OK : FO_ENOMEM;
-}
-
-/* How many bytes of s to print with "%.*s" to show at most max of them
- * without ending inside a UTF-8 character: a message cut mid-character is
- * no longer valid UTF-8, and would be replaced by its bare error code. */
-static int clip(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max);
-
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--; /* s[n] continues the character that s[n - 1] is in */
-    return (int)n;
-}
-
-#define CLIP(s, max) clip((s), (max)), (s)
+#define CLIP(s, max) utf8_clip((s), (max)), (s)
 
 /* composition (issue 12), at the end of this file */
 static int compose_url_deferred(json_t *obj, const char *url);
@@ -184,79 +85,6 @@ static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg);
 static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_msg *msg);
 static fo_err compose_raw_bodies(struct batch_req *b, const char *text, size_t len,
                                  const struct config *cfg, char **masked);
-
-fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
-{
-    CURLU *h = NULL;
-    char *scheme = NULL, *host = NULL, *port = NULL, *ace = NULL;
-    size_t len = strlen(url);
-    fo_err err = FO_EINVAL;
-
-    if (len == 0) {
-        fo_msg_set(msg, "the URL is empty");
-        goto out;
-    }
-    if (len > FO_MAX_URL_LEN) {
-        fo_msg_set(msg, "the URL is longer than %d bytes", FO_MAX_URL_LEN);
-        goto out;
-    }
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
-        if (*p <= 0x20 || *p == 0x7f) {
-            fo_msg_set(msg, "URL '%.*s' contains white space or a control character",
-                       CLIP(url, 200));
-            goto out;
-        }
-    }
-    /* curl is lenient ("http:///x" becomes host x): demand scheme://authority. */
-    const char *sep = strstr(url, "://");
-    if (sep == NULL || sep[3] == '/' || sep[3] == '\\' || sep[3] == '\0') {
-        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
-        goto out;
-    }
-    if ((h = curl_url()) == NULL) {
-        err = FO_ENOMEM;
-        goto out;
-    }
-    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
-        goto out;
-    }
-    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
-        fo_msg_set(msg, "URL '%.*s' is not http or https", CLIP(url, 200));
-        goto out;
-    }
-    if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
-        fo_msg_set(msg, "URL '%.*s' has no host", CLIP(url, 200));
-        goto out;
-    }
-    if (curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        fo_msg_set(msg, "URL '%.*s' has no valid port", CLIP(url, 200));
-        goto out;
-    }
-    err = FO_OK;
-    if (hostkey != NULL) {
-        /* An internationalised name counts as its A-label, the host it is
-         * fetched from; one that does not convert fails when fetched. */
-        if (url_host_to_ascii(host, &ace) == FO_ENOMEM) {
-            err = FO_ENOMEM;
-            goto out;
-        }
-        const char *name = ace != NULL ? ace : host;
-        size_t n = strlen(name) + strlen(port) + 2;
-        if ((*hostkey = malloc(n)) == NULL)
-            err = FO_ENOMEM;
-        else
-            (void)snprintf(*hostkey, n, "%s:%s", name, port);
-    }
-out:
-    free(ace);
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(h);
-    return err;
-}
 
 /* "item 3" or "item 3 (id \"x\")" for messages. */
 static void item_name(char *out, size_t size, size_t index, const char *id)
@@ -413,12 +241,8 @@ static fo_err parse_method(struct item_req *it, json_t *m, const char *name, str
         fo_msg_set(msg, "%s: method must be a string", name);
         return FO_EINVAL;
     }
-    for (size_t i = 0; i < FO_ARRAY_LEN(method_names); i++) {
-        if (strcasecmp(text, method_names[i]) == 0) {
-            it->method = (enum http_method)i;
-            return FO_OK;
-        }
-    }
+    if (http_method_parse(text, &it->method))
+        return FO_OK;
     fo_msg_set(msg, "%s: method '%.*s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
                name, CLIP(text, 20));
     return FO_EINVAL;

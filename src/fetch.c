@@ -50,6 +50,7 @@
 #include "encode.h"
 #include "log.h"
 #include "metrics.h"
+#include "url.h"
 
 /* A body buffer bigger than this is released after the fetch, so one big
  * response does not pin memory in an idle worker. */
@@ -463,33 +464,19 @@ static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-
 static const char *const body_headers[] = { "Content-Type", "Content-Encoding",
                                             "Content-Language", "Content-Location" };
 
-static fo_err url_origin(CURLU *u, char **out);
-
 /* share: the inject_header rule for URL u (its origin, and its path with
  * the query), or NULL in *out. FO_ENOMEM. */
 static fo_err hop_inject(const struct fetch_req *req, CURLU *u, const struct inject_rule **out)
 {
-    char *origin = NULL, *path = NULL, *query = NULL, *full = NULL;
-    fo_err err = FO_ENOMEM;
+    char *origin = NULL, *path = NULL;
 
     *out = NULL;
-    if (url_origin(u, &origin) != FO_OK || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
-        goto out;
-    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
-    if (qc != CURLUE_OK && qc != CURLUE_NO_QUERY)
-        goto out;
-    size_t n = strlen(path) + (query ? strlen(query) : 0) + 2;
-    if ((full = malloc(n)) == NULL)
-        goto out;
-    (void)snprintf(full, n, "%s%s%s", path, query ? "?" : "", query ? query : "");
-    *out = config_inject_match(req->inject, req->ninject, origin, full);
-    err = FO_OK;
-out:
+    if (url_origin_path(u, &origin, &path) != FO_OK)
+        return FO_ENOMEM;
+    *out = config_inject_match(req->inject, req->ninject, origin, path);
     free(origin);
-    curl_free(path);
-    curl_free(query);
-    free(full);
-    return err;
+    free(path);
+    return FO_OK;
 }
 
 /* Whether a "Name: value" (or "Name;") line is a header called name. */
@@ -649,30 +636,6 @@ static void set_constant_options(struct fetcher *f)
 /* ---- the hops ------------------------------------------------------------ */
 
 /* "scheme://host:port" of u (host lowercased, default port filled in). */
-static fo_err url_origin(CURLU *u, char **out)
-{
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    fo_err err = FO_ENOMEM;
-
-    *out = NULL;
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
-        goto out;
-    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
-    if ((*out = malloc(n)) == NULL)
-        goto out;
-    (void)snprintf(*out, n, "%s://%s:%s", scheme, host, port);
-    for (char *p = *out; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    err = FO_OK;
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    return err;
-}
-
 /*
  * Points h->url at ref, resolved against the current URL (or absolute for
  * the first hop), as the request will be sent: non-ASCII bytes of path and

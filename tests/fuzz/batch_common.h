@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "batch.h"
+#include "url.h"
 #include "compose.h"
 #include "fuzz_common.h"
 

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "batch.h"
+#include "url.h"
 #include "harness.h"
 
 /* The default configuration, or max_batch set to `max_batch` when > 0. */
@@ -588,6 +589,51 @@ static void test_host_to_ascii(void)
     }
 }
 
+/* inject_header prefixes: the origin and path the fetched URLs under them
+ * are matched by (url_origin_path), or FO_EINVAL. */
+static void test_url_prefix(void)
+{
+    static const struct {
+        const char *prefix;
+        fo_err err;
+        const char *origin, *path;
+    } cases[] = {
+        { "https://api.example.com/v1/", FO_OK, "https://api.example.com:443", "/v1/" },
+        { "http://API.Example.com", FO_OK, "http://api.example.com:80", "/" },
+        { "HTTP://h:8080/p?x=1", FO_OK, "http://h:8080", "/p?x=1" },
+        { "http://[::1]:9/a", FO_OK, "http://[::1]:9", "/a" },
+        { "http://b\xc3\xbc"
+          "cher.example/",
+          FO_OK, "http://xn--bcher-kva.example:80", "/" },
+        { "ftp://h/", FO_EINVAL, NULL, NULL },
+        { "h/path", FO_EINVAL, NULL, NULL },
+        { "http:///x", FO_EINVAL, NULL, NULL },
+        { "http://u:p@h/", FO_EINVAL, NULL, NULL },
+        { "http://h/#f", FO_EINVAL, NULL, NULL },
+        { "http://h:99999/", FO_EINVAL, NULL, NULL },
+        { "http://h /", FO_EINVAL, NULL, NULL },
+        { "http://xn--zz/", FO_EINVAL, NULL, NULL },
+    };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
+        char *origin = NULL, *path = NULL;
+        struct fo_msg msg = { 0 };
+        fo_err err = url_prefix(cases[i].prefix, &origin, &path, &msg);
+
+        CHECK_CASE(err == cases[i].err, cases[i].prefix);
+        if (err == FO_OK && cases[i].err == FO_OK) {
+            CHECK_STR(origin, cases[i].origin);
+            CHECK_STR(path, cases[i].path);
+        } else {
+            CHECK_CASE(origin == NULL && path == NULL, cases[i].prefix);
+            CHECK_CASE(err != FO_EINVAL || strstr(msg.text, "is not a prefix") != NULL,
+                       cases[i].prefix);
+        }
+        free(origin);
+        free(path);
+    }
+}
+
 static const struct unit_test tests[] = {
     { "array_of_strings", test_array_of_strings },
     { "mixed_array", test_mixed_array },
@@ -603,6 +649,7 @@ static const struct unit_test tests[] = {
     { "is_json_type", test_is_json_type },
     { "url_check", test_url_check },
     { "host_to_ascii", test_host_to_ascii },
+    { "url_prefix", test_url_prefix },
 };
 
 UNIT_SUITE(batch_suite, "batch", tests);
