@@ -47,14 +47,14 @@ struct item_req {
     /* share: "coalesce": false and "cache": false */
     int no_coalesce; /* never leads nor rides a shared fetch */
     int no_cache;    /* neither reads nor fills the cache */
-    /* Retries (issue 13): the item's "retry" members, each used only when
+    /* Retries: the item's "retry" members, each used only when
      * its bit in retry_given is set (else the config's retries and
      * retry_backoff_ms); job_new resolves both and sets both bits. */
     unsigned retry_given; /* ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF */
     long retry_max;
     long retry_backoff_ms;
 
-    /* composition (issue 12): depends_on, run_if, references, select, group,
+    /* composition: depends_on, run_if, references, select, group,
      * response_headers (compose.h); NULL: none of them. Owned. */
     struct compose_item *compose;
 };
@@ -73,7 +73,7 @@ struct batch_req {
     char traceparent[56]; /* the client's valid traceparent value, "": none
                                  (set by the front end, not by batch_parse) */
     char *tracestate;     /* the whole "tracestate: ..." line, owned, or NULL */
-    /* composition (issue 12) */
+    /* composition */
     int merge_concat;               /* merge_arrays "concat" */
     uint32_t *dep_start, *dep_list; /* the scheduler's dependency lists, NULL: none */
     const char *raw_text;           /* while parsing: the JSON body's text */

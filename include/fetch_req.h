@@ -91,7 +91,7 @@ struct fetch_req {
     unsigned timings;         /* enum fetch_timing bits wanted */
     struct fetch_retry retry; /* the scheduler re-queues a retried item */
 
-    /* Circuit breaker (issue 13): called after each hop with the hop's
+    /* Circuit breaker: called after each hop with the hop's
      * "host:port" (as in the URL, default port filled in) and how it went;
      * NULL: nobody counts. Called on the fetching thread, no lock held. */
     void (*hop_done)(void *ctx, const char *hostport, enum fetch_hop_outcome outcome);

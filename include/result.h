@@ -48,7 +48,7 @@ struct result {
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
-    /* Retries (issue 13). */
+    /* Retries. */
     int has_retry_after; /* the final response had a usable Retry-After */
     long retry_after_ms; /* its wait from when the response came (>= 0) */
     int show_attempts;   /* the item allowed retries: "attempts" is written */
@@ -69,7 +69,7 @@ struct result {
     long cc_max_age; /* max-age=N in seconds; -1: none */
     const char *cache;
 
-    /* composition (issue 12): the final response's headers that were kept
+    /* composition: the final response's headers that were kept
      * (fetch_req keep_headers): lower-case names, repeats joined with ", ";
      * owned. */
     char **hdr_names, **hdr_values;

@@ -77,7 +77,7 @@ void batch_req_free(struct batch_req *b)
 
 #define CLIP(s, max) utf8_clip((s), (max)), (s)
 
-/* composition (issue 12), at the end of this file */
+/* composition, at the end of this file */
 static int compose_url_deferred(json_t *obj, const char *url);
 static fo_err compose_set_url(struct item_req *it, const char *url);
 static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, struct fo_msg *msg);
@@ -764,7 +764,7 @@ static fo_err merge_headers(json_t *item_headers, json_t *defs)
     return FO_OK;
 }
 
-/* ---- composition (issue 12): depends_on, run_if, references, select, group,
+/* ---- composition: depends_on, run_if, references, select, group,
  * response_headers, merge_arrays; item JSON bodies taken as written ------- */
 
 /* An item with depends_on whose url holds "${": a template, checked in
@@ -940,7 +940,7 @@ static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *nam
     return FO_OK;
 }
 
-/* ---- retries (issue 13) ---------------------------------------------------- */
+/* ---- retries ---------------------------------------------------- */
 
 /* A whole number >= 0 (5 and 5.0 alike), at most max; 0 if not one. */
 static int whole_at_most(const json_t *v, long max, long *out)

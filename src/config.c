@@ -125,7 +125,7 @@ static const struct config_key keys[] = {
     { "sensitive_headers", CT_HEADERS, OFF(sensitive_headers), "", 0, 0,
       "more header names not sent on a redirect to another origin (as Authorization, "
       "Cookie and Proxy-Authorization are)" },
-    /* Retries, circuit breaker, rate (issue 13). */
+    /* Retries, circuit breaker, rate. */
     { "retries", CT_NUM, OFF(retries), "0", 0, 100,
       "retries per item when neither the item nor defaults give retry (at most max_retries)" },
     { "max_retries", CT_NUM, OFF(max_retries), "5", 0, 100,
@@ -933,7 +933,7 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
             fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
     }
-    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries (issue 13) */
+    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries */
         fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries,
                    cfg->max_retries);
         err = FO_EINVAL;

@@ -86,7 +86,7 @@ struct fetcher {
     char ctype[FO_MAX_CONTENT_TYPE + 1];
     char clen[24];  /* the response's Content-Length digits, "" : none yet */
     int bad_length; /* two different (or invalid) Content-Length values */
-    /* Retries (issue 13): the final response's Retry-After (the first one). */
+    /* Retries: the final response's Retry-After (the first one). */
     int has_retry_after;
     char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
     long sends;  /* requests sent in this hop (libcurl may re-send one) */
@@ -98,7 +98,7 @@ struct fetcher {
     int cc_no_store; /* share: Cache-Control no-store, no-cache, private */
     long cc_max_age; /* share: max-age=N, -1: none */
 
-    /* composition (issue 12): the response headers req->keep_headers names,
+    /* composition: the response headers req->keep_headers names,
      * of the header block being read (lower-case names, repeats joined). */
     char **kept_names, **kept_values;
     size_t nkept;
@@ -1061,7 +1061,7 @@ static fo_err keep_response(const struct fetcher *f, struct result *res)
     return FO_OK;
 }
 
-/* ---- retries and the circuit breaker (issue 13) ------------------------------ */
+/* ---- retries and the circuit breaker ------------------------------ */
 
 /* A Retry-After value as a wait in ms from now: delay-seconds or an HTTP
  * date (any form libcurl reads; a past date: 0). 0 if it is neither. */
@@ -1264,7 +1264,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     f->req = NULL;
 }
 
-/* ---- composition (issue 12): response headers kept ---------------------- */
+/* ---- composition: response headers kept ---------------------- */
 
 static void kept_clear(struct fetcher *f)
 {

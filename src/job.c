@@ -69,7 +69,7 @@ struct job {
     int has_hooks;
     int cancelled; /* the cancel hook has run (or is running) */
 
-    /* Retries (issue 13), guarded by lock: attempts started per item, and
+    /* Retries, guarded by lock: attempts started per item, and
      * when its first attempt started (its timeout covers all of them). */
     long *attempts;
     int64_t *first_us;
@@ -82,7 +82,7 @@ struct job {
     struct answer_stream stream;
     int streaming;
     int stream_broken; /* a line was refused (cap, memory): the client is dropped */
-    /* composition (issue 12): item i's request with its references resolved
+    /* composition: item i's request with its references resolved
      * (job_prepare_item), written only by the worker running item i. */
     struct compose_run *runs;
 };
@@ -489,7 +489,7 @@ static void job_request_v2(const struct job *job, const struct item_req *it, str
         out->tracestate = job->req.tracestate;
     }
 }
-/* composition (issue 12), at the end of this file */
+/* composition, at the end of this file */
 static const struct item_req *job_item_resolved(const struct job *job, size_t i,
                                                 struct item_req *copy);
 static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out);
@@ -958,7 +958,7 @@ const _Atomic int *job_stop_flag(const struct job *job)
     return &job->stop;
 }
 
-/* ---- retries (issue 13) ---------------------------------------------------- */
+/* ---- retries ---------------------------------------------------- */
 
 /* The item's retry policy: its own "retry" members, else the config's. */
 static void resolve_retry(struct item_req *it, const struct config *cfg)
@@ -1054,7 +1054,7 @@ fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out)
     return FO_OK;
 }
 
-/* ---- composition (issue 12) ------------------------------------------------ */
+/* ---- composition ------------------------------------------------ */
 
 int job_prepare_item(struct job *job, size_t i, struct result *res)
 {

@@ -746,7 +746,7 @@ fo_err jt_write(struct buf *out, const struct jt_value *v)
     return buf_putc(out, '}');
 }
 
-/* ---- composition (issue 12): strings, array walks, concatenating merge ---- */
+/* ---- composition: strings, array walks, concatenating merge ---- */
 
 fo_err jt_string(struct jt_arena *a, const struct jt_value *v, const char **out, size_t *out_len)
 {

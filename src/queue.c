@@ -241,7 +241,7 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     return again;
 }
 
-/* ---- retries, circuit breaker, rate (issue 13) ------------------------------ */
+/* ---- retries, circuit breaker, rate ------------------------------ */
 
 /* per_host_rate: asked (scheduler lock held) when item i reaches the front:
  * a token of its host:port's bucket, or the time to ask again; it waits on

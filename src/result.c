@@ -78,7 +78,7 @@ static fo_err put_timings(struct buf *out, const struct result *r)
     return err != FO_OK ? err : buf_putc(out, '}');
 }
 
-/* ---- composition (issue 12): group and response headers ------------------- */
+/* ---- composition: group and response headers ------------------- */
 
 static const char *result_header(const struct result *r, const char *name)
 {
@@ -171,7 +171,7 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
         TRY(json_put_cstr(out, r->message ? r->message : item_error_code(r->error)));
         TRY(buf_putc(out, '}'));
     }
-    if (r->show_attempts) { /* retries (issue 13) */
+    if (r->show_attempts) { /* retries */
         TRY(buf_puts(out, ",\"attempts\":"));
         TRY(json_put_int(out, r->attempts));
     }

@@ -10,8 +10,8 @@
 #include <strings.h>
 
 #include "batch.h"
-#include "url.h"
 #include "harness.h"
+#include "url.h"
 
 /* The default configuration, or max_batch set to `max_batch` when > 0. */
 static struct config *batch_config(const char *max_batch)
