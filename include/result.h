@@ -65,8 +65,8 @@ struct result {
     double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
     /* share: the final response's Cache-Control as the cache reads it, and
      * the RESULT's "cache" field ("miss", "hit", "coalesced"; NULL: none). */
-    int cc_no_store; /* no-store, no-cache or private */
-    long cc_max_age; /* max-age=N in seconds; -1: none */
+    int cc_no_store; /* no-store, no-cache, private, or a Set-Cookie */
+    long cc_max_age; /* the shared cache's lifetime: s-maxage=N, else max-age=N, in s; -1: none */
     const char *cache;
 
     /* composition: the final response's headers that were kept

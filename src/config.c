@@ -114,7 +114,8 @@ static const struct config_key keys[] = {
       "waits for that fetch and gets a copy of its result" },
     { "cache_ttl_ms", CT_NUM, OFF(cache_ttl_ms), "0", 0, DAY_MS,
       "how long a 200 answer to a GET is kept and answered from memory (0: no cache); "
-      "Cache-Control no-store, no-cache, private: not kept; max-age=N shortens it" },
+      "Cache-Control no-store, no-cache, private or a Set-Cookie: not kept; s-maxage=N, "
+      "else max-age=N, shortens it" },
     { "cache_max_bytes", CT_NUM, OFF(cache_max_bytes), "67108864", 0, 64 * GIB,
       "total bytes the cache holds (bodies as written in answers, plus URL and type); "
       "the least recently used answers leave first" },

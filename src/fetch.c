@@ -95,8 +95,9 @@ struct fetcher {
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
     int64_t t_dns, t_connect, t_tls, t_ttfb;
-    int cc_no_store; /* share: Cache-Control no-store, no-cache, private */
-    long cc_max_age; /* share: max-age=N, -1: none */
+    int cc_no_store;  /* share: Cache-Control no-store, no-cache, private */
+    long cc_max_age;  /* share: max-age=N, -1: none */
+    long cc_s_maxage; /* share: s-maxage=N, -1: none (a shared cache's, RFC 9111 5.2.2.10) */
 
     /* composition: the response headers req->keep_headers names,
      * of the header block being read (lower-case names, repeats joined). */
@@ -274,6 +275,7 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->location_too_long = 0;
     f->cc_no_store = 0;
     f->cc_max_age = -1;
+    f->cc_s_maxage = -1;
     FO_FREE(f->location);
     kept_clear(f);
 }
@@ -329,9 +331,12 @@ static void cache_control(struct fetcher *f, const char *v, size_t len)
             (n >= 8 && strncasecmp(d, "no-cache", 8) == 0 && (n == 8 || d[8] == '=')) ||
             (n >= 7 && strncasecmp(d, "private", 7) == 0 && (n == 7 || d[7] == '='))) {
             f->cc_no_store = 1;
-        } else if (n > 8 && strncasecmp(d, "max-age=", 8) == 0) {
+        } else if ((n > 8 && strncasecmp(d, "max-age=", 8) == 0) ||
+                   (n > 9 && strncasecmp(d, "s-maxage=", 9) == 0)) {
+            int shared = d[0] == 's' || d[0] == 'S';
+            long *to = shared ? &f->cc_s_maxage : &f->cc_max_age;
             long age = 0;
-            size_t k = 8;
+            size_t k = shared ? 9 : 8;
             if (d[k] == '"')
                 k++;
             if (k >= n || d[k] < '0' || d[k] > '9') {
@@ -340,8 +345,8 @@ static void cache_control(struct fetcher *f, const char *v, size_t len)
             }
             for (; k < n && d[k] >= '0' && d[k] <= '9'; k++)
                 age = age < 100000000L ? age * 10 + (d[k] - '0') : age;
-            if (f->cc_max_age < 0 || age < f->cc_max_age)
-                f->cc_max_age = age;
+            if (*to < 0 || age < *to)
+                *to = age;
         }
     }
 }
@@ -390,6 +395,10 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     } else if (field_is(line, len, "Cache-Control", &n)) {
         v = field_value(line, len, n, &vlen);
         cache_control(f, v, vlen);
+    } else if (field_is(line, len, "Set-Cookie", &n)) {
+        /* share: an answer that sets a cookie is one client's, never a
+         * shared cache's to hand to the next (RFC 9111 3: the cache is shared). */
+        f->cc_no_store = 1;
     } else if (field_is(line, len, "Retry-After", &n) && !f->has_retry_after) {
         v = field_value(line, len, n, &vlen);
         if (vlen > 0 && vlen <= FO_RETRY_AFTER_MAX_LEN) {
@@ -1173,7 +1182,9 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
     res->cc_no_store = f->cc_no_store; /* share: for the cache */
-    res->cc_max_age = f->cc_max_age;
+    /* fanoutd's cache is shared: s-maxage, when given, overrides max-age
+     * (RFC 9111 5.2.2.10), and 0 keeps nothing. */
+    res->cc_max_age = f->cc_s_maxage >= 0 ? f->cc_s_maxage : f->cc_max_age;
     if (res->status > 0)
         kept_move(f, res);
     if (f->bad_length && !f->nomem) {
