@@ -65,6 +65,9 @@ struct fetch_req {
 
     /* Limits, resolved once when the batch was accepted. */
     long timeout_ms;     /* the item's own limit for all hops together (> 0) */
+    int timeout_counts;  /* a timeout counts against the breaker: the item allowed at
+                            least default_timeout_ms (a client's short timeouts must
+                            not open a host's breaker for every other client) */
     int64_t deadline_us; /* monotonic: the batch's deadline, 0: none. The fetch
                             ends by it (deadline_exceeded) if it comes first */
     long max_redirects;

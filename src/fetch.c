@@ -1093,9 +1093,10 @@ static int retry_after_ms(const char *v, long *ms)
 }
 
 /* How the hop just run went, for the breaker (fetch_req.h): a response is a
- * success unless 5xx; connect_failed, timeout, tls_error and upstream_error
- * are failures; the batch deadline, the policy, a stop, a DNS failure or
- * running out of memory count neither way. */
+ * success unless 5xx; connect_failed, tls_error and upstream_error are
+ * failures, and so is a timeout when req->timeout_counts (the item allowed
+ * at least default_timeout_ms); the batch deadline, the policy, a stop, a
+ * DNS failure, a shorter timeout or running out of memory count neither way. */
 static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct fetch_req *req,
                                           CURLcode rc, int deadline_bound)
 {
@@ -1104,8 +1105,9 @@ static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct 
     if (rc == CURLE_OK)
         return f->status == 0 || f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
     switch (map_error(rc, f, deadline_bound)) {
-    case ERR_CONNECT:
     case ERR_TIMEOUT:
+        return req->timeout_counts ? FETCH_HOP_FAILED : FETCH_HOP_NEUTRAL;
+    case ERR_CONNECT:
     case ERR_TLS:
     case ERR_UPSTREAM:
         return FETCH_HOP_FAILED;

@@ -532,6 +532,7 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     job_request_compose(job, i, out);
     out->body_is_json = it->body_is_json;
     out->timeout_ms = item_time_left(job, i);
+    out->timeout_counts = it->timeout_ms >= cfg->default_timeout_ms;
     out->deadline_us = job->deadline_us;
     out->retry.attempts = it->retry_max;
     out->retry.backoff_ms = it->retry_backoff_ms;
