@@ -51,6 +51,8 @@ struct fetch_req {
     /* The request. */
     const char *url; /* absolute http(s) URL as given; the fetcher checks it again */
     enum http_method method;
+    int url_templated;    /* url was built from references: the RESULT names it
+                          (effective_url) even without a redirect */
     const char **headers; /* "Name: value" lines sent as they are (subject to the
                              redirect rules): forwarded client headers the item
                              does not set itself, then the item's own; never

@@ -74,6 +74,11 @@ struct result {
      * owned. */
     char **hdr_names, **hdr_values;
     size_t nhdr;
+    /* The URL of the final request sent, when it is not the item's url as
+     * written: after a redirect (redirected), or when the url was built
+     * from references; owned, NULL: none (the RESULT's "effective_url"). */
+    char *effective_url;
+    int redirected;
 };
 
 void result_clear(struct result *r);

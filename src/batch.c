@@ -345,6 +345,111 @@ static fo_err assign_ids(struct batch_req *b, struct fo_msg *msg)
     return err;
 }
 
+/* An item's id, for bsearch over the batch's ids sorted by strcmp. */
+struct id_index {
+    const char *id;
+    size_t index;
+};
+
+static int cmp_id_index(const void *a, const void *b)
+{
+    return strcmp(((const struct id_index *)a)->id, ((const struct id_index *)b)->id);
+}
+
+/* The item whose id is the n bytes at s, or -1. */
+static long id_lookup(const struct id_index *ids, size_t count, const char *s, size_t n)
+{
+    size_t lo = 0, hi = count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strncmp(ids[mid].id, s, n);
+        if (c == 0 && ids[mid].id[n] != '\0')
+            c = 1;
+        if (c == 0)
+            return (long)ids[mid].index;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* In text, a "${ID." naming another item than self; its item, or -1. An
+ * id may hold dots: every '.' before the closing '}' ends a candidate. */
+static long undeclared_ref(const char *text, const struct id_index *ids, size_t count, size_t self)
+{
+    for (const char *p = strstr(text, "${"); p != NULL; p = strstr(p + 2, "${")) {
+        for (const char *q = p + 2; *q != '\0' && *q != '}' && q - p < 2 + 512; q++) {
+            if (*q != '.')
+                continue;
+            long j = id_lookup(ids, count, p + 2, (size_t)(q - p - 2));
+            if (j >= 0 && (size_t)j != self)
+                return j;
+        }
+    }
+    return -1;
+}
+
+/* Whether any item's url, headers or body holds "${". */
+static int any_marks(const struct batch_req *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const struct item_req *it = &b->items[i];
+        if (strstr(it->url, "${") != NULL || (it->body != NULL && strstr(it->body, "${")))
+            return 1;
+        for (size_t k = 0; k < it->nheaders; k++) {
+            if (strstr(it->headers[k], "${") != NULL)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * An item without depends_on whose url, header values or body hold
+ * "${ID." with ID another item of the batch: that reference would be sent
+ * as literal text (a '#' in it even cut the URL), so it is refused, naming
+ * both items and depends_on. FO_EINVAL, FO_ENOMEM.
+ */
+static fo_err check_undeclared_refs(struct batch_req *b, struct fo_msg *msg)
+{
+    struct id_index *ids = NULL;
+    char name[160], other[160];
+    fo_err err = FO_OK;
+
+    if (!any_marks(b))
+        return FO_OK; /* no "${" anywhere: the common case */
+    if ((ids = malloc(b->n * sizeof(*ids))) == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < b->n; i++)
+        ids[i] = (struct id_index){ b->items[i].id, i };
+    qsort(ids, b->n, sizeof(*ids), cmp_id_index);
+    for (size_t i = 0; i < b->n && err == FO_OK; i++) {
+        const struct item_req *it = &b->items[i];
+        long j = -1;
+        if (it->compose != NULL && it->compose->has_deps)
+            continue;
+        j = undeclared_ref(it->url, ids, b->n, i);
+        for (size_t k = 0; k < it->nheaders && j < 0; k++)
+            j = undeclared_ref(it->headers[k], ids, b->n, i);
+        if (j < 0 && it->body != NULL)
+            j = undeclared_ref(it->body, ids, b->n, i);
+        if (j < 0)
+            continue;
+        item_name(name, sizeof(name), i, it->id);
+        item_name(other, sizeof(other), (size_t)j, b->items[j].id);
+        fo_msg_set(msg,
+                   "%s: a reference '${%.*s.' to %s needs that item in depends_on "
+                   "(\"depends_on\": [\"%.*s\"]); without it the text is sent as written",
+                   name, CLIP(b->items[j].id, 60), other, CLIP(b->items[j].id, 60));
+        err = FO_EINVAL;
+    }
+    free(ids);
+    return err;
+}
+
 /* Refuses an empty batch (400) or one over max_batch (413), else allocates. */
 static fo_err alloc_items(struct batch_req *b, size_t n, const struct config *cfg,
                           struct fo_msg *msg)
@@ -389,6 +494,8 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
             return err;
     }
     if ((err = assign_ids(b, msg)) != FO_OK)
+        return err;
+    if ((err = check_undeclared_refs(b, msg)) != FO_OK)
         return err;
     return compose_graph(b, msg);
 }
@@ -552,6 +659,18 @@ static fo_err parse_plain(struct batch_req *b, const char *body, size_t len,
     return assign_ids(b, msg);
 }
 
+/* A body whose first byte after white space is '[' or '{' is JSON whatever
+ * its Content-Type said (curl -d, urllib and fetch send JSON as form data or
+ * text/plain): no plain list can start that way, since no URL does. */
+static int looks_like_json(const char *body, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    return i < len && (body[i] == '[' || body[i] == '{');
+}
+
 fo_err batch_parse(const char *body, size_t len, int is_json, const struct config *cfg,
                    struct batch_req *out, struct fo_msg *msg)
 {
@@ -564,7 +683,7 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
         body += 3;
         len -= 3;
     }
-    if (is_json)
+    if (is_json || looks_like_json(body, len))
         err = parse_json(out, body, len, cfg, msg);
     else
         err = parse_plain(out, body, len, cfg, msg);
@@ -786,6 +905,10 @@ static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_
 
     if (v == NULL)
         return FO_OK;
+    if (b->merge != MERGE_DEEP) {
+        fo_msg_set(msg, "merge_arrays has no effect unless merge is \"deep\"");
+        return FO_EINVAL;
+    }
     m = plain_string(v);
     if (m != NULL && strcmp(m, "concat") == 0) {
         b->merge_concat = 1;
@@ -1124,11 +1247,22 @@ static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, st
             fo_msg_set(msg, "%s: group must be a string", name);
             return FO_EINVAL;
         }
+        if (b->merge != MERGE_DEEP) {
+            fo_msg_set(msg, "%s: group has no effect unless the batch's merge is \"deep\"", name);
+            return FO_EINVAL;
+        }
         if ((c->group = strdup(json_string_value(v))) == NULL)
             return FO_ENOMEM;
     }
     if ((v = json_object_get(obj, "response_headers")) != NULL) {
         size_t n;
+        if (b->merge != MERGE_NONE) {
+            fo_msg_set(msg,
+                       "%s: response_headers has no effect with merge \"%s\" (the merged "
+                       "document has no place for headers)",
+                       name, b->merge == MERGE_DEEP ? "deep" : "bodies");
+            return FO_EINVAL;
+        }
         char **names = string_array(v, &n, name, "response_headers", msg, &err);
         if (err != FO_OK)
             return err;

@@ -1137,6 +1137,25 @@ static void report_hop(const struct fetcher *f, const struct fetch_req *req, str
     curl_free(port);
 }
 
+/* res->effective_url: the URL of the last request sent (h's), when it is
+ * not the item's url as written: after a redirect, or when the url was
+ * built from references. Left out for want of memory. */
+static void note_effective_url(const struct hop *h, const struct fetch_req *req, int redirected,
+                               struct result *res)
+{
+    char *u = NULL;
+
+    res->redirected = redirected;
+    FO_FREE(res->effective_url);
+    if (!redirected && !req->url_templated)
+        return;
+    if (h->url != NULL && curl_url_get(h->url, CURLUPART_URL, &u, 0) == CURLUE_OK)
+        res->effective_url = strdup(u);
+    else if (h->url == NULL && h->plain != NULL)
+        res->effective_url = strdup(h->plain);
+    curl_free(u);
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -1145,11 +1164,12 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     struct fo_msg why;
     struct hop h;
     CURLcode rc = CURLE_OK;
+    long hops = 0;
     fo_err err;
 
     if ((err = hop_init(&h, req, &why)) != FO_OK)
         goto url_failed;
-    for (long hops = 0;; hops++) {
+    for (;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
         if (left_ms <= 0) {
             f->status = 0; /* the next hop's response never came (the 3xx stays res's) */
@@ -1214,6 +1234,7 @@ url_failed:
     else
         result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
 out:
+    note_effective_url(&h, req, hops > 0, res);
     hop_free(&h);
 }
 

@@ -1119,8 +1119,10 @@ static void job_request_compose(const struct job *job, size_t i, struct fetch_re
 
     if (c == NULL)
         return;
-    if (run != NULL && run->url != NULL)
+    if (run != NULL && run->url != NULL) {
         out->url = run->url;
+        out->url_templated = 1;
+    }
     if (run != NULL && run->body != NULL) {
         out->body = run->body;
         out->body_len = run->body_len;

@@ -37,6 +37,7 @@ void result_clear(struct result *r)
     }
     free(r->hdr_names);
     free(r->hdr_values);
+    free(r->effective_url);
     memset(r, 0, sizeof(*r));
 }
 
@@ -148,6 +149,10 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
     TRY(json_put_cstr(out, it->id));
     TRY(buf_puts(out, ",\"url\":"));
     TRY(json_put_cstr(out, it->url));
+    if (r->effective_url != NULL) {
+        TRY(buf_puts(out, ",\"effective_url\":"));
+        TRY(json_put_cstr(out, r->effective_url));
+    }
     TRY(buf_puts(out, result_ok(r) ? ",\"ok\":true,\"status\":" : ",\"ok\":false,\"status\":"));
     TRY(r->status > 0 ? json_put_int(out, r->status) : buf_puts(out, "null"));
     TRY(buf_puts(out, ",\"duration_ms\":"));

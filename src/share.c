@@ -118,8 +118,10 @@ fo_err share_result_copy(const struct result *in, struct result *out)
     out->hdr_names = NULL; /* the kept response headers: a copy of its own */
     out->hdr_values = NULL;
     out->nhdr = 0;
+    out->effective_url = NULL;
     if ((in->content_type != NULL && (out->content_type = strdup(in->content_type)) == NULL) ||
-        (in->message != NULL && (out->message = strdup(in->message)) == NULL))
+        (in->message != NULL && (out->message = strdup(in->message)) == NULL) ||
+        (in->effective_url != NULL && (out->effective_url = strdup(in->effective_url)) == NULL))
         goto fail;
     if (in->body != NULL) {
         if ((out->body = malloc(in->body_len + 1)) == NULL)

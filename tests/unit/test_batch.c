@@ -452,7 +452,6 @@ static void test_plain_bad(void)
         { B("http://a/\0http://b/") }, /* NUL */
         { B("http://a/\nftp://b/\n") },
         { B("http://a/\nnot-a-url\n") },
-        { B("[\"http://a/\"]") }, /* JSON text without a JSON type */
     };
     struct config *cfg = batch_config(NULL);
 
@@ -589,6 +588,33 @@ static void test_host_to_ascii(void)
     }
 }
 
+/* A body that starts with '[' or '{' (after white space) is read as JSON
+ * whatever the Content-Type said; a plain list never starts that way. */
+static void test_json_without_json_type(void)
+{
+    static const char *const bodies[] = {
+        "[\"http://a/\", \"http://b/\"]",
+        " \r\n\t{\"requests\": [\"http://a/\", {\"url\": \"http://b/\", \"id\": \"x\"}]}",
+        "\xef\xbb\xbf[\"http://a/\",\"http://b/\"]",
+    };
+    struct config *cfg = batch_config(NULL);
+
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < FO_ARRAY_LEN(bodies); i++) {
+        struct batch_req b;
+        struct fo_msg msg = { "" };
+        fo_err err = batch_parse(bodies[i], strlen(bodies[i]), 0, cfg, &b, &msg);
+        CHECK_CASE(err == FO_OK, bodies[i]);
+        if (err == FO_OK) {
+            CHECK_EQ_INT(b.n, 2);
+            CHECK_STR(b.items[0].url, "http://a/");
+        }
+        batch_req_free(&b);
+    }
+    config_unref(cfg);
+}
+
 /* inject_header prefixes: the origin and path the fetched URLs under them
  * are matched by (url_origin_path), or FO_EINVAL. */
 static void test_url_prefix(void)
@@ -650,6 +676,7 @@ static const struct unit_test tests[] = {
     { "url_check", test_url_check },
     { "host_to_ascii", test_host_to_ascii },
     { "url_prefix", test_url_prefix },
+    { "json_without_json_type", test_json_without_json_type },
 };
 
 UNIT_SUITE(batch_suite, "batch", tests);
