@@ -63,6 +63,9 @@ struct result {
      * duration_ms. */
     int timed;
     double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
+    /* v3 waterfall: from the batch's arrival to the start of the item's
+     * first attempt, and to the end of its last (0 and 0: never started). */
+    double start_ms, end_ms;
     /* share: the final response's Cache-Control as the cache reads it, and
      * the RESULT's "cache" field ("miss", "hit", "coalesced"; NULL: none). */
     int cc_no_store; /* no-store, no-cache, private, or a Set-Cookie */

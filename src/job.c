@@ -366,6 +366,21 @@ static enum finish_reason policy_ends(struct job *job, size_t i)
     }
 }
 
+/* The waterfall of item i: its first attempt's start and its last one's
+ * end (now_us), from the batch's arrival; 0 and 0 if it never started.
+ * Lock held. */
+static void waterfall(const struct job *job, size_t i, struct result *r, int64_t now_us)
+{
+    int64_t first = job->first_us[i];
+
+    if (first == 0 || first < job->arrival_us) {
+        r->start_ms = r->end_ms = 0;
+        return;
+    }
+    r->start_ms = (double)(first - job->arrival_us) / 1000.0;
+    r->end_ms = now_us > first ? (double)(now_us - job->arrival_us) / 1000.0 : r->start_ms;
+}
+
 void job_complete_item(struct job *job, size_t i, struct result *res)
 {
     enum finish_reason reason = FINISH_NONE;
@@ -380,6 +395,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
         show_attempts(job, i, res);
         result_clear(&job->results[i]);
         res->timed = job->req.timings;
+        waterfall(job, i, res, fo_now_us());
         job->results[i] = *res;
         memset(res, 0, sizeof(*res));
         job->state[i] = ITEM_DONE;
@@ -560,6 +576,7 @@ static void unfinished_timings(const struct job *job, size_t i, struct result *r
 
     r->timed = job->req.timings;
     r->queue_ms = to > from ? (double)(to - from) / 1000.0 : 0;
+    waterfall(job, i, r, now_us);
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */

@@ -62,13 +62,14 @@ int result_ok(const struct result *r)
     return r->error == ERR_NONE && r->status >= 200 && r->status <= 299;
 }
 
-/* v2: ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..} */
+/* ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..,
+ * "start_ms":..,"end_ms":..} */
 static fo_err put_timings(struct buf *out, const struct result *r)
 {
-    const double v[] = { r->queue_ms, r->dns_ms,  r->connect_ms,
-                         r->tls_ms,   r->ttfb_ms, r->duration_ms };
-    static const char *const names[] = { "queue_ms", "dns_ms",  "connect_ms",
-                                         "tls_ms",   "ttfb_ms", "total_ms" };
+    const double v[] = { r->queue_ms, r->dns_ms,      r->connect_ms, r->tls_ms,
+                         r->ttfb_ms,  r->duration_ms, r->start_ms,   r->end_ms };
+    static const char *const names[] = { "queue_ms", "dns_ms",   "connect_ms", "tls_ms",
+                                         "ttfb_ms",  "total_ms", "start_ms",   "end_ms" };
     fo_err err = buf_puts(out, ",\"timings\":{");
 
     for (size_t i = 0; i < FO_ARRAY_LEN(v) && err == FO_OK; i++) {
