@@ -381,6 +381,8 @@ static long id_lookup(const struct id_index *ids, size_t count, const char *s, s
 static long undeclared_ref(const char *text, const struct id_index *ids, size_t count, size_t self)
 {
     for (const char *p = strstr(text, "${"); p != NULL; p = strstr(p + 2, "${")) {
+        if (p > text && p[-1] == '$')
+            continue; /* "$${": the escape of a literal "${" */
         for (const char *q = p + 2; *q != '\0' && *q != '}' && q - p < 2 + 512; q++) {
             if (*q != '.')
                 continue;
@@ -438,12 +440,21 @@ static fo_err check_undeclared_refs(struct batch_req *b, struct fo_msg *msg)
             j = undeclared_ref(it->body, ids, b->n, i);
         if (j < 0)
             continue;
+        const char *id = b->items[j].id;
         item_name(name, sizeof(name), i, it->id);
-        item_name(other, sizeof(other), (size_t)j, b->items[j].id);
-        fo_msg_set(msg,
-                   "%s: a reference '${%.*s.' to %s needs that item in depends_on "
-                   "(\"depends_on\": [\"%.*s\"]); without it the text is sent as written",
-                   name, CLIP(b->items[j].id, 60), other, CLIP(b->items[j].id, 60));
+        item_name(other, sizeof(other), (size_t)j, id);
+        if (id[0] == '\0' || strpbrk(id, ".}") != NULL)
+            fo_msg_set(msg,
+                       "%s: '${%.*s.' names %s, but a reference cannot use an id that is "
+                       "empty or holds '.' or '}': give that item another id (to send '${' as "
+                       "text, add \"depends_on\": [] and write '$${')",
+                       name, CLIP(id, 60), other);
+        else
+            fo_msg_set(msg,
+                       "%s: a reference '${%.*s.' to %s needs that item in depends_on "
+                       "(\"depends_on\": [\"%.*s\"]); without it the text is sent as "
+                       "written (to send '${' as text, add \"depends_on\": [] and write '$${')",
+                       name, CLIP(id, 60), other, CLIP(id, 60));
         err = FO_EINVAL;
     }
     free(ids);
@@ -552,6 +563,14 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
             fo_msg_set(msg, "merge must be \"none\", \"bodies\" or \"deep\"");
             return FO_EINVAL;
         }
+    }
+    if (b->merge != MERGE_NONE &&
+        json_object_get(json_object_get(root, "defaults"), "response_headers") != NULL) {
+        fo_msg_set(msg,
+                   "defaults: response_headers has no effect with merge \"%s\" (the merged "
+                   "document has no place for headers)",
+                   b->merge == MERGE_DEEP ? "deep" : "bodies");
+        return FO_EINVAL;
     }
     if ((err = compose_batch_fields(b, root, msg)) != FO_OK)
         return err;
@@ -666,6 +685,7 @@ static int looks_like_json(const char *body, size_t len)
 {
     size_t i = 0;
 
+    /* JSON's own white space (RFC 8259 section 2): what a JSON parser skips */
     while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
         i++;
     return i < len && (body[i] == '[' || body[i] == '{');
@@ -1493,8 +1513,10 @@ static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg)
     for (size_t i = 0, at = 0; i < b->n; i++) {
         const struct compose_item *c = b->items[i].compose;
         b->dep_start[i] = (uint32_t)at;
-        for (size_t k = 0; c != NULL && k < c->ndeps; k++)
+        for (size_t k = 0; c != NULL && k < c->ndeps; k++) {
             b->dep_list[at++] = (uint32_t)c->deps[k];
+            b->items[c->deps[k]].has_dependants = 1;
+        }
         left[i] = c != NULL ? c->ndeps : 0;
         if (left[i] == 0)
             order[done++] = i;

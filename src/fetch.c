@@ -312,6 +312,42 @@ static int content_length_agrees(struct fetcher *f, const char *v, size_t vlen)
     return 1;
 }
 
+/* Whether directive [d, d + n) is name, with or without an argument. */
+static int directive_is(const char *d, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+
+    return n >= k && strncasecmp(d, name, k) == 0 && (n == k || d[k] == '=');
+}
+
+/* The argument of a delta-seconds directive ("max-age=60", also quoted):
+ * 1*DIGIT and nothing else (RFC 9111 1.2.2), capped at 10^8 s. 0 when it
+ * is missing or malformed ("=1x", "=1.5", "=-1", "="). */
+static int delta_seconds(const char *d, size_t n, long *out)
+{
+    const char *v = memchr(d, '=', n), *end = d + n;
+    long age = 0;
+
+    if (v == NULL)
+        return 0;
+    v++;
+    if (v < end && *v == '"') { /* quoted-string form, tolerated (RFC 9111 5.2) */
+        if (end - v < 2 || end[-1] != '"')
+            return 0;
+        v++;
+        end--;
+    }
+    if (v == end)
+        return 0;
+    for (; v < end; v++) {
+        if (*v < '0' || *v > '9')
+            return 0;
+        age = age < 100000000L ? age * 10 + (*v - '0') : age;
+    }
+    *out = age;
+    return 1;
+}
+
 /* share: the directives of a Cache-Control value that the cache heeds. */
 static void cache_control(struct fetcher *f, const char *v, size_t len)
 {
@@ -327,24 +363,17 @@ static void cache_control(struct fetcher *f, const char *v, size_t len)
         size_t n = i - start;
         while (n > 0 && (d[n - 1] == ' ' || d[n - 1] == '\t'))
             n--;
-        if ((n == 8 && strncasecmp(d, "no-store", 8) == 0) ||
-            (n >= 8 && strncasecmp(d, "no-cache", 8) == 0 && (n == 8 || d[8] == '=')) ||
-            (n >= 7 && strncasecmp(d, "private", 7) == 0 && (n == 7 || d[7] == '='))) {
+        if (directive_is(d, n, "no-store") || directive_is(d, n, "no-cache") ||
+            directive_is(d, n, "private")) {
             f->cc_no_store = 1;
-        } else if ((n > 8 && strncasecmp(d, "max-age=", 8) == 0) ||
-                   (n > 9 && strncasecmp(d, "s-maxage=", 9) == 0)) {
+        } else if (directive_is(d, n, "max-age") || directive_is(d, n, "s-maxage")) {
             int shared = d[0] == 's' || d[0] == 'S';
             long *to = shared ? &f->cc_s_maxage : &f->cc_max_age;
-            long age = 0;
-            size_t k = shared ? 9 : 8;
-            if (d[k] == '"')
-                k++;
-            if (k >= n || d[k] < '0' || d[k] > '9') {
+            long age;
+            if (!delta_seconds(d, n, &age)) {
                 f->cc_no_store = 1; /* malformed: not kept (RFC 9111 4.2.1) */
                 continue;
             }
-            for (; k < n && d[k] >= '0' && d[k] <= '9'; k++)
-                age = age < 100000000L ? age * 10 + (d[k] - '0') : age;
             if (*to < 0 || age < *to)
                 *to = age;
         }
@@ -1137,19 +1166,25 @@ static void report_hop(const struct fetcher *f, const struct fetch_req *req, str
     curl_free(port);
 }
 
-/* res->effective_url: the URL of the last request sent (h's), when it is
- * not the item's url as written: after a redirect, or when the url was
- * built from references. Left out for want of memory. */
-static void note_effective_url(const struct hop *h, const struct fetch_req *req, int redirected,
+/* res->effective_url: the URL of the last request sent, as libcurl sent it
+ * (CURLINFO_EFFECTIVE_URL: percent-encoded, A-label host) when a request
+ * went out (sent), else h's; only when it is not the item's url as
+ * written: after a redirect, or when the url was built from references.
+ * Left out for want of memory. */
+static void note_effective_url(struct fetcher *f, const struct hop *h,
+                               const struct fetch_req *req, int redirected, int sent,
                                struct result *res)
 {
-    char *u = NULL;
+    char *u = NULL, *used = NULL;
 
     res->redirected = redirected;
     FO_FREE(res->effective_url);
     if (!redirected && !req->url_templated)
         return;
-    if (h->url != NULL && curl_url_get(h->url, CURLUPART_URL, &u, 0) == CURLUE_OK)
+    if (sent && curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &used) == CURLE_OK &&
+        used != NULL)
+        res->effective_url = strdup(used);
+    else if (h->url != NULL && curl_url_get(h->url, CURLUPART_URL, &u, 0) == CURLUE_OK)
         res->effective_url = strdup(u);
     else if (h->url == NULL && h->plain != NULL)
         res->effective_url = strdup(h->plain);
@@ -1165,6 +1200,7 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     struct hop h;
     CURLcode rc = CURLE_OK;
     long hops = 0;
+    int sent = 0;
     fo_err err;
 
     if ((err = hop_init(&h, req, &why)) != FO_OK)
@@ -1177,6 +1213,7 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
+        sent = 1;
         if (req->hop_done != NULL)
             report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
@@ -1234,7 +1271,7 @@ url_failed:
     else
         result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
 out:
-    note_effective_url(&h, req, hops > 0, res);
+    note_effective_url(f, &h, req, hops > 0, sent, res);
     hop_free(&h);
 }
 

@@ -317,8 +317,12 @@ static void stream_item(struct job *job, size_t i)
         log_info("batch %llu: stream line of item %zu refused (%s); dropping the client",
                  (unsigned long long)job->serial, i, fo_strerror(err));
     }
-    FO_FREE(r->body);
-    r->body_len = 0;
+    /* Written: the body is needed no more, unless a dependant's references
+     * are still to read it. */
+    if (!job->req.items[i].has_dependants) {
+        FO_FREE(r->body);
+        r->body_len = 0;
+    }
 }
 
 /* "item 3 (id \"x\")" for the policy's messages. */
@@ -367,16 +371,19 @@ static enum finish_reason policy_ends(struct job *job, size_t i)
 }
 
 /* The waterfall of item i: its first attempt's start and its last one's
- * end (now_us), from the batch's arrival; 0 and 0 if it never started.
- * Lock held. */
+ * end (now_us), from the batch's arrival, 0 and 0 if it never started;
+ * and queue_ms, the wait before that first attempt (retries and their
+ * backoff come after it). Lock held. */
 static void waterfall(const struct job *job, size_t i, struct result *r, int64_t now_us)
 {
     int64_t first = job->first_us[i];
+    int64_t from = job->runnable_us[i] > 0 ? job->runnable_us[i] : job->arrival_us;
 
     if (first == 0 || first < job->arrival_us) {
         r->start_ms = r->end_ms = 0;
         return;
     }
+    r->queue_ms = first > from ? (double)(first - from) / 1000.0 : 0;
     r->start_ms = (double)(first - job->arrival_us) / 1000.0;
     r->end_ms = now_us > first ? (double)(now_us - job->arrival_us) / 1000.0 : r->start_ms;
 }
@@ -615,7 +622,8 @@ long job_max_concurrency(const struct job *job)
 void job_item_runnable(struct job *job, size_t i, int64_t runnable_us)
 {
     pthread_mutex_lock(&job->lock);
-    job->runnable_us[i] = runnable_us;
+    if (job->first_us[i] == 0) /* the first attempt's: queue_ms ends where it starts */
+        job->runnable_us[i] = runnable_us;
     pthread_mutex_unlock(&job->lock);
 }
 

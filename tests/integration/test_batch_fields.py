@@ -196,6 +196,18 @@ class TimingsTest(BatchFieldsBase):
             self.assertGreaterEqual(after["start_ms"], before["end_ms"] - 5, t)
         self.assertLessEqual(t[2]["end_ms"], doc["summary"]["duration_ms"] + 5)
 
+    def test_retries_are_not_queueing(self):
+        """An item that is retried: queue_ms is the wait before its first attempt; the
+        attempts and their backoff lie between start_ms and end_ms."""
+        doc = self.batch({"timings": True, "requests": [
+            {"url": self.url("/status", code=503, ms=150), "retry": {"max": 2, "backoff_ms": 0}}]},
+            total=1)
+        r = doc["results"][0]
+        t = r["timings"]
+        self.assertEqual(r["attempts"], 3, r)
+        self.assertLess(t["queue_ms"], 100, t)
+        self.assertGreaterEqual(t["end_ms"] - t["start_ms"], 440, t)
+
     def test_items_that_never_started(self):
         """Cancelled while queued (fail_fast, max_concurrency 1): zeros but queue_ms, which runs
         to the batch's end."""

@@ -256,9 +256,12 @@ class ReferenceTest(ComposeCase):
         self.assertEqual(self.up.requests(tag=tag), [], "a refused batch fetched something")
         doc = self.batch({"requests": [src, {"id": "self", "url": self.url("/echo"),
                                              "headers": {"X-A": "${self.status}",
-                                                         "X-B": "${nobody.body}"}}]}, total=2)
+                                                         "X-B": "${nobody.body}",
+                                                         "X-C": "$${src.status}"}}]}, total=2)
         self.assertEqual(self.echo_header(self.item(doc, "self"), "X-A"), ["${self.status}"])
         self.assertEqual(self.echo_header(self.item(doc, "self"), "X-B"), ["${nobody.body}"])
+        # "$${" is no reference (and, without depends_on, no escape either: sent as written)
+        self.assertEqual(self.echo_header(self.item(doc, "self"), "X-C"), ["$${src.status}"])
 
     def test_effective_url(self):
         """effective_url is the URL of the final request sent, present only when it is not the
@@ -283,6 +286,23 @@ class ReferenceTest(ComposeCase):
         by_id = {line["id"]: line for line in lines if "id" in line}
         self.assertEqual(by_id["moved"]["effective_url"], final)
         self.assertNotIn("effective_url", by_id["a"])
+
+    def test_body_references_in_a_stream(self):
+        """Streamed (NDJSON), a dependency's body stays readable for its dependants after its
+        own line is written: whole body, a pointer into it, and a header, as in a document."""
+        items = [{"id": "a", "url": self.url("/json", v="tok")},
+                 {"id": "b", "url": self.url("/echo") + "?t=${a.body#/v}", "depends_on": ["a"]},
+                 {"id": "c", "url": self.url("/echo"), "method": "POST", "depends_on": ["a"],
+                  "body": {"whole": "${a.body}"}}]
+        resp = self.post({"requests": items}, headers={"Accept": "application/x-ndjson"})
+        self.assertEqual(resp.status, 200, resp)
+        lines = [json.loads(line) for line in resp.body.decode().splitlines() if line.strip()]
+        by_id = {line["id"]: line for line in lines if "id" in line}
+        for k in ("a", "b", "c"):
+            self.assertTrue(by_id[k]["ok"], by_id[k])
+        self.assertIn("t=tok", by_id["b"]["body"]["path"])
+        sent = base64.b64decode(by_id["c"]["body"]["body_b64"])
+        self.assertEqual(json.loads(sent), {"whole": {"v": "tok"}})
 
     def test_many_dependants_compete_fairly(self):
         """A fan of 12 dependants on one item all become runnable together when it finishes and

@@ -262,7 +262,9 @@ class CacheTest(ShareCase):
         """RFC 9111 5.2.2.10: s-maxage overrides max-age in a shared cache; 0 keeps nothing."""
         for cc, kept in (("s-maxage=0", False), ("max-age=60, s-maxage=0", False),
                          ("max-age=0, s-maxage=60", True), ("S-MAXAGE=60", True),
-                         ("s-maxage=x", False)):
+                         ('s-maxage="60"', True), ("s-maxage=x", False), ("s-maxage=1x", False),
+                         ("s-maxage=1.5", False), ("s-maxage=", False), ("s-maxage", False),
+                         ("max-age=60, s-maxage=-1", False), ("max-age=1x", False)):
             with self.subTest(cc=cc):
                 key = new_tag()
                 url = self.cacheable(key, cc=cc)

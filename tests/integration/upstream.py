@@ -10,7 +10,8 @@ Endpoints (query parameters):
                                 (default application/json)
   /doc       doc, ct, ms        the text `doc` verbatim (default application/json)
   /delay     ms                 {"delayed_ms": ms} after ms milliseconds
-  /status    code               status `code` with {"status": code} (no body on 204/304)
+  /status    code, ms           status `code` with {"status": code} (no body on 204/304),
+                                after ms ms
   /big       bytes, chunked=1, status   `bytes` x "a", Content-Length or chunked
                                 (byte=B, ct: `bytes` copies of byte value B instead,
                                 Content-Type ct, default text/plain)
@@ -360,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"delayed_ms": self._wait(q)})
 
     def ep_status(self, q, seen):
+        self._wait(q)
         code = int(q.get("code") or 200)
         self._reply(code, {"status": code})
 

@@ -96,6 +96,10 @@ static void test_graph_refusals(void)
           "[{\"url\":\"http://h/\"},"
           "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":{\"k\":\"${0.body}\"}}]",
           "depends_on" },
+        { "response_headers from defaults with merge deep",
+          "{\"merge\":\"deep\",\"defaults\":{\"response_headers\":[\"X-A\"]},"
+          "\"requests\":[\"http://h/\"]}",
+          "defaults: response_headers" },
         { "reference to an id with a dot",
           "[{\"url\":\"http://h/\",\"id\":\"a.b\"},"
           "{\"url\":\"http://h/?v=${a.b.status}\"}]",
