@@ -43,9 +43,10 @@ struct item_req {
     char *body;           /* request body, or NULL for none */
     size_t body_len;
     int body_is_json; /* a non-string JSON body: send as application/json */
-    int has_dependants; /* some item lists it in depends_on: its result's body is
-                           kept until the batch ends (references read it) */
     long timeout_ms;  /* 0: not given */
+    /* Some item lists it in depends_on: its result's body is kept until the
+     * batch ends, for the references that read it (even once streamed). */
+    int has_dependants;
     /* share: "coalesce": false and "cache": false */
     int no_coalesce; /* never leads nor rides a shared fetch */
     int no_cache;    /* neither reads nor fills the cache */
