@@ -131,6 +131,8 @@ install: $(BIN)
 	install -D -m 0644 systemd/fanoutd-unix.socket $(DESTDIR)$(UNITDIR)/fanoutd-unix.socket
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/README.md
 	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/API.md
+	install -D -m 0644 docs/INTERNALS.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/INTERNALS.md
+	install -D -m 0644 docs/PERFORMANCE.md $(DESTDIR)$(PREFIX)/share/doc/fanoutd/PERFORMANCE.md
 	install -D -m 0644 man/fanoutd.8 $(DESTDIR)$(PREFIX)/share/man/man8/fanoutd.8
 	install -D -m 0644 man/fanoutd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/fanoutd.conf.5
 	@# An existing configuration is never overwritten.

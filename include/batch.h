@@ -20,15 +20,13 @@
 #include "config.h"
 #include "err.h"
 #include "fanoutd.h"
+#include "http.h"
 
 struct compose_item;
 
-enum http_method { M_GET = 0, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS };
 enum merge_mode { MERGE_NONE = 0, MERGE_BODIES, MERGE_DEEP };
 /* When a batch may finish early (v2 "policy"). */
 enum batch_policy { POLICY_BEST_EFFORT = 0, POLICY_FAIL_FAST, POLICY_MIN_SUCCESS };
-
-const char *http_method_name(enum http_method m);
 
 enum { ITEM_RETRY_MAX = 1u << 0, ITEM_RETRY_BACKOFF = 1u << 1 };
 
@@ -46,17 +44,20 @@ struct item_req {
     size_t body_len;
     int body_is_json; /* a non-string JSON body: send as application/json */
     long timeout_ms;  /* 0: not given */
+    /* Some item lists it in depends_on: its result's body is kept until the
+     * batch ends, for the references that read it (even once streamed). */
+    int has_dependants;
     /* share: "coalesce": false and "cache": false */
     int no_coalesce; /* never leads nor rides a shared fetch */
     int no_cache;    /* neither reads nor fills the cache */
-    /* Retries (issue 13): the item's "retry" members, each used only when
+    /* Retries: the item's "retry" members, each used only when
      * its bit in retry_given is set (else the config's retries and
      * retry_backoff_ms); job_new resolves both and sets both bits. */
     unsigned retry_given; /* ITEM_RETRY_MAX | ITEM_RETRY_BACKOFF */
     long retry_max;
     long retry_backoff_ms;
 
-    /* composition (issue 12): depends_on, run_if, references, select, group,
+    /* composition: depends_on, run_if, references, select, group,
      * response_headers (compose.h); NULL: none of them. Owned. */
     struct compose_item *compose;
 };
@@ -75,7 +76,7 @@ struct batch_req {
     char traceparent[56]; /* the client's valid traceparent value, "": none
                                  (set by the front end, not by batch_parse) */
     char *tracestate;     /* the whole "tracestate: ..." line, owned, or NULL */
-    /* composition (issue 12) */
+    /* composition */
     int merge_concat;               /* merge_arrays "concat" */
     uint32_t *dep_start, *dep_list; /* the scheduler's dependency lists, NULL: none */
     const char *raw_text;           /* while parsing: the JSON body's text */
@@ -101,21 +102,5 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
                    struct batch_req *out, struct fo_msg *msg) FO_MUST_CHECK;
 
 void batch_req_free(struct batch_req *b);
-
-/* Checks that url is an absolute http(s) URL with a host; fills *hostkey
- * (owned by the caller; an internationalised host as its A-label) when
- * hostkey is not NULL. */
-fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CHECK;
-
-/*
- * A URL's host as DNS is asked for it: a name with any byte >= 0x80 (read as
- * UTF-8) becomes its IDNA A-label ("bücher.example" -> "xn--bcher-kva.example"),
- * by libidn2 directly: libcurl would convert it through the process locale,
- * which fanoutd never sets. *ace is NULL when host is plain ASCII (use it as
- * written), else a new string the caller frees. FO_EINVAL: not a valid
- * internationalised name, or a label starting "xn--" that is not a valid
- * A-label (in an ASCII name too); FO_ENOMEM.
- */
-fo_err url_host_to_ascii(const char *host, char **ace) FO_MUST_CHECK;
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * compose.h - v2 composition (issue 12): what an item with depends_on,
+ * compose.h - composition: what an item with depends_on,
  * run_if, references, select, group or response_headers carries, and the
  * two steps that act on it while the batch runs:
  *

@@ -1,6 +1,6 @@
 /*
  * compose_item.h - what an item with v2 composition fields carries
- * (struct item_req's `compose`, issue 12): its dependencies, run_if, the
+ * (struct item_req's `compose`): its dependencies, run_if, the
  * templates of its url, header values and body, select, group and
  * response_headers. Parsed and checked by batch.c; used by compose.c
  * (run time) and result.c (answers). Data only: no batch or result types.

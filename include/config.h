@@ -76,7 +76,7 @@ struct config {
     struct inject_rule *inject; /* inject_header rules, owned */
     size_t ninject;
     struct str_list sensitive_headers; /* more names dropped on cross-origin redirects */
-    /* Retries, circuit breaker, rate (issue 13). */
+    /* Retries, circuit breaker, rate. */
     long retries;              /* retries per item by default */
     long max_retries;          /* most an item may ask for */
     long retry_backoff_ms;     /* base of the backoff */

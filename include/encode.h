@@ -26,6 +26,11 @@ const char *body_encoding_name(enum body_encoding enc);
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int utf8_valid(const char *s, size_t len);
 
+/* How many bytes of s to print with "%.*s" to show at most max of them
+ * without ending inside a UTF-8 character: a message cut mid-character is
+ * no longer valid UTF-8, and would be replaced by its bare error code. */
+int utf8_clip(const char *s, size_t max);
+
 /*
  * 1 if s[0..len) is exactly one JSON value (RFC 8259) with optional white
  * space around it, valid UTF-8 throughout, nested at most max_depth deep,

@@ -63,7 +63,7 @@
                                          cache keeps its answers as long) */
 #define FO_NAME_CACHE_MAX 4096 /* resolved names kept at most */
 
-/* Retries, circuit breaker, rate (issue 13). */
+/* Retries, circuit breaker, rate. */
 #define FO_RETRY_BACKOFF_MAX_MS 86400000L /* an item's retry.backoff_ms, at most */
 #define FO_RETRY_AFTER_MAX_LEN  64        /* bytes of an upstream Retry-After we read */
 #define FO_BREAKER_MAX          65536     /* host:ports the breaker table tracks at once */

@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "batch.h"
+#include "config.h"
+#include "http.h"
 #include "policy.h"
 #include "trace.h"
 
@@ -50,6 +51,8 @@ struct fetch_req {
     /* The request. */
     const char *url; /* absolute http(s) URL as given; the fetcher checks it again */
     enum http_method method;
+    int url_templated;    /* url was built from references: the RESULT names it
+                          (effective_url) even without a redirect */
     const char **headers; /* "Name: value" lines sent as they are (subject to the
                              redirect rules): forwarded client headers the item
                              does not set itself, then the item's own; never
@@ -64,6 +67,9 @@ struct fetch_req {
 
     /* Limits, resolved once when the batch was accepted. */
     long timeout_ms;     /* the item's own limit for all hops together (> 0) */
+    int timeout_counts;  /* a timeout counts against the breaker: the item allowed at
+                            least default_timeout_ms (a client's short timeouts must
+                            not open a host's breaker for every other client) */
     int64_t deadline_us; /* monotonic: the batch's deadline, 0: none. The fetch
                             ends by it (deadline_exceeded) if it comes first */
     long max_redirects;
@@ -90,7 +96,7 @@ struct fetch_req {
     unsigned timings;         /* enum fetch_timing bits wanted */
     struct fetch_retry retry; /* the scheduler re-queues a retried item */
 
-    /* Circuit breaker (issue 13): called after each hop with the hop's
+    /* Circuit breaker: called after each hop with the hop's
      * "host:port" (as in the URL, default port filled in) and how it went;
      * NULL: nobody counts. Called on the fetching thread, no lock held. */
     void (*hop_done)(void *ctx, const char *hostport, enum fetch_hop_outcome outcome);

@@ -125,7 +125,7 @@ int job_finish(struct job *job, enum finish_reason reason);
  * fetches. The cancel hook runs once over withdraw and finish together. */
 void job_withdraw(struct job *job);
 
-/* Retries (issue 13). An attempt of item i starts now (the worker is about
+/* Retries. An attempt of item i starts now (the worker is about
  * to fetch it): counted, and its first attempt's start noted (the item's
  * own timeout covers every attempt: job_request gives what is left of it). */
 struct job_attempt {
@@ -206,7 +206,7 @@ fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out) FO_
 fo_err job_finisher_start(void) FO_MUST_CHECK;
 void job_finisher_stop(void);
 
-/* composition (issue 12) */
+/* composition */
 
 /* Before item i's request is built (its worker, after job_begin_item):
  * run_if and the references of an item with depends_on, resolved against

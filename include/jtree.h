@@ -115,7 +115,7 @@ fo_err jt_new_object(struct jt_arena *a, struct jt_value *out) FO_MUST_CHECK;
  * member by member (each key in its first spelling). */
 fo_err jt_write(struct buf *out, const struct jt_value *v) FO_MUST_CHECK;
 
-/* ---- composition (issue 12) ---- */
+/* ---- composition ---- */
 
 /* The decoded text of string value v (valid UTF-8; may hold NUL) into
  * the arena. FO_EINVAL when v is not a string, FO_ENOMEM. */

@@ -48,7 +48,7 @@ struct result {
     size_t body_len;
     enum body_encoding enc;
     double duration_ms;
-    /* Retries (issue 13). */
+    /* Retries. */
     int has_retry_after; /* the final response had a usable Retry-After */
     long retry_after_ms; /* its wait from when the response came (>= 0) */
     int show_attempts;   /* the item allowed retries: "attempts" is written */
@@ -63,17 +63,25 @@ struct result {
      * duration_ms. */
     int timed;
     double queue_ms, dns_ms, connect_ms, tls_ms, ttfb_ms;
+    /* v3 waterfall: from the batch's arrival to the start of the item's
+     * first attempt, and to the end of its last (0 and 0: never started). */
+    double start_ms, end_ms;
     /* share: the final response's Cache-Control as the cache reads it, and
      * the RESULT's "cache" field ("miss", "hit", "coalesced"; NULL: none). */
-    int cc_no_store; /* no-store, no-cache or private */
-    long cc_max_age; /* max-age=N in seconds; -1: none */
+    int cc_no_store; /* no-store, no-cache, private, or a Set-Cookie */
+    long cc_max_age; /* the shared cache's lifetime: s-maxage=N, else max-age=N, in s; -1: none */
     const char *cache;
 
-    /* composition (issue 12): the final response's headers that were kept
+    /* composition: the final response's headers that were kept
      * (fetch_req keep_headers): lower-case names, repeats joined with ", ";
      * owned. */
     char **hdr_names, **hdr_values;
     size_t nhdr;
+    /* The URL of the final request sent, when it is not the item's url as
+     * written: after a redirect (redirected), or when the url was built
+     * from references; owned, NULL: none (the RESULT's "effective_url"). */
+    char *effective_url;
+    int redirected;
 };
 
 void result_clear(struct result *r);

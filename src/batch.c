@@ -9,8 +9,6 @@
 #include "batch.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
-#include <idn2.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -21,11 +19,7 @@
 #include "compose_item.h"
 #include "encode.h"
 #include "jtree.h"
-
-static const char *const method_names[] = {
-    [M_GET] = "GET",     [M_HEAD] = "HEAD",     [M_POST] = "POST",       [M_PUT] = "PUT",
-    [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS",
-};
+#include "url.h"
 
 /* Request headers an item may not set: they would change the framing of
  * the upstream request, which fanoutd owns. */
@@ -49,11 +43,6 @@ static void *jansson_malloc(size_t n)
 void batch_json_init(void)
 {
     json_set_alloc_funcs(jansson_malloc, free);
-}
-
-const char *http_method_name(enum http_method m)
-{
-    return method_names[m];
 }
 
 int batch_is_json_type(const char *ct)
@@ -86,97 +75,9 @@ void batch_req_free(struct batch_req *b)
     FO_FREE(b->raw_span);
 }
 
-/* One "xn--" label of n bytes: 1 when it is a valid A-label (it decodes to a
- * U-label that converts back to the same label), 0 when not, -1 for want of
- * memory. */
-static int a_label_valid(const char *label, size_t n)
-{
-    char ascii[64], *u = NULL, *back = NULL;
-    int rc, ok;
+#define CLIP(s, max) utf8_clip((s), (max)), (s)
 
-    if (n >= sizeof(ascii))
-        return 0; /* longer than a DNS label */
-    for (size_t i = 0; i < n; i++)
-        ascii[i] = (char)tolower((unsigned char)label[i]);
-    ascii[n] = '\0';
-    rc = idn2_to_unicode_8z8z(ascii, &u, 0);
-    if (rc == IDN2_MALLOC)
-        return -1;
-    if (rc != IDN2_OK)
-        return 0;
-    rc = idn2_to_ascii_8z(u, &back, IDN2_NONTRANSITIONAL);
-    if (rc != IDN2_OK && rc != IDN2_MALLOC) /* as url_host_to_ascii: IDNA2003 names too */
-        rc = idn2_to_ascii_8z(u, &back, IDN2_TRANSITIONAL);
-    ok = rc == IDN2_MALLOC ? -1 : rc == IDN2_OK && strcmp(back, ascii) == 0;
-    idn2_free(u);
-    idn2_free(back);
-    return ok;
-}
-
-/* FO_EINVAL when a label of the ASCII name starts "xn--" (any case) and is
- * not a valid A-label ("xn--zz", "xn--a", "xn--"): DNS would be asked for a
- * name no IDN can have. */
-static fo_err a_labels_check(const char *name)
-{
-    for (const char *p = name; *p != '\0';) {
-        size_t n = strcspn(p, ".");
-        if (n >= 4 && strncasecmp(p, "xn--", 4) == 0) {
-            int ok = a_label_valid(p, n);
-            if (ok <= 0)
-                return ok < 0 ? FO_ENOMEM : FO_EINVAL;
-        }
-        p += n;
-        if (*p == '.')
-            p++;
-    }
-    return FO_OK;
-}
-
-fo_err url_host_to_ascii(const char *host, char **ace)
-{
-    char *out = NULL;
-    fo_err err;
-    int rc;
-
-    *ace = NULL;
-    for (const unsigned char *p = (const unsigned char *)host; *p < 0x80; p++) {
-        if (*p == '\0')
-            return a_labels_check(host); /* plain ASCII: used as written */
-    }
-    /* What libcurl itself does (lib/idn.c), minus the locale: IDNA2008
-     * with TR46 mapping (which also lowercases), falling back to the
-     * transitional mapping for names only IDNA2003 accepted. */
-    rc = idn2_to_ascii_8z(host, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
-    if (rc != IDN2_OK && rc != IDN2_MALLOC)
-        rc = idn2_to_ascii_8z(host, &out, IDN2_TRANSITIONAL);
-    if (rc == IDN2_MALLOC)
-        return FO_ENOMEM;
-    if (rc != IDN2_OK)
-        return FO_EINVAL;
-    if ((err = a_labels_check(out)) != FO_OK) { /* an "xn--" label written as such */
-        idn2_free(out);
-        return err;
-    }
-    *ace = strdup(out); /* the caller frees with free(), not idn2_free() */
-    idn2_free(out);
-    return *ace != NULL ? FO_OK : FO_ENOMEM;
-}
-
-/* How many bytes of s to print with "%.*s" to show at most max of them
- * without ending inside a UTF-8 character: a message cut mid-character is
- * no longer valid UTF-8, and would be replaced by its bare error code. */
-static int clip(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max);
-
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--; /* s[n] continues the character that s[n - 1] is in */
-    return (int)n;
-}
-
-#define CLIP(s, max) clip((s), (max)), (s)
-
-/* composition (issue 12), at the end of this file */
+/* composition, at the end of this file */
 static int compose_url_deferred(json_t *obj, const char *url);
 static fo_err compose_set_url(struct item_req *it, const char *url);
 static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, struct fo_msg *msg);
@@ -184,79 +85,6 @@ static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg);
 static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_msg *msg);
 static fo_err compose_raw_bodies(struct batch_req *b, const char *text, size_t len,
                                  const struct config *cfg, char **masked);
-
-fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg)
-{
-    CURLU *h = NULL;
-    char *scheme = NULL, *host = NULL, *port = NULL, *ace = NULL;
-    size_t len = strlen(url);
-    fo_err err = FO_EINVAL;
-
-    if (len == 0) {
-        fo_msg_set(msg, "the URL is empty");
-        goto out;
-    }
-    if (len > FO_MAX_URL_LEN) {
-        fo_msg_set(msg, "the URL is longer than %d bytes", FO_MAX_URL_LEN);
-        goto out;
-    }
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
-        if (*p <= 0x20 || *p == 0x7f) {
-            fo_msg_set(msg, "URL '%.*s' contains white space or a control character",
-                       CLIP(url, 200));
-            goto out;
-        }
-    }
-    /* curl is lenient ("http:///x" becomes host x): demand scheme://authority. */
-    const char *sep = strstr(url, "://");
-    if (sep == NULL || sep[3] == '/' || sep[3] == '\\' || sep[3] == '\0') {
-        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
-        goto out;
-    }
-    if ((h = curl_url()) == NULL) {
-        err = FO_ENOMEM;
-        goto out;
-    }
-    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        fo_msg_set(msg, "'%.*s' is not an absolute http or https URL", CLIP(url, 200));
-        goto out;
-    }
-    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
-        fo_msg_set(msg, "URL '%.*s' is not http or https", CLIP(url, 200));
-        goto out;
-    }
-    if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
-        fo_msg_set(msg, "URL '%.*s' has no host", CLIP(url, 200));
-        goto out;
-    }
-    if (curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        fo_msg_set(msg, "URL '%.*s' has no valid port", CLIP(url, 200));
-        goto out;
-    }
-    err = FO_OK;
-    if (hostkey != NULL) {
-        /* An internationalised name counts as its A-label, the host it is
-         * fetched from; one that does not convert fails when fetched. */
-        if (url_host_to_ascii(host, &ace) == FO_ENOMEM) {
-            err = FO_ENOMEM;
-            goto out;
-        }
-        const char *name = ace != NULL ? ace : host;
-        size_t n = strlen(name) + strlen(port) + 2;
-        if ((*hostkey = malloc(n)) == NULL)
-            err = FO_ENOMEM;
-        else
-            (void)snprintf(*hostkey, n, "%s:%s", name, port);
-    }
-out:
-    free(ace);
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(h);
-    return err;
-}
 
 /* "item 3" or "item 3 (id \"x\")" for messages. */
 static void item_name(char *out, size_t size, size_t index, const char *id)
@@ -413,12 +241,8 @@ static fo_err parse_method(struct item_req *it, json_t *m, const char *name, str
         fo_msg_set(msg, "%s: method must be a string", name);
         return FO_EINVAL;
     }
-    for (size_t i = 0; i < FO_ARRAY_LEN(method_names); i++) {
-        if (strcasecmp(text, method_names[i]) == 0) {
-            it->method = (enum http_method)i;
-            return FO_OK;
-        }
-    }
+    if (http_method_parse(text, &it->method))
+        return FO_OK;
     fo_msg_set(msg, "%s: method '%.*s' is not one of GET HEAD POST PUT PATCH DELETE OPTIONS",
                name, CLIP(text, 20));
     return FO_EINVAL;
@@ -521,6 +345,122 @@ static fo_err assign_ids(struct batch_req *b, struct fo_msg *msg)
     return err;
 }
 
+/* An item's id, for bsearch over the batch's ids sorted by strcmp. */
+struct id_index {
+    const char *id;
+    size_t index;
+};
+
+static int cmp_id_index(const void *a, const void *b)
+{
+    return strcmp(((const struct id_index *)a)->id, ((const struct id_index *)b)->id);
+}
+
+/* The item whose id is the n bytes at s, or -1. */
+static long id_lookup(const struct id_index *ids, size_t count, const char *s, size_t n)
+{
+    size_t lo = 0, hi = count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strncmp(ids[mid].id, s, n);
+        if (c == 0 && ids[mid].id[n] != '\0')
+            c = 1;
+        if (c == 0)
+            return (long)ids[mid].index;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* In text, a "${ID." naming another item than self; its item, or -1. An
+ * id may hold dots: every '.' before the closing '}' ends a candidate. */
+static long undeclared_ref(const char *text, const struct id_index *ids, size_t count, size_t self)
+{
+    for (const char *p = strstr(text, "${"); p != NULL; p = strstr(p + 2, "${")) {
+        if (p > text && p[-1] == '$')
+            continue; /* "$${": the escape of a literal "${" */
+        for (const char *q = p + 2; *q != '\0' && *q != '}' && q - p < 2 + 512; q++) {
+            if (*q != '.')
+                continue;
+            long j = id_lookup(ids, count, p + 2, (size_t)(q - p - 2));
+            if (j >= 0 && (size_t)j != self)
+                return j;
+        }
+    }
+    return -1;
+}
+
+/* Whether any item's url, headers or body holds "${". */
+static int any_marks(const struct batch_req *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const struct item_req *it = &b->items[i];
+        if (strstr(it->url, "${") != NULL || (it->body != NULL && strstr(it->body, "${")))
+            return 1;
+        for (size_t k = 0; k < it->nheaders; k++) {
+            if (strstr(it->headers[k], "${") != NULL)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * An item without depends_on whose url, header values or body hold
+ * "${ID." with ID another item of the batch: that reference would be sent
+ * as literal text (a '#' in it even cut the URL), so it is refused, naming
+ * both items and depends_on. FO_EINVAL, FO_ENOMEM.
+ */
+static fo_err check_undeclared_refs(struct batch_req *b, struct fo_msg *msg)
+{
+    struct id_index *ids = NULL;
+    char name[160], other[160];
+    fo_err err = FO_OK;
+
+    if (!any_marks(b))
+        return FO_OK; /* no "${" anywhere: the common case */
+    if ((ids = malloc(b->n * sizeof(*ids))) == NULL)
+        return FO_ENOMEM;
+    for (size_t i = 0; i < b->n; i++)
+        ids[i] = (struct id_index){ b->items[i].id, i };
+    qsort(ids, b->n, sizeof(*ids), cmp_id_index);
+    for (size_t i = 0; i < b->n && err == FO_OK; i++) {
+        const struct item_req *it = &b->items[i];
+        long j = -1;
+        if (it->compose != NULL && it->compose->has_deps)
+            continue;
+        j = undeclared_ref(it->url, ids, b->n, i);
+        for (size_t k = 0; k < it->nheaders && j < 0; k++)
+            j = undeclared_ref(it->headers[k], ids, b->n, i);
+        if (j < 0 && it->body != NULL)
+            j = undeclared_ref(it->body, ids, b->n, i);
+        if (j < 0)
+            continue;
+        const char *id = b->items[j].id;
+        item_name(name, sizeof(name), i, it->id);
+        item_name(other, sizeof(other), (size_t)j, id);
+        if (id[0] == '\0' || strpbrk(id, ".}") != NULL)
+            fo_msg_set(msg,
+                       "%s: '${%.*s.' names %s, but a reference cannot use an id that is "
+                       "empty or holds '.' or '}': give that item another id (to send '${' as "
+                       "text, add \"depends_on\": [] and write '$${')",
+                       name, CLIP(id, 60), other);
+        else
+            fo_msg_set(msg,
+                       "%s: a reference '${%.*s.' to %s needs that item in depends_on "
+                       "(\"depends_on\": [\"%.*s\"]); without it the text is sent as "
+                       "written (to send '${' as text, add \"depends_on\": [] and write '$${')",
+                       name, CLIP(id, 60), other, CLIP(id, 60));
+        err = FO_EINVAL;
+    }
+    free(ids);
+    return err;
+}
+
 /* Refuses an empty batch (400) or one over max_batch (413), else allocates. */
 static fo_err alloc_items(struct batch_req *b, size_t n, const struct config *cfg,
                           struct fo_msg *msg)
@@ -565,6 +505,8 @@ static fo_err parse_items(struct batch_req *b, json_t *arr, const struct config 
             return err;
     }
     if ((err = assign_ids(b, msg)) != FO_OK)
+        return err;
+    if ((err = check_undeclared_refs(b, msg)) != FO_OK)
         return err;
     return compose_graph(b, msg);
 }
@@ -621,6 +563,14 @@ static fo_err parse_object_form(struct batch_req *b, json_t *root, const struct 
             fo_msg_set(msg, "merge must be \"none\", \"bodies\" or \"deep\"");
             return FO_EINVAL;
         }
+    }
+    if (b->merge != MERGE_NONE &&
+        json_object_get(json_object_get(root, "defaults"), "response_headers") != NULL) {
+        fo_msg_set(msg,
+                   "defaults: response_headers has no effect with merge \"%s\" (the merged "
+                   "document has no place for headers)",
+                   b->merge == MERGE_DEEP ? "deep" : "bodies");
+        return FO_EINVAL;
     }
     if ((err = compose_batch_fields(b, root, msg)) != FO_OK)
         return err;
@@ -728,6 +678,19 @@ static fo_err parse_plain(struct batch_req *b, const char *body, size_t len,
     return assign_ids(b, msg);
 }
 
+/* A body whose first byte after white space is '[' or '{' is JSON whatever
+ * its Content-Type said (curl -d, urllib and fetch send JSON as form data or
+ * text/plain): no plain list can start that way, since no URL does. */
+static int looks_like_json(const char *body, size_t len)
+{
+    size_t i = 0;
+
+    /* JSON's own white space (RFC 8259 section 2): what a JSON parser skips */
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    return i < len && (body[i] == '[' || body[i] == '{');
+}
+
 fo_err batch_parse(const char *body, size_t len, int is_json, const struct config *cfg,
                    struct batch_req *out, struct fo_msg *msg)
 {
@@ -740,7 +703,7 @@ fo_err batch_parse(const char *body, size_t len, int is_json, const struct confi
         body += 3;
         len -= 3;
     }
-    if (is_json)
+    if (is_json || looks_like_json(body, len))
         err = parse_json(out, body, len, cfg, msg);
     else
         err = parse_plain(out, body, len, cfg, msg);
@@ -940,7 +903,7 @@ static fo_err merge_headers(json_t *item_headers, json_t *defs)
     return FO_OK;
 }
 
-/* ---- composition (issue 12): depends_on, run_if, references, select, group,
+/* ---- composition: depends_on, run_if, references, select, group,
  * response_headers, merge_arrays; item JSON bodies taken as written ------- */
 
 /* An item with depends_on whose url holds "${": a template, checked in
@@ -962,6 +925,10 @@ static fo_err compose_batch_fields(struct batch_req *b, json_t *root, struct fo_
 
     if (v == NULL)
         return FO_OK;
+    if (b->merge != MERGE_DEEP) {
+        fo_msg_set(msg, "merge_arrays has no effect unless merge is \"deep\"");
+        return FO_EINVAL;
+    }
     m = plain_string(v);
     if (m != NULL && strcmp(m, "concat") == 0) {
         b->merge_concat = 1;
@@ -1116,7 +1083,7 @@ static fo_err parse_item_share(struct item_req *it, json_t *obj, const char *nam
     return FO_OK;
 }
 
-/* ---- retries (issue 13) ---------------------------------------------------- */
+/* ---- retries ---------------------------------------------------- */
 
 /* A whole number >= 0 (5 and 5.0 alike), at most max; 0 if not one. */
 static int whole_at_most(const json_t *v, long max, long *out)
@@ -1300,11 +1267,22 @@ static fo_err compose_item_fields(struct batch_req *b, size_t i, json_t *obj, st
             fo_msg_set(msg, "%s: group must be a string", name);
             return FO_EINVAL;
         }
+        if (b->merge != MERGE_DEEP) {
+            fo_msg_set(msg, "%s: group has no effect unless the batch's merge is \"deep\"", name);
+            return FO_EINVAL;
+        }
         if ((c->group = strdup(json_string_value(v))) == NULL)
             return FO_ENOMEM;
     }
     if ((v = json_object_get(obj, "response_headers")) != NULL) {
         size_t n;
+        if (b->merge != MERGE_NONE) {
+            fo_msg_set(msg,
+                       "%s: response_headers has no effect with merge \"%s\" (the merged "
+                       "document has no place for headers)",
+                       name, b->merge == MERGE_DEEP ? "deep" : "bodies");
+            return FO_EINVAL;
+        }
         char **names = string_array(v, &n, name, "response_headers", msg, &err);
         if (err != FO_OK)
             return err;
@@ -1535,8 +1513,10 @@ static fo_err compose_graph(struct batch_req *b, struct fo_msg *msg)
     for (size_t i = 0, at = 0; i < b->n; i++) {
         const struct compose_item *c = b->items[i].compose;
         b->dep_start[i] = (uint32_t)at;
-        for (size_t k = 0; c != NULL && k < c->ndeps; k++)
+        for (size_t k = 0; c != NULL && k < c->ndeps; k++) {
             b->dep_list[at++] = (uint32_t)c->deps[k];
+            b->items[c->deps[k]].has_dependants = 1;
+        }
         left[i] = c != NULL ? c->ndeps : 0;
         if (left[i] == 0)
             order[done++] = i;

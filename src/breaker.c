@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fanoutd.h"
+#include "hash.h"
 #include "log.h"
 #include "metrics.h"
 #include "scheduler.h"
@@ -93,11 +94,7 @@ static struct {
 
 static size_t slot_of(const char *key)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    return (size_t)(h % BUCKETS);
+    return (size_t)(fo_hash_str(key) % BUCKETS);
 }
 
 /* The entry of key; a new closed one when create is set (NULL when the

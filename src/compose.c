@@ -10,6 +10,7 @@
 
 #include "fanoutd.h"
 #include "jtree.h"
+#include "url.h"
 
 static void strv_free(char **v, size_t n)
 {

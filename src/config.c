@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "url.h"
 
 enum ctype {
     CT_NUM,
@@ -113,7 +114,8 @@ static const struct config_key keys[] = {
       "waits for that fetch and gets a copy of its result" },
     { "cache_ttl_ms", CT_NUM, OFF(cache_ttl_ms), "0", 0, DAY_MS,
       "how long a 200 answer to a GET is kept and answered from memory (0: no cache); "
-      "Cache-Control no-store, no-cache, private: not kept; max-age=N shortens it" },
+      "Cache-Control no-store, no-cache, private or a Set-Cookie: not kept; s-maxage=N, "
+      "else max-age=N, shortens it" },
     { "cache_max_bytes", CT_NUM, OFF(cache_max_bytes), "67108864", 0, 64 * GIB,
       "total bytes the cache holds (bodies as written in answers, plus URL and type); "
       "the least recently used answers leave first" },
@@ -124,7 +126,7 @@ static const struct config_key keys[] = {
     { "sensitive_headers", CT_HEADERS, OFF(sensitive_headers), "", 0, 0,
       "more header names not sent on a redirect to another origin (as Authorization, "
       "Cookie and Proxy-Authorization are)" },
-    /* Retries, circuit breaker, rate (issue 13). */
+    /* Retries, circuit breaker, rate. */
     { "retries", CT_NUM, OFF(retries), "0", 0, 100,
       "retries per item when neither the item nor defaults give retry (at most max_retries)" },
     { "max_retries", CT_NUM, OFF(max_retries), "5", 0, 100,
@@ -573,65 +575,6 @@ static void inject_free(struct config *cfg)
     cfg->ninject = 0;
 }
 
-/* PREFIX as "scheme://host:port" (lower case, default port written) and
- * its path ("/" when none). */
-static fo_err inject_prefix(const char *prefix, struct inject_rule *r, struct fo_msg *msg)
-{
-    const char *p = strstr(prefix, "://"), *host, *end, *port = NULL;
-    char scheme[8], hostbuf[256], portbuf[8];
-    size_t n;
-    long num;
-
-    if (p == NULL || (size_t)(p - prefix) >= sizeof(scheme))
-        goto bad;
-    memcpy(scheme, prefix, (size_t)(p - prefix));
-    scheme[p - prefix] = '\0';
-    for (char *c = scheme; *c; c++)
-        *c = (char)tolower((unsigned char)*c);
-    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
-        goto bad;
-    host = p + 3;
-    if (*host == '[') {
-        end = strchr(host, ']');
-        if (end == NULL)
-            goto bad;
-        end++;
-    } else {
-        end = host + strcspn(host, ":/?#");
-    }
-    n = (size_t)(end - host);
-    if (n == 0 || n >= sizeof(hostbuf) || memchr(host, '@', n) != NULL)
-        goto bad;
-    for (size_t i = 0; i < n; i++)
-        hostbuf[i] = (char)tolower((unsigned char)host[i]);
-    hostbuf[n] = '\0';
-    if (*end == ':') {
-        port = end + 1;
-        end = port + strspn(port, "0123456789");
-        if (end == port || end - port > 5)
-            goto bad;
-        memcpy(portbuf, port, (size_t)(end - port));
-        portbuf[end - port] = '\0';
-        num = strtol(portbuf, NULL, 10);
-        if (num < 1 || num > 65535)
-            goto bad;
-    } else {
-        num = strcmp(scheme, "https") == 0 ? 443 : 80;
-    }
-    if (*end != '\0' && *end != '/')
-        goto bad;
-    size_t olen = strlen(scheme) + strlen(hostbuf) + 16;
-    if ((r->origin = malloc(olen)) == NULL)
-        return FO_ENOMEM;
-    (void)snprintf(r->origin, olen, "%s://%s:%ld", scheme, hostbuf, num);
-    if ((r->path = strdup(*end == '\0' ? "/" : end)) == NULL)
-        return FO_ENOMEM;
-    return FO_OK;
-bad:
-    fo_msg_set(msg, "'%.200s' is not a prefix such as https://api.example.com/v1/", prefix);
-    return FO_EINVAL;
-}
-
 /* "PREFIX NAME: VALUE" or "PREFIX NAME: @/path": one more rule (an empty
  * value clears the list). The rule replaces an earlier one of the same
  * prefix and name. */
@@ -675,7 +618,7 @@ static fo_err set_inject(struct config *cfg, const char *value, struct fo_msg *m
         err = FO_ENOMEM;
         goto out;
     }
-    if ((err = inject_prefix(r.prefix, &r, msg)) != FO_OK)
+    if ((err = url_prefix(r.prefix, &r.origin, &r.path, msg)) != FO_OK)
         goto out;
     if (*val == '@') {
         if ((err = read_secret_file(val + 1, "inject_header", text, sizeof(text), msg)) != FO_OK)
@@ -991,7 +934,7 @@ fo_err config_build(const char *path, const struct config_override *ov, size_t n
             fo_msg_set(msg, "--%s: %s", flag, detail.text);
         }
     }
-    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries (issue 13) */
+    if (err == FO_OK && cfg->retries > cfg->max_retries) { /* retries */
         fo_msg_set(msg, "retries (%ld) is above max_retries (%ld)", cfg->retries,
                    cfg->max_retries);
         err = FO_EINVAL;

@@ -8,6 +8,7 @@
  * slice from its start; on '}' the slice is sorted and scanned.
  */
 #include "encode.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <iconv.h>
@@ -71,6 +72,15 @@ static size_t utf8_next(const unsigned char *s, size_t len, size_t i, uint32_t *
     return n;
 }
 
+int utf8_clip(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--; /* s[n] continues the character that s[n - 1] is in */
+    return (int)n;
+}
+
 int utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -109,12 +119,11 @@ struct jv {
     uint64_t inline_keys[JV_INLINE_KEYS];
 };
 
-#define FNV_OFFSET 1469598103934665603ULL
-#define FNV_PRIME  1099511628211ULL
-
+/* Keys are hashed with hash.h's seeded hash (an upstream picks them); the
+ * state is compared without its final mix, which changes no equality. */
 static uint64_t hash_byte(uint64_t h, unsigned char c)
 {
-    return (h ^ c) * FNV_PRIME;
+    return fo_hash_byte(h, c);
 }
 
 /* Hashes a code point as its UTF-8 bytes, so that a key spelled with
@@ -225,7 +234,7 @@ static int scan_u_escape(struct jv *v, uint32_t *cp)
 static int scan_string(struct jv *v, uint64_t *hash, int is_key)
 {
     const unsigned char *s = v->s;
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = fo_hash_start();
     uint32_t cp;
 
     v->pos++;

@@ -50,6 +50,7 @@
 #include "encode.h"
 #include "log.h"
 #include "metrics.h"
+#include "url.h"
 
 /* A body buffer bigger than this is released after the fetch, so one big
  * response does not pin memory in an idle worker. */
@@ -85,7 +86,7 @@ struct fetcher {
     char ctype[FO_MAX_CONTENT_TYPE + 1];
     char clen[24];  /* the response's Content-Length digits, "" : none yet */
     int bad_length; /* two different (or invalid) Content-Length values */
-    /* Retries (issue 13): the final response's Retry-After (the first one). */
+    /* Retries: the final response's Retry-After (the first one). */
     int has_retry_after;
     char retry_after[FO_RETRY_AFTER_MAX_LEN + 1];
     long sends;  /* requests sent in this hop (libcurl may re-send one) */
@@ -94,10 +95,11 @@ struct fetcher {
     /* v2 timings of the fetch so far (microseconds; see hop_timings). */
     int64_t fetch_start_us;
     int64_t t_dns, t_connect, t_tls, t_ttfb;
-    int cc_no_store; /* share: Cache-Control no-store, no-cache, private */
-    long cc_max_age; /* share: max-age=N, -1: none */
+    int cc_no_store;  /* share: Cache-Control no-store, no-cache, private */
+    long cc_max_age;  /* share: max-age=N, -1: none */
+    long cc_s_maxage; /* share: s-maxage=N, -1: none (a shared cache's, RFC 9111 5.2.2.10) */
 
-    /* composition (issue 12): the response headers req->keep_headers names,
+    /* composition: the response headers req->keep_headers names,
      * of the header block being read (lower-case names, repeats joined). */
     char **kept_names, **kept_values;
     size_t nkept;
@@ -273,6 +275,7 @@ static void response_begin(struct fetcher *f, const char *line, size_t len)
     f->location_too_long = 0;
     f->cc_no_store = 0;
     f->cc_max_age = -1;
+    f->cc_s_maxage = -1;
     FO_FREE(f->location);
     kept_clear(f);
 }
@@ -309,6 +312,42 @@ static int content_length_agrees(struct fetcher *f, const char *v, size_t vlen)
     return 1;
 }
 
+/* Whether directive [d, d + n) is name, with or without an argument. */
+static int directive_is(const char *d, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+
+    return n >= k && strncasecmp(d, name, k) == 0 && (n == k || d[k] == '=');
+}
+
+/* The argument of a delta-seconds directive ("max-age=60", also quoted):
+ * 1*DIGIT and nothing else (RFC 9111 1.2.2), capped at 10^8 s. 0 when it
+ * is missing or malformed ("=1x", "=1.5", "=-1", "="). */
+static int delta_seconds(const char *d, size_t n, long *out)
+{
+    const char *v = memchr(d, '=', n), *end = d + n;
+    long age = 0;
+
+    if (v == NULL)
+        return 0;
+    v++;
+    if (v < end && *v == '"') { /* quoted-string form, tolerated (RFC 9111 5.2) */
+        if (end - v < 2 || end[-1] != '"')
+            return 0;
+        v++;
+        end--;
+    }
+    if (v == end)
+        return 0;
+    for (; v < end; v++) {
+        if (*v < '0' || *v > '9')
+            return 0;
+        age = age < 100000000L ? age * 10 + (*v - '0') : age;
+    }
+    *out = age;
+    return 1;
+}
+
 /* share: the directives of a Cache-Control value that the cache heeds. */
 static void cache_control(struct fetcher *f, const char *v, size_t len)
 {
@@ -324,23 +363,19 @@ static void cache_control(struct fetcher *f, const char *v, size_t len)
         size_t n = i - start;
         while (n > 0 && (d[n - 1] == ' ' || d[n - 1] == '\t'))
             n--;
-        if ((n == 8 && strncasecmp(d, "no-store", 8) == 0) ||
-            (n >= 8 && strncasecmp(d, "no-cache", 8) == 0 && (n == 8 || d[8] == '=')) ||
-            (n >= 7 && strncasecmp(d, "private", 7) == 0 && (n == 7 || d[7] == '='))) {
+        if (directive_is(d, n, "no-store") || directive_is(d, n, "no-cache") ||
+            directive_is(d, n, "private")) {
             f->cc_no_store = 1;
-        } else if (n > 8 && strncasecmp(d, "max-age=", 8) == 0) {
-            long age = 0;
-            size_t k = 8;
-            if (d[k] == '"')
-                k++;
-            if (k >= n || d[k] < '0' || d[k] > '9') {
+        } else if (directive_is(d, n, "max-age") || directive_is(d, n, "s-maxage")) {
+            int shared = d[0] == 's' || d[0] == 'S';
+            long *to = shared ? &f->cc_s_maxage : &f->cc_max_age;
+            long age;
+            if (!delta_seconds(d, n, &age)) {
                 f->cc_no_store = 1; /* malformed: not kept (RFC 9111 4.2.1) */
                 continue;
             }
-            for (; k < n && d[k] >= '0' && d[k] <= '9'; k++)
-                age = age < 100000000L ? age * 10 + (d[k] - '0') : age;
-            if (f->cc_max_age < 0 || age < f->cc_max_age)
-                f->cc_max_age = age;
+            if (*to < 0 || age < *to)
+                *to = age;
         }
     }
 }
@@ -389,6 +424,10 @@ static void response_field(struct fetcher *f, const char *line, size_t len)
     } else if (field_is(line, len, "Cache-Control", &n)) {
         v = field_value(line, len, n, &vlen);
         cache_control(f, v, vlen);
+    } else if (field_is(line, len, "Set-Cookie", &n)) {
+        /* share: an answer that sets a cookie is one client's, never a
+         * shared cache's to hand to the next (RFC 9111 3: the cache is shared). */
+        f->cc_no_store = 1;
     } else if (field_is(line, len, "Retry-After", &n) && !f->has_retry_after) {
         v = field_value(line, len, n, &vlen);
         if (vlen > 0 && vlen <= FO_RETRY_AFTER_MAX_LEN) {
@@ -463,33 +502,19 @@ static const char *const origin_headers[] = { "Authorization", "Cookie", "Proxy-
 static const char *const body_headers[] = { "Content-Type", "Content-Encoding",
                                             "Content-Language", "Content-Location" };
 
-static fo_err url_origin(CURLU *u, char **out);
-
 /* share: the inject_header rule for URL u (its origin, and its path with
  * the query), or NULL in *out. FO_ENOMEM. */
 static fo_err hop_inject(const struct fetch_req *req, CURLU *u, const struct inject_rule **out)
 {
-    char *origin = NULL, *path = NULL, *query = NULL, *full = NULL;
-    fo_err err = FO_ENOMEM;
+    char *origin = NULL, *path = NULL;
 
     *out = NULL;
-    if (url_origin(u, &origin) != FO_OK || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
-        goto out;
-    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
-    if (qc != CURLUE_OK && qc != CURLUE_NO_QUERY)
-        goto out;
-    size_t n = strlen(path) + (query ? strlen(query) : 0) + 2;
-    if ((full = malloc(n)) == NULL)
-        goto out;
-    (void)snprintf(full, n, "%s%s%s", path, query ? "?" : "", query ? query : "");
-    *out = config_inject_match(req->inject, req->ninject, origin, full);
-    err = FO_OK;
-out:
+    if (url_origin_path(u, &origin, &path) != FO_OK)
+        return FO_ENOMEM;
+    *out = config_inject_match(req->inject, req->ninject, origin, path);
     free(origin);
-    curl_free(path);
-    curl_free(query);
-    free(full);
-    return err;
+    free(path);
+    return FO_OK;
 }
 
 /* Whether a "Name: value" (or "Name;") line is a header called name. */
@@ -649,30 +674,6 @@ static void set_constant_options(struct fetcher *f)
 /* ---- the hops ------------------------------------------------------------ */
 
 /* "scheme://host:port" of u (host lowercased, default port filled in). */
-static fo_err url_origin(CURLU *u, char **out)
-{
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    fo_err err = FO_ENOMEM;
-
-    *out = NULL;
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
-        goto out;
-    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
-    if ((*out = malloc(n)) == NULL)
-        goto out;
-    (void)snprintf(*out, n, "%s://%s:%s", scheme, host, port);
-    for (char *p = *out; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    err = FO_OK;
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    return err;
-}
-
 /*
  * Points h->url at ref, resolved against the current URL (or absolute for
  * the first hop), as the request will be sent: non-ASCII bytes of path and
@@ -1098,7 +1099,7 @@ static fo_err keep_response(const struct fetcher *f, struct result *res)
     return FO_OK;
 }
 
-/* ---- retries and the circuit breaker (issue 13) ------------------------------ */
+/* ---- retries and the circuit breaker ------------------------------ */
 
 /* A Retry-After value as a wait in ms from now: delay-seconds or an HTTP
  * date (any form libcurl reads; a past date: 0). 0 if it is neither. */
@@ -1121,9 +1122,10 @@ static int retry_after_ms(const char *v, long *ms)
 }
 
 /* How the hop just run went, for the breaker (fetch_req.h): a response is a
- * success unless 5xx; connect_failed, timeout, tls_error and upstream_error
- * are failures; the batch deadline, the policy, a stop, a DNS failure or
- * running out of memory count neither way. */
+ * success unless 5xx; connect_failed, tls_error and upstream_error are
+ * failures, and so is a timeout when req->timeout_counts (the item allowed
+ * at least default_timeout_ms); the batch deadline, the policy, a stop, a
+ * DNS failure, a shorter timeout or running out of memory count neither way. */
 static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct fetch_req *req,
                                           CURLcode rc, int deadline_bound)
 {
@@ -1132,8 +1134,9 @@ static enum fetch_hop_outcome hop_outcome(const struct fetcher *f, const struct 
     if (rc == CURLE_OK)
         return f->status == 0 || f->status >= 500 ? FETCH_HOP_FAILED : FETCH_HOP_OK;
     switch (map_error(rc, f, deadline_bound)) {
-    case ERR_CONNECT:
     case ERR_TIMEOUT:
+        return req->timeout_counts ? FETCH_HOP_FAILED : FETCH_HOP_NEUTRAL;
+    case ERR_CONNECT:
     case ERR_TLS:
     case ERR_UPSTREAM:
         return FETCH_HOP_FAILED;
@@ -1163,6 +1166,31 @@ static void report_hop(const struct fetcher *f, const struct fetch_req *req, str
     curl_free(port);
 }
 
+/* res->effective_url: the URL of the last request sent, as libcurl sent it
+ * (CURLINFO_EFFECTIVE_URL: percent-encoded, A-label host) when a request
+ * went out (sent), else h's; only when it is not the item's url as
+ * written: after a redirect, or when the url was built from references.
+ * Left out for want of memory. */
+static void note_effective_url(struct fetcher *f, const struct hop *h,
+                               const struct fetch_req *req, int redirected, int sent,
+                               struct result *res)
+{
+    char *u = NULL, *used = NULL;
+
+    res->redirected = redirected;
+    FO_FREE(res->effective_url);
+    if (!redirected && !req->url_templated)
+        return;
+    if (sent && curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &used) == CURLE_OK &&
+        used != NULL)
+        res->effective_url = strdup(used);
+    else if (h->url != NULL && curl_url_get(h->url, CURLUPART_URL, &u, 0) == CURLUE_OK)
+        res->effective_url = strdup(u);
+    else if (h->url == NULL && h->plain != NULL)
+        res->effective_url = strdup(h->plain);
+    curl_free(u);
+}
+
 /* Fetches the item, following redirects, into res (status, content type
  * and body of the final response, or an error). */
 static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct result *res,
@@ -1171,11 +1199,13 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     struct fo_msg why;
     struct hop h;
     CURLcode rc = CURLE_OK;
+    long hops = 0;
+    int sent = 0;
     fo_err err;
 
     if ((err = hop_init(&h, req, &why)) != FO_OK)
         goto url_failed;
-    for (long hops = 0;; hops++) {
+    for (;; hops++) {
         long left_ms = timeout_ms - (long)((fo_now_us() - start) / 1000);
         if (left_ms <= 0) {
             f->status = 0; /* the next hop's response never came (the 3xx stays res's) */
@@ -1183,6 +1213,7 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
             break;
         }
         rc = run_hop(f, req, &h, left_ms, req->max_redirects > 0);
+        sent = 1;
         if (req->hop_done != NULL)
             report_hop(f, req, &h, rc, deadline_bound);
         if (rc != CURLE_OK || f->nomem || !f->discard)
@@ -1210,7 +1241,9 @@ static void fetch_hops(struct fetcher *f, const struct fetch_req *req, struct re
     if (f->status > 0 && keep_response(f, res) != FO_OK)
         f->nomem = 1;
     res->cc_no_store = f->cc_no_store; /* share: for the cache */
-    res->cc_max_age = f->cc_max_age;
+    /* fanoutd's cache is shared: s-maxage, when given, overrides max-age
+     * (RFC 9111 5.2.2.10), and 0 keeps nothing. */
+    res->cc_max_age = f->cc_s_maxage >= 0 ? f->cc_s_maxage : f->cc_max_age;
     if (res->status > 0)
         kept_move(f, res);
     if (f->bad_length && !f->nomem) {
@@ -1238,6 +1271,7 @@ url_failed:
     else
         result_fail(res, ERR_INVALID_URL, "not fetched: %s", why.text);
 out:
+    note_effective_url(f, &h, req, hops > 0, sent, res);
     hop_free(&h);
 }
 
@@ -1301,7 +1335,7 @@ void fetch_run(struct fetcher *f, const struct fetch_req *req, struct result *re
     f->req = NULL;
 }
 
-/* ---- composition (issue 12): response headers kept ---------------------- */
+/* ---- composition: response headers kept ---------------------- */
 
 static void kept_clear(struct fetcher *f)
 {

@@ -69,7 +69,7 @@ struct job {
     int has_hooks;
     int cancelled; /* the cancel hook has run (or is running) */
 
-    /* Retries (issue 13), guarded by lock: attempts started per item, and
+    /* Retries, guarded by lock: attempts started per item, and
      * when its first attempt started (its timeout covers all of them). */
     long *attempts;
     int64_t *first_us;
@@ -82,7 +82,7 @@ struct job {
     struct answer_stream stream;
     int streaming;
     int stream_broken; /* a line was refused (cap, memory): the client is dropped */
-    /* composition (issue 12): item i's request with its references resolved
+    /* composition: item i's request with its references resolved
      * (job_prepare_item), written only by the worker running item i. */
     struct compose_run *runs;
 };
@@ -317,8 +317,12 @@ static void stream_item(struct job *job, size_t i)
         log_info("batch %llu: stream line of item %zu refused (%s); dropping the client",
                  (unsigned long long)job->serial, i, fo_strerror(err));
     }
-    FO_FREE(r->body);
-    r->body_len = 0;
+    /* Written: the body is needed no more, unless a dependant's references
+     * are still to read it. */
+    if (!job->req.items[i].has_dependants) {
+        FO_FREE(r->body);
+        r->body_len = 0;
+    }
 }
 
 /* "item 3 (id \"x\")" for the policy's messages. */
@@ -366,6 +370,24 @@ static enum finish_reason policy_ends(struct job *job, size_t i)
     }
 }
 
+/* The waterfall of item i: its first attempt's start and its last one's
+ * end (now_us), from the batch's arrival, 0 and 0 if it never started;
+ * and queue_ms, the wait before that first attempt (retries and their
+ * backoff come after it). Lock held. */
+static void waterfall(const struct job *job, size_t i, struct result *r, int64_t now_us)
+{
+    int64_t first = job->first_us[i];
+    int64_t from = job->runnable_us[i] > 0 ? job->runnable_us[i] : job->arrival_us;
+
+    if (first == 0 || first < job->arrival_us) {
+        r->start_ms = r->end_ms = 0;
+        return;
+    }
+    r->queue_ms = first > from ? (double)(first - from) / 1000.0 : 0;
+    r->start_ms = (double)(first - job->arrival_us) / 1000.0;
+    r->end_ms = now_us > first ? (double)(now_us - job->arrival_us) / 1000.0 : r->start_ms;
+}
+
 void job_complete_item(struct job *job, size_t i, struct result *res)
 {
     enum finish_reason reason = FINISH_NONE;
@@ -380,6 +402,7 @@ void job_complete_item(struct job *job, size_t i, struct result *res)
         show_attempts(job, i, res);
         result_clear(&job->results[i]);
         res->timed = job->req.timings;
+        waterfall(job, i, res, fo_now_us());
         job->results[i] = *res;
         memset(res, 0, sizeof(*res));
         job->state[i] = ITEM_DONE;
@@ -489,7 +512,7 @@ static void job_request_v2(const struct job *job, const struct item_req *it, str
         out->tracestate = job->req.tracestate;
     }
 }
-/* composition (issue 12), at the end of this file */
+/* composition, at the end of this file */
 static const struct item_req *job_item_resolved(const struct job *job, size_t i,
                                                 struct item_req *copy);
 static void job_request_compose(const struct job *job, size_t i, struct fetch_req *out);
@@ -532,6 +555,7 @@ fo_err job_request(struct job *job, size_t i, struct fetch_req *out)
     job_request_compose(job, i, out);
     out->body_is_json = it->body_is_json;
     out->timeout_ms = item_time_left(job, i);
+    out->timeout_counts = it->timeout_ms >= cfg->default_timeout_ms;
     out->deadline_us = job->deadline_us;
     out->retry.attempts = it->retry_max;
     out->retry.backoff_ms = it->retry_backoff_ms;
@@ -559,6 +583,7 @@ static void unfinished_timings(const struct job *job, size_t i, struct result *r
 
     r->timed = job->req.timings;
     r->queue_ms = to > from ? (double)(to - from) / 1000.0 : 0;
+    waterfall(job, i, r, now_us);
 }
 
 /* Gives every item that did not finish its error; called with the lock held. */
@@ -597,7 +622,8 @@ long job_max_concurrency(const struct job *job)
 void job_item_runnable(struct job *job, size_t i, int64_t runnable_us)
 {
     pthread_mutex_lock(&job->lock);
-    job->runnable_us[i] = runnable_us;
+    if (job->first_us[i] == 0) /* the first attempt's: queue_ms ends where it starts */
+        job->runnable_us[i] = runnable_us;
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -958,7 +984,7 @@ const _Atomic int *job_stop_flag(const struct job *job)
     return &job->stop;
 }
 
-/* ---- retries (issue 13) ---------------------------------------------------- */
+/* ---- retries ---------------------------------------------------- */
 
 /* The item's retry policy: its own "retry" members, else the config's. */
 static void resolve_retry(struct item_req *it, const struct config *cfg)
@@ -1054,7 +1080,7 @@ fo_err job_set_stream(struct job *job, int gzip, struct answer_stream **out)
     return FO_OK;
 }
 
-/* ---- composition (issue 12) ------------------------------------------------ */
+/* ---- composition ------------------------------------------------ */
 
 int job_prepare_item(struct job *job, size_t i, struct result *res)
 {
@@ -1118,8 +1144,10 @@ static void job_request_compose(const struct job *job, size_t i, struct fetch_re
 
     if (c == NULL)
         return;
-    if (run != NULL && run->url != NULL)
+    if (run != NULL && run->url != NULL) {
         out->url = run->url;
+        out->url_templated = 1;
+    }
     if (run != NULL && run->body != NULL) {
         out->body = run->body;
         out->body_len = run->body_len;

@@ -14,13 +14,12 @@
  */
 #include "jtree.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/types.h>
 
 #include "encode.h"
+#include "hash.h"
 
 #define JT_CHUNK      (64 * 1024)
 #define JT_LINEAR_MAX 8 /* members searched linearly, without an index */
@@ -69,40 +68,6 @@ static void *arena_alloc(struct jt_arena *a, size_t n)
 }
 
 /* ---- objects ---------------------------------------------------------- */
-
-#define FNV_OFFSET 1469598103934665603ULL
-#define FNV_PRIME  1099511628211ULL
-
-/* A per-process random seed, so that an upstream cannot pick keys that all
- * land in one run of the index (hash flooding); set once, then read only. */
-static uint64_t hash_seed;
-static pthread_once_t hash_seed_once = PTHREAD_ONCE_INIT;
-
-static void hash_seed_init(void)
-{
-    uint64_t s = 0;
-
-    if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s))
-        s = (uint64_t)fo_now_us() ^ (uint64_t)(uintptr_t)&s;
-    hash_seed = s;
-}
-
-/* Seeded FNV-1a, finished with murmur3's mixer so that every bit of the
- * state reaches the low bits the index uses. */
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h;
-
-    (void)pthread_once(&hash_seed_once, hash_seed_init);
-    h = FNV_OFFSET ^ hash_seed;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 33);
-}
 
 static struct jt_object *object_new(struct jt_arena *a)
 {
@@ -223,7 +188,7 @@ struct jt_value *jt_get(const struct jt_value *v, const char *name, size_t len)
 
     if (v == NULL || v->kind != JT_OBJECT || v->obj == NULL)
         return NULL;
-    i = object_find(v->obj, name, len, hash_bytes(name, len));
+    i = object_find(v->obj, name, len, fo_hash(name, len));
     return i < 0 ? NULL : &v->obj->m[i].value;
 }
 
@@ -459,7 +424,7 @@ static fo_err read_key(struct parser *p, struct frame *f)
                    FO_OK) {
             return err;
         }
-        m->hash = hash_bytes(m->name, m->name_len);
+        m->hash = fo_hash(m->name, m->name_len);
         f->member = (long)p->ntmp++;
     }
     skip_ws(p);
@@ -781,7 +746,7 @@ fo_err jt_write(struct buf *out, const struct jt_value *v)
     return buf_putc(out, '}');
 }
 
-/* ---- composition (issue 12): strings, array walks, concatenating merge ---- */
+/* ---- composition: strings, array walks, concatenating merge ---- */
 
 fo_err jt_string(struct jt_arena *a, const struct jt_value *v, const char **out, size_t *out_len)
 {

@@ -193,6 +193,18 @@ miss:
     METRIC_ADD(cache_misses, 1);
 }
 
+/* A shared answer (a cache hit, a ridden fetch) carries the effective_url
+ * of the item that fetched it: this item's own is the fetched URL only when
+ * it was redirected, else its own substituted url, or none. */
+static void own_effective_url(const struct fetch_req *fr, struct result *res)
+{
+    if (res->redirected || (res->effective_url == NULL && !fr->url_templated))
+        return;
+    FO_FREE(res->effective_url);
+    if (fr->url_templated)
+        res->effective_url = strdup(fr->url); /* left out for want of memory */
+}
+
 static int64_t attempt(struct job *job, const struct sched_task *t, struct worker *w,
                        struct fetch_req *fr, struct result *res);
 
@@ -241,7 +253,7 @@ static int64_t item_run(void *ctx, const struct sched_task *t, void *worker)
     return again;
 }
 
-/* ---- retries, circuit breaker, rate (issue 13) ------------------------------ */
+/* ---- retries, circuit breaker, rate ------------------------------ */
 
 /* per_host_rate: asked (scheduler lock held) when item i reaches the front:
  * a token of its host:port's bucket, or the time to ask again; it waits on
@@ -346,6 +358,7 @@ static int64_t attempt(struct job *job, const struct sched_task *t, struct worke
     }
     job_item_attempt(job, t->index, &a);
     item_fetch(job, t->index, w, fr, res);
+    own_effective_url(fr, res);
     for (long k = 0; k < res->resent; k++)
         job_item_attempt(job, t->index, &a); /* libcurl's own re-sends count too */
     if (v == BREAKER_TRIAL)

@@ -37,6 +37,7 @@ void result_clear(struct result *r)
     }
     free(r->hdr_names);
     free(r->hdr_values);
+    free(r->effective_url);
     memset(r, 0, sizeof(*r));
 }
 
@@ -61,13 +62,14 @@ int result_ok(const struct result *r)
     return r->error == ERR_NONE && r->status >= 200 && r->status <= 299;
 }
 
-/* v2: ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..} */
+/* ,"timings":{"queue_ms":..,"dns_ms":..,"connect_ms":..,"tls_ms":..,"ttfb_ms":..,"total_ms":..,
+ * "start_ms":..,"end_ms":..} */
 static fo_err put_timings(struct buf *out, const struct result *r)
 {
-    const double v[] = { r->queue_ms, r->dns_ms,  r->connect_ms,
-                         r->tls_ms,   r->ttfb_ms, r->duration_ms };
-    static const char *const names[] = { "queue_ms", "dns_ms",  "connect_ms",
-                                         "tls_ms",   "ttfb_ms", "total_ms" };
+    const double v[] = { r->queue_ms, r->dns_ms,      r->connect_ms, r->tls_ms,
+                         r->ttfb_ms,  r->duration_ms, r->start_ms,   r->end_ms };
+    static const char *const names[] = { "queue_ms", "dns_ms",   "connect_ms", "tls_ms",
+                                         "ttfb_ms",  "total_ms", "start_ms",   "end_ms" };
     fo_err err = buf_puts(out, ",\"timings\":{");
 
     for (size_t i = 0; i < FO_ARRAY_LEN(v) && err == FO_OK; i++) {
@@ -78,7 +80,7 @@ static fo_err put_timings(struct buf *out, const struct result *r)
     return err != FO_OK ? err : buf_putc(out, '}');
 }
 
-/* ---- composition (issue 12): group and response headers ------------------- */
+/* ---- composition: group and response headers ------------------- */
 
 static const char *result_header(const struct result *r, const char *name)
 {
@@ -148,6 +150,10 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
     TRY(json_put_cstr(out, it->id));
     TRY(buf_puts(out, ",\"url\":"));
     TRY(json_put_cstr(out, it->url));
+    if (r->effective_url != NULL) {
+        TRY(buf_puts(out, ",\"effective_url\":"));
+        TRY(json_put_cstr(out, r->effective_url));
+    }
     TRY(buf_puts(out, result_ok(r) ? ",\"ok\":true,\"status\":" : ",\"ok\":false,\"status\":"));
     TRY(r->status > 0 ? json_put_int(out, r->status) : buf_puts(out, "null"));
     TRY(buf_puts(out, ",\"duration_ms\":"));
@@ -171,7 +177,7 @@ static fo_err put_result(struct buf *out, const struct item_req *it, const struc
         TRY(json_put_cstr(out, r->message ? r->message : item_error_code(r->error)));
         TRY(buf_putc(out, '}'));
     }
-    if (r->show_attempts) { /* retries (issue 13) */
+    if (r->show_attempts) { /* retries */
         TRY(buf_puts(out, ",\"attempts\":"));
         TRY(json_put_int(out, r->attempts));
     }

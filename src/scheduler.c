@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hash.h"
 #include "metrics.h"
 
 #define HOST_BUCKETS 1024
@@ -276,18 +277,9 @@ static size_t sockaddr_key(const struct sockaddr *sa, const char *port, char *ou
 
 /* ---- destinations, names and wait lists (lock held) ------------------- */
 
-static uint32_t fnv(const char *key)
-{
-    uint32_t h = 2166136261u;
-
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h;
-}
-
 static struct host_slot **host_bucket(struct sched *s, const char *key)
 {
-    return &s->hosts[fnv(key) % HOST_BUCKETS];
+    return &s->hosts[fo_hash_str(key) % HOST_BUCKETS];
 }
 
 /* The destination key of a dest string (KEY_SIZE bytes); *named as in
@@ -336,7 +328,8 @@ static void host_release(struct sched *s, struct host_slot *h)
 /* The fresh destination key a name resolved to, or NULL. */
 static const char *name_lookup(struct sched *s, const char *key, int64_t now_us)
 {
-    for (struct name_entry *e = s->names[fnv(key) % NAME_BUCKETS]; e != NULL; e = e->next) {
+    for (struct name_entry *e = s->names[fo_hash_str(key) % NAME_BUCKETS]; e != NULL;
+         e = e->next) {
         if (strcmp(e->key, key) == 0)
             return e->expires_us > now_us ? e->addr : NULL;
     }
@@ -365,7 +358,7 @@ static void names_purge(struct sched *s, int64_t now_us, int all)
  * allocation failure or when the cache is full of fresh names). */
 static void name_store(struct sched *s, const char *key, const char *addr, int64_t now_us)
 {
-    struct name_entry **b = &s->names[fnv(key) % NAME_BUCKETS], *e;
+    struct name_entry **b = &s->names[fo_hash_str(key) % NAME_BUCKETS], *e;
     char *copy = strdup(addr);
 
     if (copy == NULL)

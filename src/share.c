@@ -15,7 +15,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "buf.h"
 #include "fanoutd.h"
+#include "hash.h"
 #include "metrics.h"
 
 #define SHARE_BUCKETS 256
@@ -55,17 +57,6 @@ static struct cache_entry *cached[CACHE_BUCKETS];
 static struct cache_entry *lru_newest, *lru_oldest;
 static size_t cache_bytes;
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 /* ---- the key ----------------------------------------------------------- */
 
 static int header_named(const char *line, const char *name)
@@ -83,8 +74,9 @@ static int cmp_lines(const void *a, const void *b)
 fo_err share_key(const struct fetch_req *req, unsigned long generation, char **out)
 {
     const char **lines = NULL;
-    size_t n = 0, len = 64 + strlen(req->url);
-    char *key = NULL, *p;
+    size_t n = 0;
+    struct buf key;
+    fo_err err = FO_OK;
 
     *out = NULL;
     if ((req->method != M_GET && req->method != M_HEAD) || req->body != NULL)
@@ -96,28 +88,24 @@ fo_err share_key(const struct fetch_req *req, unsigned long generation, char **o
             header_named(req->headers[i], "tracestate"))
             continue;
         lines[n++] = req->headers[i];
-        len += strlen(req->headers[i]) + 1;
     }
     /* Identical sets of headers in another order are the same request. */
     qsort(lines, n, sizeof(*lines), cmp_lines);
-    if (req->cdn_loop != NULL)
-        len += strlen(req->cdn_loop) + 1;
-    for (size_t i = 0; i < req->nkeep_headers; i++)
-        len += strlen(req->keep_headers[i]) + 3;
-    if ((key = malloc(len)) == NULL) {
-        free(lines);
-        return FO_ENOMEM;
-    }
-    p = key + sprintf(key, "%lu\n%s\n%s\n", generation, http_method_name(req->method), req->url);
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, "%s\n", lines[i]);
-    if (req->cdn_loop != NULL)
-        p += sprintf(p, "%s\n", req->cdn_loop);
+    buf_init(&key, 0);
+    err = buf_printf(&key, "%lu\n%s\n%s\n", generation, http_method_name(req->method), req->url);
+    for (size_t i = 0; i < n && err == FO_OK; i++)
+        err = buf_printf(&key, "%s\n", lines[i]);
+    if (err == FO_OK && req->cdn_loop != NULL)
+        err = buf_printf(&key, "%s\n", req->cdn_loop);
     /* What the result keeps of the response is part of what is shared. */
-    for (size_t i = 0; i < req->nkeep_headers; i++)
-        p += sprintf(p, "K:%s\n", req->keep_headers[i]);
+    for (size_t i = 0; i < req->nkeep_headers && err == FO_OK; i++)
+        err = buf_printf(&key, "K:%s\n", req->keep_headers[i]);
     free(lines);
-    *out = key;
+    if (err != FO_OK) {
+        buf_free(&key);
+        return err;
+    }
+    *out = buf_steal(&key, NULL);
     return FO_OK;
 }
 
@@ -130,8 +118,10 @@ fo_err share_result_copy(const struct result *in, struct result *out)
     out->hdr_names = NULL; /* the kept response headers: a copy of its own */
     out->hdr_values = NULL;
     out->nhdr = 0;
+    out->effective_url = NULL;
     if ((in->content_type != NULL && (out->content_type = strdup(in->content_type)) == NULL) ||
-        (in->message != NULL && (out->message = strdup(in->message)) == NULL))
+        (in->message != NULL && (out->message = strdup(in->message)) == NULL) ||
+        (in->effective_url != NULL && (out->effective_url = strdup(in->effective_url)) == NULL))
         goto fail;
     if (in->body != NULL) {
         if ((out->body = malloc(in->body_len + 1)) == NULL)
@@ -209,7 +199,7 @@ static void cache_remove(struct cache_entry *c)
 
 int share_cache_get(const char *key, int64_t now_us, struct result *out)
 {
-    uint64_t h = hash_str(key);
+    uint64_t h = fo_hash_str(key);
     struct cache_entry *c;
     int hit = 0;
 
@@ -231,7 +221,7 @@ int share_cache_get(const char *key, int64_t now_us, struct result *out)
 
 int share_cache_fresh(const char *key, int64_t now_us)
 {
-    uint64_t h = hash_str(key);
+    uint64_t h = fo_hash_str(key);
     struct cache_entry *c;
     int fresh;
 
@@ -246,7 +236,7 @@ void share_cache_put(const char *key, const struct result *res, int64_t now_us, 
                      long max_bytes)
 {
     struct cache_entry *c, *old;
-    uint64_t h = hash_str(key);
+    uint64_t h = fo_hash_str(key);
 
     if (res->status != 200 || res->error != ERR_NONE || res->cc_no_store || ttl_ms <= 0)
         return;
@@ -332,7 +322,7 @@ static void entry_abandon(struct share_entry *e)
 fo_err share_join(char *key, struct share_slot *slot, void (*wake)(void *), void *wake_arg,
                   const _Atomic int **stop, enum share_role *role)
 {
-    uint64_t h = hash_str(key);
+    uint64_t h = fo_hash_str(key);
     struct share_entry *e;
     pthread_condattr_t attr;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The module graph of src/ and include/, checked (issue 8's seam).
+"""The module graph of src/ and include/, and the rules every source keeps, checked.
 
 A module is a name with src/NAME.c and/or include/NAME.h; module A uses
 module B when A's .c or .h includes "B.h". Checks, each one test:
@@ -12,6 +12,17 @@ module B when A's .c or .h includes "B.h". Checks, each one test:
                        and includes neither queue.h, scheduler.h nor fetch.h
   job_private          "struct job {" is defined in src/job.c only
   front_end_http_only  server.c includes neither curl/curl.h nor fetch.h
+  fetch_no_batch       fetch.c, fetch.h and fetch_req.h do not include batch.h
+                       (the fetcher sees one request, never a batch)
+  batch_no_curl        batch.c/.h and config.c/.h do not include curl/curl.h
+                       (URL knowledge is url.c's)
+  banned_functions     no sprintf, vsprintf, strcpy, strcat, gets or atoi in
+                       src/ or include/ (unbounded writes, unchecked numbers)
+  one_hash             the FNV-1a constants appear only in src/hash.c and
+                       include/hash.h (one seeded hash, hash.h)
+  strict_http_one_room libmicrohttpd's discipline option and the header
+                       block's size (read for the 0.9.75 checks) only in
+                       src/http_strict.c
 
 Prints "N passed, N failed" (tests/summary.sh reads it); exit 1 on a failure.
 """
@@ -132,6 +143,29 @@ def main():
 
     check("front_end_http_only", includes_of(["src/server.c", "include/server.h"],
                                               {"curl/curl.h", "fetch.h"}))
+
+    check("fetch_no_batch", includes_of(["src/fetch.c", "include/fetch.h",
+                                         "include/fetch_req.h"], {"batch.h"}))
+    check("batch_no_curl", includes_of(["src/batch.c", "include/batch.h", "src/config.c",
+                                        "include/config.h"], {"curl/curl.h"}))
+
+    banned = re.compile(r"(?<![\w.>])(sprintf|vsprintf|strcpy|strcat|gets|atoi)\s*\(")
+    probs = []
+    for p, t in fs.items():
+        for n, line in enumerate(strip_comments(t).splitlines(), 1):
+            for m in banned.finditer(line):
+                probs.append(f"{p}: {m.group(1)}() (about line {n})")
+    check("banned_functions", probs)
+
+    fnv = re.compile(r"1099511628211|16777619|1469598103934665603|2166136261")
+    check("one_hash", [f"{p} has an FNV-1a constant of its own (use hash.h)"
+                       for p, t in fs.items()
+                       if p not in ("src/hash.c", "include/hash.h") and fnv.search(t)])
+
+    strict = re.compile(r"MHD_OPTION_CLIENT_DISCIPLINE_LVL|MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE")
+    check("strict_http_one_room", [f"{p} reaches into strict HTTP parsing (http_strict.c's)"
+                                   for p, t in fs.items()
+                                   if p != "src/http_strict.c" and strict.search(strip_comments(t))])
 
     print(f"{checks - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0

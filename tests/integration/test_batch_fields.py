@@ -8,7 +8,7 @@ import unittest
 
 from harness import DaemonCase, closed_port, new_tag
 
-TIMING_KEYS = {"queue_ms", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"}
+TIMING_KEYS = {"queue_ms", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms", "start_ms", "end_ms"}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
@@ -180,6 +180,33 @@ class TimingsTest(BatchFieldsBase):
         for r in doc["results"]:
             self.assertGreaterEqual(r["timings"]["ttfb_ms"], 280, r)
             self.assertLess(r["timings"]["total_ms"], 600, f"queueing counted in total_ms: {r}")
+
+    def test_waterfall_start_and_end(self):
+        """start_ms and end_ms, from the batch's arrival: with max_concurrency 1 three 300 ms
+        items follow one another, each spans about its total_ms, and the last ends within the
+        batch's duration."""
+        items = [self.url("/delay", ms=300, i=i) for i in range(3)]
+        doc = self.batch({"timings": True, "max_concurrency": 1, "requests": items}, total=3)
+        t = [r["timings"] for r in doc["results"]]
+        self.assertLess(t[0]["start_ms"], 250, t)
+        for k in range(3):
+            self.assertGreaterEqual(t[k]["end_ms"] - t[k]["start_ms"], 290, t)
+            self.assertLess(abs(t[k]["end_ms"] - t[k]["start_ms"] - t[k]["total_ms"]), 100, t)
+        for before, after in zip(t, t[1:]):
+            self.assertGreaterEqual(after["start_ms"], before["end_ms"] - 5, t)
+        self.assertLessEqual(t[2]["end_ms"], doc["summary"]["duration_ms"] + 5)
+
+    def test_retries_are_not_queueing(self):
+        """An item that is retried: queue_ms is the wait before its first attempt; the
+        attempts and their backoff lie between start_ms and end_ms."""
+        doc = self.batch({"timings": True, "requests": [
+            {"url": self.url("/status", code=503, ms=150), "retry": {"max": 2, "backoff_ms": 0}}]},
+            total=1)
+        r = doc["results"][0]
+        t = r["timings"]
+        self.assertEqual(r["attempts"], 3, r)
+        self.assertLess(t["queue_ms"], 100, t)
+        self.assertGreaterEqual(t["end_ms"] - t["start_ms"], 440, t)
 
     def test_items_that_never_started(self):
         """Cancelled while queued (fail_fast, max_concurrency 1): zeros but queue_ms, which runs

@@ -104,18 +104,31 @@ class BreakerTest(BreakerCase):
         self.assertTrue(trial["ok"], trial)
         self.assertGreaterEqual(waited, OPEN_S * 0.8)
 
-    def test_connect_failed_and_timeout_count_as_failures(self):
+    def test_connect_failed_counts_as_a_failure(self):
         url = f"http://127.0.0.1:{closed_port()}/x"
         rs = self.results([url] * 4)
         for r in rs[:3]:
             self.assert_item_error(r, "connect_failed", status=None)
         self.assert_refused(rs[3])
+
+    def test_short_timeouts_do_not_open_the_breaker(self):
+        """A client that asks for timeouts shorter than default_timeout_ms cannot open a host's
+        breaker for everyone else: those timeouts count neither way; a real failure still does."""
         up, tag = self.fresh(), new_tag()
-        rs = self.results([{"url": up.url("/delay", ms=2000, tag=tag, i=i), "timeout_ms": 200} for i in range(3)] +
-                          [up.url("/json", tag=tag)])
-        for r in rs[:3]:
+        rs = self.results([{"url": up.url("/delay", ms=2000, tag=tag, i=i), "timeout_ms": 100}
+                           for i in range(5)])
+        for r in rs:
             self.assert_item_error(r, "timeout")
-        self.assert_refused(rs[3])
+        other = self.results([up.url("/json", v="other client", tag=tag)])[0]
+        self.assertTrue(other["ok"], other)
+        # ... and they do not break a run of real failures either (neither way).
+        rs = self.results([up.url("/status", code=503, tag=tag, i=0),
+                           {"url": up.url("/delay", ms=2000, tag=tag), "timeout_ms": 100},
+                           up.url("/status", code=503, tag=tag, i=1),
+                           up.url("/status", code=503, tag=tag, i=2),
+                           up.url("/json", tag=tag)])
+        self.assert_item_error(rs[1], "timeout")
+        self.assert_refused(rs[4])
 
     def test_4xx_and_success_do_not_open_and_reset_the_count(self):
         up, tag = self.fresh(), new_tag()
@@ -198,3 +211,27 @@ class BreakerOffTest(BreakerCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BreakerTimeoutTest(BreakerCase):
+    """A timeout counts against the breaker only when the item allowed at least
+    default_timeout_ms (300 ms here), as its own default or more."""
+    CONFIG = dict(BreakerCase.CONFIG, default_timeout_ms=300)
+
+    def test_timeouts_at_or_above_the_default_count(self):
+        for name, extra in (("the default", {}), ("above it", {"timeout_ms": 400})):
+            with self.subTest(name):
+                up, tag = self.fresh(), new_tag()
+                rs = self.results([dict({"url": up.url("/delay", ms=2000, tag=tag, i=i)}, **extra)
+                                   for i in range(3)] + [up.url("/json", tag=tag)])
+                for r in rs[:3]:
+                    self.assert_item_error(r, "timeout")
+                self.assert_refused(rs[3])
+
+    def test_timeouts_below_the_default_do_not(self):
+        up, tag = self.fresh(), new_tag()
+        rs = self.results([{"url": up.url("/delay", ms=2000, tag=tag, i=i), "timeout_ms": 299}
+                           for i in range(4)] + [up.url("/json", tag=tag)])
+        for r in rs[:4]:
+            self.assert_item_error(r, "timeout")
+        self.assertTrue(rs[4]["ok"], rs[4])

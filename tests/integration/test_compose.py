@@ -221,19 +221,88 @@ class ReferenceTest(ComposeCase):
 
     def test_run_if_always_with_no_response_and_plain_dollar_brace(self):
         """run_if "always" after a dependency that got no response: a reference to its status
-        cannot be resolved (failed_dependency); a header of an item without depends_on keeps its
-        ${ as text."""
+        cannot be resolved (failed_dependency); a header of an item without depends_on keeps a
+        ${ that names no item of the batch as text."""
         items = [{"id": "down", "url": "http://127.0.0.1:1/"},
                  {"id": "after", "url": self.url("/echo"), "depends_on": ["down"], "run_if": "always",
                   "headers": {"X-S": "${down.status}"}},
                  {"id": "bare", "url": self.url("/echo"), "run_if": "always", "depends_on": ["down"]},
-                 {"id": "plain", "url": self.url("/echo"), "headers": {"X-T": "${down.status}"}}]
+                 {"id": "plain", "url": self.url("/echo"), "headers": {"X-T": "${up.status}"}}]
         doc = self.batch({"requests": items}, total=4)
         after = self.item(doc, "after")
         self.assert_item_error(after, "failed_dependency", status=None)
         self.assertIn("${down.status}", after["error"]["message"])
         self.assertTrue(self.item(doc, "bare")["ok"])
-        self.assertEqual(self.echo_header(self.item(doc, "plain"), "X-T"), ["${down.status}"])
+        self.assertEqual(self.echo_header(self.item(doc, "plain"), "X-T"), ["${up.status}"])
+
+    def test_reference_without_depends_on_is_refused(self):
+        """${ID. naming another item of the batch, in an item without depends_on (url, header
+        or body), is a 400 naming both items and depends_on; nothing is fetched. ${ naming no
+        item stays text, and an item may hold its own id."""
+        tag = new_tag()
+        src = {"id": "src", "url": self.url("/json", v="x", tag=tag)}
+        for where, item in (
+                ("url", {"id": "user", "url": self.url("/json", tag=tag) + "&v=${src.body#/v}"}),
+                ("header", {"id": "user", "url": self.url("/echo", tag=tag),
+                            "headers": {"X-V": "${src.status}"}}),
+                ("body", {"id": "user", "url": self.url("/echo", tag=tag), "method": "POST",
+                          "body": {"v": "${src.body}"}})):
+            with self.subTest(where):
+                resp = self.post({"requests": [src, item]})
+                self.assert_error(resp, 400, "bad_request")
+                msg = json.loads(resp.body)["error"]["message"]
+                for word in ('"src"', '"user"', "depends_on"):
+                    self.assertIn(word, msg)
+        self.assertEqual(self.up.requests(tag=tag), [], "a refused batch fetched something")
+        doc = self.batch({"requests": [src, {"id": "self", "url": self.url("/echo"),
+                                             "headers": {"X-A": "${self.status}",
+                                                         "X-B": "${nobody.body}",
+                                                         "X-C": "$${src.status}"}}]}, total=2)
+        self.assertEqual(self.echo_header(self.item(doc, "self"), "X-A"), ["${self.status}"])
+        self.assertEqual(self.echo_header(self.item(doc, "self"), "X-B"), ["${nobody.body}"])
+        # "$${" is no reference (and, without depends_on, no escape either: sent as written)
+        self.assertEqual(self.echo_header(self.item(doc, "self"), "X-C"), ["$${src.status}"])
+
+    def test_effective_url(self):
+        """effective_url is the URL of the final request sent, present only when it is not the
+        url as written: after a redirect, or when the url had references (url stays the
+        template); in the document and in stream lines."""
+        final = self.url("/json", v="final")
+        items = [{"url": self.url("/redirect", n=2, to=final), "id": "moved"},
+                 {"url": self.url("/json", v="word"), "id": "a"},
+                 {"url": self.url("/json", v="plain") + "&got=${a.body#/v}", "id": "ref",
+                  "depends_on": ["a"]},
+                 {"url": self.url("/redirect", to="/json?v=x") + "&w=${a.body#/v}",
+                  "id": "both", "depends_on": ["a"]}]
+        doc = self.batch({"requests": items}, total=4)
+        self.assertEqual(self.item(doc, "moved")["effective_url"], final)
+        self.assertEqual(self.item(doc, "ref")["effective_url"], self.url("/json", v="plain") + "&got=word")
+        self.assertEqual(self.item(doc, "ref")["url"], items[2]["url"])
+        self.assertEqual(self.item(doc, "both")["effective_url"], self.url("/json", v="x"))
+        self.assertNotIn("effective_url", self.item(doc, "a"))
+        resp = self.post({"requests": items}, headers={"Accept": "application/x-ndjson"})
+        self.assertEqual(resp.status, 200, resp)
+        lines = [json.loads(line) for line in resp.body.decode().splitlines() if line.strip()]
+        by_id = {line["id"]: line for line in lines if "id" in line}
+        self.assertEqual(by_id["moved"]["effective_url"], final)
+        self.assertNotIn("effective_url", by_id["a"])
+
+    def test_body_references_in_a_stream(self):
+        """Streamed (NDJSON), a dependency's body stays readable for its dependants after its
+        own line is written: whole body, a pointer into it, and a header, as in a document."""
+        items = [{"id": "a", "url": self.url("/json", v="tok")},
+                 {"id": "b", "url": self.url("/echo") + "?t=${a.body#/v}", "depends_on": ["a"]},
+                 {"id": "c", "url": self.url("/echo"), "method": "POST", "depends_on": ["a"],
+                  "body": {"whole": "${a.body}"}}]
+        resp = self.post({"requests": items}, headers={"Accept": "application/x-ndjson"})
+        self.assertEqual(resp.status, 200, resp)
+        lines = [json.loads(line) for line in resp.body.decode().splitlines() if line.strip()]
+        by_id = {line["id"]: line for line in lines if "id" in line}
+        for k in ("a", "b", "c"):
+            self.assertTrue(by_id[k]["ok"], by_id[k])
+        self.assertIn("t=tok", by_id["b"]["body"]["path"])
+        sent = base64.b64decode(by_id["c"]["body"]["body_b64"])
+        self.assertEqual(json.loads(sent), {"whole": {"v": "tok"}})
 
     def test_many_dependants_compete_fairly(self):
         """A fan of 12 dependants on one item all become runnable together when it finishes and
@@ -294,9 +363,13 @@ class ShapeTest(ComposeCase):
         self.assertEqual(concat["data"], {"l": [1, 2, 3, 4], "m": {"t": "s"}, "g": "txt", "p": "plain"})
         replace = self.batch({"merge": "deep", "requests": items}, total=6)
         self.assertEqual(replace["data"]["l"], [4])
-        plain = self.batch({"requests": items[2:4]}, total=2)
-        self.assertEqual([r["body"] for r in plain["results"]], [[4], "txt"], "group changes only deep")
-        self.refused({"merge_arrays": "zip", "requests": items}, "merge_arrays")
+        # group and merge_arrays act only in deep mode; elsewhere they are a mistake (400)
+        self.refused({"requests": items[2:4]}, "group")
+        self.refused({"merge": "bodies", "requests": items[2:4]}, "group")
+        self.refused({"merge": "bodies", "merge_arrays": "concat", "requests": items[:2]},
+                     "merge_arrays")
+        self.refused({"merge_arrays": "concat", "requests": items[:2]}, "merge_arrays")
+        self.refused({"merge": "deep", "merge_arrays": "zip", "requests": items}, "merge_arrays")
 
     def test_response_headers(self):
         u = self.hdr_url({"v": 1}, [["X-One", "1"], ["X-Multi", "a"], ["X-Multi", "b"], ["X-Ref", "r"]])
@@ -309,8 +382,9 @@ class ShapeTest(ComposeCase):
         self.assertEqual(self.item(doc, "no")["headers"], {})
         self.assertEqual(self.echo_header(self.item(doc, "dep"), "X-R"), ["r"])
         self.assertNotIn("headers", self.item(doc, "dep"))
-        bodies = self.batch({"merge": "bodies", "requests": items[1:2]}, total=1)
-        self.assertEqual(bodies["errors"]["no"]["headers"], {})
+        # The merged documents have no place for headers: asking for them there is a 400.
+        for merge in ("bodies", "deep"):
+            self.refused({"merge": merge, "requests": items[1:2]}, "response_headers")
 
     def test_response_headers_of_final_response_only(self):
         final = self.hdr_url({"v": "end"}, [["X-Final", "yes"]])

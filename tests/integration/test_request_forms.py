@@ -72,10 +72,26 @@ class RequestFormsTest(DaemonCase):
         self.assert_error(resp, 400, "bad_request")
         self.assertEqual(self.up.count(tag), 0)
 
-    def test_json_looking_plain_text_is_not_json(self):
-        """A JSON array sent as text/plain is a plain list: its tokens are not URLs -> 400."""
-        resp = self.post(json.dumps([self.url("/json")]), ctype="text/plain")
+    def test_json_whatever_the_content_type(self):
+        """A body whose first character after white space is [ or { is JSON, whatever the
+        Content-Type says (curl -d sends form data, urllib and fetch text/plain): no plain
+        list can start that way."""
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+            with self.subTest(ctype=ctype):
+                doc = self.batch_raw(json.dumps([self.url("/json", v="a")]), ctype)
+                self.assertEqual(doc["results"][0]["body"], {"v": "a"})
+                obj = {"requests": [{"url": self.url("/json", v="b"), "id": "b"}]}
+                doc = self.batch_raw("\n  " + json.dumps(obj), ctype)
+                self.assertEqual([r["id"] for r in doc["results"]], ["b"])
+        # malformed JSON is then a JSON error, not a plain-list one
+        resp = self.post("[" + json.dumps(self.url("/json")), ctype="text/plain")
         self.assert_error(resp, 400, "bad_request")
+        self.assertIn("JSON", json.loads(resp.body)["error"]["message"])
+
+    def batch_raw(self, text, ctype):
+        resp = self.post(text, ctype=ctype)
+        self.assertEqual(resp.status, 200, resp)
+        return json.loads(resp.body)
 
     def test_item_body_forms(self):
         tag = new_tag()

@@ -246,6 +246,42 @@ class CacheTest(ShareCase):
                 self.assertEqual(self.one(url)["cache"], "hit" if kept else "miss")
                 self.assertEqual(self.hits(key), 1 if kept else 2)
 
+    def test_set_cookie_answer_not_kept(self):
+        """An answer that sets a cookie is one client's: the shared cache never hands it to
+        the next (whatever its Cache-Control says)."""
+        for cc in (None, "public, max-age=60", "s-maxage=60"):
+            with self.subTest(cc=cc):
+                key = new_tag()
+                q = {"cookie": "sid=1; Path=/"} if cc is None else {"cookie": "sid=1", "cc": cc}
+                url = self.cacheable(key, **q)
+                self.assertEqual(self.one(url)["cache"], "miss")
+                self.assertEqual(self.one(url)["cache"], "miss")
+                self.assertEqual(self.hits(key), 2)
+
+    def test_s_maxage_governs_the_shared_cache(self):
+        """RFC 9111 5.2.2.10: s-maxage overrides max-age in a shared cache; 0 keeps nothing."""
+        for cc, kept in (("s-maxage=0", False), ("max-age=60, s-maxage=0", False),
+                         ("max-age=0, s-maxage=60", True), ("S-MAXAGE=60", True),
+                         ('s-maxage="60"', True), ("s-maxage=x", False), ("s-maxage=1x", False),
+                         ("s-maxage=1.5", False), ("s-maxage=", False), ("s-maxage", False),
+                         ("max-age=60, s-maxage=-1", False), ("max-age=1x", False)):
+            with self.subTest(cc=cc):
+                key = new_tag()
+                url = self.cacheable(key, cc=cc)
+                self.assertEqual(self.one(url)["cache"], "miss")
+                self.assertEqual(self.one(url)["cache"], "hit" if kept else "miss")
+                self.assertEqual(self.hits(key), 1 if kept else 2)
+
+    def test_s_maxage_shortens_the_ttl(self):
+        key = new_tag()
+        url = self.cacheable(key, cc="max-age=60, s-maxage=1")
+        self.assertEqual(self.one(url)["cache"], "miss")
+        kept = time.monotonic()
+        self.assertEqual(self.one(url)["cache"], "hit")
+        wait_for(lambda: self.one(url)["cache"] == "miss", 5, "the answer outlived s-maxage",
+                 interval=0.1)
+        self.assertGreaterEqual(time.monotonic() - kept, 0.8)
+
     def test_max_age_shortens_the_ttl(self):
         key = new_tag()
         url = self.cacheable(key, cc="max-age=1")

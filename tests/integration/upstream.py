@@ -10,7 +10,8 @@ Endpoints (query parameters):
                                 (default application/json)
   /doc       doc, ct, ms        the text `doc` verbatim (default application/json)
   /delay     ms                 {"delayed_ms": ms} after ms milliseconds
-  /status    code               status `code` with {"status": code} (no body on 204/304)
+  /status    code, ms           status `code` with {"status": code} (no body on 204/304),
+                                after ms ms
   /big       bytes, chunked=1, status   `bytes` x "a", Content-Length or chunked
                                 (byte=B, ct: `bytes` copies of byte value B instead,
                                 Content-Type ct, default text/plain)
@@ -45,9 +46,11 @@ Endpoints (query parameters):
   /raw       status, ct, body | b64   arbitrary bytes; no Content-Type unless ct
   /gzip      doc, pad           gzip-encoded body (Content-Encoding: gzip) of the
                                 JSON `doc`, or of `pad` zero bytes when pad is given
-  /cacheable key, cc, status, ms, pad   {"n": hits of key so far, "pad": "aaa..."} after
+  /cacheable key, cc, cookie, status, ms, pad
+                                {"n": hits of key so far, "pad": "aaa..."} after
                                 ms ms, status `status` (default 200), with
-                                `Cache-Control: cc` when cc is given (pad: that many "a")
+                                `Cache-Control: cc` when cc is given, `Set-Cookie: cookie`
+                                when cookie is (pad: that many "a")
   /numarray  bytes, key         application/json {"KEY":[1,1,...,1]} (and a newline when
                                 that evens the count) of exactly `bytes` bytes (key
                                 default "a"; bytes at least the length of {"KEY":[1]})
@@ -358,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"delayed_ms": self._wait(q)})
 
     def ep_status(self, q, seen):
+        self._wait(q)
         code = int(q.get("code") or 200)
         self._reply(code, {"status": code})
 
@@ -519,6 +523,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._wait(q)
         n = self.server.upstream._hit("cacheable:" + q.get("key", ""))
         extra = [("Cache-Control", q["cc"])] if "cc" in q else []
+        if "cookie" in q:
+            extra.append(("Set-Cookie", q["cookie"]))
         self._reply(int(q.get("status") or 200), {"n": n, "pad": "a" * int(q.get("pad") or 0)},
                     extra=extra)
 

@@ -11,6 +11,7 @@
 
 #include "batch.h"
 #include "harness.h"
+#include "url.h"
 
 /* The default configuration, or max_batch set to `max_batch` when > 0. */
 static struct config *batch_config(const char *max_batch)
@@ -451,7 +452,6 @@ static void test_plain_bad(void)
         { B("http://a/\0http://b/") }, /* NUL */
         { B("http://a/\nftp://b/\n") },
         { B("http://a/\nnot-a-url\n") },
-        { B("[\"http://a/\"]") }, /* JSON text without a JSON type */
     };
     struct config *cfg = batch_config(NULL);
 
@@ -588,6 +588,78 @@ static void test_host_to_ascii(void)
     }
 }
 
+/* A body that starts with '[' or '{' (after white space) is read as JSON
+ * whatever the Content-Type said; a plain list never starts that way. */
+static void test_json_without_json_type(void)
+{
+    static const char *const bodies[] = {
+        "[\"http://a/\", \"http://b/\"]",
+        " \r\n\t{\"requests\": [\"http://a/\", {\"url\": \"http://b/\", \"id\": \"x\"}]}",
+        "\xef\xbb\xbf[\"http://a/\",\"http://b/\"]",
+    };
+    struct config *cfg = batch_config(NULL);
+
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < FO_ARRAY_LEN(bodies); i++) {
+        struct batch_req b;
+        struct fo_msg msg = { "" };
+        fo_err err = batch_parse(bodies[i], strlen(bodies[i]), 0, cfg, &b, &msg);
+        CHECK_CASE(err == FO_OK, bodies[i]);
+        if (err == FO_OK) {
+            CHECK_EQ_INT(b.n, 2);
+            CHECK_STR(b.items[0].url, "http://a/");
+        }
+        batch_req_free(&b);
+    }
+    config_unref(cfg);
+}
+
+/* inject_header prefixes: the origin and path the fetched URLs under them
+ * are matched by (url_origin_path), or FO_EINVAL. */
+static void test_url_prefix(void)
+{
+    static const struct {
+        const char *prefix;
+        fo_err err;
+        const char *origin, *path;
+    } cases[] = {
+        { "https://api.example.com/v1/", FO_OK, "https://api.example.com:443", "/v1/" },
+        { "http://API.Example.com", FO_OK, "http://api.example.com:80", "/" },
+        { "HTTP://h:8080/p?x=1", FO_OK, "http://h:8080", "/p?x=1" },
+        { "http://[::1]:9/a", FO_OK, "http://[::1]:9", "/a" },
+        { "http://b\xc3\xbc"
+          "cher.example/",
+          FO_OK, "http://xn--bcher-kva.example:80", "/" },
+        { "ftp://h/", FO_EINVAL, NULL, NULL },
+        { "h/path", FO_EINVAL, NULL, NULL },
+        { "http:///x", FO_EINVAL, NULL, NULL },
+        { "http://u:p@h/", FO_EINVAL, NULL, NULL },
+        { "http://h/#f", FO_EINVAL, NULL, NULL },
+        { "http://h:99999/", FO_EINVAL, NULL, NULL },
+        { "http://h /", FO_EINVAL, NULL, NULL },
+        { "http://xn--zz/", FO_EINVAL, NULL, NULL },
+    };
+
+    for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
+        char *origin = NULL, *path = NULL;
+        struct fo_msg msg = { 0 };
+        fo_err err = url_prefix(cases[i].prefix, &origin, &path, &msg);
+
+        CHECK_CASE(err == cases[i].err, cases[i].prefix);
+        if (err == FO_OK && cases[i].err == FO_OK) {
+            CHECK_STR(origin, cases[i].origin);
+            CHECK_STR(path, cases[i].path);
+        } else {
+            CHECK_CASE(origin == NULL && path == NULL, cases[i].prefix);
+            CHECK_CASE(err != FO_EINVAL || strstr(msg.text, "is not a prefix") != NULL,
+                       cases[i].prefix);
+        }
+        free(origin);
+        free(path);
+    }
+}
+
 static const struct unit_test tests[] = {
     { "array_of_strings", test_array_of_strings },
     { "mixed_array", test_mixed_array },
@@ -603,6 +675,8 @@ static const struct unit_test tests[] = {
     { "is_json_type", test_is_json_type },
     { "url_check", test_url_check },
     { "host_to_ascii", test_host_to_ascii },
+    { "url_prefix", test_url_prefix },
+    { "json_without_json_type", test_json_without_json_type },
 };
 
 UNIT_SUITE(batch_suite, "batch", tests);

@@ -76,6 +76,34 @@ static void test_graph_refusals(void)
           "response_headers" },
         { "merge_arrays", "{\"merge_arrays\":\"append\",\"requests\":[\"http://h/\"]}",
           "merge_arrays" },
+        { "merge_arrays without deep",
+          "{\"merge\":\"bodies\",\"merge_arrays\":\"concat\",\"requests\":[\"http://h/\"]}",
+          "merge_arrays" },
+        { "group without deep", "[{\"url\":\"http://h/\",\"group\":\"g\"}]", "group" },
+        { "response_headers with bodies",
+          "{\"merge\":\"bodies\",\"requests\":[{\"url\":\"http://h/\","
+          "\"response_headers\":[\"X-A\"]}]}",
+          "response_headers" },
+        { "reference in the url without depends_on",
+          "[{\"url\":\"http://h/\",\"id\":\"src\"},"
+          "{\"url\":\"http://h/?v=${src.body#/v}\",\"id\":\"user\"}]",
+          "depends_on" },
+        { "reference in a header without depends_on",
+          "[{\"url\":\"http://h/\",\"id\":\"src\"},"
+          "{\"url\":\"http://h/\",\"headers\":{\"X\":\"${src.status}\"}}]",
+          "depends_on" },
+        { "reference in the body without depends_on",
+          "[{\"url\":\"http://h/\"},"
+          "{\"url\":\"http://h/\",\"method\":\"POST\",\"body\":{\"k\":\"${0.body}\"}}]",
+          "depends_on" },
+        { "response_headers from defaults with merge deep",
+          "{\"merge\":\"deep\",\"defaults\":{\"response_headers\":[\"X-A\"]},"
+          "\"requests\":[\"http://h/\"]}",
+          "defaults: response_headers" },
+        { "reference to an id with a dot",
+          "[{\"url\":\"http://h/\",\"id\":\"a.b\"},"
+          "{\"url\":\"http://h/?v=${a.b.status}\"}]",
+          "depends_on" },
         { "template url not http",
           "[{\"url\":\"http://h/\",\"id\":\"a\"},"
           "{\"url\":\"ftp://h/${a.status}\",\"id\":\"c\",\"depends_on\":[\"a\"]}]",
@@ -100,9 +128,9 @@ static void test_graph_accepted(void)
     struct batch_req b;
     struct fo_msg msg;
     const char *body =
-        "{\"merge_arrays\":\"concat\",\"requests\":["
+        "{\"merge\":\"deep\",\"merge_arrays\":\"concat\",\"requests\":["
         "{\"url\":\"http://h/a\",\"id\":\"a\"},"
-        "{\"url\":\"http://h/b?x=${a.status}\",\"id\":\"b\"},"
+        "{\"url\":\"http://h/b?x=${z.status}\",\"id\":\"b\"},"
         "{\"url\":\"${a.body#/next}\",\"id\":\"c\",\"depends_on\":[\"a\",\"b\",\"a\"],"
         "\"headers\":{\"X-T\":\"${a.headers.X-Token}\"},\"run_if\":\"always\"}]}";
 
@@ -111,8 +139,8 @@ static void test_graph_accepted(void)
         return;
     }
     CHECK_EQ_INT(b.merge_concat, 1);
-    /* ${ in an item without depends_on is plain text */
-    CHECK_STR(b.items[1].url, "http://h/b?x=${a.status}");
+    /* ${ in an item without depends_on, naming no item of the batch, is plain text */
+    CHECK_STR(b.items[1].url, "http://h/b?x=${z.status}");
     CHECK(b.items[1].compose == NULL);
     CHECK(b.dep_start != NULL && b.dep_list != NULL);
     if (b.dep_start != NULL) {

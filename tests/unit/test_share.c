@@ -97,13 +97,13 @@ static void test_cache_lru(void)
     r = answer(200, body);
     share_cache_clear();
     /* room for 3 entries of ~1.2 KB (body and bookkeeping), not 4 */
-    share_cache_put("a", &r, 0, 60000, 3900);
-    share_cache_put("b", &r, 0, 60000, 3900);
-    share_cache_put("c", &r, 0, 60000, 3900);
+    share_cache_put("a", &r, 0, 60000, 4300);
+    share_cache_put("b", &r, 0, 60000, 4300);
+    share_cache_put("c", &r, 0, 60000, 4300);
     CHECK(share_cache_fresh("a", 1));
     CHECK(share_cache_get("a", 1, &got)); /* a is now the most recent */
     result_clear(&got);
-    share_cache_put("d", &r, 0, 60000, 3900);
+    share_cache_put("d", &r, 0, 60000, 4300);
     CHECK(share_cache_fresh("a", 1));
     CHECK(!share_cache_fresh("b", 1)); /* the least recently used left */
     CHECK(share_cache_fresh("d", 1));
