@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1503,6 +1504,54 @@ fo_err server_listen_address(const struct config *cfg, int listen_fd,
     return FO_OK;
 }
 
+/*
+ * MHD_quiesce_daemon races with the library's own worker threads (0.9.75 and
+ * 1.0.1 alike): for each worker of the pool it sets was_quiesced and then
+ * removes the listening socket from that worker's epoll set, but a worker
+ * that wakes in between removes it first (its own path tolerates ENOENT,
+ * the quiesce path does not), and the library panics: "Failed to remove
+ * listen FD from epoll set", killing the daemon as it starts to drain. The
+ * panic handler below turns that one panic, on the thread that is
+ * quiescing, into a jump back to quiesce_retrying, which calls it again: the
+ * workers already done are skipped (their socket is out of their set), and
+ * nothing is locked inside that loop. Any other panic aborts, as the
+ * library's own handler does.
+ */
+static _Thread_local sigjmp_buf *quiesce_jmp; /* set only around the call, on its thread */
+
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    if (quiesce_jmp != NULL &&
+        (reason == NULL || strstr(reason, "remove listen FD from epoll") != NULL))
+        siglongjmp(*quiesce_jmp, 1);
+    fprintf(stderr, "fanoutd: fatal error in libmicrohttpd %s:%u: %s", file != NULL ? file : "?",
+            line, reason != NULL ? reason : "(no message)\n");
+    abort();
+}
+
+static MHD_socket quiesce_retrying(struct MHD_Daemon *d)
+{
+    sigjmp_buf jmp;
+    volatile int tries = 0;
+    MHD_socket fd = MHD_INVALID_SOCKET;
+
+    if (sigsetjmp(jmp, 0) != 0) {
+        quiesce_jmp = NULL;
+        if (++tries >= 100) {
+            log_error("libmicrohttpd kept failing to stop listening; stopping hard");
+            abort();
+        }
+        (void)usleep(1000); /* let the worker that won finish its own removal */
+    }
+    quiesce_jmp = &jmp;
+    fd = MHD_quiesce_daemon(d);
+    quiesce_jmp = NULL;
+    if (tries > 0)
+        log_debug("stopped listening after %d lost races with libmicrohttpd's workers", tries);
+    return fd;
+}
+
 fo_err server_start(struct config *cfg, int listen_fd)
 {
     /* TURBO: libmicrohttpd skips a shutdown() per connection and reads
@@ -1516,6 +1565,7 @@ fo_err server_start(struct config *cfg, int listen_fd)
 
     server_reload(cfg);
     log_info("strict HTTP: %s", http_strict_init());
+    MHD_set_panic_func(mhd_panic, NULL);
     if ((err = server_listen_address(cfg, listen_fd, &bound, &bound_len)) != FO_OK)
         return err;
     describe_listener(cfg, listen_fd, &bound, name, sizeof(name));
@@ -1557,7 +1607,7 @@ void server_stop_listening(int take_backlog)
 
     if (srv.mhd == NULL || !atomic_exchange(&srv.listening, 0))
         return;
-    fd = MHD_quiesce_daemon(srv.mhd);
+    fd = quiesce_retrying(srv.mhd);
     if (fd == MHD_INVALID_SOCKET) {
         log_warn("cannot stop listening early; the socket closes at exit");
         return;

@@ -55,11 +55,12 @@ static int op_batch_json(void)
                     " {\"url\": \"https://[::1]:8443/c?q=1\", \"body\": \"text\"}]}", 1);
 }
 
-/* composition (issue 12): depends_on, references, select, group, response_headers */
+/* composition: depends_on, references, select, group (response_headers:
+ * op_batch_headers, since it has no place in a deep merge) */
 static int op_batch_compose(void)
 {
     return op_batch("{\"merge\": \"deep\", \"merge_arrays\": \"concat\", \"requests\": ["
-                    "{\"url\": \"http://127.0.0.1:1/a\", \"id\": \"a\", \"response_headers\": [\"X-T\"],"
+                    "{\"url\": \"http://127.0.0.1:1/a\", \"id\": \"a\","
                     " \"select\": {\"p\": \"/x\", \"q\": \"/y/0\"}, \"group\": \"g\"},"
                     " {\"url\": \"${a.body#/next}\", \"id\": \"b\", \"depends_on\": [\"a\"],"
                     " \"headers\": {\"X\": \"t=${a.headers.x-t} $${l}\"}, \"method\": \"POST\","
@@ -67,6 +68,15 @@ static int op_batch_compose(void)
                     " {\"url\": \"http://127.0.0.1:1/c?q=${b.body}\", \"depends_on\": [\"b\", \"a\"],"
                     " \"run_if\": \"always\", \"body\": \"${b.status}\", \"method\": \"PUT\","
                     " \"select\": \"/z\"}]}", 1);
+}
+
+/* response_headers, and a reference to another item's header */
+static int op_batch_headers(void)
+{
+    return op_batch("{\"requests\": ["
+                    "{\"url\": \"http://127.0.0.1:1/a\", \"id\": \"a\", \"response_headers\": [\"X-T\"]},"
+                    " {\"url\": \"http://127.0.0.1:1/b\", \"depends_on\": [\"a\"],"
+                    " \"headers\": {\"X\": \"t=${a.headers.x-t}\"}}]}", 1);
 }
 
 /* compose_prepare (references resolved) and compose_select on finished results */
@@ -315,6 +325,7 @@ int main(void)
         { "job lifecycle", op_job },           { "cidr lists", op_policy },
         { "job stream", op_job_stream_plain }, { "job stream gzip", op_job_stream_gzip },
         { "batch_parse compose", op_batch_compose }, { "compose run", op_compose_run },
+        { "batch_parse headers", op_batch_headers },
     };
     struct fo_msg msg;
 

@@ -175,13 +175,18 @@ write(M, "empty_and_head", b"\x01" + item(204, 0, None, b"") + item(200, 0, b"te
 write(M, "unicode_ctype", b"\x00" + item(200, 0, "text/pl\u00e9in; x=\"\u2028\"".encode(), "\u2028".encode()))
 
 
-# ---- composition (issue 12) -----------------------------------------------
+# ---- composition -------------------------------------------------------------
 write(J, "compose.json",
-      '{"merge":"deep","merge_arrays":"concat","requests":[{"url":"http://a/x","id":"a",'
-      '"response_headers":["X-T"]},{"url":"${a.body#/u}","id":"b","depends_on":["a"],"run_if":"always",'
+      '{"merge":"deep","merge_arrays":"concat","requests":[{"url":"http://a/x","id":"a"},'
+      '{"url":"${a.body#/u}","id":"b","depends_on":["a"],"run_if":"always",'
       '"headers":{"X":"${a.headers.x-t} $${l}"},"body":{"n":"${a.status}","m":"x${a.body}","k":1E+2},'
       '"method":"POST","select":{"p":"/a~0/b~1"},"group":"g"},{"url":"http://h/${b.body#/q}?$${x}",'
       '"depends_on":["b","a"],"body":"${b.status}","method":"PUT"}]}')
+# response_headers (merge none only), and references a batch must declare
+write(J, "compose_headers.json",
+      '[{"url":"http://a/x","id":"a","response_headers":["X-T"]},'
+      '{"url":"http://h/?v=${a.status}","id":"b"},'
+      '{"url":"http://h/","headers":{"X":"$${a.status}"},"depends_on":[]}]')
 
 # fuzz_template: byte 0 bit 0 = JSON body form, then the template
 T = "fuzz_template"
