@@ -70,6 +70,37 @@ class BatchTest(ClientCase):
     def test_healthz(self):
         self.assertEqual(self.client().healthz(), {"status": "ok"})
 
+    def test_large_bodies_sent_after_100_continue(self):
+        """A body over 64 KiB waits for fanoutd's 100 Continue: accepted, it is sent whole."""
+        tag = new_tag()
+        body = "x" * 300_000
+        doc = self.client().batch([{"url": self.url("/echo", tag=tag), "method": "POST", "body": body}])
+        self.assertTrue(doc["results"][0]["ok"], doc["results"][0]["error"] if "error" in doc["results"][0] else "")
+        (seen,) = self.up.requests(tag)
+        self.assertEqual(len(seen.body), len(body))
+
+    def test_proxy_variables_not_used(self):
+        """The client talks to fanoutd itself, as fanoutd ignores proxy variables upstream."""
+        saved = {k: os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY", "no_proxy")}
+        os.environ.update(http_proxy="http://127.0.0.1:9/", HTTP_PROXY="http://127.0.0.1:9/")
+        os.environ.pop("no_proxy", None)
+        try:
+            doc = self.client().batch([self.url("/json", v="direct")])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.assertEqual(doc["results"][0]["body"], {"v": "direct"})
+
+    def test_request_id_and_local_errors(self):
+        fo = self.client()
+        fo.batch([self.url("/json")])
+        self.assertRegex(fo.last_request_id or "", r"^[0-9a-f]{16,}$")
+        with self.assertRaises(ValueError):
+            fo.batch([{"url": self.url("/echo"), "method": "POST", "body": {"n": float("nan")}}])
+
 
 class StreamTest(ClientCase):
     def test_lines_as_they_land_then_the_summary(self):
@@ -107,13 +138,45 @@ class StreamTest(ClientCase):
             time.sleep(0.05)
         self.fail(f"the running fetches were not aborted: {self.up.aborted(tag)}")
 
+    def test_iterating_again_and_closing(self):
+        """A stream read to its end is closed, and iterating it again yields nothing; one left
+        after a break goes on where it stopped; a closed one stops at once (no
+        StreamCutShort: the client ended it)."""
+        s = self.client().stream([self.url("/json", v=i) for i in range(3)])
+        first = next(s)
+        rest = list(s)
+        self.assertEqual(len([first] + rest), 3)
+        self.assertEqual(list(s), [])
+        self.assertEqual(s.summary["total"], 3)
+        s = self.client().stream([self.url("/json", v=i) for i in range(3)])
+        s.close()
+        self.assertEqual(list(s), [])
+
     def test_merge_cannot_stream(self):
         with self.assertRaises(ValueError):
             self.client().stream([self.url("/json")], merge="deep")
 
 
+class CutShortTest(ClientCase):
+    CONFIG = {"workers": 8, "max_answer_bytes": 1_500_000}
+
+    def test_a_stream_cut_mid_line(self):
+        """A client that stops reading is dropped once its unread lines pass max_answer_bytes:
+        the stream ends, wherever the cut falls, as StreamCutShort naming what is missing."""
+        items = [self.url("/big", bytes=1_000_000, i=i) for i in range(20)]
+        with self.client(timeout=20).stream(items) as lines:
+            time.sleep(2)  # nothing read: the lines pile up past the cap
+            with self.assertRaises(fanoutd_client.StreamCutShort) as cm:
+                for _ in lines:
+                    pass
+        e = cm.exception
+        self.assertEqual((e.status, e.code), (None, "stream_cut_short"))
+        self.assertTrue(e.missing, "every item had its line")
+        self.assertEqual(len(e.results) + len(e.missing), 20)
+
+
 class TokenTest(ClientCase):
-    CONFIG = {"workers": 4, "auth_token": TOKEN}
+    CONFIG = {"workers": 4, "auth_token": TOKEN, "max_body_bytes": 100_000}
 
     def test_token(self):
         with self.assertRaises(FanoutdError) as cm:
@@ -121,6 +184,16 @@ class TokenTest(ClientCase):
         self.assertEqual((cm.exception.status, cm.exception.code), (401, "unauthorized"))
         doc = self.client(token=TOKEN).batch([self.url("/json", v="t")])
         self.assertEqual(doc["results"][0]["body"], {"v": "t"})
+
+    def test_refused_from_the_headers_alone(self):
+        """fanoutd refuses a large batch from its headers (no token: 401; over max_body_bytes:
+        413) before reading the body: the client gets that answer, not a reset connection."""
+        item = {"url": self.url("/echo"), "method": "POST", "body": "x" * 3_000_000}
+        for token, status, code in ((None, 401, "unauthorized"), (TOKEN, 413, "too_large")):
+            with self.subTest(code=code):
+                with self.assertRaises(FanoutdError) as cm:
+                    self.client(token=token, timeout=10).batch([item])
+                self.assertEqual((cm.exception.status, cm.exception.code), (status, code))
 
 
 if __name__ == "__main__":
