@@ -10,6 +10,8 @@
 #   clang        the whole build under clang with -Werror (one test)
 #   format       make format-check: the sources in the .clang-format style
 #   integration  tests/integration/run.py against ./fanoutd
+#   client       tests/client/test_client.py: the Python client (clients/python)
+#                against the daemon
 #   robustness   tests/robustness/run.py: slow clients, connection limits,
 #                upstream faults, shutdown and reload edge cases
 #   service      tests/service/test_service.py: units, install, .deb, man pages,
@@ -91,6 +93,7 @@ else
 fi
 
 skip integration || run integration python3 tests/integration/run.py
+skip client || run client python3 tests/client/test_client.py
 
 skip robustness || run robustness python3 tests/robustness/run.py
 
