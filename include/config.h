@@ -27,6 +27,10 @@ struct str_list {
 };
 
 /* share: one inject_header rule (a prefix and the header put there). */
+/* Printed by --check-config in place of a secret given as itself (a value
+ * read from a file is printed as its "@/path"); refused as a value. */
+#define FO_SECRET_MASK "***"
+
 struct inject_rule {
     char *origin; /* "scheme://host:port", lower case, port always written */
     char *path;   /* the prefix's path ("/" when it gave none) */

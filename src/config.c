@@ -481,6 +481,14 @@ static fo_err read_token_file(const char *path, char *text, size_t size, struct 
     return err;
 }
 
+/* What --check-config prints in place of a secret given in the file or on
+ * the command line: loading it back is refused, never taken for the secret. */
+#define SECRET_MASK_WHY                                                               \
+    "'" FO_SECRET_MASK                                                                \
+    "' is what --check-config prints in place of a secret, not a secret: "            \
+    "give the value itself, or @/path to a file that holds it (which --check-config " \
+    "prints as such)"
+
 /* auth_token: the token itself, or "@/path" naming the file that holds it
  * (read each time the configuration is built, so also on reload). */
 static fo_err set_token(struct config *cfg, const char *value, struct fo_msg *msg)
@@ -490,6 +498,11 @@ static fo_err set_token(struct config *cfg, const char *value, struct fo_msg *ms
     char *copy = NULL, *src = NULL;
     fo_err err = FO_OK;
 
+    if (strcmp(value, FO_SECRET_MASK) == 0) {
+        fo_msg_set(msg, SECRET_MASK_WHY);
+        err = FO_EINVAL;
+        goto out;
+    }
     if (value[0] == '@') {
         if ((err = read_token_file(value + 1, text, sizeof(text), msg)) != FO_OK)
             goto out;
@@ -611,6 +624,10 @@ static fo_err set_inject(struct config *cfg, const char *value, struct fo_msg *m
     }
     if (*val == '\0') {
         fo_msg_set(msg, "the header value is empty");
+        goto out;
+    }
+    if (strcmp(val, FO_SECRET_MASK) == 0) {
+        fo_msg_set(msg, SECRET_MASK_WHY);
         goto out;
     }
     if ((r.prefix = strndup(value, (size_t)(sp - value))) == NULL ||
@@ -984,7 +1001,7 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         if (cfg->auth_token_src != NULL)
             fputs(cfg->auth_token_src, out);
         else if (cfg->auth_token[0] != '\0')
-            fputs("***", out);
+            fputs(FO_SECRET_MASK, out);
         break;
     case CT_LOGLEVEL:
         fputs(log_level_name((enum log_level) * FIELD(cfg, k, const long)), out);
@@ -996,11 +1013,12 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         fputs(*FIELD(cfg, k, const long) ? "on" : "off", out);
         break;
     case CT_INJECT:
-        /* Never the value: "PREFIX NAME: ***", one line per rule (config_dump
-         * writes "inject_header = " before each). */
+        /* Never the value: "PREFIX NAME: @/path" for one read from a file (so
+         * the dump loads back), else "PREFIX NAME: ***", one line per rule
+         * (config_dump writes "inject_header = " before each). */
         for (size_t i = 0; i < cfg->ninject; i++)
-            fprintf(out, "%s%s %s: ***", i ? "\n" : "", cfg->inject[i].prefix,
-                    cfg->inject[i].name);
+            fprintf(out, "%s%s %s: %s", i ? "\n" : "", cfg->inject[i].prefix, cfg->inject[i].name,
+                    cfg->inject[i].src != NULL ? cfg->inject[i].src : "***");
         break;
     }
 }

@@ -5,7 +5,10 @@
  * /proc/self/fd/N). A file that builds must dump (config_dump, what
  * --check-config prints) to text that builds again and dumps identically:
  * the printed configuration is itself a valid configuration file with the
- * same meaning. A refused file must come with a message.
+ * same meaning. A secret given itself is printed as FO_SECRET_MASK, which a
+ * file may not give back: such a dump must be refused for that reason, and
+ * with each mask replaced by a stand-in secret it must round-trip. A refused
+ * file must come with a message.
  *
  * FUZZ_IGNORE_KNOWN=1 in the environment skips the round trip for dumps that
  * hit a bug already filed in crashes-pending/fuzz_config/ (a value starting
@@ -17,6 +20,7 @@
  */
 #include <dlfcn.h>
 #include <netdb.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -113,6 +117,53 @@ static int known_bug(const char *text)
     return 0;
 }
 
+/* 1 if line [p, p + n) ends in the value FO_SECRET_MASK: "auth_token = ***"
+ * or "inject_header = PREFIX NAME: ***". */
+static int masked_line(const char *p, size_t n)
+{
+    size_t m = strlen(FO_SECRET_MASK);
+
+    _Static_assert(sizeof(FO_SECRET_MASK) - 1 == 3, "the stand-in below is as long as the mask");
+    if (n < m + 2 || memcmp(p + n - m, FO_SECRET_MASK, m) != 0)
+        return 0;
+    if (n == strlen("auth_token = ") + m && memcmp(p, "auth_token = ", 13) == 0)
+        return 1;
+    return n > 16 + m && memcmp(p, "inject_header = ", 16) == 0 && p[n - m - 2] == ':' &&
+           p[n - m - 1] == ' ';
+}
+
+/* The dump with every masked secret given a stand-in value ("xyz", as long as
+ * the mask, so the text keeps its length), and
+ * whether there was one; a new string (free()). */
+static char *unmask(const char *text, size_t len, size_t *out_len, int *masked)
+{
+    char *out = malloc(len + 1), *o = out;
+    const char *line = text, *end = text + len;
+
+    FUZZ_ASSERT(out != NULL);
+    *masked = 0;
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        if (masked_line(line, n)) {
+            size_t keep = n - strlen(FO_SECRET_MASK);
+            memcpy(o, line, keep);
+            memcpy(o + keep, "xyz", 3);
+            o += keep + 3;
+            *masked = 1;
+        } else {
+            memcpy(o, line, n);
+            o += n;
+        }
+        if (nl != NULL)
+            *o++ = '\n';
+        line += n + (nl != NULL);
+    }
+    *o = '\0';
+    *out_len = (size_t)(o - out);
+    return out;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct config *cfg = NULL, *again = NULL;
@@ -141,7 +192,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    put_file(dump_fd, text1, len1);
+    int masked;
+    size_t plain_len;
+    char *plain = unmask(text1, len1, &plain_len, &masked);
+    if (masked) {
+        /* The dump as printed is refused: the mask is never taken for a secret. */
+        put_file(dump_fd, text1, len1);
+        msg.text[0] = '\0';
+        err = config_build(dump_path, NULL, 0, &again, &msg);
+        FUZZ_ASSERTF(err == FO_EINVAL && strstr(msg.text, "in place of a secret") != NULL,
+                     "a masked dump was not refused for its mask: %s\n--- dump:\n%s", msg.text,
+                     text1);
+    }
+    put_file(dump_fd, plain, plain_len);
+    free(plain);
     msg.text[0] = '\0';
     err = config_build(dump_path, NULL, 0, &again, &msg);
     FUZZ_ASSERTF(err == FO_OK, "the dump does not build again: %s\n--- dump:\n%s", msg.text,

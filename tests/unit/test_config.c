@@ -245,6 +245,8 @@ static void test_file_errors_name_line(void)
         { "workers = 4\nqueue_capacity = 9\nworkers = 5\n", 3 }, /* duplicate key */
         { "workers 4\n", 1 },                                    /* no '=' */
         { "auth_token = two words\n", 1 },
+        { "workers = 4\nauth_token = ***\n", 2 }, /* --check-config's mask, loaded back */
+        { "inject_header = http://h/ X-Key: ***\n", 1 },
     };
 
     for (size_t i = 0; i < FO_ARRAY_LEN(cases); i++) {
