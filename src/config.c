@@ -1013,12 +1013,12 @@ static void print_value(const struct config *cfg, const struct config_key *k, FI
         fputs(*FIELD(cfg, k, const long) ? "on" : "off", out);
         break;
     case CT_INJECT:
-        /* Never the value: "PREFIX NAME: @/path" for one read from a file (so
-         * the dump loads back), else "PREFIX NAME: ***", one line per rule
-         * (config_dump writes "inject_header = " before each). */
+        /* Never the value, nor where it comes from: "PREFIX NAME: ***", one
+         * line per rule, as the contract has it (config_dump writes
+         * "inject_header = " before each). Such a dump does not load back. */
         for (size_t i = 0; i < cfg->ninject; i++)
-            fprintf(out, "%s%s %s: %s", i ? "\n" : "", cfg->inject[i].prefix, cfg->inject[i].name,
-                    cfg->inject[i].src != NULL ? cfg->inject[i].src : "***");
+            fprintf(out, "%s%s %s: " FO_SECRET_MASK, i ? "\n" : "", cfg->inject[i].prefix,
+                    cfg->inject[i].name);
         break;
     }
 }

@@ -124,28 +124,27 @@ class CliConfigTest(unittest.TestCase):
         self.assertNotIn("literal-token-7", done.stdout + done.stderr)
 
     def test_check_config_reads_back(self):
-        """--check-config's output is a configuration file: with secrets read from files
-        (printed as their @/path) it loads back to the same configuration; a secret given
-        itself is printed as ***, which is refused when loaded back, with the reason."""
+        """--check-config's output is a configuration file: with the token read from a file
+        (printed as its @/path) it loads back to the same configuration; a secret printed as
+        *** (a token given itself, every inject_header value) is refused when loaded back,
+        with the reason, never taken for the secret."""
         tok = write("file-token-42\n", name="token")
         key = write("key-from-file\n", name="key")
-        first = write(f"workers = 7\nauth_token = @{tok}\n"
-                      f"inject_header = http://127.0.0.1:9/v1/ X-Api-Key: @{key}\n"
-                      f"inject_header = http://127.0.0.1:9/v2/ X-Other: @{key}\n")
-        done = run_cli("--config", first, "--check-config", timeout=10)
+        done = run_cli("--config", write(f"workers = 7\nauth_token = @{tok}\n"), "--check-config",
+                       timeout=10)
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertIn(f"inject_header = http://127.0.0.1:9/v1/ X-Api-Key: @{key}\n", done.stdout)
         again = run_cli("--config", write(done.stdout, name="dump.conf"), "--check-config", timeout=10)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(again.stdout, done.stdout, "the dump did not load back to itself")
-        for secret in ("file-token-42", "key-from-file"):
-            self.assertNotIn(secret, done.stdout + again.stdout)
+        self.assertNotIn("file-token-42", done.stdout + again.stdout)
         for line in ("auth_token = literal-7",
-                     "inject_header = http://127.0.0.1:9/v1/ X-Api-Key: literal-8"):
+                     "inject_header = http://127.0.0.1:9/v1/ X-Api-Key: literal-8",
+                     f"inject_header = http://127.0.0.1:9/v1/ X-Api-Key: @{key}"):
             with self.subTest(line=line):
                 done = run_cli("--config", write(line + "\n"), "--check-config", timeout=10)
                 self.assertEqual(done.returncode, 0, done.stderr)
                 self.assertIn(": ***" if "inject" in line else "auth_token = ***", done.stdout)
+                self.assertNotIn("key-from-file", done.stdout)
                 back = run_cli("--config", write(done.stdout, name="masked.conf"), "--check-config",
                                timeout=10)
                 self.assertEqual(back.returncode, 2, back.stdout)
