@@ -115,7 +115,7 @@ class Stream:
                     break
                 self.close()
                 raise StreamCutShort(self._results, self._total, self.request_id) from e
-            if not raw:  # the end of the stream, without a summary
+            if not raw.endswith(b"\n"):  # the end of the stream, without a summary (or mid-line)
                 self.close()
                 raise StreamCutShort(self._results, self._total, self.request_id)
             if not raw.strip():
