@@ -56,7 +56,8 @@ class PolicyTest(DaemonCase):
     def test_fail_fast_on_a_non_2xx_status(self):
         """A response that is not 2xx is ok false: it ends a fail_fast batch (status kept, no error)."""
         tag = new_tag()
-        items = [self.slow(tag, 0), self.url("/status", code=503)]
+        # the 503 after 300 ms: the slow item has surely reached the upstream by then
+        items = [self.slow(tag, 0), self.url("/status", code=503, ms=300)]
         start = time.monotonic()
         doc = self.batch({"policy": "fail_fast", "requests": items}, total=2)
         self.assertLess(time.monotonic() - start, 3.0)
@@ -123,8 +124,11 @@ class PolicyTest(DaemonCase):
 
     def test_min_success_one_ends_at_the_first_ok(self):
         tag = new_tag()
+        # The ok item takes 300 ms, so that the slow one has surely reached the upstream
+        # (and so has a fetch to abort) when the policy ends the batch.
         doc = self.batch({"policy": {"min_success": 1.0},
-                          "requests": [self.slow(tag, 0), self.url("/json", v="x")]}, total=2)
+                          "requests": [self.slow(tag, 0), self.url("/delay", ms=300, v="x")]},
+                         total=2)
         self.assertTrue(doc["results"][1]["ok"])
         self.assert_cancelled(doc["results"][0], "min_success")
         self.assert_aborted(tag, 1)
