@@ -35,6 +35,11 @@ fo_err url_check(const char *url, char **hostkey, struct fo_msg *msg) FO_MUST_CH
  */
 fo_err url_host_to_ascii(const char *host, char **ace) FO_MUST_CHECK;
 
+/* Puts the parsed URL's host in the form DNS is asked for (its IDNA A-label,
+ * url_host_to_ascii). FO_EINVAL with why set: no host, or not a valid or
+ * usable internationalised name; FO_ENOMEM. */
+fo_err url_ascii_host(struct Curl_URL *u, struct fo_msg *why) FO_MUST_CHECK;
+
 /* The origin of a parsed URL (RFC 6454): "scheme://host:port", lower
  * case, the default port written. FO_ENOMEM (or a URL without a host). */
 fo_err url_origin(struct Curl_URL *u, char **origin) FO_MUST_CHECK;

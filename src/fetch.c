@@ -682,7 +682,7 @@ static void set_constant_options(struct fetcher *f)
  */
 static fo_err hop_set_url(struct hop *h, const char *ref, struct fo_msg *why)
 {
-    char *scheme = NULL, *host = NULL, *ace = NULL;
+    char *scheme = NULL;
     fo_err err = FO_EINVAL;
     CURLUcode uc;
 
@@ -697,21 +697,9 @@ static fo_err hop_set_url(struct hop *h, const char *ref, struct fo_msg *why)
                    ref);
         goto out;
     }
-    if (curl_url_get(h->url, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        fo_msg_set(why, "'%.200s' has no host", ref);
-        goto out;
-    }
-    err = url_host_to_ascii(host, &ace);
-    if (err == FO_EINVAL)
-        fo_msg_set(why, "'%.200s' is not a valid internationalised domain name", host);
-    if (err == FO_OK && ace != NULL && curl_url_set(h->url, CURLUPART_HOST, ace, 0) != CURLUE_OK) {
-        fo_msg_set(why, "'%.200s' is not a usable host name", ace);
-        err = FO_EINVAL;
-    }
+    err = url_ascii_host(h->url, why);
 out:
     curl_free(scheme);
-    curl_free(host);
-    free(ace);
     return err;
 }
 

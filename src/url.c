@@ -163,6 +163,28 @@ out:
     curl_url_cleanup(h);
     return err;
 }
+fo_err url_ascii_host(struct Curl_URL *u, struct fo_msg *why)
+{
+    char *host = NULL, *ace = NULL;
+    fo_err err = FO_EINVAL;
+
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        fo_msg_set(why, "the URL has no host");
+        goto out;
+    }
+    err = url_host_to_ascii(host, &ace);
+    if (err == FO_EINVAL)
+        fo_msg_set(why, "'%.*s' is not a valid internationalised domain name", CLIP(host, 200));
+    if (err == FO_OK && ace != NULL && curl_url_set(u, CURLUPART_HOST, ace, 0) != CURLUE_OK) {
+        fo_msg_set(why, "'%.*s' is not a usable host name", CLIP(ace, 200));
+        err = FO_EINVAL;
+    }
+out:
+    curl_free(host);
+    free(ace);
+    return err;
+}
+
 fo_err url_origin(struct Curl_URL *u, char **origin)
 {
     char *scheme = NULL, *host = NULL, *port = NULL;
@@ -220,7 +242,9 @@ fo_err url_prefix(const char *prefix, char **origin, char **path, struct fo_msg 
     *origin = *path = NULL;
     if (u == NULL)
         return FO_ENOMEM;
-    if (url_check(prefix, NULL, msg) != FO_OK)
+    if ((err = url_check(prefix, NULL, msg)) == FO_ENOMEM)
+        goto out;
+    if (err != FO_OK)
         goto bad;
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, prefix, 0);
     if (uc == CURLUE_OUT_OF_MEMORY) {
@@ -233,17 +257,8 @@ fo_err url_prefix(const char *prefix, char **origin, char **path, struct fo_msg 
         curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) != CURLUE_NO_FRAGMENT)
         goto bad;
     /* An internationalised host counts as its A-label, as it is fetched. */
-    char *host = NULL, *ace = NULL;
-    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        (err = url_host_to_ascii(host, &ace)) == FO_ENOMEM ||
-        (ace != NULL && curl_url_set(u, CURLUPART_HOST, ace, 0) != CURLUE_OK)) {
-        curl_free(host);
-        free(ace);
-        err = FO_ENOMEM;
+    if ((err = url_ascii_host(u, msg)) == FO_ENOMEM)
         goto out;
-    }
-    curl_free(host);
-    free(ace);
     if (err != FO_OK)
         goto bad;
     err = url_origin_path(u, origin, path);
